@@ -1,0 +1,193 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/states"
+)
+
+// Provider is an OAuth 2.0 authorization server flowd can connect to.
+type Provider struct {
+	// Name is how users and the API refer to the provider ("github").
+	Name     string
+	AuthURL  string
+	TokenURL string
+	// AuthStyle says how the client authenticates at the token endpoint. It
+	// must be oauth2.AuthStyleInParams or oauth2.AuthStyleInHeader: the
+	// auto-detect default retries a failed exchange and sends the code twice.
+	AuthStyle    oauth2.AuthStyle
+	ClientID     string
+	ClientSecret string
+	// Scopes are requested when a Start names none.
+	Scopes []string
+	// AuthParams are extra authorize-URL parameters (prompt=consent, access_type=offline, ...).
+	AuthParams map[string]string
+}
+
+// Clock is the engine's time source. Tests inject engine/fakeclock to step time.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has elapsed.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc call.
+type Timer interface {
+	// Stop prevents the call if it has not started, and reports whether it did.
+	Stop() bool
+}
+
+// Hooks lets an embedder observe the engine (metrics, audit). Every hook is
+// optional and must not block: it runs on the engine's path.
+type Hooks struct {
+	// Transition is called after a record is durably appended, with the flow it produced.
+	Transition func(rec states.Record, flow states.Flow)
+	// UnknownCallback is called for a callback whose state names no flow.
+	UnknownCallback func()
+	// Append is called after every append with its latency and error.
+	Append func(d time.Duration, err error)
+}
+
+// Config configures an Engine. Only Log and Providers are required.
+type Config struct {
+	// Log is the durable event log. The caller opens and closes it.
+	Log Log
+	// Providers are the authorization servers flows may start against.
+	Providers []Provider
+	// Tokens stores tokens of completed flows. Default: sealed in Log's secrets.
+	Tokens TokenStore
+	// Clock defaults to the system clock.
+	Clock Clock
+	// Rand is the source of state tokens and PKCE verifiers. Default crypto/rand.
+	Rand io.Reader
+	// TTL is how long a flow waits for its callback. Default 5 minutes.
+	TTL time.Duration
+	// LoopbackRedirectURL is the redirect URI of the loopback transport.
+	// Default http://127.0.0.1:8085/oauth/callback.
+	LoopbackRedirectURL string
+	// PublicBaseURL is the gateway's public base URL; the gateway transport's
+	// redirect URI is PublicBaseURL + "/oauth/callback". Empty disables the
+	// gateway transport.
+	PublicBaseURL string
+	// ManualRedirectURL is the redirect URI of the manual transport. Default
+	// LoopbackRedirectURL: the browser lands on a page that may not load, and
+	// the user pastes its URL.
+	ManualRedirectURL string
+	// HTTPClient calls token endpoints. Default: a client with ExchangeTimeout.
+	HTTPClient *http.Client
+	// ExchangeTimeout bounds one token exchange or refresh. Default 30 seconds.
+	ExchangeTimeout time.Duration
+	// Retention is how long the records of finished flows are kept. Default
+	// 7 days; negative keeps them for ever.
+	Retention time.Duration
+	// Logger receives structured logs; it never sees a secret. Default: discard.
+	Logger *slog.Logger
+	// Hooks observe the engine.
+	Hooks Hooks
+}
+
+// StartRequest asks for a new flow.
+type StartRequest struct {
+	// Provider names a configured provider.
+	Provider string
+	// Scopes to request; empty means the provider's default scopes.
+	Scopes []string
+	// Transport says how the callback comes back. Default loopback.
+	Transport states.Transport
+	// Principal is who connects; a new Start for the same provider and
+	// principal supersedes a live earlier one. Empty is the local user.
+	Principal string
+	// TTL overrides Config.TTL for this flow when positive.
+	TTL time.Duration
+}
+
+// Started is what Start returns: everything needed to send the user off.
+type Started struct {
+	// State is the flow's id and the OAuth state parameter.
+	State       string
+	AuthURL     string
+	RedirectURI string
+	Deadline    time.Time
+	// Superseded lists the earlier live flows this one ended.
+	Superseded []string
+}
+
+// CallbackParams are the query parameters of the provider's redirect.
+type CallbackParams struct {
+	State            string
+	Code             string
+	Error            string
+	ErrorDescription string
+}
+
+// Filter selects flows for List. Zero fields match everything.
+type Filter struct {
+	States   []states.State
+	Provider string
+}
+
+// Errors a caller can act on. Each is returned wrapped; test with errors.Is.
+var (
+	// ErrUnknownProvider: the named provider is not configured. The error is
+	// an *UnknownProviderError listing the known ones.
+	ErrUnknownProvider = errors.New("unknown provider")
+	// ErrUnknownState: no flow has this state token (never started, mistyped, or pruned).
+	ErrUnknownState = errors.New("unknown state")
+	// ErrNotAwaiting: the flow is not awaiting a callback: it has finished,
+	// or its code is being exchanged. A repeated callback gets this.
+	ErrNotAwaiting = errors.New("flow is not awaiting a callback")
+	// ErrExpired: the flow's deadline passed.
+	ErrExpired = errors.New("flow expired")
+	// ErrExchangeInProgress: the flow's code is being exchanged and cannot be canceled now.
+	ErrExchangeInProgress = errors.New("exchange in progress")
+	// ErrNoGateway: the gateway transport needs Config.PublicBaseURL.
+	ErrNoGateway = errors.New("gateway transport needs a public base URL")
+	// ErrBadTransport: the transport is not loopback, gateway or manual.
+	ErrBadTransport = errors.New("unknown transport")
+	// ErrNoToken: no token is stored for the provider; connect first.
+	ErrNoToken = errors.New("no token stored")
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("engine closed")
+)
+
+// UnknownProviderError is returned for a provider name that is not configured.
+type UnknownProviderError struct {
+	Name  string
+	Known []string
+}
+
+func (e *UnknownProviderError) Error() string {
+	if len(e.Known) == 0 {
+		return fmt.Sprintf("unknown provider %q: no providers are configured; add one to the config file", e.Name)
+	}
+	return fmt.Sprintf("unknown provider %q; known providers: %s", e.Name, strings.Join(e.Known, ", "))
+}
+
+// Is makes errors.Is(err, ErrUnknownProvider) true.
+func (e *UnknownProviderError) Is(target error) bool { return target == ErrUnknownProvider }
+
+// FlowError is returned by Callback and Cancel when the flow exists but
+// cannot take the request. Flow is the flow as it stands; Err is
+// ErrNotAwaiting, ErrExpired or ErrExchangeInProgress.
+type FlowError struct {
+	Flow states.Flow
+	Err  error
+}
+
+func (e *FlowError) Error() string {
+	msg := fmt.Sprintf("flow %s: %v (state %s", states.ShortID(e.Flow.ID), e.Err, e.Flow.State)
+	if e.Flow.Reason != "" {
+		msg += ": " + string(e.Flow.Reason)
+	}
+	return msg + ")"
+}
+
+func (e *FlowError) Unwrap() error { return e.Err }

@@ -1,0 +1,55 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"flowd.local/flowd/states"
+)
+
+// Log is the durable event log the engine runs on. The engine sees storage
+// only through this interface; persist.DB (bbolt) and memlog.Log implement
+// it, and engine/logtest holds the contract suite every implementation must
+// pass. The signatures use only states and standard types, so an
+// implementation need not import this package.
+//
+// The interface is shaped for a distributed store too: an append is a
+// compare-and-set on the flow's last sequence, so two writers can never both
+// advance one flow.
+type Log interface {
+	// Append atomically and durably appends recs and applies secrets.
+	//
+	// recs all belong to one flow and have contiguous FlowSeq values, the
+	// first one more than the flow's last FlowSeq (0 for a new flow).
+	// Otherwise Append writes nothing and returns an error wrapping
+	// states.ErrConflict. Append assigns each record's Seq, strictly
+	// increasing across the whole log, in place.
+	//
+	// secrets maps a key to a plaintext the log stores sealed (encrypted at
+	// rest), or to nil to delete it. recs may be empty to write only secrets.
+	//
+	// Append returns only once the write is durable. Concurrent calls may
+	// share one commit. If ctx is done before the write begins, Append
+	// returns ctx.Err() and writes nothing.
+	Append(ctx context.Context, recs []states.Record, secrets map[string][]byte) error
+
+	// History returns a flow's records in FlowSeq order; none for an unknown flow.
+	History(ctx context.Context, flow string) ([]states.Record, error)
+
+	// Live calls fn with the history of every flow whose last record leads
+	// to a non-terminal state. Its cost grows with live flows, not with the
+	// log's length. fn's error stops the walk and is returned.
+	Live(ctx context.Context, fn func(history []states.Record) error) error
+
+	// Scan calls fn for every record with Seq greater than after, in Seq
+	// order. fn's error stops the scan and is returned.
+	Scan(ctx context.Context, after uint64, fn func(states.Record) error) error
+
+	// Secret returns a sealed secret's plaintext, and false if there is none.
+	Secret(ctx context.Context, key string) ([]byte, bool, error)
+
+	// Prune deletes every record of the flows that became terminal before
+	// endedBefore, and returns how many flows it deleted. Live flows are
+	// never pruned.
+	Prune(ctx context.Context, endedBefore time.Time) (int, error)
+}

@@ -1,0 +1,168 @@
+// Package memlog is an in-memory event log. It passes the same contract
+// suite as the bbolt log (engine/logtest) and serves tests and benchmarks
+// that want the engine without a disk: the price of durability is the
+// difference between the two.
+//
+// Nothing in it survives the process. Secrets are kept in plain memory.
+package memlog
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"flowd.local/flowd/states"
+)
+
+// Log is an in-memory event log. The zero value is not usable; call New.
+type Log struct {
+	mu      sync.RWMutex
+	seq     uint64
+	records []states.Record      // global order
+	flows   map[string][]int     // flow -> indexes into records (nil after prune)
+	ended   map[string]time.Time // terminal flows -> time of their terminal record
+	secrets map[string][]byte
+	pruned  map[uint64]bool // seqs deleted by Prune
+}
+
+// New returns an empty log.
+func New() *Log {
+	return &Log{flows: map[string][]int{}, ended: map[string]time.Time{}, secrets: map[string][]byte{}, pruned: map[uint64]bool{}}
+}
+
+// Append implements engine.Log.
+func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[string][]byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(recs) > 0 {
+		flow := recs[0].Flow
+		last := uint64(len(l.flows[flow]))
+		for i, r := range recs {
+			if r.Flow != flow {
+				return fmt.Errorf("memlog: append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), states.ErrConflict)
+			}
+			if r.FlowSeq != last+1+uint64(i) {
+				return fmt.Errorf("memlog: append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), r.FlowSeq, last+uint64(i), states.ErrConflict)
+			}
+		}
+		for i := range recs {
+			l.seq++
+			recs[i].Seq = l.seq
+			if recs[i].Version == 0 {
+				recs[i].Version = states.SchemaVersion
+			}
+			l.flows[flow] = append(l.flows[flow], len(l.records))
+			l.records = append(l.records, cloneRecord(recs[i]))
+			if _, done := l.ended[flow]; !done && recs[i].To.Terminal() {
+				l.ended[flow] = recs[i].Time
+			}
+		}
+	}
+	for k, v := range secrets {
+		if v == nil {
+			delete(l.secrets, k)
+		} else {
+			l.secrets[k] = slices.Clone(v)
+		}
+	}
+	return nil
+}
+
+// History implements engine.Log.
+func (l *Log) History(ctx context.Context, flow string) ([]states.Record, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	idx := l.flows[flow]
+	out := make([]states.Record, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, cloneRecord(l.records[i]))
+	}
+	return out, nil
+}
+
+// Live implements engine.Log.
+func (l *Log) Live(ctx context.Context, fn func([]states.Record) error) error {
+	l.mu.RLock()
+	var live []string
+	for flow, idx := range l.flows {
+		if len(idx) > 0 && !l.records[idx[len(idx)-1]].To.Terminal() {
+			live = append(live, flow)
+		}
+	}
+	l.mu.RUnlock()
+	sort.Strings(live)
+	for _, flow := range live {
+		h, err := l.History(ctx, flow)
+		if err != nil {
+			return err
+		}
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Scan implements engine.Log.
+func (l *Log) Scan(ctx context.Context, after uint64, fn func(states.Record) error) error {
+	l.mu.RLock()
+	recs := make([]states.Record, 0, len(l.records))
+	for _, r := range l.records {
+		if r.Seq > after && !l.pruned[r.Seq] {
+			recs = append(recs, cloneRecord(r))
+		}
+	}
+	l.mu.RUnlock()
+	for _, r := range recs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Secret implements engine.Log.
+func (l *Log) Secret(ctx context.Context, key string) ([]byte, bool, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	v, ok := l.secrets[key]
+	return slices.Clone(v), ok, nil
+}
+
+// Prune implements engine.Log.
+func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for flow, at := range l.ended {
+		if !at.Before(endedBefore) {
+			continue
+		}
+		for _, i := range l.flows[flow] {
+			l.pruned[l.records[i].Seq] = true
+		}
+		delete(l.flows, flow)
+		delete(l.ended, flow)
+		n++
+	}
+	return n, nil
+}
+
+func cloneRecord(r states.Record) states.Record {
+	r.Data.Scopes = slices.Clone(r.Data.Scopes)
+	r.Data.GrantedScopes = slices.Clone(r.Data.GrantedScopes)
+	if r.Data.Deadline != nil {
+		d := *r.Data.Deadline
+		r.Data.Deadline = &d
+	}
+	return r
+}

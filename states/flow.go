@@ -1,0 +1,188 @@
+package states
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Flow is what a flow's history adds up to: the fold of its records through
+// the machine. The engine keeps one per live flow; replay and inspect build
+// them from logs.
+type Flow struct {
+	ID    string
+	State State
+	// Reason is set once the flow is terminal.
+	Reason Reason
+	// Exchanging is true between exchange_started and the exchange's outcome.
+	Exchanging bool
+	// LastSeq is the FlowSeq of the flow's last record.
+	LastSeq uint64
+
+	Provider    string
+	Principal   string
+	Scopes      []string
+	Transport   Transport
+	RedirectURI string
+	Created     time.Time
+	Deadline    time.Time
+	// Ended is when the flow became terminal.
+	Ended time.Time
+
+	GrantedScopes []string
+	TokenStored   bool
+	Message       string
+	ErrorCode     string
+	HTTPStatus    int
+	SupersededBy  string
+	// IgnoredCallbacks counts callbacks recorded as changing nothing.
+	IgnoredCallbacks int
+}
+
+// Apply checks rec against the machine and f, and returns f advanced by it.
+// f is the zero Flow for a flow's first record. On error f is unchanged and
+// the error, a *RecordError, names the record.
+func (f Flow) Apply(rec Record) (Flow, error) {
+	if err := f.check(rec); err != nil {
+		return f, &RecordError{Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
+	}
+	d := rec.Data
+	f.LastSeq = rec.FlowSeq
+	f.State = rec.To
+	switch rec.Event {
+	case Created:
+		f.ID = rec.Flow
+		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
+		f.Scopes = slices.Clone(d.Scopes)
+		f.Created = rec.Time
+		f.Deadline = *d.Deadline
+	case ExchangeStarted:
+		f.Exchanging = true
+	case ExchangeSucceeded, Failed, DeadlinePassed:
+		f.Exchanging = false
+		f.Reason = d.Reason
+		f.Ended = rec.Time
+		f.Message, f.ErrorCode, f.HTTPStatus, f.SupersededBy = d.Message, d.ErrorCode, d.HTTPStatus, d.SupersededBy
+		f.GrantedScopes = slices.Clone(d.GrantedScopes)
+		f.TokenStored = d.TokenStored
+	case CallbackIgnored:
+		f.IgnoredCallbacks++
+	}
+	return f, nil
+}
+
+func (f Flow) check(rec Record) error {
+	if rec.Version != SchemaVersion {
+		return fmt.Errorf("%w %d", ErrUnsupportedVersion, rec.Version)
+	}
+	if f.ID != "" && rec.Flow != f.ID {
+		return fmt.Errorf("%w %s", ErrWrongFlow, ShortID(f.ID))
+	}
+	if rec.Flow == "" {
+		return fmt.Errorf("%w: empty flow id", ErrWrongFlow)
+	}
+	switch {
+	case rec.FlowSeq == f.LastSeq && f.LastSeq != 0:
+		return fmt.Errorf("%w: flow_seq %d again", ErrDuplicateSequence, rec.FlowSeq)
+	case rec.FlowSeq != f.LastSeq+1:
+		return fmt.Errorf("%w: flow_seq %d after %d", ErrSequenceGap, rec.FlowSeq, f.LastSeq)
+	}
+	if rec.From != f.State {
+		if rec.From != "" && !rec.From.Valid() {
+			return fmt.Errorf("%w %q in from", ErrUnknownState, rec.From)
+		}
+		return fmt.Errorf("%w: record says from %q but the flow is %q", ErrIllegalTransition, rec.From, f.State)
+	}
+	if !rec.To.Valid() {
+		return fmt.Errorf("%w %q in to", ErrUnknownState, rec.To)
+	}
+	to, err := Next(f.State, rec.Event)
+	if err != nil {
+		return err
+	}
+	if to != rec.To {
+		return fmt.Errorf("%w: %s leads from %s to %s, record says %s", ErrIllegalTransition, rec.Event, f.State, to, rec.To)
+	}
+	d := rec.Data
+	switch rec.Event {
+	case Created:
+		if d.Deadline == nil || d.Deadline.IsZero() {
+			return ErrMissingDeadline
+		}
+	case ExchangeStarted:
+		if f.Exchanging {
+			return fmt.Errorf("%w: exchange_started twice", ErrIllegalTransition)
+		}
+	case ExchangeSucceeded:
+		if !f.Exchanging {
+			return fmt.Errorf("%w: exchange_succeeded without exchange_started", ErrIllegalTransition)
+		}
+	case Failed, DeadlinePassed:
+		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted
+		if exchangeOutcome != f.Exchanging {
+			if f.Exchanging {
+				return fmt.Errorf("%w: %s(%s) while an exchange is under way", ErrIllegalTransition, rec.Event, d.Reason)
+			}
+			return fmt.Errorf("%w: %s(%s) without exchange_started", ErrIllegalTransition, rec.Event, d.Reason)
+		}
+	}
+	if want := reasonsOf[rec.Event]; want != nil && !slices.Contains(want, d.Reason) {
+		return fmt.Errorf("%w: %s with reason %q (want one of %v)", ErrBadReason, rec.Event, d.Reason, want)
+	}
+	if reasonsOf[rec.Event] == nil && d.Reason != "" {
+		return fmt.Errorf("%w: %s carries reason %q", ErrBadReason, rec.Event, d.Reason)
+	}
+	return nil
+}
+
+// Fold replays one flow's history through the machine.
+func Fold(history []Record) (Flow, error) {
+	var f Flow
+	for _, rec := range history {
+		var err error
+		if f, err = f.Apply(rec); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+// Step is one record of a replay and the flow it left behind.
+type Step struct {
+	Record Record
+	Flow   Flow
+}
+
+// Replay checks a whole log in global order: Seq strictly increasing, and
+// every flow's records legal in turn. It calls step after each record, and
+// stops at the first bad record with a *RecordError naming it (Line is the
+// record's 1-based index in log).
+func Replay(log []Record, step func(Step) error) (map[string]Flow, error) {
+	flows := map[string]Flow{}
+	var last uint64
+	for i, rec := range log {
+		fail := func(err error) error {
+			return &RecordError{Line: i + 1, Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
+		}
+		switch {
+		case i > 0 && rec.Seq == last:
+			return flows, fail(fmt.Errorf("%w: seq %d again", ErrDuplicateSequence, rec.Seq))
+		case i > 0 && rec.Seq < last:
+			return flows, fail(fmt.Errorf("%w: seq %d after %d", ErrSequenceGap, rec.Seq, last))
+		}
+		last = rec.Seq
+		f, err := flows[rec.Flow].Apply(rec)
+		if err != nil {
+			re := err.(*RecordError)
+			re.Line = i + 1
+			return flows, re
+		}
+		flows[rec.Flow] = f
+		if step != nil {
+			if err := step(Step{Record: rec, Flow: f}); err != nil {
+				return flows, err
+			}
+		}
+	}
+	return flows, nil
+}

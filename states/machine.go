@@ -1,0 +1,220 @@
+package states
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/looplab/fsm"
+)
+
+// State is where a flow stands. Exactly five exist; the last three are terminal.
+type State string
+
+// The states of a flow.
+const (
+	// Pending: the flow is recorded and its verifier sealed; no authorization URL has been handed out yet.
+	Pending State = "pending"
+	// AwaitingCallback: the authorization URL is out and the provider's redirect is awaited.
+	AwaitingCallback State = "awaiting_callback"
+	// Complete: the code was exchanged and the token stored. Terminal.
+	Complete State = "complete"
+	// Error: the flow ended without a token; the record's Reason says why. Terminal.
+	Error State = "error"
+	// Expired: the deadline passed before a callback arrived. Terminal.
+	Expired State = "expired"
+)
+
+// AllStates lists every state in the order a flow meets them.
+var AllStates = []State{Pending, AwaitingCallback, Complete, Error, Expired}
+
+// Valid reports whether s is one of the five states.
+func (s State) Valid() bool { return slices.Contains(AllStates, s) }
+
+// Terminal reports whether no event other than callback_ignored can leave s.
+func (s State) Terminal() bool { return s == Complete || s == Error || s == Expired }
+
+// Live reports whether s is a valid, non-terminal state.
+func (s State) Live() bool { return s == Pending || s == AwaitingCallback }
+
+// Event is what happened to a flow. Every record carries exactly one.
+type Event string
+
+// The events of the machine.
+const (
+	// Created opens a flow. Its record carries the deadline, provider, scopes and transport.
+	Created Event = "created"
+	// URLIssued: the authorization URL was handed to the user.
+	URLIssued Event = "url_issued"
+	// ExchangeStarted is recorded before the token endpoint is called, so a
+	// crash during the exchange is seen at the next open and the code is never
+	// redeemed twice.
+	ExchangeStarted Event = "exchange_started"
+	// ExchangeSucceeded: the provider returned a token and it was stored.
+	ExchangeSucceeded Event = "exchange_succeeded"
+	// Failed ends a flow in error; the record's Reason says why.
+	Failed Event = "failed"
+	// DeadlinePassed ends a flow in expired.
+	DeadlinePassed Event = "deadline_passed"
+	// CallbackIgnored records a callback that changed nothing: the flow had
+	// finished, or an exchange was already under way.
+	CallbackIgnored Event = "callback_ignored"
+)
+
+// Transition is one row of the machine's table.
+type Transition struct {
+	Event Event
+	// From lists the states the event may leave. Empty means the event opens a new flow.
+	From []State
+	// To is the state the event leads to. Empty means the flow stays where it is.
+	To State
+}
+
+// Table is the machine: every legal transition, in one place. The engine,
+// replay and the diagrams are all driven by it.
+var Table = []Transition{
+	{Event: Created, From: nil, To: Pending},
+	{Event: URLIssued, From: []State{Pending}, To: AwaitingCallback},
+	{Event: ExchangeStarted, From: []State{AwaitingCallback}, To: ""},
+	{Event: ExchangeSucceeded, From: []State{AwaitingCallback}, To: Complete},
+	{Event: Failed, From: []State{Pending, AwaitingCallback}, To: Error},
+	{Event: DeadlinePassed, From: []State{Pending, AwaitingCallback}, To: Expired},
+	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
+}
+
+// AllEvents lists every event in table order.
+var AllEvents = func() []Event {
+	evs := make([]Event, len(Table))
+	for i, t := range Table {
+		evs[i] = t.Event
+	}
+	return evs
+}()
+
+// Valid reports whether e is an event of the table.
+func (e Event) Valid() bool { return slices.Contains(AllEvents, e) }
+
+// Reason says why a flow ended. It is shown to the user on the callback
+// page, by flowctl and by inspect.
+type Reason string
+
+// Terminal reasons.
+const (
+	ProviderDenied      Reason = "provider_denied"
+	ExchangeFailed      Reason = "exchange_failed"
+	ExchangeInterrupted Reason = "exchange_interrupted"
+	InvalidCallback     Reason = "invalid_callback"
+	Canceled            Reason = "canceled"
+	Superseded          Reason = "superseded"
+	DeadlineExpired     Reason = "expired"
+	ExpiredWhileDown    Reason = "expired_while_down"
+	// Exchanged is the reason of a complete flow.
+	Exchanged Reason = "exchanged"
+)
+
+// reasonsOf lists the reasons each terminal event may carry.
+var reasonsOf = map[Event][]Reason{
+	ExchangeSucceeded: {Exchanged},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded},
+	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
+}
+
+// ReasonsOf returns the reasons a terminal event may carry, or nil.
+func ReasonsOf(e Event) []Reason { return slices.Clone(reasonsOf[e]) }
+
+// Describe returns a sentence a user can read for the reason.
+func (r Reason) Describe() string {
+	switch r {
+	case Exchanged:
+		return "connected"
+	case ProviderDenied:
+		return "the provider denied the request"
+	case ExchangeFailed:
+		return "the provider refused to exchange the authorization code"
+	case ExchangeInterrupted:
+		return "flowd stopped while exchanging the code; start a new connect"
+	case InvalidCallback:
+		return "the callback was malformed"
+	case Canceled:
+		return "canceled"
+	case Superseded:
+		return "a newer connect for the same provider replaced this one"
+	case DeadlineExpired:
+		return "no callback arrived before the deadline"
+	case ExpiredWhileDown:
+		return "the deadline passed while flowd was not running"
+	}
+	return string(r)
+}
+
+// Errors Apply and Replay return, wrapped in a *RecordError that names the record.
+var (
+	ErrUnknownEvent       = errors.New("unknown event")
+	ErrUnknownState       = errors.New("unknown state")
+	ErrIllegalTransition  = errors.New("illegal transition")
+	ErrMissingDeadline    = errors.New("first record carries no deadline")
+	ErrBadReason          = errors.New("reason does not fit the event")
+	ErrWrongFlow          = errors.New("record belongs to another flow")
+	ErrSequenceGap        = errors.New("flow sequence out of order")
+	ErrDuplicateSequence  = errors.New("duplicated sequence")
+	ErrUnsupportedVersion = errors.New("unsupported schema version")
+	ErrUndecodable        = errors.New("undecodable record")
+	// ErrConflict is returned by a log when an append does not continue the
+	// flow's last sequence: another writer advanced the flow first.
+	ErrConflict = errors.New("flow sequence conflict")
+)
+
+// fsmEvents is the table in looplab/fsm's form. New flows start in the
+// pseudo-state "" so Created goes through the same machine.
+var fsmEvents = func() fsm.Events {
+	evs := make(fsm.Events, 0, len(Table))
+	for _, t := range Table {
+		src := make([]string, 0, len(t.From))
+		for _, s := range t.From {
+			src = append(src, string(s))
+		}
+		if len(src) == 0 {
+			src = []string{""}
+		}
+		if t.To == "" {
+			// A self-loop: looplab/fsm needs one row per source to stay put.
+			for _, s := range src {
+				evs = append(evs, fsm.EventDesc{Name: string(t.Event), Src: []string{s}, Dst: s})
+			}
+			continue
+		}
+		evs = append(evs, fsm.EventDesc{Name: string(t.Event), Src: src, Dst: string(t.To)})
+	}
+	return evs
+}()
+
+// machines pools fsm instances: one instance holds one state, and a flow
+// needs one only for the instant of a transition, so live flows carry a
+// plain State instead of a 1 KiB instance each.
+var machines = sync.Pool{New: func() any { return fsm.NewFSM("", fsmEvents, nil) }}
+
+// Next runs event e from state from through the table and returns the
+// resulting state. from is "" for a flow that does not exist yet.
+func Next(from State, e Event) (State, error) {
+	if from != "" && !from.Valid() {
+		return "", fmt.Errorf("%w %q", ErrUnknownState, from)
+	}
+	if !e.Valid() {
+		return "", fmt.Errorf("%w %q", ErrUnknownEvent, e)
+	}
+	m := machines.Get().(*fsm.FSM)
+	defer machines.Put(m)
+	m.SetState(string(from))
+	// WithoutCancel: a cancelled context leaves a looplab FSM stuck for good.
+	err := m.Event(context.WithoutCancel(context.Background()), string(e))
+	var noTransition fsm.NoTransitionError
+	if err != nil && !errors.As(err, &noTransition) {
+		if from == "" {
+			return "", fmt.Errorf("%w: %s cannot open a flow", ErrIllegalTransition, e)
+		}
+		return "", fmt.Errorf("%w: %s from %s", ErrIllegalTransition, e, from)
+	}
+	return State(m.Current()), nil
+}

@@ -1,0 +1,181 @@
+package states
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// SchemaVersion is the version of the record format this code writes.
+// Records of older versions are upgraded on read by the upcasters in
+// upcast; newer versions are refused. docs/record-format.md documents every
+// version.
+const SchemaVersion = 1
+
+// Transport says how the provider's redirect reaches flowd.
+type Transport string
+
+// The transports.
+const (
+	// Loopback: the redirect goes to flowd's one stable loopback listener.
+	Loopback Transport = "loopback"
+	// Gateway: the redirect goes to a public gateway that relays it to flowd.
+	Gateway Transport = "gateway"
+	// Manual: the user pastes the URL the browser ended on (SSH, headless).
+	Manual Transport = "manual"
+)
+
+// Valid reports whether t is a known transport.
+func (t Transport) Valid() bool { return t == Loopback || t == Gateway || t == Manual }
+
+// Ignored says why a callback changed nothing.
+type Ignored string
+
+// Why a callback was ignored.
+const (
+	// IgnoredInProgress: an exchange for the flow was already under way.
+	IgnoredInProgress Ignored = "exchange_in_progress"
+	// IgnoredFinished: the flow had already ended (a late or repeated callback).
+	IgnoredFinished Ignored = "flow_finished"
+)
+
+// Record is one entry of the event log: one fact about one flow. Records
+// are append-only; once written they are never rewritten.
+//
+// Records never carry secrets: no authorization code, PKCE verifier, client
+// secret or token. Where a secret must be correlated, Data carries a keyed
+// fingerprint of it.
+type Record struct {
+	// Version is the schema version the record was written with.
+	Version int `json:"v"`
+	// Seq is the record's position in the whole log, assigned by the log at
+	// append time, strictly increasing.
+	Seq uint64 `json:"seq"`
+	// Flow is the flow's id: its OAuth state token.
+	Flow string `json:"flow"`
+	// FlowSeq is the record's position in its flow's history, from 1, without gaps.
+	FlowSeq uint64 `json:"flow_seq"`
+	// Event is what happened.
+	Event Event `json:"event"`
+	// From is the state before the event; empty for the first record.
+	From State `json:"from"`
+	// To is the state after the event.
+	To State `json:"to"`
+	// Time is when the event happened, in UTC.
+	Time time.Time `json:"time"`
+	// Data is what the event carries.
+	Data Data `json:"data,omitzero"`
+}
+
+// Data is the payload of a record. Each event fills the fields that apply.
+type Data struct {
+	// Created
+	Provider    string     `json:"provider,omitempty"`
+	Principal   string     `json:"principal,omitempty"`
+	Scopes      []string   `json:"scopes,omitempty"`
+	Transport   Transport  `json:"transport,omitempty"`
+	RedirectURI string     `json:"redirect_uri,omitempty"`
+	Deadline    *time.Time `json:"deadline,omitempty"`
+
+	// Terminal events
+	Reason Reason `json:"reason,omitempty"`
+	// Message is the provider's own text (error_description) or a short detail.
+	Message string `json:"message,omitempty"`
+	// ErrorCode is the provider's error code (error=... or the token endpoint's "error").
+	ErrorCode string `json:"error_code,omitempty"`
+	// HTTPStatus is the token endpoint's status when an exchange failed.
+	HTTPStatus    int      `json:"http_status,omitempty"`
+	GrantedScopes []string `json:"granted_scopes,omitempty"`
+	TokenStored   bool     `json:"token_stored,omitempty"`
+	// SupersededBy names the flow that replaced this one.
+	SupersededBy string `json:"superseded_by,omitempty"`
+
+	// Callbacks
+	// CodeFingerprint is a keyed hash of the authorization code, never the code.
+	CodeFingerprint string  `json:"code_fp,omitempty"`
+	Ignored         Ignored `json:"ignored,omitempty"`
+}
+
+// RecordError names the record a check failed on.
+type RecordError struct {
+	// Line is the 1-based line of the record in an exported log, or 0.
+	Line    int
+	Seq     uint64
+	Flow    string
+	FlowSeq uint64
+	Err     error
+}
+
+func (e *RecordError) Error() string {
+	where := fmt.Sprintf("record seq=%d flow=%s flow_seq=%d", e.Seq, ShortID(e.Flow), e.FlowSeq)
+	if e.Line > 0 {
+		where = fmt.Sprintf("line %d: %s", e.Line, where)
+	}
+	return where + ": " + e.Err.Error()
+}
+
+func (e *RecordError) Unwrap() error { return e.Err }
+
+// ShortID shortens a flow id for display; ids are long random tokens and a
+// prefix is what users type.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12] + "…"
+	}
+	return id
+}
+
+// Encode returns the record's stored form: one line of JSON, no newline.
+func (r Record) Encode() ([]byte, error) {
+	if r.Version == 0 {
+		r.Version = SchemaVersion
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode record seq=%d: %w", r.Seq, err)
+	}
+	return b, nil
+}
+
+// Decode parses a stored or exported record, upgrading older schema
+// versions. Unknown fields, a missing or newer version, and malformed JSON
+// are errors: a record is never half-read.
+func Decode(b []byte) (Record, error) {
+	var head struct {
+		Version *int `json:"v"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrUndecodable, err)
+	}
+	if head.Version == nil {
+		return Record{}, fmt.Errorf("%w: no schema version (field \"v\")", ErrUnsupportedVersion)
+	}
+	v := *head.Version
+	if v < 1 || v > SchemaVersion {
+		return Record{}, fmt.Errorf("%w %d (this flowd reads 1 to %d; upgrade flowd to read newer logs)", ErrUnsupportedVersion, v, SchemaVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		up, err := upcasters[v](b)
+		if err != nil {
+			return Record{}, fmt.Errorf("%w: upgrading from version %d: %v", ErrUndecodable, v, err)
+		}
+		b = up
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var r Record
+	if err := dec.Decode(&r); err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrUndecodable, err)
+	}
+	if dec.More() {
+		return Record{}, fmt.Errorf("%w: trailing data after the record", ErrUndecodable)
+	}
+	return r, nil
+}
+
+// upcasters[v] turns the JSON of a version-v record into version v+1. When
+// the format changes: bump SchemaVersion, add the upcaster here, keep a log
+// of the old version in testdata/replay, and document both in
+// docs/record-format.md.
+var upcasters = map[int]func([]byte) ([]byte, error){}
