@@ -1,0 +1,396 @@
+// Package wire is the contract between flowd and its clients: the JSON
+// bodies of every /v1 route, the one error shape with its stable codes, and
+// the route list itself as data.
+//
+// flowd builds its router from Routes and flowctl builds its URLs from them,
+// so the two cannot drift; docs/api.yaml is kept in step by a test.
+//
+// All JSON names are snake_case. Times are RFC 3339 in UTC. Durations are Go
+// duration strings ("90s", "5m"). No body ever carries an authorization
+// code back out, a PKCE verifier, a client secret or a refresh token; the
+// only secret a response carries is the access token of GET
+// /v1/providers/{provider}/token, which only the local user may call.
+package wire
+
+import (
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"flowd.local/flowd/states"
+)
+
+// Route is one endpoint of flowd's HTTP API.
+type Route struct {
+	// Name identifies the route in the policy table, metrics and docs
+	// (operationId in docs/api.yaml).
+	Name string
+	// Method is the HTTP method.
+	Method string
+	// Pattern is the net/http ServeMux path pattern; "{name}" is a wildcard
+	// matching one path segment.
+	Pattern string
+	// Summary says in one line what the route does.
+	Summary string
+}
+
+// Route names.
+const (
+	RouteStart      = "start"
+	RouteList       = "list"
+	RouteStatus     = "status"
+	RouteCancel     = "cancel"
+	RouteHistory    = "history"
+	RouteCallback   = "relay_callback"
+	RouteProviders  = "providers"
+	RouteToken      = "token"
+	RouteDisconnect = "disconnect"
+	RouteHealth     = "health"
+	RouteMetrics    = "metrics"
+	// RouteBrowserCallback is the provider's redirect, opened by the browser.
+	RouteBrowserCallback = "browser_callback"
+	// RoutePreflight answers CORS and Private Network Access preflights for
+	// the redirect without touching any flow.
+	RoutePreflight = "browser_callback_preflight"
+)
+
+// Routes is every route flowd serves, on either listener. Which principal
+// may call which route is flowd's policy table, not part of the wire.
+var Routes = []Route{
+	{RouteStart, "POST", "/v1/flows", "Start a connect flow (StartRequest -> StartResponse)."},
+	{RouteList, "GET", "/v1/flows", "List flows; query: status (repeatable or comma-separated), provider (-> ListResponse)."},
+	{RouteStatus, "GET", "/v1/flows/{state}", "A flow as it stands; query wait=<duration> long-polls until it is terminal (-> Flow)."},
+	{RouteCancel, "POST", "/v1/flows/{state}/cancel", "Cancel a live flow (-> Flow)."},
+	{RouteHistory, "GET", "/v1/flows/{state}/history", "A flow's event records (-> HistoryResponse)."},
+	{RouteCallback, "POST", "/v1/callbacks", "Deliver a relayed or pasted callback (CallbackRequest -> CallbackResponse)."},
+	{RouteProviders, "GET", "/v1/providers", "The configured providers (-> ProvidersResponse)."},
+	{RouteToken, "GET", "/v1/providers/{provider}/token", "A valid access token, refreshed when needed (-> TokenResponse)."},
+	{RouteDisconnect, "DELETE", "/v1/providers/{provider}/token", "Remove the provider's stored token (-> DisconnectResponse)."},
+	{RouteHealth, "GET", "/v1/health", "Liveness and basic facts about the daemon (-> HealthResponse)."},
+	{RouteMetrics, "GET", "/metrics", "Prometheus metrics (text exposition format)."},
+	{RouteBrowserCallback, "GET", "/oauth/callback", "The provider's redirect; answers an HTML page that tells the outcome."},
+	{RoutePreflight, "OPTIONS", "/oauth/callback", "CORS / Private Network Access preflight; touches no flow."},
+}
+
+// RouteByName returns the route called name; ok is false if there is none.
+func RouteByName(name string) (r Route, ok bool) {
+	for _, r := range Routes {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// Path fills the route's wildcards, in order, with vals (path-escaped).
+// Missing values leave the wildcard text in place, which the server rejects.
+func (r Route) Path(vals ...string) string {
+	p := r.Pattern
+	for _, v := range vals {
+		i := strings.IndexByte(p, '{')
+		j := strings.IndexByte(p, '}')
+		if i < 0 || j < i {
+			break
+		}
+		p = p[:i] + url.PathEscape(v) + p[j+1:]
+	}
+	return p
+}
+
+// Size limits flowd enforces. A request over a limit is refused with 413
+// (body) or 400 (query value) before it reaches any flow.
+const (
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes = 64 << 10
+	// MaxStateLen bounds a state token. Tokens flowd issues are far shorter.
+	MaxStateLen = 256
+	// MaxCodeLen bounds an authorization code.
+	MaxCodeLen = 4096
+	// MaxErrorDescriptionLen bounds a provider's error_description.
+	MaxErrorDescriptionLen = 2048
+	// MaxQueryBytes bounds the raw query string of any request.
+	MaxQueryBytes = 8 << 10
+	// MaxWait caps ?wait= on GET /v1/flows/{state}; longer waits are cut to
+	// it and the client polls again.
+	MaxWait = 5 * time.Minute
+)
+
+// Error is the body of every non-2xx response: {"error": {...}}.
+type Error struct {
+	Err ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong, as a stable code and a sentence that says
+// what to do next.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Err.Code + ": " + e.Err.Message }
+
+// Stable error codes. Clients switch on these, never on messages.
+const (
+	// CodeBadRequest (400): malformed JSON, a bad parameter or value.
+	CodeBadRequest = "bad_request"
+	// CodeTooLarge (413): the body or a query value exceeds its limit.
+	CodeTooLarge = "too_large"
+	// CodeUnauthorized (401): a bearer token was required, absent or wrong.
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden (403): the caller may not use this route.
+	CodeForbidden = "forbidden"
+	// CodeNotFound (404): no such route.
+	CodeNotFound = "not_found"
+	// CodeMethodNotAllowed (405): the route exists with other methods.
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeUnknownProvider (404): the provider is not configured; the message lists the known ones.
+	CodeUnknownProvider = "unknown_provider"
+	// CodeUnknownState (404): no flow has this state (mistyped, never started, or pruned).
+	CodeUnknownState = "unknown_state"
+	// CodeFlowFinished (404): the flow has already ended; start a new connect.
+	CodeFlowFinished = "flow_finished"
+	// CodeFlowExpired (404): the flow's deadline passed; start a new connect.
+	CodeFlowExpired = "flow_expired"
+	// CodeExchangeInProgress (409): the flow's code is being exchanged right now.
+	CodeExchangeInProgress = "exchange_in_progress"
+	// CodeGatewayNotConfigured (400): the gateway transport needs public_base_url in the config.
+	CodeGatewayNotConfigured = "gateway_not_configured"
+	// CodeUnknownTransport (400): transport is not loopback, gateway or manual.
+	CodeUnknownTransport = "unknown_transport"
+	// CodeNotConnected (404): no token is stored for the provider; connect first.
+	CodeNotConnected = "not_connected"
+	// CodeProviderError (502): the provider refused or failed a token refresh.
+	CodeProviderError = "provider_error"
+	// CodeUnavailable (503): flowd is shutting down.
+	CodeUnavailable = "unavailable"
+	// CodeInternal (500): a bug or a storage failure; the daemon log has details.
+	CodeInternal = "internal"
+)
+
+// StartRequest is the body of POST /v1/flows.
+type StartRequest struct {
+	// Provider names a configured provider (required).
+	Provider string `json:"provider"`
+	// Scopes to request; empty means the provider's default scopes.
+	Scopes []string `json:"scopes,omitempty"`
+	// Transport is loopback (default), gateway or manual.
+	Transport string `json:"transport,omitempty"`
+	// TTL overrides the configured flow lifetime, as a Go duration ("10m").
+	TTL string `json:"ttl,omitempty"`
+	// Principal is who connects; a new flow for the same provider and
+	// principal supersedes a live earlier one. Empty is the local user.
+	Principal string `json:"principal,omitempty"`
+}
+
+// StartResponse is what POST /v1/flows returns (201): everything needed to
+// send the user to the provider.
+type StartResponse struct {
+	State       string    `json:"state"`
+	Provider    string    `json:"provider"`
+	Transport   string    `json:"transport"`
+	AuthURL     string    `json:"auth_url"`
+	RedirectURI string    `json:"redirect_uri"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	// Superseded lists earlier live flows this one ended.
+	Superseded []string `json:"superseded,omitempty"`
+}
+
+// Flow is a flow as it stands: the body of GET /v1/flows/{state}, of cancel,
+// and an element of ListResponse.
+type Flow struct {
+	// State is the flow's id and its OAuth state parameter.
+	State string `json:"state"`
+	// Status is pending, awaiting_callback, complete, error or expired.
+	Status string `json:"status"`
+	// Terminal is true once Status is complete, error or expired.
+	Terminal bool `json:"terminal"`
+	// Reason says why a terminal flow ended (exchanged, provider_denied, ...).
+	Reason string `json:"reason,omitempty"`
+	// ReasonText is Reason as a sentence for people.
+	ReasonText string `json:"reason_text,omitempty"`
+	// Exchanging is true while the code is being exchanged.
+	Exchanging    bool       `json:"exchanging,omitempty"`
+	Provider      string     `json:"provider"`
+	Principal     string     `json:"principal,omitempty"`
+	Scopes        []string   `json:"scopes,omitempty"`
+	Transport     string     `json:"transport"`
+	RedirectURI   string     `json:"redirect_uri,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ExpiresAt     time.Time  `json:"expires_at"`
+	EndedAt       *time.Time `json:"ended_at,omitempty"`
+	GrantedScopes []string   `json:"granted_scopes,omitempty"`
+	TokenStored   bool       `json:"token_stored,omitempty"`
+	// Message is the provider's own text (error_description) or a short detail.
+	Message string `json:"message,omitempty"`
+	// ErrorCode is the provider's error code.
+	ErrorCode string `json:"error_code,omitempty"`
+	// HTTPStatus is the token endpoint's status when an exchange failed.
+	HTTPStatus   int    `json:"http_status,omitempty"`
+	SupersededBy string `json:"superseded_by,omitempty"`
+	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
+	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+}
+
+// FlowFrom converts the engine's view of a flow to its wire form.
+func FlowFrom(f states.Flow) Flow {
+	w := Flow{
+		State:            f.ID,
+		Status:           string(f.State),
+		Terminal:         f.State.Terminal(),
+		Reason:           string(f.Reason),
+		Exchanging:       f.Exchanging,
+		Provider:         f.Provider,
+		Principal:        f.Principal,
+		Scopes:           f.Scopes,
+		Transport:        string(f.Transport),
+		RedirectURI:      f.RedirectURI,
+		CreatedAt:        f.Created.UTC(),
+		ExpiresAt:        f.Deadline.UTC(),
+		GrantedScopes:    f.GrantedScopes,
+		TokenStored:      f.TokenStored,
+		Message:          f.Message,
+		ErrorCode:        f.ErrorCode,
+		HTTPStatus:       f.HTTPStatus,
+		SupersededBy:     f.SupersededBy,
+		IgnoredCallbacks: f.IgnoredCallbacks,
+	}
+	if f.Reason != "" {
+		w.ReasonText = f.Reason.Describe()
+	}
+	if !f.Ended.IsZero() {
+		t := f.Ended.UTC()
+		w.EndedAt = &t
+	}
+	return w
+}
+
+// ListResponse is the body of GET /v1/flows, newest first.
+type ListResponse struct {
+	Flows []Flow `json:"flows"`
+}
+
+// HistoryResponse is the body of GET /v1/flows/{state}/history. Records are
+// in the event log's export format (docs/record-format.md) and carry no secrets.
+type HistoryResponse struct {
+	State   string          `json:"state"`
+	Records []states.Record `json:"records"`
+}
+
+// CallbackRequest is the body of POST /v1/callbacks: a callback relayed by
+// a gateway, or pasted by a user (manual transport). Either URL, the full
+// redirect URL the browser ended on, or the separate fields are given.
+type CallbackRequest struct {
+	URL              string `json:"url,omitempty"`
+	State            string `json:"state,omitempty"`
+	Code             string `json:"code,omitempty"`
+	Error            string `json:"error,omitempty"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+// Outcome is what a delivered callback did, as the callback page tells it.
+type Outcome string
+
+// Outcomes of a callback. A callback that reached no live flow is an error
+// response instead (unknown_state, flow_finished, flow_expired, ...).
+const (
+	// OutcomeConnected: the code was exchanged and the token stored.
+	OutcomeConnected Outcome = "connected"
+	// OutcomeDenied: the provider redirected with an error (the user said no).
+	OutcomeDenied Outcome = "denied"
+	// OutcomeFailed: the callback was accepted but the flow ended in error
+	// (the exchange failed, or the callback was malformed).
+	OutcomeFailed Outcome = "failed"
+)
+
+// CallbackResponse is what POST /v1/callbacks returns: the outcome, a
+// sentence a gateway can show the browser, and the flow.
+type CallbackResponse struct {
+	Outcome Outcome `json:"outcome"`
+	Message string  `json:"message"`
+	Flow    Flow    `json:"flow"`
+}
+
+// Provider describes a configured provider. It never carries the client secret.
+type Provider struct {
+	Name      string   `json:"name"`
+	Preset    string   `json:"preset,omitempty"`
+	AuthURL   string   `json:"auth_url"`
+	TokenURL  string   `json:"token_url"`
+	Issuer    string   `json:"issuer,omitempty"`
+	ClientID  string   `json:"client_id"`
+	Scopes    []string `json:"scopes,omitempty"`
+	AuthStyle string   `json:"auth_style"`
+}
+
+// ProvidersResponse is the body of GET /v1/providers, sorted by name.
+type ProvidersResponse struct {
+	Providers []Provider `json:"providers"`
+}
+
+// TokenResponse is the body of GET /v1/providers/{provider}/token. It never
+// carries the refresh token.
+type TokenResponse struct {
+	Provider    string    `json:"provider"`
+	AccessToken string    `json:"access_token"`
+	TokenType   string    `json:"token_type,omitempty"`
+	Expiry      time.Time `json:"expiry,omitzero"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	// Flow is the state of the flow that obtained the token.
+	Flow       string    `json:"flow,omitempty"`
+	ObtainedAt time.Time `json:"obtained_at,omitzero"`
+}
+
+// DisconnectResponse is the body of DELETE /v1/providers/{provider}/token.
+type DisconnectResponse struct {
+	Provider string `json:"provider"`
+	// Removed is true; removing a token that was not stored is not an error.
+	Removed bool `json:"removed"`
+}
+
+// HealthResponse is the body of GET /v1/health.
+type HealthResponse struct {
+	// Status is "ok".
+	Status  string `json:"status"`
+	Version string `json:"version"`
+	// StartedAt is when this flowd started.
+	StartedAt time.Time `json:"started_at"`
+	// Listen is the loopback listener's address (host:port).
+	Listen string `json:"listen"`
+	// LoopbackRedirectURI is the redirect URI to register at providers.
+	LoopbackRedirectURI string `json:"loopback_redirect_uri"`
+	// GatewayRedirectURI is set when public_base_url is configured.
+	GatewayRedirectURI string `json:"gateway_redirect_uri,omitempty"`
+	Providers          int    `json:"providers"`
+}
+
+// SocketEnv names the environment variable that overrides the socket path
+// for both flowd and flowctl.
+const SocketEnv = "FLOWD_SOCKET"
+
+// DefaultSocketPath is where flowd listens and flowctl connects when no
+// flag or FLOWD_SOCKET says otherwise: $XDG_RUNTIME_DIR/flowd.sock, else
+// flowd.sock in the state directory (DefaultStateDir).
+func DefaultSocketPath() string {
+	if p := os.Getenv(SocketEnv); p != "" {
+		return p
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "flowd.sock")
+	}
+	return filepath.Join(DefaultStateDir(), "flowd.sock")
+}
+
+// DefaultStateDir is $XDG_STATE_HOME/flowd, else ~/.local/state/flowd. It
+// returns a relative ".flowd" only when no home directory is known.
+func DefaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "flowd")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ".flowd"
+	}
+	return filepath.Join(home, ".local", "state", "flowd")
+}
