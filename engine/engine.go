@@ -1,65 +1,968 @@
 package engine
 
 import (
+	"container/heap"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/states"
 )
 
-var errTODO = errors.New("not implemented yet")
+// Defaults of Config.
+const (
+	DefaultTTL                 = 5 * time.Minute
+	DefaultExchangeTimeout     = 30 * time.Second
+	DefaultRetention           = 7 * 24 * time.Hour
+	DefaultLoopbackRedirectURL = "http://127.0.0.1:8085/oauth/callback"
+	// CallbackPath is the path of every transport's redirect URI.
+	CallbackPath = "/oauth/callback"
+)
+
+// pruneEvery is how often finished flows past retention are deleted.
+const pruneEvery = time.Hour
+
+// recoveryWorkers bounds concurrent appends at open and at a shared
+// deadline: enough for the log to group them into few commits.
+const recoveryWorkers = 64
+
+// Secret keys in the Log.
+const (
+	verifierKeyPrefix = "verifier/"
+	fingerprintKey    = "engine/fingerprint-key"
+)
 
 // Engine runs connect flows. It is safe for concurrent use.
-type Engine struct{}
+//
+// Every transition is appended durably to the Log before any caller learns
+// of it. Live flows are held in memory, one small struct each; finished
+// flows are read back from the Log on demand.
+type Engine struct {
+	log       Log
+	tokens    TokenStore
+	clock     Clock
+	rand      io.Reader
+	logger    *slog.Logger
+	hooks     Hooks
+	http      *http.Client
+	providers map[string]*provider
+	names     []string
+	cfg       Config
+	fpKey     []byte
 
-// Open recovers the engine from cfg.Log and starts its timers.
-func Open(ctx context.Context, cfg Config) (*Engine, error) { return nil, errTODO }
+	mu      sync.Mutex
+	live    map[string]*liveFlow
+	owners  map[ownerKey]map[string]*liveFlow
+	due     deadlineHeap
+	armed   Timer
+	armedAt time.Time
+	closed  bool
+	pruner  Timer
+	births  uint64
 
-// Close stops timers and waits for in-flight transitions. It does not close the Log.
-func (e *Engine) Close() error { return errTODO }
+	closing   chan struct{}
+	inflight  sync.WaitGroup
+	wakeups   atomic.Int64
+	refreshMu sync.Mutex
+}
 
-// Start begins a flow.
+type provider struct {
+	Provider
+	oauth oauth2.Config
+}
+
+type ownerKey struct{ provider, principal string }
+
+// liveFlow is a non-terminal flow. mu serializes its transitions; done is
+// closed when it becomes terminal, which wakes every Wait at once.
+type liveFlow struct {
+	mu   sync.Mutex
+	flow states.Flow
+	done chan struct{}
+	// born orders flows by when this engine adopted them, so two racing
+	// Starts of one owner supersede only the older flow, never each other.
+	born uint64
+}
+
+// Open recovers the engine from cfg.Log and starts its timers. Flows whose
+// history ends in exchange_started become error(exchange_interrupted); flows
+// whose deadline passed while no engine ran become
+// expired(expired_while_down); the rest are re-armed.
+func Open(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Log == nil {
+		return nil, errors.New("engine: open: Config.Log is required")
+	}
+	e := &Engine{
+		log:     cfg.Log,
+		tokens:  cfg.Tokens,
+		clock:   cfg.Clock,
+		rand:    cfg.Rand,
+		logger:  cfg.Logger,
+		hooks:   cfg.Hooks,
+		http:    cfg.HTTPClient,
+		live:    map[string]*liveFlow{},
+		owners:  map[ownerKey]map[string]*liveFlow{},
+		closing: make(chan struct{}),
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.ExchangeTimeout <= 0 {
+		cfg.ExchangeTimeout = DefaultExchangeTimeout
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.LoopbackRedirectURL == "" {
+		cfg.LoopbackRedirectURL = DefaultLoopbackRedirectURL
+	}
+	if cfg.ManualRedirectURL == "" {
+		cfg.ManualRedirectURL = cfg.LoopbackRedirectURL
+	}
+	e.cfg = cfg
+	if e.tokens == nil {
+		e.tokens = &logTokens{log: cfg.Log}
+	}
+	if e.clock == nil {
+		e.clock = systemClock{}
+	}
+	if e.rand == nil {
+		e.rand = rand.Reader
+	}
+	if e.logger == nil {
+		e.logger = slog.New(slog.DiscardHandler)
+	}
+	if e.http == nil {
+		e.http = &http.Client{Timeout: cfg.ExchangeTimeout}
+	}
+	e.providers = map[string]*provider{}
+	for _, p := range cfg.Providers {
+		if err := validateProvider(p); err != nil {
+			return nil, fmt.Errorf("engine: open: %w", err)
+		}
+		if _, dup := e.providers[p.Name]; dup {
+			return nil, fmt.Errorf("engine: open: provider %q is configured twice", p.Name)
+		}
+		e.providers[p.Name] = &provider{Provider: p, oauth: oauth2.Config{
+			ClientID:     p.ClientID,
+			ClientSecret: p.ClientSecret,
+			Endpoint:     oauth2.Endpoint{AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: p.AuthStyle},
+			Scopes:       p.Scopes,
+		}}
+		e.names = append(e.names, p.Name)
+	}
+	sort.Strings(e.names)
+	if err := e.loadFingerprintKey(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.recover(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Retention > 0 {
+		e.prune()
+	}
+	return e, nil
+}
+
+func validateProvider(p Provider) error {
+	if p.Name == "" {
+		return errors.New("a provider has no name")
+	}
+	for field, raw := range map[string]string{"auth URL": p.AuthURL, "token URL": p.TokenURL} {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("provider %q: %s %q is not an absolute http(s) URL", p.Name, field, raw)
+		}
+	}
+	if p.AuthStyle != oauth2.AuthStyleInParams && p.AuthStyle != oauth2.AuthStyleInHeader {
+		return fmt.Errorf("provider %q: set AuthStyle to oauth2.AuthStyleInParams or oauth2.AuthStyleInHeader (auto-detect retries and can send a code twice)", p.Name)
+	}
+	if p.ClientID == "" {
+		return fmt.Errorf("provider %q: no client id", p.Name)
+	}
+	return nil
+}
+
+func (e *Engine) loadFingerprintKey(ctx context.Context) error {
+	key, ok, err := e.log.Secret(ctx, fingerprintKey)
+	if err != nil {
+		return fmt.Errorf("engine: open: read fingerprint key: %w", err)
+	}
+	if !ok || len(key) != 32 {
+		key = make([]byte, 32)
+		if _, err := io.ReadFull(e.rand, key); err != nil {
+			return fmt.Errorf("engine: open: make fingerprint key: %w", err)
+		}
+		if err := e.log.Append(ctx, nil, map[string][]byte{fingerprintKey: key}); err != nil {
+			return fmt.Errorf("engine: open: store fingerprint key: %w", err)
+		}
+	}
+	e.fpKey = key
+	return nil
+}
+
+// recover loads live flows, interrupting and expiring those that cannot go on.
+func (e *Engine) recover(ctx context.Context) error {
+	now := e.clock.Now()
+	var interrupted, overdue []*liveFlow
+	err := e.log.Live(ctx, func(history []states.Record) error {
+		f, err := states.Fold(history)
+		if err != nil {
+			return fmt.Errorf("replay live flow: %w", err)
+		}
+		lf := &liveFlow{flow: f, done: make(chan struct{})}
+		switch {
+		case f.Exchanging:
+			interrupted = append(interrupted, lf)
+		case !now.Before(f.Deadline):
+			overdue = append(overdue, lf)
+		default:
+			e.adopt(lf)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("engine: open: recover: %w", err)
+	}
+	err = e.each(interrupted, func(lf *liveFlow) error {
+		_, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason:  states.ExchangeInterrupted,
+			Message: "flowd stopped while the code was being exchanged; the code is not redeemed again",
+		}), e.dropVerifier(lf))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("engine: open: interrupt exchanges: %w", err)
+	}
+	err = e.each(overdue, func(lf *liveFlow) error {
+		_, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.ExpiredWhileDown}), e.dropVerifier(lf))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("engine: open: expire overdue flows: %w", err)
+	}
+	e.mu.Lock()
+	e.rearm()
+	e.mu.Unlock()
+	if n := len(interrupted) + len(overdue); n > 0 || len(e.live) > 0 {
+		e.logger.Info("recovered flows", "live", len(e.live), "interrupted", len(interrupted), "expired_while_down", len(overdue))
+	}
+	return nil
+}
+
+// each runs fn over flows with bounded concurrency, so their appends share commits.
+func (e *Engine) each(flows []*liveFlow, fn func(*liveFlow) error) error {
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+		sem   = make(chan struct{}, recoveryWorkers)
+	)
+	for _, lf := range flows {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(lf); err != nil {
+				errMu.Lock()
+				first = cmpErr(first, err)
+				errMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// adopt makes lf live and arms its deadline.
+func (e *Engine) adopt(lf *liveFlow) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.births++
+	lf.born = e.births
+	e.live[lf.flow.ID] = lf
+	k := ownerKey{lf.flow.Provider, lf.flow.Principal}
+	if e.owners[k] == nil {
+		e.owners[k] = map[string]*liveFlow{}
+	}
+	e.owners[k][lf.flow.ID] = lf
+	heap.Push(&e.due, deadline{at: lf.flow.Deadline, flow: lf.flow.ID})
+	if e.armed == nil || lf.flow.Deadline.Before(e.armedAt) {
+		e.rearm()
+	}
+}
+
+// Close stops the timers and waits for in-flight transitions and exchanges.
+// Waiters return ErrClosed. It does not close the Log.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	close(e.closing)
+	if e.armed != nil {
+		e.armed.Stop()
+	}
+	if e.pruner != nil {
+		e.pruner.Stop()
+	}
+	e.mu.Unlock()
+	e.inflight.Wait()
+	return nil
+}
+
+// enter registers an operation so Close waits for it.
+func (e *Engine) enter() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	e.inflight.Add(1)
+	return nil
+}
+
+// Providers lists the configured providers' names, sorted.
+func (e *Engine) Providers() []string { return slices.Clone(e.names) }
+
+// Provider returns the named provider's configuration.
+func (e *Engine) Provider(name string) (Provider, error) {
+	p, err := e.provider(name)
+	if err != nil {
+		return Provider{}, err
+	}
+	return p.Provider, nil
+}
+
+func (e *Engine) provider(name string) (*provider, error) {
+	p, ok := e.providers[name]
+	if !ok {
+		return nil, &UnknownProviderError{Name: name, Known: slices.Clone(e.names)}
+	}
+	return p, nil
+}
+
+// Stats is a snapshot of the engine's counters.
+type Stats struct {
+	// Live is the number of non-terminal flows.
+	Live int
+	// TimerWakeups counts how often the deadline timer fired. It grows only
+	// at deadlines: an idle engine does not wake up.
+	TimerWakeups int64
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{Live: len(e.live), TimerWakeups: e.wakeups.Load()}
+}
+
+// Start begins a flow: it records the flow with its deadline, seals the
+// PKCE verifier, and returns the authorization URL to send the user to.
+// A live earlier flow of the same provider and principal is superseded.
 func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
-	return Started{}, errTODO
+	if err := e.enter(); err != nil {
+		return Started{}, err
+	}
+	defer e.inflight.Done()
+	p, err := e.provider(req.Provider)
+	if err != nil {
+		return Started{}, err
+	}
+	if req.Transport == "" {
+		req.Transport = states.Loopback
+	}
+	var redirect string
+	switch req.Transport {
+	case states.Loopback:
+		redirect = e.cfg.LoopbackRedirectURL
+	case states.Manual:
+		redirect = e.cfg.ManualRedirectURL
+	case states.Gateway:
+		if e.cfg.PublicBaseURL == "" {
+			return Started{}, fmt.Errorf("start %s: %w: set public_base_url in the config, or use the loopback or manual transport", req.Provider, ErrNoGateway)
+		}
+		redirect = strings.TrimSuffix(e.cfg.PublicBaseURL, "/") + CallbackPath
+	default:
+		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
+	}
+	scopes := req.Scopes
+	if len(scopes) == 0 {
+		scopes = p.Scopes
+	}
+	ttl := req.TTL
+	if ttl <= 0 {
+		ttl = e.cfg.TTL
+	}
+	state, err := e.token(32)
+	if err != nil {
+		return Started{}, fmt.Errorf("start %s: make state token: %w", req.Provider, err)
+	}
+	verifier, err := e.token(32)
+	if err != nil {
+		return Started{}, fmt.Errorf("start %s: make PKCE verifier: %w", req.Provider, err)
+	}
+	now := e.clock.Now().UTC()
+	due := now.Add(ttl)
+	oc := p.oauth
+	oc.RedirectURL = redirect
+	oc.Scopes = scopes
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	for _, k := range sortedKeys(p.AuthParams) {
+		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
+	}
+	authURL := oc.AuthCodeURL(state, opts...)
+
+	lf := &liveFlow{done: make(chan struct{})}
+	created := states.Record{
+		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
+		Data: states.Data{
+			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
+			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
+		},
+	}
+	issued := states.Record{
+		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.URLIssued,
+		From: states.Pending, To: states.AwaitingCallback, Time: now,
+	}
+	lf.mu.Lock()
+	_, err = e.commit(ctx, lf, []states.Record{created, issued}, map[string][]byte{verifierKeyPrefix + state: []byte(verifier)})
+	lf.mu.Unlock()
+	if err != nil {
+		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
+	}
+	e.adopt(lf)
+	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
+	started.Superseded = e.supersede(ctx, lf)
+	e.logger.Info("flow started", "flow", states.ShortID(state), "provider", p.Name, "transport", req.Transport, "deadline", due)
+	return started, nil
 }
 
-// Callback delivers the provider's redirect.
+// supersede ends the live flows of lf's provider and principal other than
+// lf, naming lf. Flows mid-exchange are left to finish.
+func (e *Engine) supersede(ctx context.Context, lf *liveFlow) []string {
+	e.mu.Lock()
+	var older []*liveFlow
+	for id, o := range e.owners[ownerKey{lf.flow.Provider, lf.flow.Principal}] {
+		if id != lf.flow.ID && o.born < lf.born {
+			older = append(older, o)
+		}
+	}
+	e.mu.Unlock()
+	var ended []string
+	for _, o := range older {
+		o.mu.Lock()
+		if o.flow.State.Live() && !o.flow.Exchanging {
+			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: lf.flow.ID}), e.dropVerifier(o)); err != nil {
+				e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
+			} else {
+				ended = append(ended, o.flow.ID)
+			}
+		}
+		o.mu.Unlock()
+	}
+	sort.Strings(ended)
+	return ended
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// token returns n random bytes from the engine's source, URL-safe encoded.
+func (e *Engine) token(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(e.rand, b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// record builds the next record of lf. The caller holds lf.mu.
+func (e *Engine) record(lf *liveFlow, ev states.Event, d states.Data) []states.Record {
+	to, err := states.Next(lf.flow.State, ev)
+	if err != nil {
+		to = "" // commit's Apply rejects it with the machine's own error
+	}
+	return []states.Record{{
+		Version: states.SchemaVersion,
+		Flow:    lf.flow.ID,
+		FlowSeq: lf.flow.LastSeq + 1,
+		Event:   ev,
+		From:    lf.flow.State,
+		To:      to,
+		Time:    e.clock.Now().UTC(),
+		Data:    d,
+	}}
+}
+
+func (e *Engine) dropVerifier(lf *liveFlow) map[string][]byte {
+	return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil}
+}
+
+// commit checks recs against the machine, appends them durably, and only
+// then advances lf. The caller holds lf.mu. On error lf is unchanged.
+func (e *Engine) commit(ctx context.Context, lf *liveFlow, recs []states.Record, secrets map[string][]byte) (states.Flow, error) {
+	next := lf.flow
+	for _, rec := range recs {
+		var err error
+		if next, err = next.Apply(rec); err != nil {
+			return lf.flow, fmt.Errorf("flow %s: %w", states.ShortID(lf.flow.ID), err)
+		}
+	}
+	begin := time.Now()
+	err := e.log.Append(ctx, recs, secrets)
+	if e.hooks.Append != nil {
+		e.hooks.Append(time.Since(begin), err)
+	}
+	if err != nil {
+		return lf.flow, fmt.Errorf("append %s to flow %s: %w", recs[len(recs)-1].Event, states.ShortID(lf.flow.ID), err)
+	}
+	lf.flow = next
+	if next.State.Terminal() && lf.done != nil {
+		e.retire(lf)
+	}
+	if e.hooks.Transition != nil {
+		for _, rec := range recs {
+			e.hooks.Transition(rec, next)
+		}
+	}
+	return next, nil
+}
+
+// retire removes a flow that became terminal and wakes its waiters.
+func (e *Engine) retire(lf *liveFlow) {
+	e.mu.Lock()
+	if e.live[lf.flow.ID] == lf {
+		delete(e.live, lf.flow.ID)
+		k := ownerKey{lf.flow.Provider, lf.flow.Principal}
+		delete(e.owners[k], lf.flow.ID)
+		if len(e.owners[k]) == 0 {
+			delete(e.owners, k)
+		}
+	}
+	e.mu.Unlock()
+	select {
+	case <-lf.done:
+	default:
+		close(lf.done)
+	}
+}
+
+func (e *Engine) lookup(state string) *liveFlow {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.live[state]
+}
+
+// Callback delivers the provider's redirect for a flow. A provider error
+// ends the flow error(provider_denied); a code is exchanged once, with the
+// flow's PKCE verifier, and the flow ends complete or error(exchange_failed).
+//
+// It returns the flow as the callback left it. A callback that cannot be
+// applied returns an error: ErrUnknownState (nothing recorded), or a
+// *FlowError wrapping ErrNotAwaiting (finished or mid-exchange: recorded in
+// the flow's history as callback_ignored) or ErrExpired.
 func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, error) {
-	return states.Flow{}, errTODO
+	if err := e.enter(); err != nil {
+		return states.Flow{}, err
+	}
+	defer e.inflight.Done()
+	fp := ""
+	if p.Code != "" {
+		fp = e.fingerprint(p.Code)
+	}
+	lf := e.lookup(p.State)
+	if lf == nil {
+		return e.ignoreFinished(ctx, p.State, fp)
+	}
+	lf.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			lf.mu.Unlock()
+		}
+	}()
+	f := lf.flow
+	switch {
+	case f.State.Terminal():
+		lf.mu.Unlock()
+		locked = false
+		return e.ignoreFinished(ctx, p.State, fp)
+	case f.Exchanging:
+		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: states.IgnoredInProgress, CodeFingerprint: fp}), nil)
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err)
+		}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+	case f.State != states.AwaitingCallback:
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+	case !e.clock.Now().Before(f.Deadline):
+		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err)
+		}
+		return f, &FlowError{Flow: f, Err: ErrExpired}
+	case p.Error != "":
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.ProviderDenied, ErrorCode: clip(p.Error, 200), Message: clip(p.ErrorDescription, 500),
+		}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err)
+		}
+		return f, nil
+	case p.Code == "":
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.InvalidCallback, Message: "the callback carried neither a code nor an error",
+		}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err)
+		}
+		return f, nil
+	}
+	verifier, ok, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
+	if err != nil {
+		return f, fmt.Errorf("callback: read the flow's PKCE verifier: %w", err)
+	}
+	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
+		return lf.flow, fmt.Errorf("callback: %w", err)
+	}
+	// The exchange runs without the flow's lock, so a repeated callback is
+	// recorded at once as ignored instead of queueing behind the exchange.
+	lf.mu.Unlock()
+	locked = false
+	// The outcome is recorded even if the caller goes away: the code is spent.
+	bg := context.WithoutCancel(ctx)
+	outcome := e.exchange(bg, f, p.Code, string(verifier), ok)
+	lf.mu.Lock()
+	locked = true
+	f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), e.dropVerifier(lf))
+	if err != nil {
+		return f, fmt.Errorf("callback: %w", err)
+	}
+	return f, nil
 }
 
-// Cancel ends a live flow with error(canceled).
+type outcome struct {
+	event states.Event
+	data  states.Data
+}
+
+// exchange redeems the code at the token endpoint and stores the token.
+func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool) outcome {
+	failed := func(d states.Data) outcome {
+		d.Reason = states.ExchangeFailed
+		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
+		return outcome{event: states.Failed, data: d}
+	}
+	if !haveVerifier {
+		return failed(states.Data{ErrorCode: "verifier_missing", Message: "the flow's PKCE verifier is missing from the sealed store; start a new connect"})
+	}
+	p, err := e.provider(f.Provider)
+	if err != nil {
+		return failed(states.Data{ErrorCode: "unknown_provider", Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)})
+	}
+	oc := p.oauth
+	oc.RedirectURL = f.RedirectURI
+	oc.Scopes = f.Scopes
+	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	defer cancel()
+	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout))
+	}
+	granted := grantedScopes(tok, f.Scopes)
+	now := e.clock.Now().UTC()
+	st := StoredToken{
+		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
+		Expiry: tok.Expiry, Scopes: granted, Flow: f.ID, Obtained: now,
+	}
+	if err := e.tokens.SaveToken(ctx, TokenKey{Provider: f.Provider, Account: f.Principal}, st); err != nil {
+		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
+	}
+	e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
+	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}}
+}
+
+// describeExchangeError turns an exchange error into record data. It keeps
+// the HTTP status and the provider's error code and description, never the
+// response body, which could carry a token.
+func describeExchangeError(err, ctxErr error, timeout time.Duration) states.Data {
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re):
+		d := states.Data{ErrorCode: clip(re.ErrorCode, 200), Message: clip(re.ErrorDescription, 500)}
+		if re.Response != nil {
+			d.HTTPStatus = re.Response.StatusCode
+		}
+		if d.ErrorCode == "" {
+			d.ErrorCode = "http_error"
+		}
+		if d.Message == "" && re.Response != nil {
+			d.Message = fmt.Sprintf("the token endpoint answered %s", re.Response.Status)
+			if ct := re.Response.Header.Get("Content-Type"); ct != "" {
+				d.Message += " (" + clip(ct, 100) + ")"
+			}
+		}
+		return d
+	case errors.Is(ctxErr, context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+		return states.Data{ErrorCode: "timeout", Message: fmt.Sprintf("the token endpoint did not answer within %s", timeout)}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return states.Data{ErrorCode: "timeout", Message: fmt.Sprintf("the token endpoint did not answer within %s", timeout)}
+		}
+		return states.Data{ErrorCode: "network_error", Message: clip(ue.Err.Error(), 300)}
+	}
+	// oauth2's own errors: a 200 that is not a token (HTML, garbage, no access_token).
+	return states.Data{ErrorCode: "invalid_response", Message: clip(strings.TrimPrefix(err.Error(), "oauth2: "), 300)}
+}
+
+// grantedScopes reads the token's scope field (space separated in JSON,
+// comma separated in some form responses); without one, the requested
+// scopes were granted.
+func grantedScopes(tok *oauth2.Token, requested []string) []string {
+	var raw string
+	switch v := tok.Extra("scope").(type) {
+	case string:
+		raw = v
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, s := range v {
+			if s, ok := s.(string); ok {
+				parts = append(parts, s)
+			}
+		}
+		raw = strings.Join(parts, " ")
+	}
+	fields := strings.FieldsFunc(raw, func(r rune) bool { return r == ' ' || r == ',' })
+	if len(fields) == 0 {
+		return slices.Clone(requested)
+	}
+	return fields
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// ignoreFinished records a callback for a flow that is no longer live. The
+// flow's history is read back from the log; a conflicting writer is
+// retried, since the append is a compare-and-set on the flow's sequence.
+func (e *Engine) ignoreFinished(ctx context.Context, state, fp string) (states.Flow, error) {
+	for attempt := 0; ; attempt++ {
+		history, err := e.log.History(ctx, state)
+		if err != nil {
+			return states.Flow{}, fmt.Errorf("callback: read history: %w", err)
+		}
+		if len(history) == 0 {
+			if e.hooks.UnknownCallback != nil {
+				e.hooks.UnknownCallback()
+			}
+			return states.Flow{}, fmt.Errorf("callback for state %s: %w", states.ShortID(state), ErrUnknownState)
+		}
+		f, err := states.Fold(history)
+		if err != nil {
+			return states.Flow{}, fmt.Errorf("callback: %w", err)
+		}
+		if !f.State.Terminal() {
+			// Live in the log but not in this engine: another writer owns it.
+			return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+		}
+		tmp := &liveFlow{flow: f}
+		f, err = e.commit(ctx, tmp, e.record(tmp, states.CallbackIgnored, states.Data{Ignored: states.IgnoredFinished, CodeFingerprint: fp}), nil)
+		if errors.Is(err, states.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err)
+		}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+	}
+}
+
+// fingerprint is a keyed hash of a secret, for correlating it in the log
+// without revealing it.
+func (e *Engine) fingerprint(secret string) string {
+	m := hmac.New(sha256.New, e.fpKey)
+	m.Write([]byte(secret))
+	return "hmac:" + hex.EncodeToString(m.Sum(nil)[:12])
+}
+
+// Cancel ends a live flow error(canceled). A flow mid-exchange cannot be
+// canceled (*FlowError wrapping ErrExchangeInProgress); a finished one
+// gives a *FlowError wrapping ErrNotAwaiting.
 func (e *Engine) Cancel(ctx context.Context, state string) (states.Flow, error) {
-	return states.Flow{}, errTODO
+	if err := e.enter(); err != nil {
+		return states.Flow{}, err
+	}
+	defer e.inflight.Done()
+	lf := e.lookup(state)
+	if lf == nil {
+		f, err := e.finished(ctx, state)
+		if err != nil {
+			return f, err
+		}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+	}
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	switch {
+	case lf.flow.State.Terminal():
+		return lf.flow, &FlowError{Flow: lf.flow, Err: ErrNotAwaiting}
+	case lf.flow.Exchanging:
+		return lf.flow, &FlowError{Flow: lf.flow, Err: ErrExchangeInProgress}
+	}
+	f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.Canceled}), e.dropVerifier(lf))
+	if err != nil {
+		return f, fmt.Errorf("cancel: %w", err)
+	}
+	return f, nil
+}
+
+// finished reads a flow that is not live from the log.
+func (e *Engine) finished(ctx context.Context, state string) (states.Flow, error) {
+	history, err := e.log.History(ctx, state)
+	if err != nil {
+		return states.Flow{}, fmt.Errorf("read history of %s: %w", states.ShortID(state), err)
+	}
+	if len(history) == 0 {
+		return states.Flow{}, fmt.Errorf("flow %s: %w", states.ShortID(state), ErrUnknownState)
+	}
+	return states.Fold(history)
 }
 
 // Status returns a flow as it stands.
 func (e *Engine) Status(ctx context.Context, state string) (states.Flow, error) {
-	return states.Flow{}, errTODO
+	if lf := e.lookup(state); lf != nil {
+		lf.mu.Lock()
+		f := lf.flow
+		lf.mu.Unlock()
+		return f, nil
+	}
+	return e.finished(ctx, state)
 }
 
-// Wait returns as soon as the flow is terminal, or when ctx is done.
+// Wait returns the flow as soon as it is terminal, woken by the commit
+// that ended it. If ctx ends first it returns the flow as it stands and
+// ctx's error.
 func (e *Engine) Wait(ctx context.Context, state string) (states.Flow, error) {
-	return states.Flow{}, errTODO
+	lf := e.lookup(state)
+	if lf != nil {
+		select {
+		case <-lf.done:
+		case <-ctx.Done():
+			f, _ := e.Status(context.WithoutCancel(ctx), state)
+			return f, ctx.Err()
+		case <-e.closing:
+			f, _ := e.Status(context.WithoutCancel(ctx), state)
+			return f, ErrClosed
+		}
+		lf.mu.Lock()
+		f := lf.flow
+		lf.mu.Unlock()
+		return f, nil
+	}
+	return e.finished(ctx, state)
 }
 
-// History returns a flow's records.
+// History returns a flow's records in order.
 func (e *Engine) History(ctx context.Context, state string) ([]states.Record, error) {
-	return nil, errTODO
+	h, err := e.log.History(ctx, state)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", states.ShortID(state), err)
+	}
+	if len(h) == 0 {
+		return nil, fmt.Errorf("history of %s: %w", states.ShortID(state), ErrUnknownState)
+	}
+	return h, nil
 }
 
-// List returns the flows matching f.
-func (e *Engine) List(ctx context.Context, f Filter) ([]states.Flow, error) { return nil, errTODO }
-
-// Token returns a valid access token for provider, refreshing it if needed.
-func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, StoredToken, error) {
-	return nil, StoredToken{}, errTODO
+// List returns the flows matching f, newest first. Live flows come from
+// memory; asking for finished flows reads the whole log.
+func (e *Engine) List(ctx context.Context, f Filter) ([]states.Flow, error) {
+	match := func(fl states.Flow) bool {
+		return (len(f.States) == 0 || slices.Contains(f.States, fl.State)) && (f.Provider == "" || f.Provider == fl.Provider)
+	}
+	liveOnly := len(f.States) > 0
+	for _, s := range f.States {
+		liveOnly = liveOnly && s.Live()
+	}
+	var out []states.Flow
+	if liveOnly {
+		e.mu.Lock()
+		lfs := make([]*liveFlow, 0, len(e.live))
+		for _, lf := range e.live {
+			lfs = append(lfs, lf)
+		}
+		e.mu.Unlock()
+		for _, lf := range lfs {
+			lf.mu.Lock()
+			fl := lf.flow
+			lf.mu.Unlock()
+			if match(fl) {
+				out = append(out, fl)
+			}
+		}
+	} else {
+		flows := map[string]states.Flow{}
+		err := e.log.Scan(ctx, 0, func(rec states.Record) error {
+			fl, err := flows[rec.Flow].Apply(rec)
+			if err != nil {
+				return err
+			}
+			flows[rec.Flow] = fl
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list flows: %w", err)
+		}
+		for _, fl := range flows {
+			if match(fl) {
+				out = append(out, fl)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.After(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
 }
-
-// Disconnect deletes the provider's stored token.
-func (e *Engine) Disconnect(ctx context.Context, provider string) error { return errTODO }
-
-// Providers lists the configured providers' names, sorted.
-func (e *Engine) Providers() []string { return nil }

@@ -2,7 +2,11 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // TokenKey names a stored token: the provider, and the account when known.
@@ -35,4 +39,121 @@ type TokenStore interface {
 	LoadToken(ctx context.Context, key TokenKey) (StoredToken, error)
 	// DeleteToken removes the token under key; removing none is not an error.
 	DeleteToken(ctx context.Context, key TokenKey) error
+}
+
+// tokenKeyPrefix prefixes the Log secrets that hold tokens.
+const tokenKeyPrefix = "token/"
+
+// logTokens is the default TokenStore: tokens sealed in the Log's secrets.
+type logTokens struct{ log Log }
+
+func (s *logTokens) key(k TokenKey) string { return tokenKeyPrefix + k.Provider + "/" + k.Account }
+
+func (s *logTokens) SaveToken(ctx context.Context, k TokenKey, tok StoredToken) error {
+	b, err := json.Marshal(tok)
+	if err != nil {
+		return fmt.Errorf("save token for %s: %w", k.Provider, err)
+	}
+	if err := s.log.Append(ctx, nil, map[string][]byte{s.key(k): b}); err != nil {
+		return fmt.Errorf("save token for %s: %w", k.Provider, err)
+	}
+	return nil
+}
+
+func (s *logTokens) LoadToken(ctx context.Context, k TokenKey) (StoredToken, error) {
+	b, ok, err := s.log.Secret(ctx, s.key(k))
+	if err != nil {
+		return StoredToken{}, fmt.Errorf("load token for %s: %w", k.Provider, err)
+	}
+	if !ok {
+		return StoredToken{}, fmt.Errorf("%s: %w; connect first: flowctl connect %s", k.Provider, ErrNoToken, k.Provider)
+	}
+	var tok StoredToken
+	if err := json.Unmarshal(b, &tok); err != nil {
+		return StoredToken{}, fmt.Errorf("load token for %s: stored token is unreadable (%v); reconnect: flowctl connect %s", k.Provider, err, k.Provider)
+	}
+	return tok, nil
+}
+
+func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
+	if err := s.log.Append(ctx, nil, map[string][]byte{s.key(k): nil}); err != nil {
+		return fmt.Errorf("delete token for %s: %w", k.Provider, err)
+	}
+	return nil
+}
+
+// Token returns a valid access token for provider, refreshing it through
+// the provider's token endpoint when it has expired. A rotated refresh
+// token is saved before Token returns. The second value is the stored
+// token's metadata (scopes, expiry) after any refresh.
+func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, StoredToken, error) {
+	if err := e.enter(); err != nil {
+		return nil, StoredToken{}, err
+	}
+	defer e.inflight.Done()
+	p, err := e.provider(provider)
+	if err != nil {
+		return nil, StoredToken{}, err
+	}
+	// One refresh at a time: with rotating refresh tokens, two concurrent
+	// refreshes would spend the same refresh token and one would fail.
+	e.refreshMu.Lock()
+	defer e.refreshMu.Unlock()
+	key := TokenKey{Provider: provider}
+	st, err := e.tokens.LoadToken(ctx, key)
+	if err != nil {
+		return nil, StoredToken{}, err
+	}
+	tok := &oauth2.Token{AccessToken: st.AccessToken, TokenType: st.TokenType, RefreshToken: st.RefreshToken, Expiry: st.Expiry}
+	if !st.Expiry.IsZero() && !e.clock.Now().Add(tokenExpiryDelta).Before(st.Expiry) {
+		if st.RefreshToken == "" {
+			return nil, st, fmt.Errorf("token for %s expired and the provider gave no refresh token; reconnect: flowctl connect %s", provider, provider)
+		}
+		rctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+		defer cancel()
+		expired := *tok
+		expired.Expiry = time.Unix(1, 0) // force the refresh whatever oauth2's own clock says
+		fresh, err := p.oauth.TokenSource(rctx, &expired).Token()
+		if err != nil {
+			d := describeExchangeError(err, rctx.Err(), e.cfg.ExchangeTimeout)
+			return nil, st, fmt.Errorf("refresh token for %s: %s (%s); reconnect: flowctl connect %s", provider, d.Message, d.ErrorCode, provider)
+		}
+		st.AccessToken, st.Expiry = fresh.AccessToken, fresh.Expiry
+		if fresh.TokenType != "" {
+			st.TokenType = fresh.TokenType
+		}
+		if fresh.RefreshToken != "" {
+			st.RefreshToken = fresh.RefreshToken
+		}
+		if s := grantedScopes(fresh, nil); len(s) > 0 {
+			st.Scopes = s
+		}
+		if err := e.tokens.SaveToken(ctx, key, st); err != nil {
+			return nil, st, fmt.Errorf("refresh token for %s: save the refreshed token: %w", provider, err)
+		}
+		tok = &oauth2.Token{AccessToken: st.AccessToken, TokenType: st.TokenType, RefreshToken: st.RefreshToken, Expiry: st.Expiry}
+		e.logger.Info("token refreshed", "provider", provider)
+	}
+	return tok, st, nil
+}
+
+// tokenExpiryDelta refreshes a token this long before it expires, so it
+// does not expire in the caller's hands.
+const tokenExpiryDelta = 10 * time.Second
+
+// Disconnect deletes the provider's stored token. It returns an error
+// wrapping ErrNoToken when there is none.
+func (e *Engine) Disconnect(ctx context.Context, provider string) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.inflight.Done()
+	if _, err := e.provider(provider); err != nil {
+		return err
+	}
+	key := TokenKey{Provider: provider}
+	if _, err := e.tokens.LoadToken(ctx, key); err != nil {
+		return err
+	}
+	return e.tokens.DeleteToken(ctx, key)
 }
