@@ -1,0 +1,199 @@
+package dextest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Browser does the browser's part of an authorization: it follows Dex's
+// redirects, logs in, approves (or rejects) and stops at the redirect URI
+// without loading it, the way a user's browser would hand the redirect to
+// flowd's callback.
+type Browser struct {
+	// Connector is the Dex connector to log in with: MockConnector
+	// (default, no form) or LocalConnector (the password form).
+	Connector string
+	// Login and Password are typed into the password form. Default Email
+	// and Password.
+	Login, Password string
+	// Reject presses "Cancel" on Dex's approval page, when the server shows
+	// one (Options.ApprovalScreen).
+	Reject bool
+	// Secrets, when set, records the authorization codes the browser sees.
+	Secrets *Secrets
+	// Transport is the HTTP transport; default http.DefaultTransport.
+	Transport http.RoundTripper
+}
+
+// Browser returns a browser for s that logs in with the mock connector and
+// records the codes it sees in s.Secrets.
+func (s *Server) Browser() *Browser {
+	return &Browser{Connector: MockConnector, Secrets: s.Secrets}
+}
+
+// maxPages bounds the pages one authorization goes through (auth, login,
+// approval, plus a retry), so a misbehaving server cannot loop the test.
+const maxPages = 8
+
+// Authorize opens authURL and does what the user would, until Dex
+// redirects to the authorization request's redirect_uri. It returns that
+// URL, carrying code and state, or error and error_description. It does
+// not request the redirect URI itself.
+//
+// It fails when Dex shows an error page instead (the message says which),
+// when the password is refused, and with ErrApprovalRejected after Reject.
+func (b *Browser) Authorize(ctx context.Context, authURL string) (*url.URL, error) {
+	u, err := url.Parse(authURL)
+	if err != nil {
+		return nil, fmt.Errorf("browser: parse authorization URL: %w", err)
+	}
+	q := u.Query()
+	redirect, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || redirect.Host == "" {
+		return nil, fmt.Errorf("browser: authorization URL has no usable redirect_uri (%q)", q.Get("redirect_uri"))
+	}
+	connector := b.Connector
+	if connector == "" {
+		connector = MockConnector
+	}
+	// Choosing the connector in the URL skips Dex's connector list, which
+	// a user would click through.
+	if q.Get("connector_id") == "" {
+		q.Set("connector_id", connector)
+		u.RawQuery = q.Encode()
+	}
+
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{
+		Jar:       jar,
+		Transport: b.Transport,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if sameEndpoint(req.URL, redirect) {
+				return http.ErrUseLastResponse
+			}
+			if len(via) >= 20 {
+				return errors.New("stopped after 20 redirects")
+			}
+			return nil
+		},
+	}
+
+	resp, err := do(ctx, client, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	loggedIn := false
+	for range maxPages {
+		if loc := resp.Header.Get("Location"); isRedirect(resp.StatusCode) && loc != "" {
+			final, err := resp.Request.URL.Parse(loc)
+			if err != nil {
+				return nil, fmt.Errorf("browser: bad redirect %q: %w", loc, err)
+			}
+			if b.Secrets != nil {
+				b.Secrets.Add("code", final.Query().Get("code"))
+			}
+			return final, nil
+		}
+		page := resp.Request.URL
+		if loggedIn && strings.HasSuffix(page.Path, "/login") {
+			// Dex shows the form again (401) after a wrong password.
+			return nil, fmt.Errorf("browser: dex refused the login for %q: %s", b.login(), resp.text)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("browser: dex answered %s at %s: %s", resp.Status, page.Path, resp.text)
+		}
+		switch {
+		case strings.HasSuffix(page.Path, "/approval"):
+			choice := "approve"
+			if b.Reject {
+				choice = "rejected"
+			}
+			form := url.Values{"req": {page.Query().Get("req")}, "approval": {choice}}
+			resp, err = do(ctx, client, http.MethodPost, page.String(), form)
+			if err != nil {
+				return nil, err
+			}
+			if b.Reject && !isRedirect(resp.StatusCode) {
+				return nil, fmt.Errorf("%w (dex answered %s: %s)", ErrApprovalRejected, resp.Status, resp.text)
+			}
+		case strings.HasSuffix(page.Path, "/login"):
+			loggedIn = true
+			pw := b.Password
+			if pw == "" {
+				pw = Password
+			}
+			form := url.Values{"login": {b.login()}, "password": {pw}}
+			resp, err = do(ctx, client, http.MethodPost, page.String(), form)
+			if err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("browser: unexpected page %s: %s", page.Path, resp.text)
+		}
+	}
+	return nil, fmt.Errorf("browser: no redirect to %s after %d pages", redirect, maxPages)
+}
+
+func (b *Browser) login() string {
+	if b.Login != "" {
+		return b.Login
+	}
+	return Email
+}
+
+// page is a response whose body has been read and reduced to its text.
+type page struct {
+	*http.Response
+	text string
+}
+
+func do(ctx context.Context, c *http.Client, method, u string, form url.Values) (*page, error) {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("browser: %w", err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("browser: %s %s: %w", method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return &page{Response: resp, text: pageText(raw)}, nil
+}
+
+func isRedirect(status int) bool { return status >= 300 && status < 400 }
+
+func sameEndpoint(a, b *url.URL) bool {
+	return a.Scheme == b.Scheme && a.Host == b.Host && a.Path == b.Path
+}
+
+var (
+	scriptRe = regexp.MustCompile(`(?is)<(script|style)[^>]*>.*?</(script|style)>`)
+	tagRe    = regexp.MustCompile(`<[^>]*>`)
+)
+
+// pageText reduces an HTML page to its visible words, enough to say in an
+// error what Dex showed ("Approval rejected.", "Unregistered redirect_uri").
+func pageText(html []byte) string {
+	s := scriptRe.ReplaceAllString(string(html), " ")
+	s = tagRe.ReplaceAllString(s, " ")
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 400 {
+		s = s[:400] + "..."
+	}
+	return s
+}

@@ -1,0 +1,194 @@
+package dextest
+
+import (
+	"context"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+)
+
+func config(s *Server, clientID, secret string, scopes ...string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     clientID,
+		ClientSecret: secret,
+		Endpoint:     oauth2.Endpoint{AuthURL: s.AuthURL, TokenURL: s.TokenURL, AuthStyle: oauth2.AuthStyleInHeader},
+		RedirectURL:  s.RedirectURIs[0],
+		Scopes:       scopes,
+	}
+}
+
+// authorize runs the browser part for a fresh PKCE authorization and
+// returns the redirect it ended on and the verifier.
+func authorize(t *testing.T, s *Server, b *Browser, cfg *oauth2.Config) (*url.URL, string) {
+	t.Helper()
+	verifier := oauth2.GenerateVerifier()
+	authURL := cfg.AuthCodeURL("state-123", oauth2.S256ChallengeOption(verifier))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	final, err := b.Authorize(ctx, authURL)
+	require.NoError(t, err)
+	assert.Equal(t, "state-123", final.Query().Get("state"), "dex must hand the state back")
+	return final, verifier
+}
+
+func TestDexLoginExchangeUserinfoAndRotation(t *testing.T) {
+	s := Start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := config(s, ClientID, ClientSecret, "openid", "email", "offline_access")
+
+	for _, conn := range []string{MockConnector, LocalConnector} {
+		t.Run(conn, func(t *testing.T) {
+			b := s.Browser()
+			b.Connector = conn
+			final, verifier := authorize(t, s, b, cfg)
+			code := final.Query().Get("code")
+			require.NotEmpty(t, code, "redirect %s has no code", final.Redacted())
+			assert.Equal(t, s.RedirectURIs[0], final.Scheme+"://"+final.Host+final.Path)
+
+			tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+			require.NoError(t, err)
+			require.NotEmpty(t, tok.RefreshToken, "offline_access must give a refresh token")
+
+			claims, err := s.Userinfo(ctx, tok.AccessToken)
+			require.NoError(t, err)
+			if conn == LocalConnector {
+				assert.Equal(t, Email, claims["email"])
+			}
+
+			// A code is good once.
+			_, err = cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+			require.Error(t, err)
+
+			// Refresh tokens rotate, and an old one is refused at once.
+			next, err := s.Refresh(ctx, tok.RefreshToken)
+			require.NoError(t, err)
+			assert.NotEqual(t, tok.RefreshToken, next["refresh_token"])
+			_, err = s.Refresh(ctx, tok.RefreshToken)
+			var te *TokenError
+			require.ErrorAs(t, err, &te)
+			_, err = s.Refresh(ctx, next["refresh_token"].(string))
+			require.NoError(t, err)
+
+			// The proxy saw the code, the verifier and the tokens.
+			kinds := s.Secrets.Kinds()
+			for _, k := range []string{"code", "code_verifier", "client_secret", "access_token", "refresh_token"} {
+				assert.Positive(t, kinds[k], "secrets of kind %s recorded", k)
+			}
+			assert.NotEmpty(t, s.Secrets.Leaks([]byte("x"+code+"y")))
+		})
+	}
+}
+
+func TestDexPublicClient(t *testing.T) {
+	s := Start(t, Options{})
+	cfg := config(s, PublicClientID, "", "openid")
+	cfg.Endpoint.AuthStyle = oauth2.AuthStyleInParams
+	final, verifier := authorize(t, s, s.Browser(), cfg)
+	tok, err := cfg.Exchange(context.Background(), final.Query().Get("code"), oauth2.VerifierOption(verifier))
+	require.NoError(t, err)
+	_, err = s.Userinfo(context.Background(), tok.AccessToken)
+	require.NoError(t, err)
+}
+
+func TestDexDenials(t *testing.T) {
+	t.Run("scope refused by policy redirects with an error", func(t *testing.T) {
+		s := Start(t, Options{})
+		cfg := config(s, ClientID, ClientSecret, "openid", DeniedScope)
+		final, _ := authorize(t, s, s.Browser(), cfg)
+		assert.Equal(t, "invalid_scope", final.Query().Get("error"))
+		assert.NotEmpty(t, final.Query().Get("error_description"))
+		assert.Empty(t, final.Query().Get("code"))
+	})
+	t.Run("approval screen", func(t *testing.T) {
+		s := Start(t, Options{ApprovalScreen: true})
+		cfg := config(s, ClientID, ClientSecret, "openid")
+		final, _ := authorize(t, s, s.Browser(), cfg)
+		assert.NotEmpty(t, final.Query().Get("code"), "approving gives a code")
+
+		b := s.Browser()
+		b.Reject = true
+		_, err := b.Authorize(context.Background(), cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		require.ErrorIs(t, err, ErrApprovalRejected)
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		s := Start(t, Options{})
+		b := s.Browser()
+		b.Connector, b.Password = LocalConnector, "not-the-password"
+		_, err := b.Authorize(context.Background(), config(s, ClientID, ClientSecret, "openid").AuthCodeURL("s"))
+		require.ErrorContains(t, err, "refused the login")
+	})
+}
+
+func TestDexSQLiteStorage(t *testing.T) {
+	s := Start(t, Options{Storage: "sqlite3"})
+	final, _ := authorize(t, s, s.Browser(), config(s, ClientID, ClientSecret, "openid"))
+	assert.NotEmpty(t, final.Query().Get("code"))
+}
+
+// fakeTB records whether Binary skipped or failed.
+type fakeTB struct {
+	testing.TB
+	mu              sync.Mutex
+	skipped, failed string
+}
+
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Skip(args ...any) {
+	f.mu.Lock()
+	f.skipped = args[0].(string)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.mu.Lock()
+	f.failed = format
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+func runBinary(tb *fakeTB) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Binary(tb)
+	}()
+	<-done
+}
+
+func TestMissingBinarySkipsLocallyAndFailsInCI(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-dex")
+	t.Setenv("FLOWD_DEX_BIN", missing)
+
+	t.Setenv("CI", "")
+	local := &fakeTB{}
+	runBinary(local)
+	assert.Empty(t, local.failed)
+	assert.Contains(t, local.skipped, missing, "the skip names where dex was looked for")
+	assert.Contains(t, local.skipped, "tools/dex/build.sh", "the skip says how to build dex")
+
+	t.Setenv("CI", "true")
+	ci := &fakeTB{}
+	runBinary(ci)
+	assert.Empty(t, ci.skipped, "CI must not skip")
+	assert.Contains(t, ci.failed, "CI=true")
+}
+
+func TestSecretsLeaks(t *testing.T) {
+	s := NewSecrets()
+	s.Add("code", "short")
+	s.Add("access_token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA")
+	s.Add("refresh_token", "a/b+c=d-refresh")
+	assert.Empty(t, s.Leaks([]byte("short and eyJhbGciOiJSUzI1NiJ9 headers are fine")))
+	assert.Equal(t, []string{"access_token (signature) at byte 4"}, s.Leaks([]byte("sig=c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA")))
+	assert.Len(t, s.Leaks([]byte(`{"t":"a\/b+c=d-refresh"}`)), 1, "JSON-escaped form is found")
+	assert.Len(t, s.Leaks([]byte(`t=`+url.QueryEscape("a/b+c=d-refresh"))), 1, "URL-encoded form is found")
+}
