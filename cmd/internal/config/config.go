@@ -1,0 +1,435 @@
+// Package config reads flowd's configuration: a TOML file people edit by
+// hand (docs/config.md, docs/flowd.example.toml), with built-in endpoint
+// presets for common providers and OIDC discovery for the rest.
+//
+// Load only parses and checks; it does no network I/O. Resolve then fills
+// the endpoints of providers configured by issuer, with a timeout. Every
+// error names the file, the field and the reason, so flowd can stop with a
+// message the user can act on.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/engine"
+)
+
+// Defaults of the settings a config file may leave out.
+const (
+	DefaultListen    = "127.0.0.1:8085"
+	DefaultTTL       = 5 * time.Minute
+	DefaultRetention = 7 * 24 * time.Hour
+	// MaxTTL bounds ttl: a flow is a person at a browser, not a batch job.
+	MaxTTL = 24 * time.Hour
+)
+
+// Config is flowd's configuration after Load.
+type Config struct {
+	// File is the file it was read from, or "" when none exists.
+	File string
+	// Listen is the loopback listener's host:port.
+	Listen string
+	// PublicBaseURL is the gateway's public base URL; "" disables the
+	// gateway transport. No trailing slash.
+	PublicBaseURL string
+	// TTL is how long a flow waits for its callback.
+	TTL time.Duration
+	// Retention is how long finished flows' records are kept; negative keeps them.
+	Retention time.Duration
+	// ServiceTokenFile holds the gateway's bearer token; "" means
+	// service_token in the state directory, generated at first start.
+	ServiceTokenFile string
+	// StateDir and Socket are set when the file sets them ("" otherwise);
+	// flags and environment win over them.
+	StateDir string
+	Socket   string
+	// Providers, sorted by name.
+	Providers []Provider
+}
+
+// Provider is one configured authorization server.
+type Provider struct {
+	Name   string
+	Preset string
+	// Issuer is set for providers configured by OIDC discovery.
+	Issuer   string
+	AuthURL  string
+	TokenURL string
+	ClientID string
+	// ClientSecret is the secret itself, read from the file or from the
+	// environment variable ClientSecretEnv names. Never log it.
+	ClientSecret    string
+	ClientSecretEnv string
+	Scopes          []string
+	AuthParams      map[string]string
+	// AuthStyle is "in_params" or "in_header"; "" only until Resolve for
+	// discovered providers.
+	AuthStyle string
+}
+
+// LogValue keeps the client secret out of logs even when a Provider is
+// logged whole.
+func (p Provider) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", p.Name), slog.String("preset", p.Preset),
+		slog.String("issuer", p.Issuer), slog.String("auth_url", p.AuthURL),
+		slog.String("token_url", p.TokenURL), slog.String("client_id", p.ClientID))
+}
+
+// String keeps the client secret out of %v and %+v.
+func (p Provider) String() string {
+	return fmt.Sprintf("provider %s (%s)", p.Name, p.AuthURL)
+}
+
+// Engine returns the provider as the engine takes it. Call it after Resolve.
+func (p Provider) Engine() engine.Provider {
+	style := oauth2.AuthStyleInHeader
+	if p.AuthStyle == AuthStyleInParams {
+		style = oauth2.AuthStyleInParams
+	}
+	return engine.Provider{
+		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: style,
+		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
+		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams,
+	}
+}
+
+// EngineProviders converts every provider for engine.Config.
+func (c *Config) EngineProviders() []engine.Provider {
+	out := make([]engine.Provider, len(c.Providers))
+	for i, p := range c.Providers {
+		out[i] = p.Engine()
+	}
+	return out
+}
+
+// Auth styles a provider may set.
+const (
+	AuthStyleInParams = "in_params"
+	AuthStyleInHeader = "in_header"
+)
+
+// Error is an invalid configuration: which file, which field, and why.
+type Error struct {
+	File string
+	// Line is the line of a syntax error, or 0.
+	Line int
+	// Field is the dotted key ("providers.github.client_id"), or "".
+	Field  string
+	Reason string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("config ")
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Field)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Reason)
+	return b.String()
+}
+
+// file is the TOML shape. Durations are strings ("5m") decoded by duration.
+type file struct {
+	Listen           string                  `toml:"listen"`
+	PublicBaseURL    string                  `toml:"public_base_url"`
+	TTL              *duration               `toml:"ttl"`
+	Retention        *duration               `toml:"retention"`
+	ServiceTokenFile string                  `toml:"service_token_file"`
+	StateDir         string                  `toml:"state_dir"`
+	Socket           string                  `toml:"socket"`
+	Providers        map[string]providerFile `toml:"providers"`
+}
+
+type providerFile struct {
+	Preset          string            `toml:"preset"`
+	Issuer          string            `toml:"issuer"`
+	AuthURL         string            `toml:"auth_url"`
+	TokenURL        string            `toml:"token_url"`
+	ClientID        string            `toml:"client_id"`
+	ClientSecret    string            `toml:"client_secret"`
+	ClientSecretEnv string            `toml:"client_secret_env"`
+	Scopes          *[]string         `toml:"scopes"`
+	AuthParams      map[string]string `toml:"auth_params"`
+	AuthStyle       string            `toml:"auth_style"`
+	Tenant          string            `toml:"tenant"`
+}
+
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration (write it like \"90s\", \"5m\" or \"168h\")")
+	}
+	d.Duration = v
+	return nil
+}
+
+// DefaultPath is $XDG_CONFIG_HOME/flowd/config.toml, else
+// ~/.config/flowd/config.toml.
+func DefaultPath() string {
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "flowd", "config.toml")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return "flowd.toml"
+	}
+	return filepath.Join(home, ".config", "flowd", "config.toml")
+}
+
+// Load reads and checks the file at path. A missing file is not an error
+// when missingOK is true (the default path): flowd then runs with no
+// providers. getenv resolves client_secret_env; nil means os.Getenv.
+func Load(path string, missingOK bool, getenv func(string) string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && missingOK {
+		return Parse("", nil, getenv)
+	}
+	if err != nil {
+		return nil, &Error{File: path, Reason: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
+	}
+	return Parse(path, b, getenv)
+}
+
+// Parse checks a config file's contents; name is used in errors.
+func Parse(name string, data []byte, getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	fail := func(field, format string, args ...any) error {
+		return &Error{File: name, Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	var f file
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: name, Line: pe.Position.Line, Field: pe.LastKey, Reason: pe.Message}
+		}
+		return nil, fail("", "%v", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fail(keys[0], "unknown setting (see docs/config.md for the settings there are)")
+	}
+
+	c := &Config{File: name, Listen: DefaultListen, TTL: DefaultTTL, Retention: DefaultRetention,
+		ServiceTokenFile: f.ServiceTokenFile, StateDir: f.StateDir, Socket: f.Socket}
+	if f.Listen != "" {
+		c.Listen = f.Listen
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil || port == "" {
+		return nil, fail("listen", "%q is not host:port (e.g. \"127.0.0.1:8085\")", c.Listen)
+	}
+	if host != "localhost" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return nil, fail("listen", "%q is not a loopback address; flowd's listener must stay on this machine (use 127.0.0.1 or ::1, and a gateway for remote callbacks)", c.Listen)
+		}
+	}
+	if f.PublicBaseURL != "" {
+		u, err := checkURL(f.PublicBaseURL)
+		if err != nil {
+			return nil, fail("public_base_url", "%v", err)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return nil, fail("public_base_url", "must not have a query or fragment; the redirect URI is <public_base_url>/oauth/callback")
+		}
+		c.PublicBaseURL = strings.TrimRight(f.PublicBaseURL, "/")
+	}
+	if f.TTL != nil {
+		if f.TTL.Duration < time.Second || f.TTL.Duration > MaxTTL {
+			return nil, fail("ttl", "%v is out of range; use between 1s and %v", f.TTL.Duration, MaxTTL)
+		}
+		c.TTL = f.TTL.Duration
+	}
+	if f.Retention != nil {
+		if f.Retention.Duration == 0 {
+			return nil, fail("retention", "0 would delete finished flows at once; use a duration such as \"168h\", or a negative one to keep them for ever")
+		}
+		c.Retention = f.Retention.Duration
+	}
+
+	for name, pf := range f.Providers {
+		p, err := provider(name, pf, getenv)
+		if err != nil {
+			var ce *Error
+			if errors.As(err, &ce) {
+				ce.File = c.File
+				return nil, ce
+			}
+			return nil, err
+		}
+		c.Providers = append(c.Providers, p)
+	}
+	slices.SortFunc(c.Providers, func(a, b Provider) int { return strings.Compare(a.Name, b.Name) })
+	return c, nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func provider(name string, pf providerFile, getenv func(string) string) (Provider, error) {
+	field := func(k string) string { return "providers." + name + "." + k }
+	fail := func(k, format string, args ...any) error {
+		return &Error{Field: field(k), Reason: fmt.Sprintf(format, args...)}
+	}
+	if !nameRE.MatchString(name) {
+		return Provider{}, &Error{Field: "providers." + name, Reason: "a provider name is lower-case letters, digits, '-' and '_' (up to 63), starting with a letter or digit"}
+	}
+	p := Provider{Name: name, Preset: pf.Preset, Issuer: pf.Issuer, ClientID: pf.ClientID,
+		ClientSecret: pf.ClientSecret, ClientSecretEnv: pf.ClientSecretEnv, AuthStyle: pf.AuthStyle}
+
+	// [providers.github] with no preset and no endpoints means the github preset.
+	if p.Preset == "" && pf.Issuer == "" && pf.AuthURL == "" && pf.TokenURL == "" {
+		if _, ok := Presets[name]; ok {
+			p.Preset = name
+		}
+	}
+	if p.Preset != "" {
+		pr, ok := Presets[p.Preset]
+		if !ok {
+			return Provider{}, fail("preset", "unknown preset %q; presets are %s", p.Preset, strings.Join(PresetNames(), ", "))
+		}
+		if pf.Issuer != "" {
+			return Provider{}, fail("issuer", "set either preset or issuer, not both")
+		}
+		p.AuthURL, p.TokenURL = pr.AuthURL, pr.TokenURL
+		p.Scopes = slices.Clone(pr.Scopes)
+		if p.AuthStyle == "" {
+			p.AuthStyle = pr.AuthStyle
+		}
+		if len(pr.AuthParams) > 0 {
+			p.AuthParams = map[string]string{}
+			for k, v := range pr.AuthParams {
+				p.AuthParams[k] = v
+			}
+		}
+		if pf.Tenant != "" {
+			if p.Preset != "microsoft" {
+				return Provider{}, fail("tenant", "only the microsoft preset takes a tenant")
+			}
+			if !regexp.MustCompile(`^[A-Za-z0-9.-]{1,100}$`).MatchString(pf.Tenant) {
+				return Provider{}, fail("tenant", "%q is not a tenant id or domain", pf.Tenant)
+			}
+			p.AuthURL = strings.Replace(p.AuthURL, "/common/", "/"+pf.Tenant+"/", 1)
+			p.TokenURL = strings.Replace(p.TokenURL, "/common/", "/"+pf.Tenant+"/", 1)
+		}
+	} else if pf.Tenant != "" {
+		return Provider{}, fail("tenant", "only the microsoft preset takes a tenant")
+	}
+	// Explicit endpoints override a preset's (self-hosted GitLab, say).
+	if pf.AuthURL != "" {
+		p.AuthURL = pf.AuthURL
+	}
+	if pf.TokenURL != "" {
+		p.TokenURL = pf.TokenURL
+	}
+	switch {
+	case pf.Issuer != "":
+		if pf.AuthURL != "" || pf.TokenURL != "" {
+			return Provider{}, fail("issuer", "set either issuer (endpoints are discovered) or auth_url and token_url, not both")
+		}
+		if _, err := checkURL(pf.Issuer); err != nil {
+			return Provider{}, fail("issuer", "%v", err)
+		}
+	case p.AuthURL == "" && p.TokenURL == "":
+		return Provider{}, &Error{Field: "providers." + name, Reason: fmt.Sprintf("no endpoints: set preset (one of %s), issuer, or auth_url and token_url", strings.Join(PresetNames(), ", "))}
+	case p.AuthURL == "":
+		return Provider{}, fail("auth_url", "required with token_url")
+	case p.TokenURL == "":
+		return Provider{}, fail("token_url", "required with auth_url")
+	}
+	if p.AuthURL != "" {
+		if _, err := checkURL(p.AuthURL); err != nil {
+			return Provider{}, fail("auth_url", "%v", err)
+		}
+		if _, err := checkURL(p.TokenURL); err != nil {
+			return Provider{}, fail("token_url", "%v", err)
+		}
+	}
+	if pf.Scopes != nil {
+		p.Scopes = slices.Clone(*pf.Scopes)
+	}
+	for i, s := range p.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return Provider{}, fail("scopes", "scope %d (%q) is empty or contains spaces; list each scope as its own string", i+1, s)
+		}
+	}
+	for k := range pf.AuthParams {
+		switch k {
+		case "state", "code_challenge", "code_challenge_method", "redirect_uri", "client_id", "response_type", "scope":
+			return Provider{}, fail("auth_params."+k, "flowd sets %s itself; remove it", k)
+		}
+		if p.AuthParams == nil {
+			p.AuthParams = map[string]string{}
+		}
+		p.AuthParams[k] = pf.AuthParams[k]
+	}
+	switch p.AuthStyle {
+	case AuthStyleInParams, AuthStyleInHeader:
+	case "":
+		if pf.Issuer == "" {
+			p.AuthStyle = AuthStyleInHeader // RFC 6749 2.3.1: servers must support HTTP Basic
+		}
+	default:
+		return Provider{}, fail("auth_style", "%q is not in_params or in_header", p.AuthStyle)
+	}
+	if p.ClientID == "" {
+		return Provider{}, fail("client_id", "required: the client id of the OAuth app you registered at the provider")
+	}
+	if p.ClientSecret != "" && p.ClientSecretEnv != "" {
+		return Provider{}, fail("client_secret_env", "set either client_secret or client_secret_env, not both")
+	}
+	if p.ClientSecretEnv != "" {
+		p.ClientSecret = getenv(p.ClientSecretEnv)
+		if p.ClientSecret == "" {
+			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty; export it before starting flowd", p.ClientSecretEnv)
+		}
+	}
+	return p, nil
+}
+
+// checkURL accepts https URLs, and http only for loopback hosts (local test
+// servers such as Dex): an http provider elsewhere would send codes and
+// secrets in the clear.
+func checkURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return nil, fmt.Errorf("%q uses http on a non-loopback host; use https", s)
+	}
+	return u, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}

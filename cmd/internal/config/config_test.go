@@ -1,0 +1,189 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestMissingDefaultFileRunsWithNoProviders(t *testing.T) {
+	c, err := Load(filepath.Join(t.TempDir(), "none.toml"), true, nil)
+	require.NoError(t, err)
+	assert.Empty(t, c.Providers)
+	assert.Equal(t, DefaultListen, c.Listen)
+	assert.Equal(t, DefaultTTL, c.TTL)
+
+	_, err = Load(filepath.Join(t.TempDir(), "none.toml"), false, nil)
+	require.Error(t, err, "an explicitly named file that is missing is an error")
+	assert.Contains(t, err.Error(), "none.toml")
+}
+
+func TestPresetNeedsOnlyClientIDAndSecret(t *testing.T) {
+	c, err := Parse("f.toml", []byte(`
+[providers.github]
+client_id = "abc"
+client_secret_env = "GH_SECRET"
+`), env(map[string]string{"GH_SECRET": "s3cret"}))
+	require.NoError(t, err)
+	require.Len(t, c.Providers, 1)
+	p := c.Providers[0]
+	assert.Equal(t, "github", p.Preset)
+	assert.Equal(t, "https://github.com/login/oauth/authorize", p.AuthURL)
+	assert.Equal(t, "s3cret", p.ClientSecret)
+	e := p.Engine()
+	assert.Equal(t, oauth2.AuthStyleInParams, e.AuthStyle)
+	assert.NotContains(t, fmt.Sprintf("%v %+v", p, p), "s3cret", "printing a provider must not show its secret")
+}
+
+func TestEveryPresetLoads(t *testing.T) {
+	for _, name := range PresetNames() {
+		c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.mine]\npreset = %q\nclient_id = \"x\"\n", name)), nil)
+		require.NoError(t, err, name)
+		p := c.Providers[0]
+		assert.NotEmpty(t, p.AuthURL, name)
+		assert.NotEmpty(t, p.TokenURL, name)
+		assert.Contains(t, []string{AuthStyleInParams, AuthStyleInHeader}, p.AuthStyle, name)
+	}
+	for _, want := range []string{"github", "google", "microsoft", "gitlab", "slack"} {
+		assert.Contains(t, Presets, want)
+	}
+}
+
+func TestMicrosoftTenant(t *testing.T) {
+	c, err := Parse("f.toml", []byte("[providers.ms]\npreset = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"x\"\n"), nil)
+	require.NoError(t, err)
+	assert.Equal(t, "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token", c.Providers[0].TokenURL)
+}
+
+func TestSettings(t *testing.T) {
+	c, err := Parse("f.toml", []byte(`
+listen = "127.0.0.1:9999"
+public_base_url = "https://auth.example.com/"
+ttl = "10m"
+retention = "-1h"
+[providers.dex]
+auth_url = "http://127.0.0.1:5556/dex/auth"
+token_url = "http://127.0.0.1:5556/dex/token"
+client_id = "flowd"
+client_secret = "x"
+scopes = ["openid", "offline_access"]
+auth_params = { prompt = "login" }
+`), nil)
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:9999", c.Listen)
+	assert.Equal(t, "https://auth.example.com", c.PublicBaseURL)
+	assert.Equal(t, 10*time.Minute, c.TTL)
+	assert.Negative(t, c.Retention)
+	p := c.Providers[0]
+	assert.Equal(t, AuthStyleInHeader, p.AuthStyle, "a custom provider defaults to HTTP Basic")
+	assert.Equal(t, []string{"openid", "offline_access"}, p.Scopes)
+	assert.Equal(t, map[string]string{"prompt": "login"}, p.AuthParams)
+}
+
+// Every invalid config names the file, the field and the reason.
+func TestInvalidConfigNamesFileFieldAndReason(t *testing.T) {
+	cases := []struct {
+		name, toml, field, reason string
+	}{
+		{"unknown key", "[providers.github]\nclient_id = \"x\"\nclient_secert = \"y\"\n", "providers.github.client_secert", "unknown setting"},
+		{"unknown top key", "listne = \"x\"\n", "listne", "unknown setting"},
+		{"syntax", "listen = \n", "", "flowd.toml:1: listen: expected value"},
+		{"no client id", "[providers.github]\n", "providers.github.client_id", "required"},
+		{"unknown preset", "[providers.x]\npreset = \"gitbub\"\nclient_id = \"x\"\n", "providers.x.preset", "github"},
+		{"no endpoints", "[providers.corp]\nclient_id = \"x\"\n", "providers.corp", "no endpoints"},
+		{"half endpoints", "[providers.corp]\nauth_url = \"https://a/\"\nclient_id = \"x\"\n", "providers.corp.token_url", "required"},
+		{"http elsewhere", "[providers.corp]\nauth_url = \"http://a.example/\"\ntoken_url = \"https://a.example/t\"\nclient_id = \"x\"\n", "providers.corp.auth_url", "https"},
+		{"bad style", "[providers.github]\nclient_id = \"x\"\nauth_style = \"basic\"\n", "providers.github.auth_style", "in_params"},
+		{"env unset", "[providers.github]\nclient_id = \"x\"\nclient_secret_env = \"NOPE_UNSET\"\n", "providers.github.client_secret_env", "NOPE_UNSET"},
+		{"both secrets", "[providers.github]\nclient_id = \"x\"\nclient_secret = \"a\"\nclient_secret_env = \"B\"\n", "providers.github.client_secret_env", "not both"},
+		{"issuer and urls", "[providers.c]\nissuer = \"https://i.example\"\nauth_url = \"https://a.example\"\nclient_id = \"x\"\n", "providers.c.issuer", "not both"},
+		{"bad ttl", "ttl = \"5 minutes\"\n", "ttl", "duration"},
+		{"ttl range", "ttl = \"48h\"\n", "ttl", "out of range"},
+		{"listen", "listen = \"8085\"\n", "listen", "host:port"},
+		{"listen public", "listen = \"0.0.0.0:8085\"\n", "listen", "loopback"},
+		{"bad name", "[providers.GitHub]\nclient_id = \"x\"\n", "providers.GitHub", "lower-case"},
+		{"reserved param", "[providers.github]\nclient_id = \"x\"\nauth_params = { state = \"x\" }\n", "providers.github.auth_params.state", "flowd sets"},
+		{"scope with space", "[providers.github]\nclient_id = \"x\"\nscopes = [\"a b\"]\n", "providers.github.scopes", "spaces"},
+		{"public url query", "public_base_url = \"https://x.example/?a=b\"\n", "public_base_url", "query"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("/etc/flowd.toml", []byte(tc.toml), env(nil))
+			require.Error(t, err)
+			var ce *Error
+			require.True(t, errors.As(err, &ce), "%T", err)
+			assert.Equal(t, "/etc/flowd.toml", ce.File)
+			if tc.field != "" {
+				assert.Equal(t, tc.field, ce.Field)
+			}
+			assert.Contains(t, err.Error(), "/etc/flowd.toml")
+			assert.Contains(t, err.Error(), tc.reason)
+		})
+	}
+}
+
+func TestOIDCDiscovery(t *testing.T) {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/dex/.well-known/openid-configuration" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"token_endpoint_auth_methods_supported":["client_secret_post"]}`,
+			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token")
+	}))
+	defer srv.Close()
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/dex")), nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Resolve(context.Background(), srv.Client(), time.Second))
+	p := c.Providers[0]
+	assert.Equal(t, srv.URL+"/dex/auth", p.AuthURL)
+	assert.Equal(t, srv.URL+"/dex/token", p.TokenURL)
+	assert.Equal(t, AuthStyleInParams, p.AuthStyle)
+
+	c, err = Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/other")), nil)
+	require.NoError(t, err)
+	err = c.Resolve(context.Background(), srv.Client(), time.Second)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "providers.dex.issuer")
+	assert.Contains(t, err.Error(), "404")
+}
+
+func TestOIDCDiscoveryTimesOut(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(block)
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.slow]\nissuer = %q\nclient_id = \"x\"\n", srv.URL)), nil)
+	require.NoError(t, err)
+	err = c.Resolve(context.Background(), srv.Client(), 50*time.Millisecond)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no answer within")
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "docs", "flowd.example.toml")
+	if _, err := os.Stat(path); err != nil {
+		t.Skip("docs/flowd.example.toml not written yet")
+	}
+	c, err := Load(path, false, env(map[string]string{"GITHUB_CLIENT_SECRET": "x", "GOOGLE_CLIENT_SECRET": "y", "DEX_CLIENT_SECRET": "z"}))
+	require.NoError(t, err)
+	assert.NotEmpty(t, c.Providers)
+}

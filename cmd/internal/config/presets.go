@@ -1,0 +1,64 @@
+package config
+
+import (
+	"slices"
+	"strings"
+)
+
+// Preset is a provider's well-known endpoints and sensible defaults, so a
+// user supplies only a client id and secret.
+type Preset struct {
+	AuthURL    string
+	TokenURL   string
+	AuthStyle  string
+	Scopes     []string
+	AuthParams map[string]string
+}
+
+// Presets by name. Auth styles are set explicitly: oauth2's auto-detection
+// retries a failed exchange and would send the code twice.
+var Presets = map[string]Preset{
+	"github": {
+		AuthURL:   "https://github.com/login/oauth/authorize",
+		TokenURL:  "https://github.com/login/oauth/access_token",
+		AuthStyle: AuthStyleInParams,
+		Scopes:    []string{"read:user"},
+	},
+	"google": {
+		AuthURL:   "https://accounts.google.com/o/oauth2/v2/auth",
+		TokenURL:  "https://oauth2.googleapis.com/token",
+		AuthStyle: AuthStyleInParams,
+		Scopes:    []string{"openid", "email", "profile"},
+		// Without these Google issues no refresh token after the first consent.
+		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
+	},
+	"microsoft": {
+		// "common" is replaced by the provider's tenant when one is set.
+		AuthURL:   "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+		TokenURL:  "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+		AuthStyle: AuthStyleInParams,
+		Scopes:    []string{"openid", "profile", "email", "offline_access"},
+	},
+	"gitlab": {
+		AuthURL:   "https://gitlab.com/oauth/authorize",
+		TokenURL:  "https://gitlab.com/oauth/token",
+		AuthStyle: AuthStyleInParams,
+		Scopes:    []string{"read_user"},
+	},
+	"slack": {
+		AuthURL:   "https://slack.com/oauth/v2/authorize",
+		TokenURL:  "https://slack.com/api/oauth.v2.access",
+		AuthStyle: AuthStyleInParams,
+		Scopes:    []string{"users:read"},
+	},
+}
+
+// PresetNames returns the preset names, sorted.
+func PresetNames() []string {
+	names := make([]string, 0, len(Presets))
+	for n := range Presets {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, strings.Compare)
+	return names
+}
