@@ -117,6 +117,17 @@ type Server struct {
 
 	dir  string
 	logs *lockedBuffer
+
+	mu     sync.Mutex
+	grants map[string]int // token requests through TokenURL by grant_type
+}
+
+// TokenRequests reports how many requests with grant_type grant
+// ("authorization_code", "refresh_token") reached Dex through TokenURL.
+func (s *Server) TokenRequests(grant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants[grant]
 }
 
 // Binary returns the path of the dex binary. When it is missing the test is
@@ -455,6 +466,12 @@ func (s *Server) tokenProxy() http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if form, err := url.ParseQuery(string(body)); err == nil {
+			s.mu.Lock()
+			if s.grants == nil {
+				s.grants = map[string]int{}
+			}
+			s.grants[form.Get("grant_type")]++
+			s.mu.Unlock()
 			for _, k := range []string{"code", "code_verifier", "client_secret", "refresh_token"} {
 				s.Secrets.Add(k, form.Get(k))
 			}
