@@ -87,10 +87,15 @@ func (f Flow) check(rec Record) error {
 	case rec.FlowSeq != f.LastSeq+1:
 		return fmt.Errorf("%w: flow_seq %d after %d", ErrSequenceGap, rec.FlowSeq, f.LastSeq)
 	}
+	// An unknown event or state is the more useful diagnosis than a
+	// mismatch it causes: check the names before comparing them.
+	if !rec.Event.Valid() {
+		return fmt.Errorf("%w %q", ErrUnknownEvent, rec.Event)
+	}
+	if rec.From != "" && !rec.From.Valid() {
+		return fmt.Errorf("%w %q in from", ErrUnknownState, rec.From)
+	}
 	if rec.From != f.State {
-		if rec.From != "" && !rec.From.Valid() {
-			return fmt.Errorf("%w %q in from", ErrUnknownState, rec.From)
-		}
 		return fmt.Errorf("%w: record says from %q but the flow is %q", ErrIllegalTransition, rec.From, f.State)
 	}
 	if !rec.To.Valid() {
@@ -104,6 +109,14 @@ func (f Flow) check(rec Record) error {
 		return fmt.Errorf("%w: %s leads from %s to %s, record says %s", ErrIllegalTransition, rec.Event, f.State, to, rec.To)
 	}
 	d := rec.Data
+	// The reason is checked before the guards that read it, so an unknown
+	// reason is reported as such rather than as the transition it implies.
+	if want := reasonsOf[rec.Event]; want != nil && !slices.Contains(want, d.Reason) {
+		return fmt.Errorf("%w: %s with reason %q (want one of %v)", ErrBadReason, rec.Event, d.Reason, want)
+	}
+	if reasonsOf[rec.Event] == nil && d.Reason != "" {
+		return fmt.Errorf("%w: %s carries reason %q", ErrBadReason, rec.Event, d.Reason)
+	}
 	switch rec.Event {
 	case Created:
 		if d.Deadline == nil || d.Deadline.IsZero() {
@@ -117,6 +130,19 @@ func (f Flow) check(rec Record) error {
 		if !f.Exchanging {
 			return fmt.Errorf("%w: exchange_succeeded without exchange_started", ErrIllegalTransition)
 		}
+	case CallbackIgnored:
+		// Why a callback changed nothing must match the flow: only an
+		// exchange under way or a finished flow turns a callback away.
+		// Anything else means the engine dropped a callback it should
+		// have acted on.
+		switch {
+		case d.Ignored != IgnoredInProgress && d.Ignored != IgnoredFinished:
+			return fmt.Errorf("%w: callback_ignored with ignored=%q (want %s or %s)", ErrBadReason, d.Ignored, IgnoredInProgress, IgnoredFinished)
+		case d.Ignored == IgnoredInProgress && !f.Exchanging:
+			return fmt.Errorf("%w: callback_ignored(%s) without an exchange under way", ErrIllegalTransition, d.Ignored)
+		case d.Ignored == IgnoredFinished && !f.State.Terminal():
+			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
+		}
 	case Failed, DeadlinePassed:
 		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted
 		if exchangeOutcome != f.Exchanging {
@@ -125,12 +151,6 @@ func (f Flow) check(rec Record) error {
 			}
 			return fmt.Errorf("%w: %s(%s) without exchange_started", ErrIllegalTransition, rec.Event, d.Reason)
 		}
-	}
-	if want := reasonsOf[rec.Event]; want != nil && !slices.Contains(want, d.Reason) {
-		return fmt.Errorf("%w: %s with reason %q (want one of %v)", ErrBadReason, rec.Event, d.Reason, want)
-	}
-	if reasonsOf[rec.Event] == nil && d.Reason != "" {
-		return fmt.Errorf("%w: %s carries reason %q", ErrBadReason, rec.Event, d.Reason)
 	}
 	return nil
 }
@@ -168,7 +188,7 @@ func Replay(log []Record, step func(Step) error) (map[string]Flow, error) {
 		case i > 0 && rec.Seq == last:
 			return flows, fail(fmt.Errorf("%w: seq %d again", ErrDuplicateSequence, rec.Seq))
 		case i > 0 && rec.Seq < last:
-			return flows, fail(fmt.Errorf("%w: seq %d after %d", ErrSequenceGap, rec.Seq, last))
+			return flows, fail(fmt.Errorf("%w: seq %d after %d", ErrOutOfOrder, rec.Seq, last))
 		}
 		last = rec.Seq
 		f, err := flows[rec.Flow].Apply(rec)

@@ -138,7 +138,7 @@ func (r Reason) Describe() string {
 	case InvalidCallback:
 		return "the callback was malformed"
 	case Canceled:
-		return "canceled"
+		return "canceled before the provider's callback arrived"
 	case Superseded:
 		return "a newer connect for the same provider replaced this one"
 	case DeadlineExpired:
@@ -151,13 +151,18 @@ func (r Reason) Describe() string {
 
 // Errors Apply and Replay return, wrapped in a *RecordError that names the record.
 var (
-	ErrUnknownEvent       = errors.New("unknown event")
-	ErrUnknownState       = errors.New("unknown state")
-	ErrIllegalTransition  = errors.New("illegal transition")
-	ErrMissingDeadline    = errors.New("first record carries no deadline")
-	ErrBadReason          = errors.New("reason does not fit the event")
-	ErrWrongFlow          = errors.New("record belongs to another flow")
-	ErrSequenceGap        = errors.New("flow sequence out of order")
+	ErrUnknownEvent      = errors.New("unknown event")
+	ErrUnknownState      = errors.New("unknown state")
+	ErrIllegalTransition = errors.New("illegal transition")
+	ErrMissingDeadline   = errors.New("first record carries no deadline")
+	ErrBadReason         = errors.New("reason does not fit the event")
+	ErrWrongFlow         = errors.New("record belongs to another flow")
+	// ErrSequenceGap: a record's flow_seq does not follow the flow's last one.
+	ErrSequenceGap = errors.New("flow sequence out of order")
+	// ErrOutOfOrder: a record's global seq is below the one before it (a
+	// reordered log). Gaps in seq are fine: pruning and filtered exports
+	// leave them.
+	ErrOutOfOrder         = errors.New("log out of global order")
 	ErrDuplicateSequence  = errors.New("duplicated sequence")
 	ErrUnsupportedVersion = errors.New("unsupported schema version")
 	ErrUndecodable        = errors.New("undecodable record")
