@@ -21,16 +21,15 @@ import (
 type Log struct {
 	mu      sync.RWMutex
 	seq     uint64
-	records []states.Record      // global order
-	flows   map[string][]int     // flow -> indexes into records (nil after prune)
+	records []states.Record      // global order, without pruned records
+	flows   map[string][]int     // flow -> indexes into records
 	ended   map[string]time.Time // terminal flows -> time of their terminal record
 	secrets map[string][]byte
-	pruned  map[uint64]bool // seqs deleted by Prune
 }
 
 // New returns an empty log.
 func New() *Log {
-	return &Log{flows: map[string][]int{}, ended: map[string]time.Time{}, secrets: map[string][]byte{}, pruned: map[uint64]bool{}}
+	return &Log{flows: map[string][]int{}, ended: map[string]time.Time{}, secrets: map[string][]byte{}}
 }
 
 // Append implements engine.Log.
@@ -114,7 +113,7 @@ func (l *Log) Scan(ctx context.Context, after uint64, fn func(states.Record) err
 	l.mu.RLock()
 	recs := make([]states.Record, 0, len(l.records))
 	for _, r := range l.records {
-		if r.Seq > after && !l.pruned[r.Seq] {
+		if r.Seq > after {
 			recs = append(recs, cloneRecord(r))
 		}
 	}
@@ -138,8 +137,12 @@ func (l *Log) Secret(ctx context.Context, key string) ([]byte, bool, error) {
 	return slices.Clone(v), ok, nil
 }
 
-// Prune implements engine.Log.
+// Prune implements engine.Log. It drops the pruned records from memory, so
+// a long-running test or benchmark that prunes does not grow without bound.
 func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -147,12 +150,31 @@ func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
 		if !at.Before(endedBefore) {
 			continue
 		}
-		for _, i := range l.flows[flow] {
-			l.pruned[l.records[i].Seq] = true
+		// A flow whose last record is non-terminal is live, whatever an
+		// earlier record said: live flows are never pruned.
+		if idx := l.flows[flow]; len(idx) > 0 && !l.records[idx[len(idx)-1]].To.Terminal() {
+			continue
 		}
 		delete(l.flows, flow)
 		delete(l.ended, flow)
 		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	kept := l.records[:0]
+	for _, r := range l.records {
+		if _, ok := l.flows[r.Flow]; ok {
+			kept = append(kept, r)
+		}
+	}
+	clear(l.records[len(kept):])
+	l.records = kept
+	for flow := range l.flows {
+		l.flows[flow] = l.flows[flow][:0]
+	}
+	for i, r := range l.records {
+		l.flows[r.Flow] = append(l.flows[r.Flow], i)
 	}
 	return n, nil
 }
