@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"flowd.local/flowd/cmd/internal/client"
+	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/states"
+)
+
+type connectOpts struct {
+	scopes    []string
+	transport string
+	noBrowser bool
+	timeout   time.Duration
+}
+
+func (a *app) connectCmd() *cobra.Command {
+	var o connectOpts
+	cmd := &cobra.Command{
+		Use:   "connect <provider>",
+		Short: "Connect an account: flowd starts the flow, you approve in the browser",
+		Long: `connect asks flowd to start a connect flow for the provider, opens the
+provider's page in your browser (or prints its URL when there is no display,
+over SSH, or with --no-browser), and waits until flowd reports the flow's end.
+
+Transports say how the provider's redirect gets back to flowd:
+  loopback  to flowd's loopback listener (the browser runs on this machine)
+  gateway   to a public gateway that relays it to flowd
+  manual    you paste the address the browser ended on (SSH, headless)
+
+Ctrl+C cancels the flow in flowd and exits 130. With --no-browser --json it
+prints {state, auth_url, expires_at, ...} at once and exits 0, so a script can
+do the browser part and then run: flowctl wait <state>.
+
+` + exitCodesHelp,
+		Example: `  flowctl connect github
+  flowctl connect google --scopes openid,email,profile
+  flowctl connect github --transport manual        # over SSH: paste the final URL
+  flowctl connect github --no-browser --json       # script the browser part`,
+		Args: argsUsage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.connect(cmd.Context(), args[0], o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated (default: the provider's configured scopes)")
+	f.StringVar(&o.transport, "transport", string(states.Loopback), "how the redirect reaches flowd: loopback, gateway or manual")
+	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
+	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the flow waits for your approval")
+	return cmd
+}
+
+func (a *app) connect(ctx context.Context, provider string, o connectOpts) error {
+	if !states.Transport(o.transport).Valid() {
+		return usagef("unknown transport %q: use loopback, gateway or manual", o.transport)
+	}
+	if o.timeout <= 0 {
+		return usagef("--timeout must be positive, like 5m")
+	}
+	cl := a.client()
+	defer cl.Close()
+	st, err := cl.Start(ctx, wire.StartRequest{
+		Provider:  provider,
+		Scopes:    splitList(o.scopes),
+		Transport: o.transport,
+		TTL:       o.timeout.String(),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// Interrupted before flowd answered: the flow may exist, but
+			// flowctl has no state to cancel; it expires on its own.
+			return &exitError{ExitInterrupted, fmt.Errorf("interrupted while starting the flow; if flowd started it, it expires on its own: flowctl list --provider %s", provider)}
+		}
+		return fmt.Errorf("start connecting %s: %w", provider, err)
+	}
+	if o.noBrowser && a.json {
+		return a.writeJSON(st)
+	}
+
+	out := a.info()
+	for _, old := range st.Superseded {
+		fmt.Fprintf(out, "This connect replaces an earlier one for %s (%s), which flowd has ended.\n", st.Provider, shortID(old))
+	}
+	manual := st.Transport == string(states.Manual)
+	a.sendToBrowser(out, st, o.noBrowser)
+
+	var flow wire.Flow
+	if manual {
+		flow, err = a.waitManual(ctx, cl, st, out)
+	} else {
+		var cd *countdown
+		if !a.json && a.isTerminal(a.stdout) {
+			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", st.ExpiresAt, a.now, a.tick)
+		}
+		flow, err = a.waitFlow(ctx, cl, st.State, st.ExpiresAt, cd)
+		cd.Stop()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return a.cancelInterrupted(cl, st.State)
+		}
+		return fmt.Errorf("wait for flow %s: %w", shortID(st.State), err)
+	}
+	return a.reportOutcome(flow, st.AuthURL)
+}
+
+// sendToBrowser opens the authorization URL, or prints it when no browser
+// would be seen (--no-browser, no display, SSH) or opening failed.
+func (a *app) sendToBrowser(out io.Writer, st wire.StartResponse, noBrowser bool) {
+	opened := false
+	if !noBrowser && hasDisplay(a.goos, a.getenv) {
+		if err := a.browser.Open(st.AuthURL); err != nil {
+			fmt.Fprintf(out, "Could not open a browser (%v).\n", err)
+		} else {
+			opened = true
+		}
+	}
+	if opened {
+		fmt.Fprintf(out, "Opened your browser to connect %s. If it did not appear, open this URL:\n\n  %s\n\n", st.Provider, st.AuthURL)
+	} else {
+		fmt.Fprintf(out, "Open this URL in a browser to connect %s:\n\n  %s\n\n", st.Provider, st.AuthURL)
+	}
+}
+
+// waitFlow long-polls flowd until the flow is terminal. A flowd that goes
+// away is asked again every retryEvery until the flow's deadline: the flow
+// is in flowd's log and survives a restart. cd, when not nil, is the live
+// line messages are printed above.
+func (a *app) waitFlow(ctx context.Context, cl *client.Client, state string, deadline time.Time, cd *countdown) (wire.Flow, error) {
+	giveUp := deadline.Add(a.deadlineGrace)
+	lost := false
+	for {
+		remaining := giveUp.Sub(a.now())
+		if remaining <= 0 {
+			f, err := cl.Status(ctx, state, 0)
+			if err != nil {
+				return wire.Flow{}, err
+			}
+			if f.Terminal {
+				return f, nil
+			}
+			return f, fmt.Errorf("flowd has not ended the flow although its deadline passed at %s; check flowd's log, then run: flowctl inspect %s", deadline.Local().Format(time.TimeOnly), state)
+		}
+		f, err := cl.Status(ctx, state, min(a.pollWait, remaining))
+		if err == nil {
+			if lost {
+				cd.Say(a.stderr, "flowd is back.")
+				lost = false
+			}
+			if f.Terminal {
+				return f, nil
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return wire.Flow{}, ctx.Err()
+		}
+		var unreach *client.UnreachableError
+		if !errors.As(err, &unreach) {
+			return wire.Flow{}, err
+		}
+		if !lost {
+			cd.Say(a.stderr, fmt.Sprintf("Lost flowd at %s; the flow is kept in flowd's log, so flowctl keeps asking until the deadline.", cl.Socket()))
+			lost = true
+		}
+		select {
+		case <-ctx.Done():
+			return wire.Flow{}, ctx.Err()
+		case <-time.After(a.retryEvery):
+		}
+	}
+}
+
+// waitManual waits for the flow while reading what the user pastes: the
+// URL the browser ended on, its query string, or the bare code. The flow
+// may still complete without a paste (the browser may reach flowd's
+// loopback listener after all), so the long poll runs alongside the prompt.
+func (a *app) waitManual(ctx context.Context, cl *client.Client, st wire.StartResponse, out io.Writer) (wire.Flow, error) {
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	type result struct {
+		f   wire.Flow
+		err error
+	}
+	waited := make(chan result, 1)
+	go func() {
+		f, err := a.waitFlow(wctx, cl, st.State, st.ExpiresAt, nil)
+		waited <- result{f, err}
+	}()
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(a.stdin)
+		sc.Buffer(make([]byte, 0, 4096), wire.MaxQueryBytes*2)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+
+	fmt.Fprintf(out, "After you approve, the browser goes to %s; that page may not load, which is fine.\n", st.RedirectURI)
+	prompt := func() {
+		fmt.Fprintf(out, "Paste the address the browser ended on (or just the code) and press Enter (%s left): ", formatLeft(st.ExpiresAt.Sub(a.now())))
+	}
+	prompt()
+	for {
+		select {
+		case r := <-waited:
+			fmt.Fprintln(out)
+			return r.f, r.err
+		case line, ok := <-lines:
+			if !ok {
+				lines = nil // stdin closed: keep waiting for the callback to reach flowd some other way
+				fmt.Fprintln(out, "\nInput closed; still waiting for the callback to reach flowd.")
+				continue
+			}
+			p, err := parsePaste(line)
+			if errors.Is(err, errNothingPasted) {
+				prompt()
+				continue
+			}
+			if err != nil {
+				fmt.Fprintln(out, err)
+				prompt()
+				continue
+			}
+			if p.State != "" && p.State != st.State {
+				fmt.Fprintf(out, "That address belongs to another flow (state %s), not this one (%s): paste the address from the tab this connect opened.\n", shortID(p.State), shortID(st.State))
+				prompt()
+				continue
+			}
+			resp, err := cl.Callback(ctx, wire.CallbackRequest{
+				State:            st.State,
+				Code:             p.Code,
+				Error:            p.Error,
+				ErrorDescription: p.ErrorDescription,
+			})
+			if err != nil {
+				if ctx.Err() != nil {
+					return wire.Flow{}, ctx.Err()
+				}
+				// The flow may have ended meanwhile (the waiter reports
+				// that); otherwise the user can paste again.
+				fmt.Fprintf(out, "flowd did not take it: %v\n", err)
+				prompt()
+				continue
+			}
+			if resp.Flow.Terminal {
+				return resp.Flow, nil
+			}
+			fmt.Fprintln(out, "flowd took it; waiting for the flow to finish.")
+		}
+	}
+}
+
+// cancelInterrupted cancels the flow in flowd after Ctrl+C. The context
+// is fresh: the command's own is already canceled.
+func (a *app) cancelInterrupted(cl *client.Client, state string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cancelTimeout)
+	defer cancel()
+	f, err := cl.Cancel(ctx, state)
+	if err != nil {
+		return &exitError{ExitInterrupted, fmt.Errorf("interrupted, but canceling flow %s in flowd failed: %w", shortID(state), err)}
+	}
+	if a.json {
+		if err := a.writeJSON(f); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(a.stderr, "\nInterrupted: flow %s is canceled in flowd.\n", shortID(state))
+	return silentExit(ExitInterrupted)
+}
+
+// connectResult is connect's --json output: the flow as it ended, and the
+// URL the user was sent to.
+type connectResult struct {
+	wire.Flow
+	AuthURL string `json:"auth_url,omitempty"`
+}
+
+// reportOutcome prints how a flow ended and returns the exit code as an error.
+func (a *app) reportOutcome(f wire.Flow, authURL string) error {
+	if a.json {
+		if err := a.writeJSON(connectResult{Flow: f, AuthURL: authURL}); err != nil {
+			return err
+		}
+	} else if f.Status == string(states.Complete) {
+		msg := "Connected " + f.Provider + "."
+		if len(f.GrantedScopes) > 0 {
+			msg += " Granted scopes: " + strings.Join(f.GrantedScopes, ", ") + "."
+		}
+		fmt.Fprintln(a.stdout, msg)
+		fmt.Fprintf(a.stdout, "Get a token with: flowctl token %s\n", f.Provider)
+	} else {
+		fmt.Fprintln(a.stderr, failureText(f))
+	}
+	if f.Status == string(states.Complete) {
+		return nil
+	}
+	return silentExit(ExitFailed)
+}
+
+// failureText says why a flow ended without a token, with the provider's
+// own words when it gave any, and where to look next.
+func failureText(f wire.Flow) string {
+	var b strings.Builder
+	why := f.ReasonText
+	if why == "" {
+		why = f.Status
+	}
+	fmt.Fprintf(&b, "Connecting %s failed: %s", f.Provider, why)
+	if f.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", f.Reason)
+	}
+	b.WriteString(".\n")
+	if f.ErrorCode != "" || f.Message != "" {
+		said := f.Message
+		if f.ErrorCode != "" && f.Message != "" {
+			said = f.ErrorCode + ": " + f.Message
+		} else if f.ErrorCode != "" {
+			said = f.ErrorCode
+		}
+		fmt.Fprintf(&b, "The provider said: %s\n", said)
+	}
+	if f.HTTPStatus != 0 {
+		fmt.Fprintf(&b, "The token endpoint answered HTTP %d.\n", f.HTTPStatus)
+	}
+	fmt.Fprintf(&b, "What happened, step by step: flowctl inspect %s", f.State)
+	return b.String()
+}
+
+// shortID is the prefix of a state people can type back (flowctl accepts
+// unique prefixes); no ellipsis, so it copies cleanly.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"flowd.local/flowd/cmd/internal/client"
+	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/states"
+)
+
+func (a *app) tokenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "token <provider>",
+		Short: "Print a valid access token for a connected provider",
+		Long: `token prints the provider's access token and nothing else, so it can be used
+in $(...). flowd refreshes it first when it has expired or is about to.
+With --json it prints the token with its type, expiry and scopes; the refresh
+token never leaves flowd.`,
+		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
+  flowctl token google --json`,
+		Args: argsUsage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := a.client()
+			defer cl.Close()
+			tok, err := cl.Token(cmd.Context(), args[0])
+			if err != nil {
+				if client.HasCode(err, wire.CodeNotConnected) {
+					return fmt.Errorf("%w (connect with: flowctl connect %s)", err, args[0])
+				}
+				return fmt.Errorf("get a token for %s: %w", args[0], err)
+			}
+			if a.json {
+				return a.writeJSON(tok)
+			}
+			fmt.Fprintln(a.stdout, tok.AccessToken)
+			return nil
+		},
+	}
+}
+
+func (a *app) disconnectCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "disconnect <provider>",
+		Short:   "Remove the provider's stored token",
+		Long:    `disconnect makes flowd forget the provider's token. It does not revoke the token at the provider.`,
+		Example: `  flowctl disconnect github`,
+		Args:    argsUsage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := a.client()
+			defer cl.Close()
+			res, err := cl.Disconnect(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("disconnect %s: %w", args[0], err)
+			}
+			if a.json {
+				return a.writeJSON(res)
+			}
+			fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+			return nil
+		},
+	}
+}
+
+func (a *app) providersCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "providers",
+		Short: "List the providers flowd is configured for",
+		Long: `providers lists the providers in flowd's config file, with their client id,
+default scopes and endpoints. Client secrets are never shown.`,
+		Example: `  flowctl providers
+  flowctl providers --json`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := a.client()
+			defer cl.Close()
+			ps, err := cl.Providers(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("list providers: %w", err)
+			}
+			if ps == nil {
+				ps = []wire.Provider{}
+			}
+			if a.json {
+				return a.writeJSON(wire.ProvidersResponse{Providers: ps})
+			}
+			if len(ps) == 0 {
+				fmt.Fprintln(a.stdout, "No providers are configured; add one to flowd's config file and restart flowd.")
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func (a *app) graphCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "graph",
+		Short: "Print the flow state machine as a diagram",
+		Long: `graph prints the state machine as Mermaid or Graphviz DOT, rendered from the
+same transition table flowd runs. It needs no flowd.`,
+		Example: `  flowctl graph > machine.mmd
+  flowctl graph --format dot | dot -Tsvg > machine.svg`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var g string
+			switch format {
+			case "mermaid":
+				g = states.Mermaid()
+			case "dot":
+				g = states.DOT()
+			default:
+				return usagef("unknown format %q: use mermaid or dot", format)
+			}
+			if a.json {
+				return a.writeJSON(struct {
+					Format string `json:"format"`
+					Graph  string `json:"graph"`
+				}{format, g})
+			}
+			_, err := fmt.Fprint(a.stdout, g)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "mermaid", "mermaid or dot")
+	return cmd
+}

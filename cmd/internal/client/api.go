@@ -1,0 +1,167 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"flowd.local/flowd/cmd/internal/wire"
+)
+
+// RouteExport is the name flowctl expects for a whole-log export route
+// (GET, JSON lines). wire does not define it yet; Export reports
+// ErrNoExportRoute until it does.
+const RouteExport = "export"
+
+// ErrNoExportRoute means this build's API has no whole-log export route;
+// callers fall back to listing flows and reading their histories.
+var ErrNoExportRoute = errors.New("flowd's API has no log export route")
+
+func path(name string, vals ...string) (wire.Route, string, error) {
+	r, ok := wire.RouteByName(name)
+	if !ok {
+		return wire.Route{}, "", fmt.Errorf("flowd's API has no %q route; flowctl and flowd are from different builds", name)
+	}
+	return r, r.Path(vals...), nil
+}
+
+func (c *Client) route(ctx context.Context, name string, vals []string, query url.Values, body, out any, wait time.Duration) error {
+	r, p, err := path(name, vals...)
+	if err != nil {
+		return err
+	}
+	return c.call(ctx, request{method: r.Method, path: p, query: query, body: body, wait: wait}, out)
+}
+
+// Start asks flowd to start a flow.
+func (c *Client) Start(ctx context.Context, req wire.StartRequest) (wire.StartResponse, error) {
+	var out wire.StartResponse
+	err := c.route(ctx, wire.RouteStart, nil, nil, req, &out, 0)
+	return out, err
+}
+
+// Status returns a flow as it stands. A positive wait long-polls: flowd
+// answers as soon as the flow is terminal, or after wait (capped at
+// wire.MaxWait) with the flow still live.
+func (c *Client) Status(ctx context.Context, state string, wait time.Duration) (wire.Flow, error) {
+	var q url.Values
+	if wait > 0 {
+		wait = min(wait, wire.MaxWait)
+		q = url.Values{"wait": {wait.String()}}
+	}
+	var out wire.Flow
+	err := c.route(ctx, wire.RouteStatus, []string{state}, q, nil, &out, wait)
+	return out, err
+}
+
+// Cancel ends a live flow with error(canceled).
+func (c *Client) Cancel(ctx context.Context, state string) (wire.Flow, error) {
+	var out wire.Flow
+	err := c.route(ctx, wire.RouteCancel, []string{state}, nil, nil, &out, 0)
+	return out, err
+}
+
+// List returns the flows in the given statuses (all when empty) for the
+// provider (all when empty), newest first.
+func (c *Client) List(ctx context.Context, statuses []string, provider string) ([]wire.Flow, error) {
+	q := url.Values{}
+	if len(statuses) > 0 {
+		q.Set("status", strings.Join(statuses, ","))
+	}
+	if provider != "" {
+		q.Set("provider", provider)
+	}
+	var out wire.ListResponse
+	err := c.route(ctx, wire.RouteList, nil, q, nil, &out, 0)
+	return out.Flows, err
+}
+
+// History returns a flow's records in order.
+func (c *Client) History(ctx context.Context, state string) (wire.HistoryResponse, error) {
+	var out wire.HistoryResponse
+	err := c.route(ctx, wire.RouteHistory, []string{state}, nil, nil, &out, 0)
+	return out, err
+}
+
+// Callback hands flowd a callback the user pasted (manual transport).
+func (c *Client) Callback(ctx context.Context, req wire.CallbackRequest) (wire.CallbackResponse, error) {
+	var out wire.CallbackResponse
+	// The exchange with the provider happens inside this request: give it
+	// the time flowd gives a token exchange, not the default.
+	err := c.route(ctx, wire.RouteCallback, nil, nil, req, &out, 30*time.Second)
+	return out, err
+}
+
+// Providers lists the configured providers.
+func (c *Client) Providers(ctx context.Context) ([]wire.Provider, error) {
+	var out wire.ProvidersResponse
+	err := c.route(ctx, wire.RouteProviders, nil, nil, nil, &out, 0)
+	return out.Providers, err
+}
+
+// Token returns a valid access token for provider, refreshed by flowd when needed.
+func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse, error) {
+	var out wire.TokenResponse
+	// A refresh calls the provider: allow for it.
+	err := c.route(ctx, wire.RouteToken, []string{provider}, nil, nil, &out, 30*time.Second)
+	return out, err
+}
+
+// Disconnect removes the provider's stored token.
+func (c *Client) Disconnect(ctx context.Context, provider string) (wire.DisconnectResponse, error) {
+	var out wire.DisconnectResponse
+	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, nil, nil, &out, 0)
+	return out, err
+}
+
+// Health returns basic facts about the daemon.
+func (c *Client) Health(ctx context.Context) (wire.HealthResponse, error) {
+	var out wire.HealthResponse
+	err := c.route(ctx, wire.RouteHealth, nil, nil, nil, &out, 0)
+	return out, err
+}
+
+// ExportQuery selects records for Export. Zero fields select everything.
+type ExportQuery struct {
+	Flow  string
+	Since time.Time
+}
+
+// Export streams the event log in global order as JSON lines. The caller
+// closes the reader. It returns ErrNoExportRoute when the API has no export
+// route.
+func (c *Client) Export(ctx context.Context, q ExportQuery) (io.ReadCloser, error) {
+	r, ok := wire.RouteByName(RouteExport)
+	if !ok {
+		return nil, ErrNoExportRoute
+	}
+	v := url.Values{}
+	if q.Flow != "" {
+		v.Set("flow", q.Flow)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	// An export of a large log may take a while to stream; bound only the
+	// wait for flowd's first byte, not the copy.
+	resp, cancel, err := c.send(ctx, request{method: r.Method, path: r.Path(), query: v, noTimeout: true})
+	if err != nil {
+		return nil, err
+	}
+	return &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
