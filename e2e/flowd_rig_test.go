@@ -1,0 +1,462 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/internal/dextest"
+)
+
+// flowdRig runs the flowd daemon and the flowctl client as a user would:
+// built binaries, embedded defaults, temporary XDG directories, a config
+// file pointing at a real Dex.
+type flowdRig struct {
+	t                  *testing.T
+	dex                *dextest.Server
+	flowdBin, flowctlB string
+
+	home, stateHome, configHome string
+	// runtimeDir holds the socket; it is short (os.MkdirTemp) because a
+	// unix socket path must stay under 108 bytes.
+	runtimeDir string
+	listen     string
+
+	// out is everything every flowd process of the test wrote.
+	out lockedBuffer
+	// cliOut is everything flowctl printed, except `flowctl token`, whose
+	// job is to print a token.
+	cliOut lockedBuffer
+	// states are the flows the test started, exported at the end.
+	states []string
+
+	proc *flowdProc
+}
+
+type rigOptions struct {
+	dex dextest.Options
+	// extraConfig is appended to the config file's top level.
+	extraConfig string
+}
+
+// secretEnv holds the client secret, so the config file itself carries
+// none (client_secret_env).
+const secretEnv = "FLOWD_E2E_DEX_SECRET"
+
+func newFlowdRig(t *testing.T, opts rigOptions) *flowdRig {
+	t.Helper()
+	flowd, flowctl := buildBinaries(t)
+	port := dextest.FreePort(t)
+	r := &flowdRig{
+		t: t, flowdBin: flowd, flowctlB: flowctl,
+		home:   t.TempDir(),
+		listen: fmt.Sprintf("127.0.0.1:%d", port),
+	}
+	r.stateHome = filepath.Join(r.home, "state")
+	r.configHome = filepath.Join(r.home, "config")
+	r.runtimeDir = shortDir(t)
+
+	opts.dex.RedirectURIs = []string{"http://" + r.listen + "/oauth/callback"}
+	r.dex = dextest.Start(t, opts.dex)
+	r.writeConfig(r.configHome, r.listen, opts.extraConfig)
+
+	t.Cleanup(func() {
+		if r.proc != nil {
+			r.stop()
+		}
+		if t.Failed() {
+			t.Logf("flowd output:\n%s", r.out.String())
+		}
+		r.scanForSecrets()
+	})
+	r.start()
+	return r
+}
+
+func (r *flowdRig) writeConfig(configHome, listen, extra string) {
+	r.t.Helper()
+	cfg := fmt.Sprintf(`# flowd end-to-end test config
+listen = %q
+%s
+
+[providers.dex]
+auth_url = %q
+token_url = %q
+client_id = %q
+client_secret_env = %q
+scopes = ["openid", "email", "offline_access"]
+auth_style = "in_header"
+`, listen, extra, r.dex.AuthURL, r.dex.TokenURL, dextest.ClientID, secretEnv)
+	dir := filepath.Join(configHome, "flowd")
+	require.NoError(r.t, os.MkdirAll(dir, 0o700))
+	require.NoError(r.t, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600))
+}
+
+// stateDir is where flowd keeps its database by default.
+func (r *flowdRig) stateDir() string { return filepath.Join(r.stateHome, "flowd") }
+
+func (r *flowdRig) socket() string { return filepath.Join(r.runtimeDir, "flowd.sock") }
+
+// env is the environment of flowd and flowctl: the test's XDG directories,
+// no display (so nothing tries to open a browser), and the client secret.
+func (r *flowdRig) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "XDG_"), k == "HOME", k == "DISPLAY", k == "WAYLAND_DISPLAY", k == "BROWSER",
+			strings.HasPrefix(k, "FLOWD_"), k == "GORACE":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"HOME="+r.home,
+		"XDG_STATE_HOME="+r.stateHome,
+		"XDG_CONFIG_HOME="+r.configHome,
+		"XDG_RUNTIME_DIR="+r.runtimeDir,
+		secretEnv+"="+dextest.ClientSecret,
+		// A data race in the daemon ends it at once, and the test with it.
+		"GORACE=halt_on_error=1",
+	)
+}
+
+// shortDir returns a temporary directory with a short path, for unix
+// sockets (under 108 bytes; t.TempDir() can be longer).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fd")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// execFlowctl prepares a flowctl run with the rig's environment.
+func execFlowctl(ctx context.Context, r *flowdRig, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, r.flowctlB, args...)
+	cmd.Env = r.env()
+	return cmd
+}
+
+// flowdProc is one running flowd.
+type flowdProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+// spawn starts a flowd with env and returns at once.
+func (r *flowdRig) spawn(env []string, out io.Writer, args ...string) *flowdProc {
+	r.t.Helper()
+	cmd := exec.Command(r.flowdBin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(r.t, cmd.Start(), "start flowd")
+	p := &flowdProc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p
+}
+
+// start runs flowd and waits until it answers on its socket.
+func (r *flowdRig) start() {
+	r.t.Helper()
+	require.Nil(r.t, r.proc, "flowd already running")
+	r.proc = r.spawn(r.env(), &r.out)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		if r.healthy(ctx) {
+			return
+		}
+		select {
+		case <-r.proc.exited:
+			r.proc = nil
+			r.t.Fatalf("flowd exited before it was ready:\n%s", r.out.String())
+		case <-ctx.Done():
+			r.t.Fatalf("flowd did not answer on %s:\n%s", r.socket(), r.out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (r *flowdRig) healthy(ctx context.Context) bool {
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", r.socket())
+	}}}
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://flowd/v1/health", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// kill ends flowd with SIGKILL: no chance to close anything.
+func (r *flowdRig) kill() {
+	r.t.Helper()
+	require.NoError(r.t, r.proc.cmd.Process.Signal(syscall.SIGKILL))
+	<-r.proc.exited
+	r.proc = nil
+}
+
+// stop ends flowd with SIGTERM and expects a clean exit.
+func (r *flowdRig) stop() {
+	r.t.Helper()
+	p := r.proc
+	r.proc = nil
+	require.NoError(r.t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		r.t.Errorf("flowd did not exit within 30s of SIGTERM")
+		return
+	}
+	assert.NoError(r.t, p.err, "flowd exits cleanly on SIGTERM")
+}
+
+// restart stops flowd cleanly and starts it again.
+func (r *flowdRig) restart() {
+	r.t.Helper()
+	r.stop()
+	r.start()
+}
+
+// result is one flowctl run.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// flowctl runs flowctl with args and stdin (may be nil).
+func (r *flowdRig) flowctl(stdin io.Reader, args ...string) result {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.flowctlB, args...)
+	cmd.Env = r.env()
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	default:
+		r.t.Fatalf("run flowctl %v: %v", args, err)
+	}
+	if len(args) == 0 || args[0] != "token" {
+		fmt.Fprintf(&r.cliOut, "$ flowctl %s\n%s%s", strings.Join(args, " "), res.stdout, res.stderr)
+	}
+	return res
+}
+
+// flowctlJSON runs flowctl and decodes its one JSON object into v.
+func (r *flowdRig) flowctlJSON(v any, args ...string) result {
+	r.t.Helper()
+	res := r.flowctl(nil, args...)
+	require.NoError(r.t, json.Unmarshal([]byte(res.stdout), v),
+		"flowctl %v prints one JSON object (exit %d)\nstdout: %s\nstderr: %s", args, res.code, res.stdout, res.stderr)
+	return res
+}
+
+// started is what `flowctl connect --no-browser --json` prints.
+type started struct {
+	State       string    `json:"state"`
+	AuthURL     string    `json:"auth_url"`
+	RedirectURI string    `json:"redirect_uri"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// flow is what `flowctl status|wait --json` prints.
+type flow struct {
+	State       string `json:"state"`
+	Status      string `json:"status"`
+	Reason      string `json:"reason"`
+	Message     string `json:"message"`
+	ErrorCode   string `json:"error_code"`
+	TokenStored bool   `json:"token_stored"`
+}
+
+// startConnect runs `flowctl connect dex --no-browser --json` plus args.
+func (r *flowdRig) startConnect(args ...string) started {
+	r.t.Helper()
+	var st started
+	res := r.flowctlJSON(&st, append([]string{"connect", "dex", "--no-browser", "--json"}, args...)...)
+	require.Equal(r.t, 0, res.code, "connect --no-browser --json exits 0: %s", res.stderr)
+	require.NotEmpty(r.t, st.State)
+	require.NotEmpty(r.t, st.AuthURL)
+	r.states = append(r.states, st.State)
+	return st
+}
+
+// browse does the user's part at Dex and returns where Dex redirected the
+// browser: flowd's callback, not yet loaded.
+func (r *flowdRig) browse(authURL string) *url.URL {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	final, err := r.dex.Browser().Authorize(ctx, authURL)
+	require.NoError(r.t, err, "browser")
+	return final
+}
+
+// land loads the redirect in the "browser": flowd's loopback listener
+// answers with its callback page. It returns the status and the page's text.
+func (r *flowdRig) land(final *url.URL) (int, string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, final.String(), nil)
+	require.NoError(r.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(r.t, err, "load flowd's callback page")
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// wait runs `flowctl wait <state> --json`.
+func (r *flowdRig) wait(state string) (flow, result) {
+	r.t.Helper()
+	var f flow
+	res := r.flowctlJSON(&f, "wait", state, "--json")
+	return f, res
+}
+
+// status runs `flowctl status <state> --json`.
+func (r *flowdRig) status(state string) flow {
+	r.t.Helper()
+	var f flow
+	res := r.flowctlJSON(&f, "status", state, "--json")
+	require.Equal(r.t, 0, res.code, "status: %s", res.stderr)
+	return f
+}
+
+// token runs `flowctl token dex --json` and checks Dex accepts the token.
+func (r *flowdRig) token() string {
+	r.t.Helper()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	res := r.flowctlJSON(&tok, "token", "dex", "--json")
+	require.Equal(r.t, 0, res.code, "token: %s", res.stderr)
+	require.NotEmpty(r.t, tok.AccessToken)
+	_, err := r.dex.Userinfo(context.Background(), tok.AccessToken)
+	require.NoError(r.t, err, "dex accepts the token flowctl printed")
+	return tok.AccessToken
+}
+
+// connect runs a whole loopback connect and asserts it completes.
+func (r *flowdRig) connect() string {
+	r.t.Helper()
+	st := r.startConnect()
+	status, page := r.land(r.browse(st.AuthURL))
+	assert.Equal(r.t, http.StatusOK, status, "callback page: %s", page)
+	f, res := r.wait(st.State)
+	require.Equal(r.t, 0, res.code, "wait: %s", res.stderr)
+	require.Equal(r.t, "complete", f.Status, "flow %+v", f)
+	assert.True(r.t, f.TokenStored)
+	return st.State
+}
+
+// scanForSecrets asserts no code, verifier, client secret or token seen in
+// the run is in flowd's state directory, flowd's output, flowctl's output
+// or the exported history of the test's flows.
+func (r *flowdRig) scanForSecrets() {
+	t := r.t
+	secrets := r.dex.Secrets
+	scanned := 0
+	_ = filepath.WalkDir(r.stateHome, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		scanned += len(data)
+		assert.Empty(t, secrets.Leaks(data), "secrets in %s", path)
+		return nil
+	})
+	assert.Empty(t, secrets.Leaks([]byte(r.out.String())), "secrets in flowd's output")
+	assert.Empty(t, secrets.Leaks([]byte(r.cliOut.String())), "secrets in flowctl's output")
+	assert.NotContains(t, r.out.String(), "DATA RACE", "flowd raced")
+	t.Logf("secret scan: %d secrets (%v) against %d bytes of state dir, %d of flowd output, %d of flowctl output",
+		secrets.Len(), secrets.Kinds(), scanned, len(r.out.String()), len(r.cliOut.String()))
+}
+
+// lines streams a reader's lines into a channel and keeps them all.
+type lines struct {
+	mu  sync.Mutex
+	all strings.Builder
+	ch  chan string
+}
+
+func readLines(rd io.Reader) *lines {
+	l := &lines{ch: make(chan string, 100)}
+	go func() {
+		defer close(l.ch)
+		sc := bufio.NewScanner(rd)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.all.WriteString(sc.Text() + "\n")
+			l.mu.Unlock()
+			l.ch <- sc.Text()
+		}
+	}()
+	return l
+}
+
+func (l *lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/internal/dextest"
+)
+
+func TestFlowdConnectLoopback(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+	st := r.startConnect()
+	assert.True(t, strings.HasPrefix(st.AuthURL, r.dex.AuthURL), "auth_url %s is dex's", st.AuthURL)
+
+	final := r.browse(st.AuthURL)
+	assert.Equal(t, r.listen, final.Host, "dex sends the browser to flowd's loopback listener")
+	status, page := r.land(final)
+	assert.Equal(t, http.StatusOK, status, "callback page: %s", page)
+
+	f, res := r.wait(st.State)
+	require.Equal(t, 0, res.code, "wait exits 0 for a complete flow: %s", res.stderr)
+	assert.Equal(t, "complete", f.Status)
+	assert.True(t, f.TokenStored)
+	r.token()
+
+	// The browser reloading the page must not be told "connected" again
+	// for a code that was not used.
+	status, page = r.land(final)
+	t.Logf("reloaded callback page: HTTP %d", status)
+	assert.NotEqual(t, http.StatusInternalServerError, status, "page: %s", page)
+}
+
+func TestFlowdRefreshRotatesAndSurvivesRestart(t *testing.T) {
+	// Dex's access tokens live shorter than the margin before expiry at
+	// which flowd refreshes, so every `flowctl token` refreshes: the second
+	// refresh works only if the rotated refresh token was saved.
+	r := newFlowdRig(t, rigOptions{dex: dextest.Options{AccessTokenTTL: 9 * time.Second}})
+	r.connect()
+
+	first := r.token()
+	second := r.token()
+	assert.NotEqual(t, first, second, "each token is a fresh one")
+	assert.Equal(t, 2, r.dex.TokenRequests("refresh_token"))
+
+	r.restart()
+	r.token()
+	assert.Equal(t, 3, r.dex.TokenRequests("refresh_token"), "the rotated refresh token was saved to disk")
+}
+
+func TestFlowdDenied(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+	st := r.startConnect("--scopes", "openid,"+dextest.DeniedScope)
+	final := r.browse(st.AuthURL)
+	require.NotEmpty(t, final.Query().Get("error"), "dex redirects with an error")
+	status, page := r.land(final)
+	t.Logf("denied callback page: HTTP %d", status)
+	assert.NotContains(t, strings.ToLower(page), "you can close this", "page must not read like success")
+
+	f, res := r.wait(st.State)
+	assert.Equal(t, 1, res.code, "wait exits 1 for a failed flow")
+	assert.Equal(t, "error", f.Status)
+	assert.Equal(t, "provider_denied", f.Reason)
+	assert.Equal(t, final.Query().Get("error"), f.ErrorCode)
+
+	res = r.flowctl(nil, "token", "dex", "--json")
+	assert.NotEqual(t, 0, res.code, "no token after a denial")
+}
+
+var authURLRe = regexp.MustCompile(`https?://\S+/dex/auth\?\S+`)
+
+func TestFlowdManualTransport(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	cmd := execFlowctl(ctx, r, "connect", "dex", "--transport", "manual", "--no-browser")
+	cmd.Stdin = pr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	out, errOut := readLines(stdout), readLines(stderr)
+
+	var authURL string
+	for authURL == "" {
+		select {
+		case l, ok := <-out.ch:
+			if !ok {
+				out.ch = nil
+			}
+			authURL = authURLRe.FindString(l)
+		case l, ok := <-errOut.ch:
+			if !ok {
+				errOut.ch = nil
+			}
+			authURL = authURLRe.FindString(l)
+		case <-ctx.Done():
+			t.Fatalf("flowctl printed no authorization URL:\n%s\n%s", out, errOut)
+		}
+		if out.ch == nil && errOut.ch == nil && authURL == "" {
+			t.Fatalf("flowctl ended without printing an authorization URL:\n%s\n%s", out, errOut)
+		}
+	}
+	u, err := url.Parse(authURL)
+	require.NoError(t, err)
+	r.states = append(r.states, u.Query().Get("state"))
+
+	// The user's browser ends on a page that may not load; they paste its
+	// address into flowctl.
+	final := r.browse(authURL)
+	_, err = fmt.Fprintln(pw, final.String())
+	require.NoError(t, err)
+
+	err = cmd.Wait()
+	for range out.ch {
+	}
+	for range errOut.ch {
+	}
+	fmt.Fprintf(&r.cliOut, "$ flowctl connect --transport manual\n%s%s", out, errOut)
+	require.NoError(t, err, "connect --transport manual exits 0 after the paste\nstdout: %s\nstderr: %s", out, errOut)
+	assert.Equal(t, "complete", r.status(u.Query().Get("state")).Status)
+	r.token()
+}
+
+func TestFlowdFlowSurvivesSIGKILL(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+	st := r.startConnect()
+	r.kill()
+	r.start()
+
+	status, page := r.land(r.browse(st.AuthURL))
+	assert.Equal(t, http.StatusOK, status, "callback page: %s", page)
+	f, res := r.wait(st.State)
+	require.Equal(t, 0, res.code, "wait: %s", res.stderr)
+	assert.Equal(t, "complete", f.Status)
+	r.token()
+}
+
+func TestFlowdFlowExpiresWhileDown(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+	st := r.startConnect("--timeout", "3s")
+	r.kill()
+	if !time.Now().Before(st.ExpiresAt) {
+		t.Skipf("the machine is too slow: flowd was killed after the flow's 3s deadline, so this run cannot show expiry while down")
+	}
+	time.Sleep(time.Until(st.ExpiresAt) + 500*time.Millisecond)
+	r.start()
+
+	f := r.status(st.State)
+	assert.Equal(t, "expired", f.Status)
+	assert.Equal(t, "expired_while_down", f.Reason)
+
+	// A callback that comes late is not exchanged.
+	status, page := r.land(r.browse(st.AuthURL))
+	t.Logf("late callback page: HTTP %d", status)
+	assert.NotEqual(t, http.StatusOK, status, "a late callback is not a success: %s", page)
+	assert.Zero(t, r.dex.TokenRequests("authorization_code"), "the late code was never redeemed")
+}
+
+func TestFlowdSecondInstanceOnSameStateDirFails(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+
+	// Same state directory; its own socket, listener and config, so the
+	// only thing the two share is the state directory.
+	other := dextest.FreePort(t)
+	configHome := filepath.Join(r.home, "config2")
+	r.writeConfig(configHome, fmt.Sprintf("127.0.0.1:%d", other), "")
+	env := append(r.env(), "XDG_CONFIG_HOME="+configHome, "XDG_RUNTIME_DIR="+shortDir(t))
+
+	var out lockedBuffer
+	p := r.spawn(env, &out)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Fatalf("a second flowd on %s did not exit within 30s:\n%s", r.stateDir(), out.String())
+	}
+	assert.Error(t, p.err, "the second flowd exits non-zero")
+	assert.Contains(t, out.String(), r.stateDir(), "the error names the state directory")
+	t.Logf("second flowd said: %s", strings.TrimSpace(out.String()))
+
+	// The first one is unharmed.
+	assert.True(t, r.healthy(context.Background()), "the first flowd still answers")
+}
