@@ -1,0 +1,39 @@
+package persist_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/logtest"
+	"flowd.local/flowd/persist"
+)
+
+// *DB is an engine.Log; asserted here because persist must not import engine.
+var _ engine.Log = (*persist.DB)(nil)
+
+// openDB opens a log at path and closes it when the test ends.
+func openDB(t testing.TB, path string, opts persist.Options) *persist.DB {
+	t.Helper()
+	db, err := persist.Open(path, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func newDB(t testing.TB) *persist.DB {
+	return openDB(t, filepath.Join(t.TempDir(), "flowd.db"), persist.Options{})
+}
+
+func TestContract(t *testing.T) {
+	logtest.Run(t,
+		func(t *testing.T) engine.Log { return newDB(t) },
+		logtest.WithReopen(func(t *testing.T, l engine.Log) engine.Log {
+			db := l.(*persist.DB)
+			require.NoError(t, db.Close())
+			return openDB(t, db.Path(), persist.Options{})
+		}),
+	)
+}

@@ -1,0 +1,402 @@
+// Package persist is flowd's durable event log on bbolt. *DB implements
+// engine.Log (checked in this package's tests: persist does not import
+// engine, so embedding the log pulls in nothing of the engine's).
+//
+// Records are appended under a global sequence, indexed per flow (History
+// is a prefix scan), by live flow (recovery reads live flows, not the whole
+// history) and by end time (Prune finds old finished flows without a full
+// scan). Secrets are sealed with AES-256-GCM (package seal) under a key file
+// beside the database. docs/storage.md describes the layout, durability,
+// group commit, retention and compaction.
+package persist
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"flowd.local/flowd/persist/seal"
+	"flowd.local/flowd/states"
+)
+
+// Errors Open and the log's methods return, wrapped with the path or the
+// record concerned and what to do next.
+var (
+	// ErrLocked: another open handle, usually a running flowd, holds the
+	// database's lock.
+	ErrLocked = errors.New("database is locked: a running flowd probably holds it (stop it, or ask it through flowctl)")
+	// ErrNotLog: the file is not a bbolt database, or not flowd's.
+	ErrNotLog = errors.New("not a flowd event log")
+	// ErrNewerFormat: the database was written by a newer flowd.
+	ErrNewerFormat = errors.New("event log written by a newer flowd")
+	// ErrCorrupt: the database's structure or indexes are damaged. An
+	// undecodable record is reported as a *states.RecordError wrapping
+	// states.ErrUndecodable instead.
+	ErrCorrupt = errors.New("event log is damaged")
+	// ErrReadOnly: a write on a log opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("event log is open read-only")
+	// ErrKeyMismatch: the key file does not open the database's sealed secrets.
+	ErrKeyMismatch = errors.New("key file does not match the database")
+)
+
+// Options configures Open. The zero value is a read-write log with sane defaults.
+type Options struct {
+	// Timeout bounds the wait for the file lock. Default 1s; negative means
+	// try once. bbolt's own default waits forever, which would hang a
+	// second flowd or an inspect run behind a running daemon.
+	Timeout time.Duration
+	// KeyFile is the sealing key's path. Default: the database path + ".key".
+	KeyFile string
+	// ReadOnly opens the log for reading (flowctl inspect --db). It takes a
+	// shared lock, so it fails with ErrLocked while a flowd holds the
+	// database. The key file is read only when a secret is.
+	ReadOnly bool
+	// NoSync skips fsync on commit. For benchmarks only: a crash or power
+	// loss can then lose acknowledged appends or corrupt the file.
+	NoSync bool
+	// MaxBatchSize caps how many concurrent appends share one commit.
+	// Default 1000 (bbolt's).
+	MaxBatchSize int
+	// MaxBatchDelay is how long a commit waits for more appends to join it
+	// once appends are concurrent. An append with no other in flight
+	// commits at once and never waits. Default 2ms.
+	MaxBatchDelay time.Duration
+	// InitialMmapSize is the initial size of bbolt's memory map, in bytes.
+	// A writer that must grow the map waits for every open read, so a
+	// large log served to slow readers wants this at least the file's
+	// expected size. Default 0: bbolt's growth policy.
+	InitialMmapSize int
+}
+
+// Defaults.
+const (
+	DefaultTimeout       = time.Second
+	DefaultMaxBatchSize  = 1000
+	DefaultMaxBatchDelay = 2 * time.Millisecond
+)
+
+func (o Options) withDefaults(path string) Options {
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Timeout < 0 {
+		// bbolt treats 0 as forever; a tiny timeout is "try once".
+		o.Timeout = time.Nanosecond
+	}
+	if o.KeyFile == "" {
+		o.KeyFile = path + ".key"
+	}
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if o.MaxBatchDelay <= 0 {
+		o.MaxBatchDelay = DefaultMaxBatchDelay
+	}
+	return o
+}
+
+// DB is the bbolt event log. It is safe for concurrent use. Close it when done.
+type DB struct {
+	bolt *bolt.DB
+	path string
+	opts Options
+
+	// inflight counts appends under way: a lone append commits at once
+	// instead of waiting MaxBatchDelay for company that will not come.
+	inflight atomic.Int32
+
+	keyOnce sync.Once
+	sealer  *seal.Sealer
+	keyErr  error
+}
+
+// Bucket names; docs/storage.md describes their keys and values.
+var (
+	bucketMeta    = []byte("meta")
+	bucketEvents  = []byte("events")
+	bucketFlows   = []byte("flows")
+	bucketHeads   = []byte("heads")
+	bucketLive    = []byte("live")
+	bucketEnded   = []byte("ended")
+	bucketSecrets = []byte("secrets")
+
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketFlows, bucketHeads, bucketLive, bucketEnded, bucketSecrets}
+
+	metaFormat   = []byte("format")
+	metaKeyCheck = []byte("keycheck")
+)
+
+// format names the layout in meta/format. A change of layout that older
+// code cannot read gets a new number.
+const (
+	formatName    = "flowd-events"
+	formatVersion = 1
+)
+
+var formatValue = fmt.Appendf(nil, "%s %d", formatName, formatVersion)
+
+// keyCheckName is the name the key check value is sealed under.
+const keyCheckName = "flowd/keycheck"
+
+// Open opens the event log at path, creating it (mode 0600) and its key
+// file if neither exists. It fails within about Options.Timeout when
+// another process or handle holds the database (ErrLocked), on a file that
+// is not a flowd event log (ErrNotLog), on a key file that is missing while
+// the database holds sealed secrets, has the wrong size or mode (see
+// package seal), and on a damaged record among those recovery reads (the
+// live flows' and the log's last).
+func Open(path string, opts Options) (*DB, error) {
+	opts = opts.withDefaults(path)
+	info, err := os.Stat(path)
+	switch {
+	case err == nil && !info.Mode().IsRegular():
+		return nil, fmt.Errorf("open event log %s: %w: it is not a regular file", path, ErrNotLog)
+	case errors.Is(err, fs.ErrNotExist) && opts.ReadOnly:
+		return nil, fmt.Errorf("open event log %s read-only: no such file (flowd creates it on first start): check the path", path)
+	}
+	bdb, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	bdb.MaxBatchSize = opts.MaxBatchSize
+	bdb.MaxBatchDelay = opts.MaxBatchDelay
+	db := &DB{bolt: bdb, path: path, opts: opts}
+	if err := db.init(); err != nil {
+		_ = bdb.Close()
+		return nil, err
+	}
+	if err := db.verify(); err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("open event log %s: %w; the file is damaged: keep a copy for a bug report, then restore a backup or move it aside to start empty", path, err)
+	}
+	return db, nil
+}
+
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("open event log %s: %w: bbolt: %v", path, ErrNotLog, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         opts.Timeout,
+		NoSync:          opts.NoSync,
+		ReadOnly:        opts.ReadOnly,
+		InitialMmapSize: opts.InitialMmapSize,
+	})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open event log %s: %w", path, ErrLocked)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
+		return nil, fmt.Errorf("open event log %s: %w (bbolt: %v): check the path", path, ErrNotLog, err)
+	default:
+		return nil, fmt.Errorf("open event log %s: %w", path, err)
+	}
+}
+
+// init creates or checks the buckets and the format, and loads the key.
+func (db *DB) init() error {
+	var hasSecrets bool
+	var keyCheck []byte
+	check := func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			var names []string
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				names = append(names, string(name))
+				return nil
+			})
+			if len(names) > 0 || !tx.Writable() {
+				return fmt.Errorf("%w: it has no flowd meta bucket (buckets: %q): check the path", ErrNotLog, names)
+			}
+			for _, name := range allBuckets {
+				if _, err := tx.CreateBucket(name); err != nil {
+					return fmt.Errorf("create bucket %s: %w", name, err)
+				}
+			}
+			meta = tx.Bucket(bucketMeta)
+			if err := meta.Put(metaFormat, formatValue); err != nil {
+				return fmt.Errorf("write format: %w", err)
+			}
+		}
+		if err := checkFormat(meta.Get(metaFormat)); err != nil {
+			return err
+		}
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("%w: bucket %s is missing", ErrCorrupt, name)
+			}
+		}
+		k, _ := tx.Bucket(bucketSecrets).Cursor().First()
+		hasSecrets = k != nil
+		keyCheck = cloneBytes(meta.Get(metaKeyCheck))
+		return nil
+	}
+	if db.opts.ReadOnly {
+		if err := db.view(check); err != nil {
+			return fmt.Errorf("open event log %s: %w", db.path, err)
+		}
+		return nil // the key is loaded when a secret is read
+	}
+	if err := db.update(check); err != nil {
+		return fmt.Errorf("open event log %s: %w", db.path, err)
+	}
+
+	key, err := seal.LoadKey(db.opts.KeyFile)
+	switch {
+	case errors.Is(err, seal.ErrKeyMissing) && hasSecrets:
+		return fmt.Errorf("open event log %s: the database holds sealed secrets but %w; restore the key file it was created with, or move the database aside to start empty (its tokens are then lost)", db.path, err)
+	case errors.Is(err, seal.ErrKeyMissing):
+		if key, err = seal.CreateKey(db.opts.KeyFile); err != nil {
+			return fmt.Errorf("open event log %s: %w", db.path, err)
+		}
+	case err != nil:
+		return fmt.Errorf("open event log %s: %w", db.path, err)
+	}
+	sealer, err := seal.New(key)
+	if err != nil {
+		return fmt.Errorf("open event log %s: %w", db.path, err)
+	}
+	if keyCheck != nil {
+		if _, err := sealer.Open(keyCheckName, keyCheck); err == nil {
+			keyCheck = nil // matches: nothing to write
+		} else if hasSecrets {
+			return fmt.Errorf("open event log %s: %w %s: it was replaced or belongs to another database; restore the key file this database was created with", db.path, ErrKeyMismatch, db.opts.KeyFile)
+		} else {
+			keyCheck = []byte{} // no secrets to lose: adopt the new key
+		}
+	} else {
+		keyCheck = []byte{}
+	}
+	if keyCheck != nil {
+		sealed, err := sealer.Seal(keyCheckName, []byte(formatName))
+		if err != nil {
+			return fmt.Errorf("open event log %s: %w", db.path, err)
+		}
+		if err := db.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaKeyCheck, sealed) }); err != nil {
+			return fmt.Errorf("open event log %s: write key check: %w", db.path, err)
+		}
+	}
+	db.keyOnce.Do(func() { db.sealer = sealer })
+	return nil
+}
+
+func checkFormat(v []byte) error {
+	var name string
+	var version int
+	if _, err := fmt.Sscanf(string(v), "%s %d", &name, &version); err != nil || name != formatName {
+		return fmt.Errorf("%w: meta format is %q", ErrNotLog, v)
+	}
+	if version > formatVersion {
+		return fmt.Errorf("%w (format %d, this flowd reads %d): upgrade flowd", ErrNewerFormat, version, formatVersion)
+	}
+	if version < 1 {
+		return fmt.Errorf("%w: meta format is %q", ErrCorrupt, v)
+	}
+	return nil
+}
+
+// verify decodes what recovery reads: every live flow's history and the
+// log's last record, so a damaged record fails Open rather than a later
+// recovery step.
+func (db *DB) verify() error {
+	return db.view(func(tx *bolt.Tx) error {
+		b := buckets(tx)
+		if err := b.live.ForEach(func(flow, _ []byte) error {
+			_, err := b.history(string(flow))
+			return err
+		}); err != nil {
+			return err
+		}
+		seq, v := b.events.Cursor().Last()
+		if seq == nil {
+			return nil
+		}
+		_, err := decodeRecord(seq, v, "", 0)
+		return err
+	})
+}
+
+// sealerFor returns the sealer, loading the key file on first use in a
+// read-only log.
+func (db *DB) sealerFor() (*seal.Sealer, error) {
+	db.keyOnce.Do(func() {
+		key, err := seal.LoadKey(db.opts.KeyFile)
+		if err != nil {
+			db.keyErr = fmt.Errorf("read secrets of %s: %w", db.path, err)
+			return
+		}
+		db.sealer, db.keyErr = seal.New(key)
+	})
+	return db.sealer, db.keyErr
+}
+
+// Path returns the database file's path.
+func (db *DB) Path() string { return db.path }
+
+// Close closes the database, waiting for reads and writes under way.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("close event log %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// view and update run a transaction and turn a bbolt panic (a damaged page
+// can cause one) into ErrCorrupt: never a panic reaching the user.
+func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(&err)
+	return db.bolt.View(fn)
+}
+
+func (db *DB) update(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(&err)
+	return db.bolt.Update(fn)
+}
+
+func recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: bbolt: %v", ErrCorrupt, r)
+	}
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}
+
+// decodeRecord decodes the record stored under seq, checking it is the
+// one the index said (flow and flowSeq, when given). Errors name the record.
+func decodeRecord(seqKey, v []byte, flow string, flowSeq uint64) (states.Record, error) {
+	seq := decodeSeq(seqKey)
+	rec, err := states.Decode(v)
+	if err != nil {
+		if flow == "" {
+			flow = peekFlow(v)
+		}
+		return rec, &states.RecordError{Seq: seq, Flow: flow, FlowSeq: flowSeq, Err: err}
+	}
+	switch {
+	case rec.Seq != seq:
+		err = fmt.Errorf("%w: stored under seq %d but says seq %d", ErrCorrupt, seq, rec.Seq)
+	case flow != "" && rec.Flow != flow:
+		err = fmt.Errorf("%w: indexed under flow %s but says flow %s", ErrCorrupt, states.ShortID(flow), states.ShortID(rec.Flow))
+	case flowSeq != 0 && rec.FlowSeq != flowSeq:
+		err = fmt.Errorf("%w: indexed as flow_seq %d but says %d", ErrCorrupt, flowSeq, rec.FlowSeq)
+	}
+	if err != nil {
+		return rec, &states.RecordError{Seq: seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
+	}
+	return rec, nil
+}
