@@ -297,8 +297,9 @@ func cmpErr(a, b error) error {
 	return b
 }
 
-// adopt makes lf live and arms its deadline.
-func (e *Engine) adopt(lf *liveFlow) {
+// adopt makes lf live and arms its deadline, and returns its birth number.
+// Once adopted, lf.flow may change under lf.mu at any time.
+func (e *Engine) adopt(lf *liveFlow) uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.births++
@@ -313,6 +314,7 @@ func (e *Engine) adopt(lf *liveFlow) {
 	if e.armed == nil || lf.flow.Deadline.Before(e.armedAt) {
 		e.rearm()
 	}
+	return lf.born
 }
 
 // Close stops the timers and waits for in-flight transitions and exchanges.
@@ -457,20 +459,22 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
 	}
-	e.adopt(lf)
+	born := e.adopt(lf)
 	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
-	started.Superseded = e.supersede(ctx, lf)
+	// From here on another Start may supersede lf and rewrite lf.flow under
+	// lf.mu: supersede works from the values this Start already knows.
+	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
 	e.logger.Info("flow started", "flow", states.ShortID(state), "provider", p.Name, "transport", req.Transport, "deadline", due)
 	return started, nil
 }
 
-// supersede ends the live flows of lf's provider and principal other than
-// lf, naming lf. Flows mid-exchange are left to finish.
-func (e *Engine) supersede(ctx context.Context, lf *liveFlow) []string {
+// supersede ends the live flows of owner adopted before the flow newID
+// (born), naming newID. Flows mid-exchange are left to finish.
+func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, born uint64) []string {
 	e.mu.Lock()
 	var older []*liveFlow
-	for id, o := range e.owners[ownerKey{lf.flow.Provider, lf.flow.Principal}] {
-		if id != lf.flow.ID && o.born < lf.born {
+	for id, o := range e.owners[owner] {
+		if id != newID && o.born < born {
 			older = append(older, o)
 		}
 	}
@@ -479,7 +483,7 @@ func (e *Engine) supersede(ctx context.Context, lf *liveFlow) []string {
 	for _, o := range older {
 		o.mu.Lock()
 		if o.flow.State.Live() && !o.flow.Exchanging {
-			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: lf.flow.ID}), e.dropVerifier(o)); err != nil {
+			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: newID}), e.dropVerifier(o)); err != nil {
 				e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
 			} else {
 				ended = append(ended, o.flow.ID)
