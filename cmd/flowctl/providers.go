@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/client"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/states"
 )
@@ -28,9 +27,6 @@ token never leaves flowd.`,
 			defer cl.Close()
 			tok, err := cl.Token(cmd.Context(), args[0])
 			if err != nil {
-				if client.HasCode(err, wire.CodeNotConnected) {
-					return fmt.Errorf("%w (connect with: flowctl connect %s)", err, args[0])
-				}
 				return fmt.Errorf("get a token for %s: %w", args[0], err)
 			}
 			if a.json {

@@ -111,9 +111,6 @@ func runWith(ctx context.Context, args []string, d *deps) int {
 	a := &app{deps: d}
 	root := a.rootCmd()
 	root.SetArgs(args)
-	root.SetIn(d.stdin)
-	root.SetOut(d.stdout)
-	root.SetErr(d.stderr)
 	_, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
@@ -277,6 +274,11 @@ first (run: flowd).
 		a.replayCmd(),
 		a.graphCmd(),
 	)
+	// Streams before the completion command: it captures the output
+	// writer when it is created.
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	root.InitDefaultCompletionCmd()
 	markRunErrors(root)
 	return root
