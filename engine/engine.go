@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"container/heap"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -99,6 +98,10 @@ type liveFlow struct {
 	// born orders flows by when this engine adopted them, so two racing
 	// Starts of one owner supersede only the older flow, never each other.
 	born uint64
+	// wakeAt and index place the flow in the deadline heap (index -1: not
+	// in it). Both are guarded by Engine.mu, not mu.
+	wakeAt time.Time
+	index  int
 }
 
 // Open recovers the engine from cfg.Log and starts its timers. Flows whose
@@ -227,7 +230,7 @@ func (e *Engine) recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("replay live flow: %w", err)
 		}
-		lf := &liveFlow{flow: f, done: make(chan struct{})}
+		lf := &liveFlow{flow: f, done: make(chan struct{}), index: -1}
 		switch {
 		case f.Exchanging:
 			interrupted = append(interrupted, lf)
@@ -310,10 +313,7 @@ func (e *Engine) adopt(lf *liveFlow) uint64 {
 		e.owners[k] = map[string]*liveFlow{}
 	}
 	e.owners[k][lf.flow.ID] = lf
-	heap.Push(&e.due, deadline{at: lf.flow.Deadline, flow: lf.flow.ID})
-	if e.armed == nil || lf.flow.Deadline.Before(e.armedAt) {
-		e.rearm()
-	}
+	e.schedule(lf, lf.flow.Deadline)
 	return lf.born
 }
 
@@ -441,7 +441,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
-	lf := &liveFlow{done: make(chan struct{})}
+	lf := &liveFlow{done: make(chan struct{}), index: -1}
 	created := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{
@@ -575,6 +575,7 @@ func (e *Engine) retire(lf *liveFlow) {
 		if len(e.owners[k]) == 0 {
 			delete(e.owners, k)
 		}
+		e.unschedule(lf)
 	}
 	e.mu.Unlock()
 	select {
@@ -808,7 +809,7 @@ func (e *Engine) ignoreFinished(ctx context.Context, state, fp string) (states.F
 			// Live in the log but not in this engine: another writer owns it.
 			return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
 		}
-		tmp := &liveFlow{flow: f}
+		tmp := &liveFlow{flow: f, index: -1}
 		f, err = e.commit(ctx, tmp, e.record(tmp, states.CallbackIgnored, states.Data{Ignored: states.IgnoredFinished, CodeFingerprint: fp}), nil)
 		if errors.Is(err, states.ErrConflict) && attempt < 3 {
 			continue

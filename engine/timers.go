@@ -16,29 +16,61 @@ func (systemClock) AfterFunc(d time.Duration, f func()) Timer {
 	return time.AfterFunc(d, f)
 }
 
-// deadline is one armed expiry. Entries of flows that ended early stay in
-// the heap until their time and are dropped then: cheaper than a search.
-type deadline struct {
-	at   time.Time
-	flow string
-}
-
-// deadlineHeap orders every live flow's deadline; one clock timer is armed
-// for the earliest. No goroutine per flow, and no wake-up between deadlines.
-type deadlineHeap []deadline
+// deadlineHeap orders the live flows by when the timer must next look at
+// them (their deadline, or a retry time); one clock timer is armed for the
+// earliest. No goroutine per flow, and no wake-up between deadlines. A flow
+// that ends early leaves the heap at once, so an idle engine arms nothing.
+// It is guarded by Engine.mu, as is every liveFlow's wakeAt and index.
+type deadlineHeap []*liveFlow
 
 func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h deadlineHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *deadlineHeap) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].wakeAt.Before(h[j].wakeAt) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	lf := x.(*liveFlow)
+	lf.index = len(*h)
+	*h = append(*h, lf)
+}
 func (h *deadlineHeap) Pop() any {
 	old := *h
-	x := old[len(old)-1]
+	lf := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return x
+	lf.index = -1
+	return lf
 }
 
-// rearm arms the clock timer for the earliest deadline. The caller holds e.mu.
+// schedule makes the timer look at lf at time at. The caller holds e.mu.
+func (e *Engine) schedule(lf *liveFlow, at time.Time) {
+	lf.wakeAt = at
+	if lf.index >= 0 {
+		heap.Fix(&e.due, lf.index)
+	} else {
+		heap.Push(&e.due, lf)
+	}
+	if e.armed == nil || at.Before(e.armedAt) {
+		e.rearm()
+	}
+}
+
+// unschedule takes lf out of the heap. The timer is re-armed only when the
+// earliest time changes, so flows sharing a deadline cost one re-arm at
+// most, and it is stopped when nothing is left. The caller holds e.mu.
+func (e *Engine) unschedule(lf *liveFlow) {
+	if lf.index < 0 {
+		return
+	}
+	heap.Remove(&e.due, lf.index)
+	if len(e.due) == 0 || !e.due[0].wakeAt.Equal(e.armedAt) {
+		e.rearm()
+	}
+}
+
+// rearm arms the clock timer for the earliest time in the heap, or stops
+// it when the heap is empty. The caller holds e.mu.
 func (e *Engine) rearm() {
 	if e.armed != nil {
 		e.armed.Stop()
@@ -47,7 +79,7 @@ func (e *Engine) rearm() {
 	if e.closed || len(e.due) == 0 {
 		return
 	}
-	e.armedAt = e.due[0].at
+	e.armedAt = e.due[0].wakeAt
 	e.armed = e.clock.AfterFunc(e.armedAt.Sub(e.clock.Now()), e.fire)
 }
 
@@ -61,42 +93,42 @@ func (e *Engine) fire() {
 	now := e.clock.Now()
 	var expiring []*liveFlow
 	e.mu.Lock()
-	for len(e.due) > 0 && !e.due[0].at.After(now) {
-		d := heap.Pop(&e.due).(deadline)
-		if lf := e.live[d.flow]; lf != nil {
-			expiring = append(expiring, lf)
-		}
+	for len(e.due) > 0 && !e.due[0].wakeAt.After(now) {
+		expiring = append(expiring, heap.Pop(&e.due).(*liveFlow))
 	}
-	e.armed = nil
+	// A timer that was stopped too late to prevent this call may have been
+	// replaced already: rearm stops whichever timer is current, so none is
+	// left behind to fire for nothing.
 	e.rearm()
 	e.mu.Unlock()
 	ctx := context.Background()
+	retry := func(lf *liveFlow, at time.Time) {
+		e.mu.Lock()
+		if e.live[lf.flow.ID] == lf {
+			e.schedule(lf, at)
+		}
+		e.mu.Unlock()
+	}
 	_ = e.each(expiring, func(lf *liveFlow) error {
 		lf.mu.Lock()
 		defer lf.mu.Unlock()
 		f := lf.flow
-		if !f.State.Live() || now.Before(f.Deadline) {
+		if !f.State.Live() {
+			return nil
+		}
+		if now.Before(f.Deadline) {
+			retry(lf, f.Deadline)
 			return nil
 		}
 		if f.Exchanging {
 			// The exchange is bounded by its timeout and decides the flow;
 			// look again once it must be over.
-			e.mu.Lock()
-			heap.Push(&e.due, deadline{at: now.Add(e.cfg.ExchangeTimeout), flow: f.ID})
-			if e.armed == nil || now.Add(e.cfg.ExchangeTimeout).Before(e.armedAt) {
-				e.rearm()
-			}
-			e.mu.Unlock()
+			retry(lf, now.Add(e.cfg.ExchangeTimeout))
 			return nil
 		}
 		if _, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf)); err != nil {
-			e.logger.Error("could not expire flow; retrying at the next deadline", "flow", states.ShortID(f.ID), "err", err)
-			e.mu.Lock()
-			heap.Push(&e.due, deadline{at: now.Add(time.Second), flow: f.ID})
-			if e.armed == nil || now.Add(time.Second).Before(e.armedAt) {
-				e.rearm()
-			}
-			e.mu.Unlock()
+			e.logger.Error("could not expire flow; retrying in a second", "flow", states.ShortID(f.ID), "err", err)
+			retry(lf, now.Add(time.Second))
 			return err
 		}
 		e.logger.Info("flow expired", "flow", states.ShortID(f.ID), "provider", f.Provider)

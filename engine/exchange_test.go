@@ -1,0 +1,327 @@
+package engine_test
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/states"
+)
+
+func TestExchangeGrantedScopes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		scope     string
+		omit      bool
+		requested []string
+		want      []string
+	}{
+		{name: "space separated", scope: "repo read:user gist", want: []string{"repo", "read:user", "gist"}},
+		{name: "comma separated", scope: "repo,read:user", want: []string{"repo", "read:user"}},
+		{name: "absent means the requested scopes", omit: true, requested: []string{"repo", "workflow"}, want: []string{"repo", "workflow"}},
+		{name: "absent with provider defaults", omit: true, want: []string{"repo", "read:user"}},
+		{name: "empty string means the requested scopes", scope: "", want: []string{"repo", "read:user"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.prov.scopeField, h.prov.omitScope = tc.scope, tc.omit
+			st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Scopes: tc.requested})
+			require.NoError(t, err)
+			_, code := h.prov.authorize(t, st.AuthURL)
+			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			require.NoError(t, err)
+			assert.Equal(t, states.Complete, f.State)
+			assert.Equal(t, states.Exchanged, f.Reason)
+			assert.Equal(t, tc.want, f.GrantedScopes)
+			assert.True(t, f.TokenStored)
+			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.ExchangeSucceeded}, h.events(st.State))
+
+			tok, stored, err := h.e.Token(h.ctx, "gh")
+			require.NoError(t, err)
+			assert.Equal(t, h.prov.secrets()[0], tok.AccessToken)
+			assert.Equal(t, tc.want, stored.Scopes)
+			assert.Equal(t, st.State, stored.Flow)
+		})
+	}
+}
+
+// The verifier sent to the token endpoint is the one whose S256 challenge
+// went out in the authorization URL, and it is sent with the redirect URI
+// the URL named.
+func TestExchangeSendsMatchingVerifier(t *testing.T) {
+	h := newHarness(t)
+	st := h.start("")
+	_, code := h.prov.authorize(t, st.AuthURL)
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	require.NoError(t, err)
+	req := h.prov.lastRequest()
+	assert.Equal(t, "authorization_code", req.GrantType)
+	assert.Equal(t, code, req.Code)
+	assert.Len(t, req.Verifier, 43, "32 random bytes, base64url")
+	assert.Equal(t, s256(req.Verifier), queryOf(t, st.AuthURL).Get("code_challenge"))
+	assert.Equal(t, st.RedirectURI, req.RedirectURI)
+	assert.Equal(t, engine.DefaultLoopbackRedirectURL, st.RedirectURI)
+}
+
+func TestExchangeHonoursAuthStyle(t *testing.T) {
+	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
+		t.Run(map[oauth2.AuthStyle]string{oauth2.AuthStyleInParams: "in params", oauth2.AuthStyleInHeader: "in header"}[style], func(t *testing.T) {
+			var prov *fakeProvider
+			h := newHarness(t, func(c *engine.Config) {
+				prov = newFakeProvider(t, style)
+				c.Providers = []engine.Provider{prov.config("gh")}
+			})
+			h.prov = prov
+			h.connect("")
+			req := prov.lastRequest()
+			if style == oauth2.AuthStyleInHeader {
+				assert.True(t, req.HasBasic)
+				assert.Equal(t, clientID, req.BasicUser)
+				assert.False(t, req.Form.Has("client_secret"), "the secret must not also travel in the body")
+			} else {
+				assert.False(t, req.HasBasic)
+				assert.Equal(t, clientID, req.Form.Get("client_id"))
+				assert.Equal(t, clientSecret, req.Form.Get("client_secret"))
+			}
+			assert.Equal(t, 1, prov.tokenCalls(), "a fixed auth style never retries")
+		})
+	}
+}
+
+func TestExchangeFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		closed  bool
+		// authorize=false sends a code the provider never issued.
+		bogusCode  bool
+		wantStatus int
+		wantCode   string
+	}{
+		{name: "oauth error json", bogusCode: true, wantStatus: 400, wantCode: "invalid_grant"},
+		{name: "http 500 with html", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(500)
+			_, _ = w.Write([]byte("<html><body>Internal Server Error</body></html>"))
+		}, wantStatus: 500, wantCode: "http_error"},
+		{name: "network failure", closed: true, wantCode: "network_error"},
+		{name: "200 carrying an error field", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}`))
+		}, wantStatus: 200, wantCode: "bad_verification_code"},
+		{name: "200 with html", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte("<html>login page</html>"))
+		}, wantCode: "invalid_response"},
+		{name: "200 with garbage json", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"access_tok`))
+		}, wantCode: "invalid_response"},
+		{name: "200 without access token", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"token_type":"bearer"}`))
+		}, wantCode: "invalid_response"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.prov.override = tc.handler
+			st := h.start("")
+			code := codePrefix + "never-issued"
+			if !tc.bogusCode {
+				_, code = h.prov.authorize(t, st.AuthURL)
+			}
+			if tc.closed {
+				h.prov.srv.Close()
+			}
+			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			require.NoError(t, err, "a failed exchange is an outcome of the flow, not an error of the call")
+			assert.Equal(t, states.Error, f.State)
+			assert.Equal(t, states.ExchangeFailed, f.Reason)
+			assert.Equal(t, tc.wantStatus, f.HTTPStatus)
+			assert.Equal(t, tc.wantCode, f.ErrorCode)
+			assert.NotEmpty(t, f.Message, "the user is told something")
+			assert.NotContains(t, f.Message, code)
+			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.Failed}, h.events(st.State))
+			if !tc.closed {
+				assert.Equal(t, 1, h.prov.tokenCalls())
+			}
+			_, _, err = h.e.Token(h.ctx, "gh")
+			assert.ErrorIs(t, err, engine.ErrNoToken)
+			// The failure is final and the code is spent: a retry of the
+			// callback does not exchange again.
+			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			assert.ErrorIs(t, err, engine.ErrNotAwaiting)
+			if !tc.closed {
+				assert.Equal(t, 1, h.prov.tokenCalls())
+			}
+		})
+	}
+}
+
+func TestExchangeOAuthErrorKeepsProviderText(t *testing.T) {
+	h := newHarness(t)
+	st := h.start("")
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: codePrefix + "unknown"})
+	require.NoError(t, err)
+	assert.Equal(t, "invalid_grant", f.ErrorCode)
+	assert.Equal(t, 400, f.HTTPStatus)
+	assert.Equal(t, "unknown code", f.Message)
+}
+
+func TestExchangeTimeout(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, func(c *engine.Config) { c.ExchangeTimeout = 200 * time.Millisecond })
+	h.prov.override = func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	// Unblock the handler before the server closes, or Close waits for it.
+	t.Cleanup(func() { close(release) })
+	st := h.start("")
+	_, code := h.prov.authorize(t, st.AuthURL)
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	require.NoError(t, err)
+	assert.Equal(t, states.Error, f.State)
+	assert.Equal(t, states.ExchangeFailed, f.Reason)
+	assert.Equal(t, "timeout", f.ErrorCode)
+	assert.Zero(t, f.HTTPStatus)
+}
+
+// A client the embedder supplies is used for the exchange, and its own
+// timeout is reported as a timeout too.
+func TestExchangeCustomHTTPClientTimeout(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, func(c *engine.Config) {
+		c.HTTPClient = &http.Client{Timeout: 100 * time.Millisecond}
+	})
+	h.prov.override = func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	t.Cleanup(func() { close(release) })
+	st := h.start("")
+	_, code := h.prov.authorize(t, st.AuthURL)
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	require.NoError(t, err)
+	assert.Equal(t, states.ExchangeFailed, f.Reason)
+	assert.Equal(t, "timeout", f.ErrorCode)
+}
+
+// Duplicate callbacks that arrive while the code is being exchanged are
+// turned away at once and recorded; the token endpoint sees the code once.
+func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
+	h := newHarness(t)
+	gate := make(chan struct{})
+	h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
+	st := h.start("")
+	_, code := h.prov.authorize(t, st.AuthURL)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+		first <- err
+	}()
+	<-h.prov.entered // the exchange is at the token endpoint now
+
+	const dups = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, dups)
+	for range dups {
+		wg.Go(func() {
+			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			errs <- err
+		})
+	}
+	wg.Wait() // the duplicates return without waiting for the exchange
+	close(errs)
+	for err := range errs {
+		require.ErrorIs(t, err, engine.ErrNotAwaiting)
+		var fe *engine.FlowError
+		require.True(t, errors.As(err, &fe))
+		assert.True(t, fe.Flow.Exchanging)
+	}
+	// Cancel cannot take it away mid-exchange either.
+	_, err := h.e.Cancel(h.ctx, st.State)
+	assert.ErrorIs(t, err, engine.ErrExchangeInProgress)
+
+	close(gate)
+	require.NoError(t, <-first)
+	f := h.status(st.State)
+	assert.Equal(t, states.Complete, f.State)
+	assert.Equal(t, dups, f.IgnoredCallbacks)
+	assert.Equal(t, 1, h.prov.tokenCalls())
+
+	hist, err := h.e.History(h.ctx, st.State)
+	require.NoError(t, err)
+	ignored := 0
+	for _, r := range hist {
+		if r.Event == states.CallbackIgnored {
+			ignored++
+			assert.Equal(t, states.IgnoredInProgress, r.Data.Ignored)
+			assert.NotEmpty(t, r.Data.CodeFingerprint)
+			assert.NotContains(t, r.Data.CodeFingerprint, code)
+		}
+	}
+	assert.Equal(t, dups, ignored)
+	checkReplay(t, h.log)
+}
+
+// Truly concurrent duplicates, no choreography: exactly one wins, the
+// token endpoint sees the code once, every other call is recorded as
+// ignored for one of the two legal reasons.
+func TestExchangeOncePerCodeConcurrent(t *testing.T) {
+	for round := range 20 {
+		_ = round
+		h := newHarness(t)
+		st := h.start("")
+		_, code := h.prov.authorize(t, st.AuthURL)
+		const n = 16
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won, turnedAway := 0, 0
+		start := make(chan struct{})
+		for range n {
+			wg.Go(func() {
+				<-start
+				f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					won++
+					assert.Equal(t, states.Complete, f.State)
+					return
+				}
+				assert.ErrorIs(t, err, engine.ErrNotAwaiting)
+				turnedAway++
+			})
+		}
+		close(start)
+		wg.Wait()
+		require.Equal(t, 1, won)
+		require.Equal(t, n-1, turnedAway)
+		require.Equal(t, 1, h.prov.tokenCalls())
+		hist, err := h.e.History(h.ctx, st.State)
+		require.NoError(t, err)
+		ignored := 0
+		for _, r := range hist {
+			if r.Event == states.CallbackIgnored {
+				ignored++
+				assert.Contains(t, []states.Ignored{states.IgnoredInProgress, states.IgnoredFinished}, r.Data.Ignored)
+			}
+		}
+		require.Equal(t, n-1, ignored)
+		checkReplay(t, h.log)
+		require.NoError(t, h.e.Close())
+	}
+}
