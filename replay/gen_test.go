@@ -343,9 +343,11 @@ var brokenCases = map[string]brokenCase{
 		err:    "states.ErrSequenceGap", line: 6,
 	},
 	"bad_reason": {
-		why:    "line 6 fails flow B with an expiry reason",
-		mangle: func(ls []string) string { return joinLines(replaceIn(ls, 5, `"reason":"provider_denied"`, `"reason":"expired"`)) },
-		err:    "states.ErrBadReason", line: 6,
+		why: "line 6 fails flow B with an expiry reason",
+		mangle: func(ls []string) string {
+			return joinLines(replaceIn(ls, 5, `"reason":"provider_denied"`, `"reason":"expired"`))
+		},
+		err: "states.ErrBadReason", line: 6,
 	},
 	"secret_field": {
 		why: "line 7 carries a field no record has (here a stand-in for a token): the record is refused, never half-read",
