@@ -150,7 +150,8 @@ type connInfo struct {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
-		h.ServeHTTP(w, r)
+		// ServeHTTP, not h: only the mux's ServeHTTP sets the path values.
+		s.mux.ServeHTTP(w, r)
 		return
 	}
 	// No route matched: let the mux decide between 404 and 405 (it knows

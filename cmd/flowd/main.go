@@ -1,0 +1,144 @@
+// Command flowd is the daemon that owns every OAuth connect flow. It runs
+// with no flags on embedded defaults; see docs/config.md and `flowd -h`.
+//
+// This file only wires flags, environment and signals to
+// cmd/internal/server, where everything testable lives.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"flowd.local/flowd/cmd/internal/config"
+	"flowd.local/flowd/cmd/internal/server"
+	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/persist"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("flowd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(k, def string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	cfgPath := fs.String("config", env("FLOWD_CONFIG", ""), "config file (env FLOWD_CONFIG; default "+config.DefaultPath()+", optional)")
+	stateDir := fs.String("state-dir", env("FLOWD_STATE_DIR", ""), "state directory for the database, key and service token (env FLOWD_STATE_DIR; default "+wire.DefaultStateDir()+")")
+	socket := fs.String("socket", os.Getenv(wire.SocketEnv), "API unix socket (env "+wire.SocketEnv+"; default "+wire.DefaultSocketPath()+")")
+	listen := fs.String("listen", env("FLOWD_LISTEN", ""), "loopback listener for /oauth/callback and the gateway relay (env FLOWD_LISTEN; default "+config.DefaultListen+")")
+	logLevel := fs.String("log-level", env("FLOWD_LOG_LEVEL", "info"), "debug, info, warn or error (env FLOWD_LOG_LEVEL)")
+	logFormat := fs.String("log-format", env("FLOWD_LOG_FORMAT", "text"), "text or json (env FLOWD_LOG_FORMAT)")
+	check := fs.Bool("check-config", false, "load the config (and discover OIDC issuers), print the providers, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: flowd [flags]\n\nflowd owns OAuth connect flows; flowctl talks to it over the unix socket.\nWith no flags it runs on embedded defaults.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "flowd: unexpected argument %q; flowd takes only flags (see flowd -h)\n", fs.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "flowd", versionString())
+		return 0
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "flowd: -log-level %q: use debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	var h slog.Handler
+	switch strings.ToLower(*logFormat) {
+	case "text":
+		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	default:
+		fmt.Fprintf(stderr, "flowd: -log-format %q: use text or json\n", *logFormat)
+		return 2
+	}
+	logger := slog.New(h)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *check {
+		return checkConfig(ctx, *cfgPath, stderr)
+	}
+
+	d, err := server.Open(ctx, server.Options{
+		ConfigPath: *cfgPath, StateDir: *stateDir, Socket: *socket, Listen: *listen,
+		Logger: logger, Version: versionString(),
+		OpenLog: func(path string) (server.Log, error) {
+			return persist.Open(path, persist.Options{})
+		},
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "flowd: %v\n", err)
+		return 1
+	}
+	if err := d.Serve(ctx); err != nil {
+		fmt.Fprintf(stderr, "flowd: %v\n", err)
+		return 1
+	}
+	logger.Info("stopped cleanly")
+	return 0
+}
+
+func checkConfig(ctx context.Context, path string, out io.Writer) int {
+	missingOK := path == ""
+	if path == "" {
+		path = config.DefaultPath()
+	}
+	cfg, err := config.Load(path, missingOK, nil)
+	if err == nil {
+		err = cfg.Resolve(ctx, nil, 0)
+	}
+	if err != nil {
+		fmt.Fprintf(out, "flowd: %v\n", err)
+		return 1
+	}
+	if cfg.File == "" {
+		fmt.Fprintf(out, "no config file at %s: flowd runs with no providers\n", path)
+		return 0
+	}
+	fmt.Fprintf(out, "%s: ok, %d provider(s)\n", cfg.File, len(cfg.Providers))
+	for _, p := range cfg.Providers {
+		fmt.Fprintf(out, "  %-12s %s (%s)\n", p.Name, p.AuthURL, p.AuthStyle)
+	}
+	return 0
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

@@ -1,0 +1,435 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"flowd.local/flowd/cmd/internal/config"
+	"flowd.local/flowd/cmd/internal/metrics"
+	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/engine"
+)
+
+// Log is an event log flowd opens and closes: persist.DB in production,
+// memlog (with a no-op Close) in tests.
+type Log interface {
+	engine.Log
+	io.Closer
+}
+
+// Options configure a Daemon. Empty paths and addresses fall back to the
+// config file, then to the embedded defaults.
+type Options struct {
+	// ConfigPath is the config file. "" means config.DefaultPath(), where
+	// a missing file is fine (no providers); a named file must exist.
+	ConfigPath string
+	StateDir   string
+	Socket     string
+	Listen     string
+	// OpenLog opens the event log at path (required). The log must refuse
+	// a second opener with an error that names the path.
+	OpenLog func(path string) (Log, error)
+	// Logger receives the daemon's logs. Default: discard.
+	Logger  *slog.Logger
+	Version string
+	// Getenv resolves client_secret_env. Default os.Getenv.
+	Getenv func(string) string
+	// DiscoveryClient fetches OIDC discovery documents. Default http.DefaultClient.
+	DiscoveryClient *http.Client
+	// Engine, if set, adjusts the engine's config before Open (tests: clock, HTTP client).
+	Engine func(*engine.Config)
+	// ShutdownGrace bounds how long Close waits for in-flight requests.
+	ShutdownGrace time.Duration
+}
+
+// File names in the state directory.
+const (
+	DBFile           = "flowd.db"
+	ServiceTokenFile = "service_token"
+	// minServiceToken is the shortest service token flowd accepts, in characters.
+	minServiceToken = 32
+)
+
+// Daemon is a running flowd: config, event log, engine, both listeners and
+// the HTTP server. Open starts it, Serve serves, Close stops it in order.
+type Daemon struct {
+	Config     *config.Config
+	StateDir   string
+	SocketPath string
+	// Addr is the loopback listener's actual address.
+	Addr string
+	// ServiceTokenPath is where the gateway's token is kept.
+	ServiceTokenPath string
+	Engine           *engine.Engine
+	Server           *Server
+	Metrics          *metrics.Metrics
+
+	log       *slog.Logger
+	db        Log
+	unixL     net.Listener
+	tcpL      net.Listener
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open loads the config, checks the state directory, opens the log and the
+// engine, and binds both listeners. Any failure says which file, field,
+// port or path is at fault and what to do; whatever was opened is closed.
+func Open(ctx context.Context, o Options) (d *Daemon, err error) {
+	if o.OpenLog == nil {
+		return nil, errors.New("flowd: no event log opener")
+	}
+	lg := o.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	d = &Daemon{log: lg}
+	defer func() {
+		if err != nil {
+			_ = d.Close()
+			d = nil
+		}
+	}()
+
+	cfgPath, missingOK := o.ConfigPath, false
+	if cfgPath == "" {
+		cfgPath, missingOK = config.DefaultPath(), true
+	}
+	cfg, err := config.Load(cfgPath, missingOK, o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	d.Config = cfg
+	if cfg.File == "" {
+		lg.Info("no config file; running with no providers", "looked_at", cfgPath)
+	} else {
+		warnReadableSecrets(lg, cfg)
+	}
+
+	d.StateDir = first(o.StateDir, cfg.StateDir, wire.DefaultStateDir())
+	if err := prepareStateDir(d.StateDir); err != nil {
+		return nil, err
+	}
+	if err := cfg.Resolve(ctx, o.DiscoveryClient, 0); err != nil {
+		return nil, err
+	}
+
+	// The log first: its lock is what stops a second flowd on this state
+	// directory, before it touches the socket of the first.
+	dbPath := filepath.Join(d.StateDir, DBFile)
+	db, err := o.OpenLog(dbPath)
+	if err != nil {
+		return nil, fmt.Errorf("open event log %s: %w", dbPath, err)
+	}
+	d.db = db
+	// The log may have just created its files: check them too.
+	if err := checkPrivate(d.StateDir); err != nil {
+		return nil, err
+	}
+
+	d.ServiceTokenPath = first(cfg.ServiceTokenFile, filepath.Join(d.StateDir, ServiceTokenFile))
+	token, err := serviceToken(d.ServiceTokenPath, cfg.ServiceTokenFile == "")
+	if err != nil {
+		return nil, err
+	}
+
+	listen := first(o.Listen, cfg.Listen)
+	if d.tcpL, err = listenTCP(listen); err != nil {
+		return nil, err
+	}
+	d.Addr = d.tcpL.Addr().String()
+	d.SocketPath = first(o.Socket, cfg.Socket, wire.DefaultSocketPath())
+	if d.unixL, err = listenUnix(d.SocketPath); err != nil {
+		return nil, err
+	}
+
+	d.Metrics = metrics.New()
+	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
+	ecfg := engine.Config{
+		Log: db, Providers: cfg.EngineProviders(), TTL: cfg.TTL, Retention: cfg.Retention,
+		LoopbackRedirectURL: loopback, PublicBaseURL: cfg.PublicBaseURL,
+		Logger: lg.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
+	}
+	if o.Engine != nil {
+		o.Engine(&ecfg)
+	}
+	if d.Engine, err = engine.Open(ctx, ecfg); err != nil {
+		return nil, fmt.Errorf("start the engine: %w", err)
+	}
+	gateway := ""
+	if cfg.PublicBaseURL != "" {
+		gateway = cfg.PublicBaseURL + engine.CallbackPath
+	}
+	d.Server, err = New(Config{
+		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
+		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
+		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
+		ShutdownGrace: o.ShutdownGrace,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir,
+		"providers", len(cfg.Providers), "loopback_redirect_uri", loopback)
+	return d, nil
+}
+
+// Serve serves both listeners until ctx is done or one fails, then closes
+// the daemon. It returns the first serving error, joined with any error
+// of Close.
+func (d *Daemon) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- d.Server.ServeUnix(d.unixL) }()
+	go func() { errc <- d.Server.ServeTCP(d.tcpL) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case serveErr = <-errc:
+		if serveErr != nil {
+			serveErr = fmt.Errorf("serve: %w", serveErr)
+		}
+	}
+	return errors.Join(serveErr, d.Close())
+}
+
+// Close stops in dependency order: stop accepting and let in-flight
+// requests finish (bounded), then close the engine (in-flight appends
+// finish), then the database, then remove the socket.
+func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() {
+		var errs []error
+		if d.Server != nil {
+			errs = append(errs, d.Server.Shutdown(context.Background()))
+		} else {
+			for _, l := range []net.Listener{d.unixL, d.tcpL} {
+				if l != nil {
+					_ = l.Close()
+				}
+			}
+		}
+		if d.Engine != nil {
+			if err := d.Engine.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close engine: %w", err))
+			}
+		}
+		if d.db != nil {
+			if err := d.db.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close event log: %w", err))
+			}
+		}
+		if d.unixL != nil {
+			// net.UnixListener removes its socket file on Close; make sure.
+			_ = os.Remove(d.SocketPath)
+		}
+		d.closeErr = errors.Join(errs...)
+	})
+	return d.closeErr
+}
+
+// WireProviders describes providers for GET /v1/providers, without secrets.
+func WireProviders(ps []config.Provider) []wire.Provider {
+	out := make([]wire.Provider, len(ps))
+	for i, p := range ps {
+		out[i] = wire.Provider{Name: p.Name, Preset: p.Preset, AuthURL: p.AuthURL, TokenURL: p.TokenURL,
+			Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes, AuthStyle: p.AuthStyle}
+	}
+	return out
+}
+
+func first(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// redirectHost keeps the host as configured ("localhost" stays localhost,
+// since that is what is registered at the provider) with the port actually
+// bound (which differs only for port 0, in tests).
+func redirectHost(configured, bound string) string {
+	host, _, err := net.SplitHostPort(configured)
+	_, port, err2 := net.SplitHostPort(bound)
+	if err != nil || err2 != nil || host == "" {
+		return bound
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// prepareStateDir creates the state directory 0700, or checks an existing
+// one and the files in it are private to flowd's user.
+func prepareStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create state directory %s: %w", dir, err)
+	}
+	return checkPrivate(dir)
+}
+
+// checkPrivate refuses a state directory, or a regular file in it (the
+// database, its key, the service token), that group or others can access.
+func checkPrivate(dir string) error {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory; point --state-dir elsewhere", dir)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("state directory %s has mode %04o: group or others can reach flowd's database and keys; run: chmod 700 %s", dir, perm, dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read state directory %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			p := filepath.Join(dir, e.Name())
+			return fmt.Errorf("%s has mode %04o: group or others can read it; run: chmod 600 %s", p, perm, p)
+		}
+	}
+	return nil
+}
+
+// serviceToken reads the gateway's token, creating it (0600, random) when
+// it is the default file and missing.
+func serviceToken(path string, create bool) (string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		return createServiceToken(path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("service token file %s (service_token_file in the config) does not exist; create it with: (umask 077; head -c 32 /dev/urandom | base64 > %s)", path, path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read service token file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("read service token file %s: %w", path, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("service token file %s has mode %04o: group or others can read it; run: chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("read service token file %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < minServiceToken {
+		return "", fmt.Errorf("service token in %s is shorter than %d characters; replace it with: (umask 077; head -c 32 /dev/urandom | base64 > %s)", path, minServiceToken, path)
+	}
+	return tok, nil
+}
+
+func createServiceToken(path string) (string, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("create service token: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create service token file: %w", err)
+	}
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", fmt.Errorf("write service token file %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("write service token file %s: %w", path, err)
+	}
+	return tok, nil
+}
+
+func listenTCP(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		return l, nil
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("loopback port %s (%s) is already in use by another process; stop it (see: ss -ltnp 'sport = :%s'), or set listen in the config or --listen to another address", port, addr, port)
+	}
+	return nil, fmt.Errorf("listen on %s: %w; set listen in the config or --listen", addr, err)
+}
+
+// listenUnix binds the API socket, mode 0600. A live socket means another
+// flowd; a dead one is left over from a crash and is replaced.
+func listenUnix(path string) (net.Listener, error) {
+	if len(path) > 107 {
+		return nil, fmt.Errorf("socket path %s is %d bytes, over the 107 a unix socket allows; use a shorter --socket", path, len(path))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another --socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another flowd is already serving on socket %s; stop it, or give this one another --socket and --state-dir", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	// umask, not a chmod after bind: there is no moment at which the
+	// socket is open to others.
+	old := unix.Umask(0o077)
+	l, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// warnReadableSecrets warns when the config file holds a client secret
+// inline and others can read it.
+func warnReadableSecrets(lg *slog.Logger, cfg *config.Config) {
+	inline := false
+	for _, p := range cfg.Providers {
+		inline = inline || (p.ClientSecret != "" && p.ClientSecretEnv == "")
+	}
+	if !inline {
+		return
+	}
+	if fi, err := os.Stat(cfg.File); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		lg.Warn("the config file holds a client secret and group or others can read it; run chmod 600 on it, or use client_secret_env", "file", cfg.File)
+	}
+}
