@@ -349,6 +349,13 @@ var brokenCases = map[string]brokenCase{
 		},
 		err: "states.ErrBadReason", line: 6,
 	},
+	"unknown_state": {
+		why: "line 4 issues flow B's URL into a state no flowd version had",
+		mangle: func(ls []string) string {
+			return joinLines(replaceIn(ls, 3, `"to":"awaiting_callback"`, `"to":"paused"`))
+		},
+		err: "states.ErrUnknownState", line: 4,
+	},
 	"secret_field": {
 		why: "line 7 carries a field no record has (here a stand-in for a token): the record is refused, never half-read",
 		mangle: func(ls []string) string {

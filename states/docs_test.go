@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -111,4 +112,32 @@ func TestMachineDocNamesEverything(t *testing.T) {
 	for _, n := range names {
 		require.Contains(t, doc, "`"+n+"`", "docs/machine.md does not explain %s", n)
 	}
+}
+
+// docs/record-format.md is the contract for the stored form: every JSON
+// field of Record and Data, and every event, must appear in it.
+func TestRecordFormatDocNamesEveryField(t *testing.T) {
+	raw, err := os.ReadFile("../docs/record-format.md")
+	require.NoError(t, err)
+	doc := string(raw)
+	names := append(jsonNames(reflect.TypeFor[Record]()), jsonNames(reflect.TypeFor[Data]())...)
+	for _, e := range AllEvents {
+		names = append(names, string(e))
+	}
+	require.Greater(t, len(names), 20)
+	for _, n := range names {
+		require.Contains(t, doc, "`"+n+"`", "docs/record-format.md does not document %s", n)
+	}
+	require.Contains(t, doc, fmt.Sprintf("schema version **%d**", SchemaVersion), "the doc names the current version")
+}
+
+func jsonNames(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
 }
