@@ -37,6 +37,12 @@ const (
 // epoch is where the fake clock starts. Only durations from it are asserted.
 var epoch = time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 
+// testingT is what both *testing.T and *rapid.T offer.
+type testingT interface {
+	require.TestingT
+	Helper()
+}
+
 // tokenRequest is one call to the fake token endpoint, as it arrived.
 type tokenRequest struct {
 	Form        url.Values
@@ -106,7 +112,7 @@ func (p *fakeProvider) config(name string) engine.Provider {
 
 // authorize plays the user at the provider: it checks the authorization
 // URL and returns the code the provider would redirect back with.
-func (p *fakeProvider) authorize(t testing.TB, authURL string) (state, code string) {
+func (p *fakeProvider) authorize(t testingT, authURL string) (state, code string) {
 	t.Helper()
 	u, err := url.Parse(authURL)
 	require.NoError(t, err)
@@ -332,7 +338,7 @@ func (h *harness) events(state string) []states.Event {
 }
 
 // dump reads the whole log in order.
-func dump(t testing.TB, l engine.Log) []states.Record {
+func dump(t testingT, l engine.Log) []states.Record {
 	t.Helper()
 	var out []states.Record
 	require.NoError(t, l.Scan(context.Background(), 0, func(r states.Record) error {
@@ -343,7 +349,7 @@ func dump(t testing.TB, l engine.Log) []states.Record {
 }
 
 // checkReplay asserts the whole log replays legally through the machine.
-func checkReplay(t testing.TB, l engine.Log) map[string]states.Flow {
+func checkReplay(t testingT, l engine.Log) map[string]states.Flow {
 	t.Helper()
 	flows, err := states.Replay(dump(t, l), nil)
 	require.NoError(t, err)
@@ -374,7 +380,7 @@ func newTestLogger(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func queryOf(t testing.TB, raw string) url.Values {
+func queryOf(t testingT, raw string) url.Values {
 	t.Helper()
 	u, err := url.Parse(raw)
 	require.NoError(t, err)
