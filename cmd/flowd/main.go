@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/server"
@@ -93,9 +94,7 @@ func run(args []string, stderr io.Writer) int {
 	d, err := server.Open(ctx, server.Options{
 		ConfigPath: *cfgPath, StateDir: *stateDir, Socket: *socket, Listen: *listen,
 		Logger: logger, Version: versionString(),
-		OpenLog: func(path string) (server.Log, error) {
-			return persist.Open(path, persist.Options{})
-		},
+		OpenLog: openLog,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
@@ -107,6 +106,13 @@ func run(args []string, stderr io.Writer) int {
 	}
 	logger.Info("stopped cleanly")
 	return 0
+}
+
+// openLog opens the bbolt event log. the lock timeout (250ms) is what
+// makes a second flowd on the same state directory exit at once, naming
+// the database.
+func openLog(path string) (server.Log, error) {
+	return persist.Open(path, persist.Options{Timeout: 250 * time.Millisecond})
 }
 
 func checkConfig(ctx context.Context, path string, out io.Writer) int {

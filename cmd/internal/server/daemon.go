@@ -91,7 +91,7 @@ type Daemon struct {
 // Open loads the config, checks the state directory, opens the log and the
 // engine, and binds both listeners. Any failure says which file, field,
 // port or path is at fault and what to do; whatever was opened is closed.
-func Open(ctx context.Context, o Options) (d *Daemon, err error) {
+func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if o.OpenLog == nil {
 		return nil, errors.New("flowd: no event log opener")
 	}
@@ -99,11 +99,10 @@ func Open(ctx context.Context, o Options) (d *Daemon, err error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	d = &Daemon{log: lg}
+	d := &Daemon{log: lg}
 	defer func() {
 		if err != nil {
 			_ = d.Close()
-			d = nil
 		}
 	}()
 
@@ -135,6 +134,9 @@ func Open(ctx context.Context, o Options) (d *Daemon, err error) {
 	dbPath := filepath.Join(d.StateDir, DBFile)
 	db, err := o.OpenLog(dbPath)
 	if err != nil {
+		if strings.Contains(err.Error(), dbPath) {
+			return nil, err // persist already names the file
+		}
 		return nil, fmt.Errorf("open event log %s: %w", dbPath, err)
 	}
 	d.db = db

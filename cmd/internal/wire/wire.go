@@ -99,8 +99,9 @@ func (r Route) Path(vals ...string) string {
 	return p
 }
 
-// Size limits flowd enforces. A request over a limit is refused with 413
-// (body) or 400 (query value) before it reaches any flow.
+// Size limits flowd enforces. A request over a limit is refused with code
+// too_large before it reaches any flow: status 413 for a body, 414 for a
+// query string, 400 for a single value (state, code, ...).
 const (
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes = 64 << 10
@@ -345,7 +346,7 @@ type TokenResponse struct {
 // DisconnectResponse is the body of DELETE /v1/providers/{provider}/token.
 type DisconnectResponse struct {
 	Provider string `json:"provider"`
-	// Removed is true; removing a token that was not stored is not an error.
+	// Removed is false when no token was stored: disconnecting twice is not an error.
 	Removed bool `json:"removed"`
 }
 

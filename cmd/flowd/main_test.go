@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/cmd/internal/server"
+)
+
+// A second flowd on the same state directory, with the real bbolt log,
+// fails at once with an error naming the database.
+func TestSecondFlowdOnSameStateDir(t *testing.T) {
+	dir, err := os.MkdirTemp("", "fd")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	o := server.Options{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "a"), Listen: "127.0.0.1:0", OpenLog: openLog}
+	first, err := server.Open(context.Background(), o)
+	require.NoError(t, err)
+	defer first.Close()
+
+	o.Socket = filepath.Join(dir, "b")
+	begin := time.Now()
+	_, err = server.Open(context.Background(), o)
+	took := time.Since(begin)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "state", "flowd.db"))
+	t.Logf("second flowd refused after %v: %v", took.Round(time.Millisecond), err)
+}
+
+func TestInvalidConfigExitsNonZeroNamingFileAndField(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	require.NoError(t, os.WriteFile(cfg, []byte("[providers.github]\nclient_id = \"x\"\nauth_stlye = \"in_header\"\n"), 0o600))
+	var out bytes.Buffer
+	code := run([]string{"-check-config", "-config", cfg}, &out)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out.String(), cfg)
+	assert.Contains(t, out.String(), "providers.github.auth_stlye")
+	assert.Contains(t, out.String(), "unknown setting")
+}
+
+func TestUsageErrorsExitTwo(t *testing.T) {
+	var out bytes.Buffer
+	assert.Equal(t, 2, run([]string{"-no-such-flag"}, &out))
+	assert.Equal(t, 2, run([]string{"extra-arg"}, &out))
+	assert.Equal(t, 2, run([]string{"-log-level", "loud"}, &out))
+	assert.Equal(t, 0, run([]string{"-h"}, &out))
+	assert.Contains(t, out.String(), "-state-dir")
+}
