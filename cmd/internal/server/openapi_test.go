@@ -16,7 +16,9 @@ import (
 )
 
 type openAPI struct {
-	Paths      map[string]map[string]struct{ OperationID string `yaml:"operationId"` } `yaml:"paths"`
+	Paths map[string]map[string]struct {
+		OperationID string `yaml:"operationId"`
+	} `yaml:"paths"`
 	Components struct {
 		Schemas map[string]struct {
 			Properties map[string]any `yaml:"properties"`
