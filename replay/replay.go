@@ -214,7 +214,7 @@ func replay(entries []Entry, w io.Writer) (Summary, error) {
 		return nil
 	})
 	var re *states.RecordError
-	if errors.As(err, &re) {
+	if errors.As(err, &re) && re.Line >= 1 && re.Line <= len(entries) {
 		// states.Replay numbers records by position; the user needs the
 		// line of the file, which differs once blank lines are skipped.
 		e := entries[re.Line-1]

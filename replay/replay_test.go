@@ -234,3 +234,33 @@ func TestTestdataHoldsFingerprintsOnly(t *testing.T) {
 		}
 	}
 }
+
+// Run must never panic, whatever the file holds, and an error is always
+// either an *Error naming a line or nothing.
+func FuzzRun(f *testing.F) {
+	for _, dir := range []string{testdata, filepath.Join(testdata, "broken")} {
+		logs, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+		for _, p := range logs {
+			b, err := os.ReadFile(p)
+			if err == nil {
+				f.Add(b)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sum, err := Run(bytes.NewReader(b), io.Discard)
+		if err == nil {
+			return
+		}
+		var re *Error
+		if !errors.As(err, &re) {
+			t.Fatalf("error without a line: %v", err)
+		}
+		if re.Line < 1 || !strings.HasPrefix(err.Error(), fmt.Sprintf("line %d: ", re.Line)) {
+			t.Fatalf("bad line in %v", err)
+		}
+		if sum.Records >= re.Line {
+			t.Fatalf("%d records replayed before line %d", sum.Records, re.Line)
+		}
+	})
+}

@@ -18,8 +18,9 @@
 //	awaiting_callback|complete|error|expired --callback_ignored--> (unchanged)
 //
 // Caveats: Apply checks a record against the table and against the rules
-// the table cannot express (a completion needs a started exchange, each
-// terminal event needs a reason of its kind, the first record must carry a
-// deadline). It does not check global sequence order across flows; Replay
+// the table cannot express (a completion needs a started exchange, only the
+// exchange ends an exchanging flow, each terminal event needs a reason of
+// its kind, an ignored callback says truthfully why, the first record must
+// carry a deadline). It does not check global sequence order across flows; Replay
 // does.
 package states
