@@ -711,7 +711,7 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	now := e.clock.Now().UTC()
 	st := StoredToken{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
-		Expiry: tok.Expiry, Scopes: granted, Flow: f.ID, Obtained: now,
+		Expiry: e.expiry(tok), Scopes: granted, Flow: f.ID, Obtained: now,
 	}
 	if err := e.tokens.SaveToken(ctx, TokenKey{Provider: f.Provider, Account: f.Principal}, st); err != nil {
 		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})

@@ -12,7 +12,9 @@ import (
 // TokenKey names a stored token: the provider, and the account when known.
 type TokenKey struct {
 	Provider string
-	Account  string
+	// Account is the Principal of the flow that obtained the token; empty
+	// for flows started without one (the local user).
+	Account string
 }
 
 // StoredToken is a token as the engine keeps it: the provider's token and
@@ -86,11 +88,22 @@ func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
 // the provider's token endpoint when it has expired. A rotated refresh
 // token is saved before Token returns. The second value is the stored
 // token's metadata (scopes, expiry) after any refresh.
+//
+// It is the token of flows started without a Principal; TokenFor names
+// the principal.
 func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, StoredToken, error) {
+	return e.TokenFor(ctx, TokenKey{Provider: provider})
+}
+
+// TokenFor is Token for the principal key.Account: a flow started with
+// StartRequest.Principal stores its token under that account, so one
+// principal's connect never replaces another's token.
+func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
 	if err := e.enter(); err != nil {
 		return nil, StoredToken{}, err
 	}
 	defer e.inflight.Done()
+	provider := key.Provider
 	p, err := e.provider(provider)
 	if err != nil {
 		return nil, StoredToken{}, err
@@ -99,7 +112,6 @@ func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, Sto
 	// refreshes would spend the same refresh token and one would fail.
 	e.refreshMu.Lock()
 	defer e.refreshMu.Unlock()
-	key := TokenKey{Provider: provider}
 	st, err := e.tokens.LoadToken(ctx, key)
 	if err != nil {
 		return nil, StoredToken{}, err
@@ -118,7 +130,7 @@ func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, Sto
 			d := describeExchangeError(err, rctx.Err(), e.cfg.ExchangeTimeout)
 			return nil, st, fmt.Errorf("refresh token for %s: %s (%s); reconnect: flowctl connect %s", provider, d.Message, d.ErrorCode, provider)
 		}
-		st.AccessToken, st.Expiry = fresh.AccessToken, fresh.Expiry
+		st.AccessToken, st.Expiry = fresh.AccessToken, e.expiry(fresh)
 		if fresh.TokenType != "" {
 			st.TokenType = fresh.TokenType
 		}
@@ -137,21 +149,40 @@ func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, Sto
 	return tok, st, nil
 }
 
+// expiry is tok's expiry on the engine's clock. oauth2 computes Expiry
+// from expires_in with the system clock; an injected clock (tests, a
+// replay) would then compare its time with another clock's.
+func (e *Engine) expiry(tok *oauth2.Token) time.Time {
+	switch {
+	case tok.ExpiresIn > 0:
+		return e.clock.Now().UTC().Add(time.Duration(tok.ExpiresIn) * time.Second)
+	case tok.Expiry.IsZero():
+		return time.Time{}
+	default:
+		return e.clock.Now().UTC().Add(time.Until(tok.Expiry)).Round(time.Second)
+	}
+}
+
 // tokenExpiryDelta refreshes a token this long before it expires, so it
 // does not expire in the caller's hands.
 const tokenExpiryDelta = 10 * time.Second
 
-// Disconnect deletes the provider's stored token. It returns an error
-// wrapping ErrNoToken when there is none.
+// Disconnect deletes the provider's stored token (of flows started
+// without a Principal). It returns an error wrapping ErrNoToken when there
+// is none.
 func (e *Engine) Disconnect(ctx context.Context, provider string) error {
+	return e.DisconnectFor(ctx, TokenKey{Provider: provider})
+}
+
+// DisconnectFor is Disconnect for the principal key.Account.
+func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	defer e.inflight.Done()
-	if _, err := e.provider(provider); err != nil {
+	if _, err := e.provider(key.Provider); err != nil {
 		return err
 	}
-	key := TokenKey{Provider: provider}
 	if _, err := e.tokens.LoadToken(ctx, key); err != nil {
 		return err
 	}

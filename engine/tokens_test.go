@@ -1,0 +1,229 @@
+package engine_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/engine"
+)
+
+// refreshTokensSent lists the refresh tokens the provider was asked to redeem.
+func (p *fakeProvider) refreshTokensSent() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, r := range p.requests {
+		if r.GrantType == "refresh_token" {
+			out = append(out, r.Form.Get("refresh_token"))
+		}
+	}
+	return out
+}
+
+func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	first := h.prov.secrets() // access, refresh
+	require.Len(t, first, 2)
+
+	tok, st, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, first[0], tok.AccessToken, "a valid token is returned as it is")
+	assert.Equal(t, time.Hour, st.Expiry.Sub(h.clk.Now()), "the expiry follows the engine's clock")
+	assert.Equal(t, 1, h.prov.tokenCalls())
+
+	h.clk.Advance(time.Hour)
+	tok, st, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	second := h.prov.secrets()[2:]
+	assert.Equal(t, second[0], tok.AccessToken)
+	assert.Equal(t, second[1], st.RefreshToken, "the rotated refresh token is stored")
+	assert.Equal(t, time.Hour, tok.Expiry.Sub(h.clk.Now()))
+	assert.Equal(t, []string{"repo", "read:user"}, st.Scopes, "scopes survive a refresh without a scope field")
+
+	// The rotated token is durable: a restarted engine refreshes with it,
+	// and the spent one is never sent again.
+	h.restart()
+	h.clk.Advance(2 * time.Hour)
+	tok, _, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, h.prov.secrets()[4], tok.AccessToken)
+	sent := h.prov.refreshTokensSent()
+	assert.Equal(t, []string{first[1], second[1]}, sent, "each refresh token is used once")
+}
+
+func TestTokenRefreshesShortlyBeforeExpiry(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	h.clk.Advance(time.Hour - 5*time.Second)
+	_, _, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Len(t, h.prov.refreshTokensSent(), 1, "a token about to expire is refreshed, not handed out")
+}
+
+// Concurrent callers of an expired token share one refresh: with rotating
+// refresh tokens a second refresh would spend a dead token.
+func TestTokenConcurrentRefreshOnce(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	h.clk.Advance(2 * time.Hour)
+	var wg sync.WaitGroup
+	got := make([]string, 8)
+	for i := range got {
+		wg.Go(func() {
+			tok, _, err := h.e.Token(h.ctx, "gh")
+			assert.NoError(t, err)
+			if tok != nil {
+				got[i] = tok.AccessToken
+			}
+		})
+	}
+	wg.Wait()
+	assert.Len(t, h.prov.refreshTokensSent(), 1)
+	for _, a := range got {
+		assert.Equal(t, got[0], a)
+	}
+}
+
+func TestTokenExpiredWithoutRefreshToken(t *testing.T) {
+	h := newHarness(t)
+	h.prov.noRefresh = true
+	h.connect("")
+	h.clk.Advance(2 * time.Hour)
+	_, _, err := h.e.Token(h.ctx, "gh")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no refresh token")
+	assert.Contains(t, err.Error(), "flowctl connect gh", "the error says what to do")
+	assert.Equal(t, 1, h.prov.tokenCalls(), "nothing to refresh with: the endpoint is not called")
+}
+
+func TestTokenWithoutExpiryNeverRefreshes(t *testing.T) {
+	h := newHarness(t)
+	h.prov.expiresIn = 0
+	h.connect("")
+	h.clk.Advance(1000 * time.Hour)
+	tok, _, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, h.prov.secrets()[0], tok.AccessToken)
+	assert.Empty(t, h.prov.refreshTokensSent())
+}
+
+func TestTokenRefreshRefused(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	h.prov.override = func(w http.ResponseWriter, r *http.Request) {
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "The refresh token was revoked.")
+	}
+	h.clk.Advance(2 * time.Hour)
+	_, _, err := h.e.Token(h.ctx, "gh")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "invalid_grant")
+	assert.Contains(t, err.Error(), "flowctl connect gh")
+	for _, s := range h.prov.secrets() {
+		assert.NotContains(t, err.Error(), s)
+	}
+	// The stored token is untouched: once the provider is back, it works.
+	h.prov.override = nil
+	tok, _, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, h.prov.secrets()[2], tok.AccessToken)
+}
+
+func TestDisconnect(t *testing.T) {
+	h := newHarness(t)
+	_, _, err := h.e.Token(h.ctx, "gh")
+	require.ErrorIs(t, err, engine.ErrNoToken, "never connected")
+	assert.Contains(t, err.Error(), "connect")
+
+	h.connect("")
+	require.NoError(t, h.e.Disconnect(h.ctx, "gh"))
+	_, _, err = h.e.Token(h.ctx, "gh")
+	require.ErrorIs(t, err, engine.ErrNoToken)
+	require.ErrorIs(t, h.e.Disconnect(h.ctx, "gh"), engine.ErrNoToken)
+	h.restart()
+	_, _, err = h.e.Token(h.ctx, "gh")
+	require.ErrorIs(t, err, engine.ErrNoToken, "the deletion is durable")
+}
+
+// A new connect replaces the stored token.
+func TestReconnectReplacesToken(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	second := h.connect("")
+	tok, st, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, h.prov.secrets()[2], tok.AccessToken)
+	assert.Equal(t, second.ID, st.Flow)
+}
+
+// Tokens are kept per principal: one principal's connect does not replace
+// another's token.
+func TestTokensPerPrincipal(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	alice := h.connect("alice")
+	tok, _, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, h.prov.secrets()[0], tok.AccessToken, "the local user's token")
+
+	tok, st, err := h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	require.NoError(t, err)
+	assert.Equal(t, h.prov.secrets()[2], tok.AccessToken)
+	assert.Equal(t, alice.ID, st.Flow)
+
+	require.NoError(t, h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"}))
+	_, _, err = h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	require.ErrorIs(t, err, engine.ErrNoToken)
+	_, _, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err, "the local user's token stays")
+}
+
+// An embedder's TokenStore receives the token instead of the log.
+func TestCustomTokenStore(t *testing.T) {
+	ts := &mapTokens{m: map[engine.TokenKey]engine.StoredToken{}}
+	h := newHarness(t, func(c *engine.Config) { c.Tokens = ts })
+	f := h.connect("")
+	ts.mu.Lock()
+	st, ok := ts.m[engine.TokenKey{Provider: "gh"}]
+	ts.mu.Unlock()
+	require.True(t, ok)
+	assert.Equal(t, f.ID, st.Flow)
+	_, found, err := h.log.Secret(h.ctx, "token/gh/")
+	require.NoError(t, err)
+	assert.False(t, found, "the default store is not used")
+}
+
+type mapTokens struct {
+	mu sync.Mutex
+	m  map[engine.TokenKey]engine.StoredToken
+}
+
+func (s *mapTokens) SaveToken(_ context.Context, k engine.TokenKey, t engine.StoredToken) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = t
+	return nil
+}
+
+func (s *mapTokens) LoadToken(_ context.Context, k engine.TokenKey) (engine.StoredToken, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.m[k]
+	if !ok {
+		return t, engine.ErrNoToken
+	}
+	return t, nil
+}
+
+func (s *mapTokens) DeleteToken(_ context.Context, k engine.TokenKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, k)
+	return nil
+}
