@@ -41,10 +41,11 @@ func flowID(name string) string {
 }
 
 // codeFP stands in for the engine's keyed fingerprint of an authorization
-// code. Only fingerprints ever enter a record.
+// code, in its form ("hmac:" and 24 hex digits). Only fingerprints ever
+// enter a record.
 func codeFP(name string) string {
 	sum := sha256.Sum256([]byte("flowd testdata code " + name))
-	return "fp1:" + hex.EncodeToString(sum[:8])
+	return "hmac:" + hex.EncodeToString(sum[:12])
 }
 
 // logb builds a log in global order with one clock for the whole log.
