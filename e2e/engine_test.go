@@ -18,7 +18,7 @@ import (
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
 	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/persist/memlog"
+	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
 
@@ -32,7 +32,6 @@ type engineRig struct {
 	// logs is the engine's slog output, scanned for secrets at the end.
 	logs bytes.Buffer
 
-	mem      *memlog.Log
 	log      engine.Log
 	closeLog func() error
 	eng      *engine.Engine
@@ -61,13 +60,11 @@ func newEngineRig(t *testing.T, opts dextest.Options) *engineRig {
 
 func (r *engineRig) dbPath() string { return filepath.Join(r.dir, "flowd.db") }
 
-// openLog opens the event log. Until the bbolt log (persist) lands, an
-// in-memory log kept across reopen stands in for the database file.
+// openLog opens the bbolt event log, as flowd does.
 func (r *engineRig) openLog() {
-	if r.mem == nil {
-		r.mem = memlog.New()
-	}
-	r.log, r.closeLog = r.mem, func() error { return nil }
+	db, err := persist.Open(r.dbPath(), persist.Options{})
+	require.NoError(r.t, err, "open the event log")
+	r.log, r.closeLog = db, db.Close
 }
 
 func (r *engineRig) open() {
@@ -160,14 +157,21 @@ func (r *engineRig) scanForSecrets() {
 	if r.dex.Secrets.Len() < 2 {
 		t.Log("secret scan: no secrets recorded beyond the client secret")
 	}
-	if db, err := os.ReadFile(r.dbPath()); err == nil {
-		assert.Empty(t, r.dex.Secrets.Leaks(db), "secrets in the database file %s", r.dbPath())
+	for _, path := range []string{r.dbPath(), r.dbPath() + ".key"} {
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		assert.Empty(t, r.dex.Secrets.Leaks(data), "secrets in %s", path)
 	}
 	assert.Empty(t, r.dex.Secrets.Leaks(r.logs.Bytes()), "secrets in the engine's log output")
 
+	// The export is every record as JSON lines, read back from the closed
+	// database file.
 	var export bytes.Buffer
 	enc := json.NewEncoder(&export)
-	require.NoError(t, r.mem.Scan(context.Background(), 0, func(rec states.Record) error { return enc.Encode(rec) }))
+	db, err := persist.Open(r.dbPath(), persist.Options{ReadOnly: true})
+	require.NoError(t, err, "reopen the event log to export it")
+	require.NoError(t, db.Scan(context.Background(), 0, func(rec states.Record) error { return enc.Encode(rec) }))
+	require.NoError(t, db.Close())
 	assert.Empty(t, r.dex.Secrets.Leaks(export.Bytes()), "secrets in the exported event log")
 	t.Logf("secret scan: %d secrets (%v) checked against %d bytes of log, %d bytes of export",
 		r.dex.Secrets.Len(), r.dex.Secrets.Kinds(), r.logs.Len(), export.Len())
