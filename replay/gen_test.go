@@ -172,8 +172,9 @@ var scenarios = map[string]func(l *logb){
 		dl := l.now.Add(40 * time.Second).Add(ttl)
 		l.add(b, 40*time.Second, states.Created, states.Data{Provider: "github", Principal: "alice",
 			Scopes: []string{"repo"}, Transport: states.Loopback, RedirectURI: loopbackURI, Deadline: &dl})
-		l.fail(a, time.Millisecond, states.Data{Reason: states.Superseded, SupersededBy: b.id})
 		l.add(b, 2*time.Millisecond, states.URLIssued, states.Data{})
+		// The engine records the new flow first, then ends the old one.
+		l.fail(a, time.Millisecond, states.Data{Reason: states.Superseded, SupersededBy: b.id})
 		l.exchange(b, 11*time.Second, "superseded_second")
 		l.succeed(b, 280*time.Millisecond, "repo")
 	},
