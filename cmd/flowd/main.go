@@ -108,7 +108,7 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// openLog opens the bbolt event log. the lock timeout (250ms) is what
+// openLog opens the bbolt event log. Its short lock timeout is what
 // makes a second flowd on the same state directory exit at once, naming
 // the database.
 func openLog(path string) (server.Log, error) {

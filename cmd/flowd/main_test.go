@@ -10,9 +10,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"flowd.local/flowd/cmd/internal/server"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // A second flowd on the same state directory, with the real bbolt log,
 // fails at once with an error naming the database.

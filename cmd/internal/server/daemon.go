@@ -373,6 +373,14 @@ func createServiceToken(path string) (string, error) {
 }
 
 func listenTCP(addr string) (net.Listener, error) {
+	// The config file's listen is checked on load; a flag or FLOWD_LISTEN here.
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q is not host:port (e.g. 127.0.0.1:8085)", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("listen address %q is not a loopback address; flowd's listener must stay on this machine (use 127.0.0.1 or ::1)", addr)
+	}
 	l, err := net.Listen("tcp", addr)
 	if err == nil {
 		return l, nil

@@ -190,3 +190,12 @@ func TestInvalidConfigStopsStart(t *testing.T) {
 	assert.Contains(t, err.Error(), "providers.github.client_id")
 	assert.NotContains(t, err.Error(), "\"x\"")
 }
+
+func TestNonLoopbackListenRefused(t *testing.T) {
+	dirs := newDirs(t)
+	o := dirs.opts(&lockingLogs{})
+	o.Listen = "0.0.0.0:0"
+	_, err := Open(context.Background(), o)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not a loopback address")
+}
