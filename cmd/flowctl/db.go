@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
 
@@ -17,9 +18,16 @@ type logReader interface {
 }
 
 // openDB opens a database file read-only. It returns an error wrapping
-// errDBHeld when a running flowd holds the file.
+// errDBHeld when a running flowd holds the file. Tests replace it.
 var openDB = func(path string) (logReader, error) {
-	return nil, errors.New("reading a database file directly is not in this build yet; ask flowd instead (drop --db)")
+	db, err := persist.Open(path, persist.Options{ReadOnly: true, Timeout: dbOpenTimeout})
+	if errors.Is(err, persist.ErrLocked) {
+		return nil, fmt.Errorf("%w: %w", errDBHeld, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
 }
 
 func (a *app) historyFromDB(ctx context.Context, path, arg string) ([]states.Record, error) {
@@ -32,7 +40,7 @@ func (a *app) historyFromDB(ctx context.Context, path, arg string) ([]states.Rec
 		if errors.Is(err, errDBHeld) {
 			return nil, fmt.Errorf("flowd is running and holds %s, so it cannot be read directly: drop --db and flowctl asks flowd instead", path)
 		}
-		return nil, fmt.Errorf("open %s read-only: %w", path, err)
+		return nil, fmt.Errorf("inspect --db %s: %w", path, err)
 	}
 	defer db.Close()
 	recs, err := db.History(ctx, state)

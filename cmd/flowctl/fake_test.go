@@ -489,3 +489,18 @@ func oneJSON(t *testing.T, out string) map[string]any {
 	require.Error(t, dec.Decode(&extra), "stdout has more than one JSON value: %q", out)
 	return m
 }
+
+// restartFake serves old's API again on its socket, with its flows:
+// flowd restarted and recovered its log.
+func restartFake(t *testing.T, old *fakeFlowd) *fakeFlowd {
+	t.Helper()
+	ln, err := net.Listen("unix", old.socket)
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(old.srv.Config.Handler)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	old.srv = srv
+	return old
+}

@@ -16,7 +16,7 @@ import (
 
 // dbOpenTimeout bounds the wait for a database file's lock. A running flowd
 // holds the lock for good, so waiting longer only delays the answer.
-const dbOpenTimeout = 200 * time.Millisecond
+const dbOpenTimeout = 100 * time.Millisecond
 
 func (a *app) inspectCmd() *cobra.Command {
 	var dbPath string

@@ -7,12 +7,58 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/replay"
 )
 
-// replayRun replays a recorded log and writes each flow's state after each
-// record and its final state. It returns an error naming the first bad record.
-var replayRun = func(r io.Reader, w io.Writer) error {
-	return errors.New("replay is not in this build yet")
+// replayResult is replay's --json output.
+type replayResult struct {
+	// Records counts the records replayed without error.
+	Records int `json:"records"`
+	// Flows is each flow as the replay left it, in first-mention order.
+	Flows []wire.Flow `json:"flows"`
+	// Error names the first bad record; absent when the log replays.
+	Error *replayError `json:"error,omitempty"`
+}
+
+type replayError struct {
+	// Line is the 1-based line of the log, 0 when reading the file failed.
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
+}
+
+func (a *app) replay(r io.Reader, name string) error {
+	w := a.stdout
+	if a.json {
+		w = io.Discard
+	}
+	sum, err := replay.Run(r, w)
+	if !a.json {
+		if err != nil {
+			return fmt.Errorf("replay %s: %w", name, err)
+		}
+		return nil
+	}
+	res := replayResult{Records: sum.Records, Flows: make([]wire.Flow, 0, len(sum.Flows))}
+	for _, f := range sum.Flows {
+		res.Flows = append(res.Flows, wire.FlowFrom(f))
+	}
+	if err != nil {
+		res.Error = &replayError{Message: err.Error()}
+		var re *replay.Error
+		if errors.As(err, &re) {
+			res.Error.Line = re.Line
+		}
+	}
+	if werr := a.writeJSON(res); werr != nil {
+		return werr
+	}
+	if err != nil {
+		fmt.Fprintf(a.stderr, "replay %s: %v\n", name, err)
+		return silentExit(ExitFailed)
+	}
+	return nil
 }
 
 func (a *app) replayCmd() *cobra.Command {
@@ -37,10 +83,7 @@ schema version. It needs no flowd. "-" reads stdin.`,
 				defer f.Close()
 				r = f
 			}
-			if err := replayRun(r, a.stdout); err != nil {
-				return fmt.Errorf("replay %s: %w", args[0], err)
-			}
-			return nil
+			return a.replay(r, args[0])
 		},
 	}
 }
