@@ -641,7 +641,7 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 		return f, &FlowError{Flow: f, Err: ErrExpired}
 	case p.Error != "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
-			Reason: states.ProviderDenied, ErrorCode: clip(p.Error, 200), Message: clip(p.ErrorDescription, 500),
+			Reason: states.ProviderDenied, ErrorCode: clip(redact(p.Error, []string{p.Code}), 200), Message: clip(redact(p.ErrorDescription, []string{p.Code}), 500),
 		}), e.dropVerifier(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err)
@@ -705,7 +705,7 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	defer cancel()
 	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
-		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout))
+		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}
 	granted := grantedScopes(tok, f.Scopes)
 	now := e.clock.Now().UTC()
@@ -722,12 +722,16 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 
 // describeExchangeError turns an exchange error into record data. It keeps
 // the HTTP status and the provider's error code and description, never the
-// response body, which could carry a token.
-func describeExchangeError(err, ctxErr error, timeout time.Duration) states.Data {
+// response body, which could carry a token. The provider's text is its
+// own: one that echoes the request would put the code, verifier or client
+// secret in the log, so the secrets sent are redacted from it (before it
+// is clipped, so no half of a secret survives either).
+func describeExchangeError(err, ctxErr error, timeout time.Duration, sent ...string) states.Data {
+	text := func(s string, n int) string { return clip(redact(s, sent), n) }
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re):
-		d := states.Data{ErrorCode: clip(re.ErrorCode, 200), Message: clip(re.ErrorDescription, 500)}
+		d := states.Data{ErrorCode: text(re.ErrorCode, 200), Message: text(re.ErrorDescription, 500)}
 		if re.Response != nil {
 			d.HTTPStatus = re.Response.StatusCode
 		}
@@ -737,7 +741,7 @@ func describeExchangeError(err, ctxErr error, timeout time.Duration) states.Data
 		if d.Message == "" && re.Response != nil {
 			d.Message = fmt.Sprintf("the token endpoint answered %s", re.Response.Status)
 			if ct := re.Response.Header.Get("Content-Type"); ct != "" {
-				d.Message += " (" + clip(ct, 100) + ")"
+				d.Message += " (" + text(ct, 100) + ")"
 			}
 		}
 		return d
@@ -749,10 +753,20 @@ func describeExchangeError(err, ctxErr error, timeout time.Duration) states.Data
 		if ue.Timeout() {
 			return states.Data{ErrorCode: "timeout", Message: fmt.Sprintf("the token endpoint did not answer within %s", timeout)}
 		}
-		return states.Data{ErrorCode: "network_error", Message: clip(ue.Err.Error(), 300)}
+		return states.Data{ErrorCode: "network_error", Message: text(ue.Err.Error(), 300)}
 	}
 	// oauth2's own errors: a 200 that is not a token (HTML, garbage, no access_token).
-	return states.Data{ErrorCode: "invalid_response", Message: clip(strings.TrimPrefix(err.Error(), "oauth2: "), 300)}
+	return states.Data{ErrorCode: "invalid_response", Message: text(strings.TrimPrefix(err.Error(), "oauth2: "), 300)}
+}
+
+// redact replaces every secret in s.
+func redact(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	return s
 }
 
 // grantedScopes reads the token's scope field (space separated in JSON,

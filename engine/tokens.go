@@ -127,7 +127,7 @@ func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, Sto
 		expired.Expiry = time.Unix(1, 0) // force the refresh whatever oauth2's own clock says
 		fresh, err := p.oauth.TokenSource(rctx, &expired).Token()
 		if err != nil {
-			d := describeExchangeError(err, rctx.Err(), e.cfg.ExchangeTimeout)
+			d := describeExchangeError(err, rctx.Err(), e.cfg.ExchangeTimeout, st.RefreshToken, p.ClientSecret)
 			return nil, st, fmt.Errorf("refresh token for %s: %s (%s); reconnect: flowctl connect %s", provider, d.Message, d.ErrorCode, provider)
 		}
 		st.AccessToken, st.Expiry = fresh.AccessToken, e.expiry(fresh)

@@ -1,0 +1,193 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/persist"
+	"flowd.local/flowd/states"
+)
+
+// After a run that touches every path a secret takes (codes exchanged,
+// refused and replayed, verifiers sealed and deleted, tokens stored and
+// rotated, the client secret sent in both auth styles), none of the
+// secrets appears in the database file, the key-less export of its
+// records, the engine's logs, or any error the engine returned. They live
+// only sealed, in the secrets bucket.
+func TestSecretsNeverLeak(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "flowd.db")
+	db, err := persist.Open(path, persist.Options{})
+	require.NoError(t, err)
+	defer db.Close()
+
+	params := newFakeProvider(t, oauth2.AuthStyleInParams)
+	header := newFakeProvider(t, oauth2.AuthStyleInHeader)
+	logs := &syncBuffer{}
+	clk := fakeclock.New(epoch)
+	cfg := engine.Config{Log: db, Clock: clk, Logger: newTestLogger(logs), ExchangeTimeout: 5 * time.Second,
+		Providers: []engine.Provider{params.config("gh"), header.config("gl")}}
+	e, err := engine.Open(ctx, cfg)
+	require.NoError(t, err)
+
+	var errs []error
+	note := func(_ any, err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var codes, verifiers []string
+	start := func(provider, principal string) engine.Started {
+		st, err := e.Start(ctx, engine.StartRequest{Provider: provider, Principal: principal})
+		require.NoError(t, err)
+		return st
+	}
+	// Complete flows on both providers, with late duplicates of their codes.
+	for _, p := range []struct {
+		name string
+		prov *fakeProvider
+	}{{"gh", params}, {"gl", header}} {
+		st := start(p.name, "")
+		_, code := p.prov.authorize(t, st.AuthURL)
+		codes = append(codes, code)
+		f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code})
+		require.NoError(t, err)
+		require.Equal(t, states.Complete, f.State)
+		note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code}))
+	}
+	// A code the provider refuses.
+	st := start("gh", "b")
+	forged := codePrefix + "forged-0001"
+	codes = append(codes, forged)
+	f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: forged})
+	require.NoError(t, err)
+	require.Equal(t, states.ExchangeFailed, f.Reason)
+	// A token endpoint that answers 500 with a body echoing the request.
+	params.override = func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(500)
+		_, _ = w.Write([]byte("debug dump: " + r.PostForm.Encode()))
+	}
+	st = start("gh", "c")
+	_, code := params.authorize(t, st.AuthURL)
+	codes = append(codes, code)
+	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code}))
+	// A provider whose OAuth error echoes everything it was sent.
+	params.override = func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		oauthError(w, 400, "invalid_grant", "rejected "+r.PostForm.Get("code")+" with "+r.PostForm.Get("code_verifier")+" for "+r.PostForm.Get("client_secret"))
+	}
+	st = start("gh", "c2")
+	_, code = params.authorize(t, st.AuthURL)
+	codes = append(codes, code)
+	f, err = e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code})
+	require.NoError(t, err)
+	require.Contains(t, f.Message, "rejected [redacted] with [redacted] for [redacted]")
+	params.override = nil
+	// A provider error that comes with a code.
+	st = start("gh", "c3")
+	_, code = params.authorize(t, st.AuthURL)
+	codes = append(codes, code)
+	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code, Error: "access_denied", ErrorDescription: "denied " + code}))
+	// Denied, canceled, expired, and one still awaiting at the end.
+	st = start("gh", "d")
+	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Error: "access_denied"}))
+	st = start("gh", "e")
+	note(e.Cancel(ctx, st.State))
+	expiring := start("gh", "f")
+	clk.Advance(engine.DefaultTTL)
+	note(e.Callback(ctx, engine.CallbackParams{State: expiring.State, Code: codePrefix + "late"}))
+	awaiting := start("gh", "g")
+	v, ok, err := db.Secret(ctx, "verifier/"+awaiting.State)
+	require.NoError(t, err)
+	require.True(t, ok, "an awaiting flow's verifier is sealed in the log")
+	verifiers = append(verifiers, string(v))
+	// Tokens: refresh (rotating the refresh token) and a refused refresh.
+	clk.Advance(2 * time.Hour)
+	_, _, err = e.Token(ctx, "gh")
+	require.NoError(t, err)
+	params.override = func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		oauthError(w, 400, "invalid_grant", "bad refresh token "+r.PostForm.Get("refresh_token"))
+	}
+	clk.Advance(2 * time.Hour)
+	_, _, err = e.Token(ctx, "gh")
+	require.Error(t, err)
+	errs = append(errs, err)
+	params.override = nil
+	_, _, err = e.Token(ctx, "gl")
+	require.NoError(t, err)
+	// An interrupted exchange, through a restart.
+	inter := start("gl", "h")
+	require.NoError(t, e.Close())
+	hist, err := db.History(ctx, inter.State)
+	require.NoError(t, err)
+	require.NoError(t, db.Append(ctx, []states.Record{{Version: states.SchemaVersion, Flow: inter.State, FlowSeq: hist[len(hist)-1].FlowSeq + 1,
+		Event: states.ExchangeStarted, From: states.AwaitingCallback, To: states.AwaitingCallback, Time: clk.Now()}}, nil))
+	e, err = engine.Open(ctx, cfg)
+	require.NoError(t, err)
+	note(e.Callback(ctx, engine.CallbackParams{State: inter.State, Code: codePrefix + "after-crash"}))
+	require.NoError(t, e.Close())
+
+	for _, p := range []*fakeProvider{params, header} {
+		p.mu.Lock()
+		for _, r := range p.requests {
+			if r.Verifier != "" {
+				verifiers = append(verifiers, r.Verifier)
+			}
+		}
+		p.mu.Unlock()
+	}
+	require.GreaterOrEqual(t, len(verifiers), 4)
+	secrets := append([]string{clientSecret}, codes...)
+	secrets = append(secrets, verifiers...)
+	secrets = append(secrets, params.secrets()...)
+	secrets = append(secrets, header.secrets()...)
+	require.GreaterOrEqual(t, len(secrets), 12)
+
+	// The exported log, as flowctl export would write it.
+	var export bytes.Buffer
+	for _, rec := range dump(t, db) {
+		b, err := rec.Encode()
+		require.NoError(t, err)
+		export.Write(b)
+		export.WriteByte('\n')
+	}
+	require.NoError(t, db.Close())
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	key, err := os.ReadFile(path + ".key")
+	require.NoError(t, err)
+	require.Contains(t, string(raw), awaiting.State, "sanity: the scan sees the records")
+
+	var errText strings.Builder
+	for _, err := range errs {
+		errText.WriteString(err.Error() + "\n")
+	}
+	require.NotEmpty(t, logs.String())
+	for _, s := range secrets {
+		for _, form := range []string{s, base64.StdEncoding.EncodeToString([]byte(s)), hex.EncodeToString([]byte(s))} {
+			assert.NotContains(t, string(raw), form, "secret in the database file")
+			assert.NotContains(t, string(key), form, "secret in the key file")
+			assert.NotContains(t, export.String(), form, "secret in the exported log")
+			assert.NotContains(t, logs.String(), form, "secret in the engine's logs")
+			assert.NotContains(t, errText.String(), form, "secret in an error")
+		}
+	}
+}
