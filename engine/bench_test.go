@@ -1,0 +1,103 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/persist"
+	"flowd.local/flowd/persist/memlog"
+	"flowd.local/flowd/states"
+)
+
+// handlerTransport answers HTTP requests with a handler in-process, so a
+// benchmark measures the engine and its log, not loopback TCP.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	if r.Body != nil {
+		defer r.Body.Close()
+	}
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+// benchTokenEndpoint issues a token for any code.
+var benchTokenEndpoint = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"access_token":"at","token_type":"bearer","refresh_token":"rt","expires_in":3600,"scope":"repo"}`)
+})
+
+// BenchmarkTransitions runs flows start -> callback -> complete, 64 at a
+// time, and reports durable transitions per second: every flow appends four
+// records (created, url_issued, exchange_started, exchange_succeeded) in
+// three appends, plus the token's sealed write.
+func BenchmarkTransitions(b *testing.B) {
+	for _, bk := range []struct {
+		name string
+		open func(b *testing.B) engine.Log
+	}{
+		{"memlog", func(*testing.B) engine.Log { return memlog.New() }},
+		{"bbolt", func(b *testing.B) engine.Log {
+			db, err := persist.Open(filepath.Join(b.TempDir(), "flowd.db"), persist.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = db.Close() })
+			return db
+		}},
+	} {
+		b.Run(bk.name, func(b *testing.B) { benchTransitions(b, bk.open(b), 64) })
+	}
+}
+
+func benchTransitions(b *testing.B, log engine.Log, workers int) {
+	ctx := context.Background()
+	var transitions atomic.Int64
+	e, err := engine.Open(ctx, engine.Config{
+		Log:        log,
+		HTTPClient: &http.Client{Transport: handlerTransport{benchTokenEndpoint}},
+		Providers: []engine.Provider{{Name: "gh", AuthURL: "https://auth.example.test/authorize", TokenURL: "https://token.example.test/token",
+			AuthStyle: oauth2.AuthStyleInParams, ClientID: "id", ClientSecret: "secret"}},
+		Hooks: engine.Hooks{Transition: func(states.Record, states.Flow) { transitions.Add(1) }},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for w := range workers {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+				st, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Principal: fmt.Sprintf("w%d-%d", w, i)})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: "code"})
+				if err != nil || f.State != states.Complete {
+					b.Errorf("callback: %v (%s)", err, f.State)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(transitions.Load())/b.Elapsed().Seconds(), "transitions/s")
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/flow")
+}
