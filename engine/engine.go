@@ -176,6 +176,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	if err := e.recover(ctx); err != nil {
+		// Recovery may have re-armed flows before it failed: stop the
+		// timer, or it would later write to a log the caller gave up on,
+		// perhaps under a newer engine.
+		_ = e.Close()
 		return nil, err
 	}
 	if cfg.Retention > 0 {
