@@ -46,7 +46,8 @@ type Timer interface {
 }
 
 // Hooks lets an embedder observe the engine (metrics, audit). Every hook is
-// optional and must not block: it runs on the engine's path.
+// optional and must not block: it runs on the engine's path, Transition
+// with the flow's lock held, so a hook must not call back into the engine.
 type Hooks struct {
 	// Transition is called after a record is durably appended, with the flow it produced.
 	Transition func(rec states.Record, flow states.Flow)

@@ -76,10 +76,12 @@ type Engine struct {
 	pruner  Timer
 	births  uint64
 
-	closing   chan struct{}
-	inflight  sync.WaitGroup
-	wakeups   atomic.Int64
-	refreshMu sync.Mutex
+	closing  chan struct{}
+	inflight sync.WaitGroup
+	wakeups  atomic.Int64
+	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
+	// token are serialized, other tokens are not held up behind them.
+	refreshing sync.Map
 }
 
 type provider struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -108,10 +109,12 @@ func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, Sto
 	if err != nil {
 		return nil, StoredToken{}, err
 	}
-	// One refresh at a time: with rotating refresh tokens, two concurrent
-	// refreshes would spend the same refresh token and one would fail.
-	e.refreshMu.Lock()
-	defer e.refreshMu.Unlock()
+	// One refresh of a token at a time: with rotating refresh tokens, two
+	// concurrent refreshes would spend the same refresh token and one would
+	// fail. Other tokens go on meanwhile.
+	mu, _ := e.refreshing.LoadOrStore(key, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	st, err := e.tokens.LoadToken(ctx, key)
 	if err != nil {
 		return nil, StoredToken{}, err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 )
@@ -226,4 +227,36 @@ func (s *mapTokens) DeleteToken(_ context.Context, k engine.TokenKey) error {
 	defer s.mu.Unlock()
 	delete(s.m, k)
 	return nil
+}
+
+// A slow refresh of one provider's token holds up no other provider's.
+func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
+	var gl *fakeProvider
+	h := newHarness(t, func(c *engine.Config) {
+		gl = newFakeProvider(t, oauth2.AuthStyleInParams)
+		c.Providers = append(c.Providers, gl.config("gl"))
+	})
+	h.connect("")
+	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gl"})
+	require.NoError(t, err)
+	_, code := gl.authorize(t, st.AuthURL)
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	require.NoError(t, err)
+
+	h.clk.Advance(2 * time.Hour)
+	gate := make(chan struct{})
+	h.prov.mu.Lock()
+	h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
+	h.prov.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := h.e.Token(h.ctx, "gh")
+		done <- err
+	}()
+	<-h.prov.entered // gh's refresh is stuck at its provider
+	tok, _, err := h.e.Token(h.ctx, "gl")
+	require.NoError(t, err, "gl's token is refreshed while gh's refresh hangs")
+	assert.Equal(t, gl.secrets()[2], tok.AccessToken)
+	close(gate)
+	require.NoError(t, <-done)
 }
