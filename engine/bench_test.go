@@ -7,13 +7,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
 	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/fakeclock"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
@@ -100,4 +104,69 @@ func benchTransitions(b *testing.B, log engine.Log, workers int) {
 	b.ReportMetric(float64(transitions.Load())/b.Elapsed().Seconds(), "transitions/s")
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/flow")
+}
+
+// nullLog keeps nothing: it lets a measurement see the engine's own memory
+// without the log's.
+type nullLog struct{ seq atomic.Uint64 }
+
+func (l *nullLog) Append(_ context.Context, recs []states.Record, _ map[string][]byte) error {
+	for i := range recs {
+		recs[i].Seq = l.seq.Add(1)
+	}
+	return nil
+}
+func (l *nullLog) History(context.Context, string) ([]states.Record, error) { return nil, nil }
+func (l *nullLog) Live(context.Context, func([]states.Record) error) error  { return nil }
+func (l *nullLog) Scan(context.Context, uint64, func(states.Record) error) error {
+	return nil
+}
+func (l *nullLog) Secret(context.Context, string) ([]byte, bool, error) { return nil, false, nil }
+func (l *nullLog) Prune(context.Context, time.Time) (int, error)        { return 0, nil }
+
+// liveFlowHeap measures the engine's heap per live flow with n flows of
+// distinct principals (the worst case: one owner entry each).
+func liveFlowHeap(tb testing.TB, n int) float64 {
+	ctx := context.Background()
+	e, err := engine.Open(ctx, engine.Config{Log: &nullLog{}, Retention: -1, Clock: fakeclock.New(epoch),
+		Providers: []engine.Provider{{Name: "gh", AuthURL: "https://auth.example.test/authorize", TokenURL: "https://token.example.test/token",
+			AuthStyle: oauth2.AuthStyleInParams, ClientID: "id", Scopes: []string{"repo", "read:user"}}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer e.Close()
+	principals := make([]string, n)
+	for i := range principals {
+		principals[i] = fmt.Sprintf("user-%08d@example.com", i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, p := range principals {
+		if _, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Principal: p}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if e.Stats().Live != n {
+		tb.Fatalf("%d live flows, want %d", e.Stats().Live, n)
+	}
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+}
+
+// BenchmarkLiveFlowHeap reports the engine's heap per live flow.
+func BenchmarkLiveFlowHeap(b *testing.B) {
+	var per float64
+	for b.Loop() {
+		per = liveFlowHeap(b, 20000)
+	}
+	b.ReportMetric(per, "B/liveflow")
+}
+
+// The performance budget: at most 2 KiB of heap per live flow.
+func TestLiveFlowHeapBudget(t *testing.T) {
+	per := liveFlowHeap(t, 10000)
+	t.Logf("%.0f B of heap per live flow", per)
+	assert.LessOrEqual(t, per, 2048.0)
 }
