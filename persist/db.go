@@ -16,7 +16,6 @@ import (
 	"io/fs"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,11 +61,12 @@ type Options struct {
 	// loss can then lose acknowledged appends or corrupt the file.
 	NoSync bool
 	// MaxBatchSize caps how many concurrent appends share one commit.
-	// Default 1000 (bbolt's).
+	// Default 1000.
 	MaxBatchSize int
-	// MaxBatchDelay is how long a commit waits for more appends to join it
-	// once appends are concurrent. An append with no other in flight
-	// commits at once and never waits. Default 2ms.
+	// MaxBatchDelay makes each commit wait this long for more appends to
+	// join it, unless MaxBatchSize are already queued. Default 0: commit
+	// at once; appends that arrive during a commit's fsync share the next
+	// one anyway, so waiting only adds latency on most disks.
 	MaxBatchDelay time.Duration
 	// InitialMmapSize is the initial size of bbolt's memory map, in bytes.
 	// A writer that must grow the map waits for every open read, so a
@@ -77,9 +77,8 @@ type Options struct {
 
 // Defaults.
 const (
-	DefaultTimeout       = time.Second
-	DefaultMaxBatchSize  = 1000
-	DefaultMaxBatchDelay = 2 * time.Millisecond
+	DefaultTimeout      = time.Second
+	DefaultMaxBatchSize = 1000
 )
 
 func (o Options) withDefaults(path string) Options {
@@ -96,9 +95,6 @@ func (o Options) withDefaults(path string) Options {
 	if o.MaxBatchSize <= 0 {
 		o.MaxBatchSize = DefaultMaxBatchSize
 	}
-	if o.MaxBatchDelay <= 0 {
-		o.MaxBatchDelay = DefaultMaxBatchDelay
-	}
 	return o
 }
 
@@ -108,9 +104,7 @@ type DB struct {
 	path string
 	opts Options
 
-	// inflight counts appends under way: a lone append commits at once
-	// instead of waiting MaxBatchDelay for company that will not come.
-	inflight atomic.Int32
+	commits *committer
 
 	keyOnce sync.Once
 	sealer  *seal.Sealer
@@ -165,9 +159,8 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	bdb.MaxBatchSize = opts.MaxBatchSize
-	bdb.MaxBatchDelay = opts.MaxBatchDelay
-	db := &DB{bolt: bdb, path: path, opts: opts}
+	db := &DB{bolt: bdb, path: path, opts: opts,
+		commits: &committer{db: bdb, maxBatch: opts.MaxBatchSize, linger: opts.MaxBatchDelay}}
 	if err := db.init(); err != nil {
 		_ = bdb.Close()
 		return nil, err

@@ -43,10 +43,9 @@ func buckets(t *bolt.Tx) tx {
 var present = []byte{1}
 
 // Append implements engine.Log. The compare-and-set on the flow's last
-// FlowSeq runs inside the write transaction. An append with no other in
-// flight commits in its own transaction at once; concurrent appends share
-// commits through bbolt's DB.Batch (one fsync for up to MaxBatchSize
-// appends, after at most MaxBatchDelay).
+// FlowSeq runs inside the write transaction. Concurrent appends share
+// commits (see committer): one fsync for every append that arrived while
+// the previous commit was syncing, up to MaxBatchSize.
 func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[string][]byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -72,8 +71,8 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 			}
 		}
 	}
-	// Seal outside the transaction: it draws random nonces, and a batch
-	// may run the transaction function more than once.
+	// Seal outside the transaction: it draws random nonces, and a group
+	// commit may run the transaction function more than once.
 	sealed := make(map[string][]byte, len(secrets))
 	if len(secrets) > 0 {
 		sealer, err := db.sealerFor()
@@ -95,9 +94,9 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 	}
 
 	// The transaction function only reads and writes the database: a
-	// batch may run it several times, and only the last run's out counts.
-	// A conflict is an outcome, not an error: returning an error would
-	// roll back the whole batch and make bbolt rerun everyone's functions.
+	// group commit may run it several times, and only the last run's out
+	// counts. A conflict is an outcome, not an error: returning an error
+	// would roll back the whole batch and rerun everyone's functions.
 	var out struct {
 		err  error
 		seqs []uint64
@@ -177,14 +176,7 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		return nil
 	}
 
-	var err error
-	if db.inflight.Add(1) == 1 {
-		err = db.update(fn)
-	} else {
-		err = db.batch(fn)
-	}
-	db.inflight.Add(-1)
-	if err != nil {
+	if err := db.commits.do(fn); err != nil {
 		return fmt.Errorf("append to %s: %w", db.path, err)
 	}
 	if out.err != nil {
@@ -197,11 +189,6 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 	}
 	return nil
-}
-
-func (db *DB) batch(fn func(*bolt.Tx) error) (err error) {
-	defer recoverCorrupt(&err)
-	return db.bolt.Batch(fn)
 }
 
 // history reads a flow's records through the flows index.

@@ -1,0 +1,138 @@
+package persist
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// committer is the log's group commit. Writers queue their transaction
+// functions; whoever finds no commit under way leads: it takes everything
+// queued (up to maxBatch) and runs it in one bbolt transaction, one fsync,
+// then hands the lead to the first writer that queued meanwhile. A lone
+// append therefore commits at once, and under load each commit carries
+// every append that arrived during the previous fsync.
+//
+// bbolt's DB.Batch does the same grouping but starts each batch with a
+// timer: every batch that does not fill MaxBatchSize waits out
+// MaxBatchDelay, so moderate concurrency (a few writers) pays the delay on
+// every append. See docs/storage.md for the measurements.
+//
+// Like DB.Batch, a function may run more than once: when one fails, the
+// transaction rolls back, the rest run again without it, and it runs alone
+// to get its own error. Functions must only read and write the database.
+type committer struct {
+	db       *bolt.DB
+	maxBatch int
+	linger   time.Duration
+
+	mu      sync.Mutex
+	queue   []*commitReq
+	leading bool // a leader is committing, or the lead is being handed over
+}
+
+type commitReq struct {
+	fn   func(*bolt.Tx) error
+	done chan error // buffered: the result, or errLead
+}
+
+// errLead tells a queued writer it now leads.
+var errLead = errors.New("persist: lead the next commit")
+
+// do runs fn in a shared write transaction and returns once it is
+// committed (durable unless NoSync), with fn's error or the commit's.
+func (c *committer) do(fn func(*bolt.Tx) error) error {
+	req := &commitReq{fn: fn, done: make(chan error, 1)}
+	c.mu.Lock()
+	c.queue = append(c.queue, req)
+	lead := !c.leading
+	c.leading = true
+	c.mu.Unlock()
+	if lead {
+		c.lead()
+	}
+	for {
+		err := <-req.done
+		if err != errLead {
+			return err
+		}
+		c.lead()
+	}
+}
+
+// lead runs one commit and passes the lead on.
+func (c *committer) lead() {
+	// Writers the last commit just released are runnable but may not have
+	// run yet to queue their next append: give them the processor once,
+	// or this commit takes a few and the next one the rest.
+	runtime.Gosched()
+	if c.linger > 0 {
+		c.mu.Lock()
+		short := len(c.queue) < c.maxBatch
+		c.mu.Unlock()
+		if short {
+			time.Sleep(c.linger)
+		}
+	}
+	c.mu.Lock()
+	n := min(len(c.queue), c.maxBatch)
+	batch := slices.Clone(c.queue[:n])
+	c.queue = slices.Delete(c.queue, 0, n)
+	c.mu.Unlock()
+
+	c.run(batch)
+
+	c.mu.Lock()
+	if len(c.queue) > 0 {
+		c.queue[0].done <- errLead
+	} else {
+		c.leading = false
+	}
+	c.mu.Unlock()
+}
+
+// run commits batch in one transaction, taking out functions that fail.
+func (c *committer) run(batch []*commitReq) {
+	for len(batch) > 0 {
+		failed := -1
+		err := c.update(func(tx *bolt.Tx) error {
+			for i, r := range batch {
+				if err := safeCall(r.fn, tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, r := range batch {
+				r.done <- err
+			}
+			return
+		}
+		r := batch[failed]
+		batch = slices.Delete(batch, failed, failed+1)
+		r.done <- c.update(func(tx *bolt.Tx) error { return safeCall(r.fn, tx) })
+	}
+}
+
+func (c *committer) update(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(&err)
+	return c.db.Update(fn)
+}
+
+// safeCall runs fn, turning a panic (bbolt panics on some damaged pages)
+// into an error so one bad append does not take the batch down.
+func safeCall(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn(tx)
+}

@@ -1,0 +1,68 @@
+package persist
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+// A failing function in a group commit gets its own error, and the others
+// in the same commit still land.
+func TestCommitterIsolatesFailures(t *testing.T) {
+	bdb, err := bolt.Open(filepath.Join(t.TempDir(), "c.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer bdb.Close()
+	require.NoError(t, bdb.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }))
+	c := &committer{db: bdb, maxBatch: 16}
+
+	errBad := errors.New("bad append")
+	const n = 64
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = c.do(func(tx *bolt.Tx) error {
+				if err := tx.Bucket([]byte("b")).Put(fmt.Appendf(nil, "k%02d", i), []byte("v")); err != nil {
+					return err
+				}
+				switch i % 8 {
+				case 3:
+					return errBad // after writing: the write must not land
+				case 5:
+					panic("damaged page")
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+
+	require.NoError(t, bdb.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("b"))
+		for i := range n {
+			got := b.Get(fmt.Appendf(nil, "k%02d", i))
+			switch i % 8 {
+			case 3:
+				assert.ErrorIs(t, errs[i], errBad)
+				assert.Nil(t, got, "a failed function's writes must not land")
+			case 5:
+				assert.ErrorIs(t, errs[i], ErrCorrupt, "a panic becomes an error")
+				assert.Nil(t, got)
+			default:
+				assert.NoError(t, errs[i])
+				assert.NotNil(t, got, "writer %d shared a commit with a failing one and must still land", i)
+			}
+		}
+		return nil
+	}))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	assert.False(t, c.leading, "the lead is released once the queue is empty")
+	assert.Empty(t, c.queue)
+}
