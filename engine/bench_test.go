@@ -170,3 +170,70 @@ func TestLiveFlowHeapBudget(t *testing.T) {
 	t.Logf("%.0f B of heap per live flow", per)
 	assert.LessOrEqual(t, per, 2048.0)
 }
+
+// BenchmarkOpen measures a restart (open the bbolt log, recover the
+// engine) with 100 live flows, over an empty history and over 20000
+// finished flows: open time must follow live flows, not history.
+func BenchmarkOpen(b *testing.B) {
+	for _, finished := range []int{0, 20000} {
+		b.Run(fmt.Sprintf("live=100/finished=%d", finished), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "flowd.db")
+			clk := fakeclock.New(epoch)
+			cfg := engine.Config{
+				Clock: clk, Retention: -1,
+				HTTPClient: &http.Client{Transport: handlerTransport{benchTokenEndpoint}},
+				Providers: []engine.Provider{{Name: "gh", AuthURL: "https://auth.example.test/authorize", TokenURL: "https://token.example.test/token",
+					AuthStyle: oauth2.AuthStyleInParams, ClientID: "id"}},
+			}
+			// Fill the log quickly (no fsync); the timed opens are durable ones.
+			db, err := persist.Open(path, persist.Options{NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg.Log = db
+			e, err := engine.Open(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Go(func() {
+					for i := next.Add(1); i <= int64(finished+100); i = next.Add(1) {
+						st, err := e.Start(context.Background(), engine.StartRequest{Provider: "gh", Principal: fmt.Sprint(i)})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if i > 100 {
+							if _, err := e.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: "c"}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
+			_ = e.Close()
+			_ = db.Close()
+			b.ResetTimer()
+			for b.Loop() {
+				db, err := persist.Open(path, persist.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfg.Log = db
+				e, err := engine.Open(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if e.Stats().Live != 100 {
+					b.Fatalf("%d live flows after open, want 100", e.Stats().Live)
+				}
+				_ = e.Close()
+				_ = db.Close()
+			}
+		})
+	}
+}
