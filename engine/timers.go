@@ -51,7 +51,9 @@ func (e *Engine) schedule(lf *liveFlow, at time.Time) {
 	} else {
 		heap.Push(&e.due, lf)
 	}
-	if e.armed == nil || at.Before(e.armedAt) {
+	// Re-arm only when the earliest time moved (either way: a flow moved
+	// later may have been the earliest).
+	if e.armed == nil || !e.due[0].wakeAt.Equal(e.armedAt) {
 		e.rearm()
 	}
 }
