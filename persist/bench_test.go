@@ -40,7 +40,7 @@ func benchFlow(b *testing.B, db *persist.DB) *logtest.Flow {
 	return f
 }
 
-func recordSize(b *testing.B) int {
+func recordSize(b testing.TB) int {
 	f := logtest.NewFlow(logtest.Base)
 	f.Created()
 	f.URLIssued()

@@ -155,7 +155,9 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 			var err error
 			if recs[len(recs)-1].To.Terminal() {
 				err = b.live.Delete([]byte(flow))
-			} else {
+			} else if b.live.Get([]byte(flow)) == nil {
+				// Only when it is not there yet: a Put of the same value
+				// would still dirty a page that the commit must write.
 				err = b.live.Put([]byte(flow), present)
 			}
 			if err != nil {
