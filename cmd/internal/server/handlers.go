@@ -50,6 +50,21 @@ func (s *Server) providerParam(w http.ResponseWriter, r *http.Request) (string, 
 	return p, true
 }
 
+// tokenKey names the stored token a request is about: the path's provider
+// and the optional ?principal= a flow was started with (empty: the local user).
+func (s *Server) tokenKey(w http.ResponseWriter, r *http.Request) (engine.TokenKey, bool) {
+	name, ok := s.providerParam(w, r)
+	if !ok {
+		return engine.TokenKey{}, false
+	}
+	principal := r.URL.Query().Get("principal")
+	if len(principal) > maxPrincipal {
+		s.writeError(w, r, http.StatusBadRequest, wire.CodeTooLarge, fmt.Sprintf("principal is over %d bytes", maxPrincipal))
+		return engine.TokenKey{}, false
+	}
+	return engine.TokenKey{Provider: name, Account: principal}, true
+}
+
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	var req wire.StartRequest
 	if !s.decodeJSON(w, r, &req) {
@@ -300,11 +315,12 @@ func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	name, ok := s.providerParam(w, r)
+	key, ok := s.tokenKey(w, r)
 	if !ok {
 		return
 	}
-	tok, st, err := s.cfg.Engine.Token(r.Context(), name)
+	name := key.Provider
+	tok, st, err := s.cfg.Engine.TokenFor(r.Context(), key)
 	if err != nil {
 		status, code, msg := classify(err)
 		if code == wire.CodeInternal {
@@ -330,11 +346,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
-	name, ok := s.providerParam(w, r)
+	key, ok := s.tokenKey(w, r)
 	if !ok {
 		return
 	}
-	err := s.cfg.Engine.Disconnect(r.Context(), name)
+	name := key.Provider
+	err := s.cfg.Engine.DisconnectFor(r.Context(), key)
 	if errors.Is(err, engine.ErrNoToken) {
 		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Removed: false})
 		return

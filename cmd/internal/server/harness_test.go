@@ -320,12 +320,12 @@ func (c *countingEngine) List(ctx context.Context, f engine.Filter) ([]states.Fl
 	return c.Engine.List(ctx, f)
 }
 
-func (c *countingEngine) Token(ctx context.Context, p string) (*oauth2.Token, engine.StoredToken, error) {
+func (c *countingEngine) TokenFor(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
 	c.calls.Add(1)
-	return c.Engine.Token(ctx, p)
+	return c.Engine.TokenFor(ctx, k)
 }
 
-func (c *countingEngine) Disconnect(ctx context.Context, p string) error {
+func (c *countingEngine) DisconnectFor(ctx context.Context, k engine.TokenKey) error {
 	c.calls.Add(1)
-	return c.Engine.Disconnect(ctx, p)
+	return c.Engine.DisconnectFor(ctx, k)
 }

@@ -35,8 +35,8 @@ type Engine interface {
 	Wait(ctx context.Context, state string) (states.Flow, error)
 	History(ctx context.Context, state string) ([]states.Record, error)
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
-	Token(ctx context.Context, provider string) (*oauth2.Token, engine.StoredToken, error)
-	Disconnect(ctx context.Context, provider string) error
+	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
+	DisconnectFor(ctx context.Context, key engine.TokenKey) error
 	Providers() []string
 }
 

@@ -1,0 +1,36 @@
+package server
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/cmd/internal/wire"
+)
+
+// A flow started for a principal stores its token under that principal:
+// the token route finds it with ?principal= and not without, and
+// disconnecting one principal leaves the other's token alone.
+func TestTokenPerPrincipal(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	st := h.start(wire.StartRequest{Provider: "fake", Principal: "alice"})
+	page := h.browser("GET", callbackPath(url.Values{"state": {st.State}, "code": {goodCode}}), nil)
+	require.Equal(t, http.StatusOK, page.status, string(page.body))
+
+	alice := h.local("GET", "/v1/providers/fake/token?principal=alice", nil)
+	require.Equal(t, http.StatusOK, alice.status, string(alice.body))
+	assert.Contains(t, string(alice.body), accessToken)
+
+	local := h.local("GET", "/v1/providers/fake/token", nil)
+	assert.Equal(t, http.StatusNotFound, local.status)
+	assert.Equal(t, wire.CodeNotConnected, local.errCode())
+
+	gone := h.local("DELETE", "/v1/providers/fake/token", nil)
+	require.Equal(t, http.StatusOK, gone.status)
+	assert.Contains(t, string(gone.body), `"removed":false`)
+	still := h.local("GET", "/v1/providers/fake/token?principal=alice", nil)
+	assert.Equal(t, http.StatusOK, still.status, "disconnecting the local user must not remove alice's token")
+}
