@@ -165,7 +165,9 @@ func (a *app) waitFlow(ctx context.Context, cl *client.Client, state string, dea
 			return wire.Flow{}, ctx.Err()
 		}
 		var unreach *client.UnreachableError
-		if !errors.As(err, &unreach) {
+		// A flowd shutting down answers 503 before it goes away: the same
+		// story as an unreachable one.
+		if !errors.As(err, &unreach) && !client.HasCode(err, wire.CodeUnavailable) {
 			return wire.Flow{}, err
 		}
 		if !lost {

@@ -457,3 +457,30 @@ func TestFormatLeft(t *testing.T) {
 	assert.Equal(t, "0s", formatLeft(-time.Second))
 	assert.Equal(t, "1h02m03s", formatLeft(time.Hour+2*time.Minute+3*time.Second))
 }
+
+func TestConnectManualCtrlCWhileWaitingForAPaste(t *testing.T) {
+	f := newFakeFlowd(t)
+	pr, pw := io.Pipe() // the user never pastes
+	defer pw.Close()
+	c := newCLI("")
+	c.d.stdin = pr
+	ctx, interrupt := context.WithCancel(testCtx(t))
+	f.onStart = func(wire.StartResponse) { time.AfterFunc(50*time.Millisecond, interrupt) }
+	require.Equal(t, ExitInterrupted, c.run(ctx, f.socket, "connect", "github", "--transport", "manual"))
+	_, cancels, cbs := f.snapshot()
+	require.Len(t, cancels, 1)
+	assert.Empty(t, cbs)
+	assert.Equal(t, "canceled", f.flow(cancels[0]).Reason)
+}
+
+func TestTablesHaveNoTrailingBlanks(t *testing.T) {
+	f := newFakeFlowd(t)
+	f.addFlow("tbl0123456789", "github", states.Loopback, 5*time.Minute)
+	for _, args := range [][]string{{"list"}, {"inspect", "tbl"}, {"status", "tbl"}, {"providers"}} {
+		c := newCLI("")
+		require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, args...), args)
+		for _, l := range strings.Split(c.stdout.String(), "\n") {
+			assert.Equal(t, strings.TrimRight(l, " \t"), l, "%v: trailing blanks", args)
+		}
+	}
+}

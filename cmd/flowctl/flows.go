@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -199,7 +198,7 @@ inspect.`,
 				fmt.Fprintln(a.stdout, "No flows.")
 				return nil
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := newTable(a.stdout, 2)
 			fmt.Fprintln(tw, "STATE\tPROVIDER\tSTATUS\tREASON\tTRANSPORT\tCREATED\tDEADLINE / ENDED")
 			now := a.now()
 			for _, f := range flows {
@@ -252,7 +251,7 @@ func formatAgo(d time.Duration) string {
 
 // printFlow prints a flow as aligned "key: value" lines.
 func (a *app) printFlow(w io.Writer, f wire.Flow) {
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	tw := newTable(w, 1)
 	now := a.now()
 	row := func(k, v string) {
 		if v != "" {
@@ -362,7 +361,7 @@ func pickPrefix(prefix string, ids []string, list func(io.Writer)) (string, erro
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "prefix %q matches %d flows; give more of the state:\n", prefix, len(ids))
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	tw := newTable(&b, 2)
 	list(tw)
 	_ = tw.Flush()
 	return "", errors.New(strings.TrimRight(b.String(), "\n"))

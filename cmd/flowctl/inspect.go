@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -122,7 +121,7 @@ func (a *app) printInspect(recs []states.Record, source string) error {
 
 // printHistory prints records as an aligned table.
 func (a *app) printHistory(w io.Writer, recs []states.Record) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTable(w, 2)
 	fmt.Fprintln(tw, "TIME\tSINCE PREV\tEVENT\tFROM -> TO\tDATA")
 	var prev time.Time
 	for _, r := range recs {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -87,7 +86,7 @@ default scopes and endpoints. Client secrets are never shown.`,
 				fmt.Fprintln(a.stdout, "No providers are configured; add one to flowd's config file and restart flowd.")
 				return nil
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := newTable(a.stdout, 2)
 			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
 			for _, p := range ps {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)

@@ -70,8 +70,17 @@ type UnreachableError struct {
 }
 
 func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("could not reach flowd at %s: %s. Is flowd running? Start it with: flowd", e.Socket, reason(e.Err))
+	why := reason(e.Err)
+	if len(e.Socket) > maxSocketPath {
+		// The kernel's answer ("invalid argument") does not say what is wrong.
+		why = fmt.Sprintf("the path is %d bytes, longer than the %d a unix socket path may have", len(e.Socket), maxSocketPath)
+	}
+	return fmt.Sprintf("could not reach flowd at %s: %s. Is flowd running? Start it with: flowd", e.Socket, why)
 }
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path is
+// 108 bytes with its terminating NUL).
+const maxSocketPath = 107
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
