@@ -152,6 +152,9 @@ func Open(path string, opts Options) (*DB, error) {
 	switch {
 	case err == nil && !info.Mode().IsRegular():
 		return nil, fmt.Errorf("open event log %s: %w: it is not a regular file", path, ErrNotLog)
+	case err == nil && info.Size() == 0 && opts.ReadOnly:
+		// bbolt would try to initialize it, and fail on the read-only handle.
+		return nil, fmt.Errorf("open event log %s read-only: %w: the file is empty", path, ErrNotLog)
 	case errors.Is(err, fs.ErrNotExist) && opts.ReadOnly:
 		return nil, fmt.Errorf("open event log %s read-only: no such file (flowd creates it on first start): check the path", path)
 	}

@@ -224,6 +224,9 @@ func (db *DB) History(ctx context.Context, flow string) ([]states.Record, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if flow == "" || len(flow) > maxFlowID {
+		return nil, nil // Append refuses such ids: no flow has one
+	}
 	var out []states.Record
 	err := db.view(func(t *bolt.Tx) error {
 		var err error

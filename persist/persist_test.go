@@ -183,6 +183,14 @@ func TestNotAnEventLog(t *testing.T) {
 		assert.Contains(t, err.Error(), "users")
 	})
 
+	t.Run("empty file read-only", func(t *testing.T) {
+		path := filepath.Join(dir, "empty")
+		require.NoError(t, os.WriteFile(path, nil, 0o600))
+		_, err := persist.Open(path, persist.Options{ReadOnly: true})
+		assert.ErrorIs(t, err, persist.ErrNotLog)
+		assert.Contains(t, err.Error(), "empty")
+	})
+
 	t.Run("directory", func(t *testing.T) {
 		_, err := persist.Open(dir, persist.Options{})
 		assert.ErrorIs(t, err, persist.ErrNotLog)
