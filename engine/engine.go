@@ -104,6 +104,10 @@ type liveFlow struct {
 	// in it). Both are guarded by Engine.mu, not mu.
 	wakeAt time.Time
 	index  int
+	// exchanging is true while this engine is calling the token endpoint
+	// for the flow (guarded by mu). flow.Exchanging without it means the
+	// exchange is over but its outcome could not be recorded.
+	exchanging bool
 }
 
 // Open recovers the engine from cfg.Log and starts its timers. Flows whose
@@ -671,6 +675,7 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	}
 	// The exchange runs without the flow's lock, so a repeated callback is
 	// recorded at once as ignored instead of queueing behind the exchange.
+	lf.exchanging = true
 	lf.mu.Unlock()
 	locked = false
 	// The outcome is recorded even if the caller goes away: the code is spent.
@@ -678,6 +683,7 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	outcome := e.exchange(bg, f, p.Code, string(verifier), ok)
 	lf.mu.Lock()
 	locked = true
+	lf.exchanging = false
 	f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), e.dropVerifier(lf))
 	if err != nil {
 		return f, fmt.Errorf("callback: %w", err)

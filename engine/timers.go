@@ -122,18 +122,26 @@ func (e *Engine) fire() {
 			retry(lf, f.Deadline)
 			return nil
 		}
-		if f.Exchanging {
+		if f.Exchanging && lf.exchanging {
 			// The exchange is bounded by its timeout and decides the flow;
 			// look again once it must be over.
 			retry(lf, now.Add(e.cfg.ExchangeTimeout))
 			return nil
 		}
-		if _, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf)); err != nil {
+		ending := e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired})
+		if f.Exchanging {
+			// The exchange is over but the log refused its outcome: end the
+			// flow as the next open would, rather than leave it mid-exchange
+			// (uncancelable, its waiters never woken) until a restart.
+			ending = e.record(lf, states.Failed, states.Data{Reason: states.ExchangeInterrupted,
+				Message: "the outcome of the code's exchange could not be recorded; the code is not redeemed again"})
+		}
+		if _, err := e.commit(ctx, lf, ending, e.dropVerifier(lf)); err != nil {
 			e.logger.Error("could not expire flow; retrying in a second", "flow", states.ShortID(f.ID), "err", err)
 			retry(lf, now.Add(time.Second))
 			return err
 		}
-		e.logger.Info("flow expired", "flow", states.ShortID(f.ID), "provider", f.Provider)
+		e.logger.Info("flow ended at its deadline", "flow", states.ShortID(f.ID), "provider", f.Provider, "reason", ending[0].Data.Reason)
 		return nil
 	})
 }
