@@ -1,0 +1,87 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/persist/memlog"
+	"flowd.local/flowd/states"
+)
+
+// errNoSpace stands for the storage refusing a write (ENOSPC, EIO).
+var errNoSpace = errors.New("write flowd.db: no space left on device")
+
+// outcomeFaultLog is a real log that refuses appends of records carrying
+// one event while refuse is set. (faults_test.go covers the other
+// appends; this file covers a flow left mid-exchange without a restart.)
+type outcomeFaultLog struct {
+	engine.Log
+	mu     sync.Mutex
+	refuse states.Event
+}
+
+func (l *outcomeFaultLog) Append(ctx context.Context, recs []states.Record, secrets map[string][]byte) error {
+	l.mu.Lock()
+	refuse := l.refuse
+	l.mu.Unlock()
+	for _, r := range recs {
+		if refuse != "" && r.Event == refuse {
+			return errNoSpace
+		}
+	}
+	return l.Log.Append(ctx, recs, secrets)
+}
+
+func (l *outcomeFaultLog) set(ev states.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refuse = ev
+}
+
+// When the exchange's outcome cannot be recorded, the code is spent but
+// the flow cannot say how it ended. Without a restart it must not stay
+// mid-exchange for ever (cancel refused, waiters never woken, the deadline
+// put off again and again): once the exchange is over and the deadline
+// has passed, it ends as a restart would end it, error(exchange_interrupted),
+// and the code is never redeemed again.
+func TestExchangeOutcomeNotRecordedDoesNotStickTheFlow(t *testing.T) {
+	for _, ev := range []states.Event{states.ExchangeSucceeded, states.Failed} {
+		t.Run(string(ev), func(t *testing.T) {
+			fl := &outcomeFaultLog{Log: memlog.New()}
+			h := newHarness(t, func(c *engine.Config) { c.Log = fl })
+			st := h.start("")
+			_, code := h.prov.authorize(t, st.AuthURL)
+			if ev == states.Failed {
+				code = "not-a-code-the-provider-issued"
+			}
+			fl.set(ev)
+			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			require.ErrorIs(t, err, errNoSpace, "the caller is told the outcome was not recorded")
+			assert.NotContains(t, err.Error(), code)
+			require.Equal(t, 1, h.prov.tokenCalls())
+
+			fl.set("")
+			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			require.Error(t, err, "a repeated callback changes nothing")
+			assert.Equal(t, 1, h.prov.tokenCalls(), "and redeems nothing")
+
+			h.clk.Advance(engine.DefaultTTL + 2*h.cfg.ExchangeTimeout)
+			require.Eventually(t, func() bool { return h.status(st.State).State.Terminal() }, 10e9, 5e6,
+				"the flow is still mid-exchange after its deadline and the exchange timeout, with no exchange running")
+			f := h.status(st.State)
+			assert.Equal(t, states.Error, f.State)
+			assert.Equal(t, states.ExchangeInterrupted, f.Reason)
+			assert.Equal(t, 1, h.prov.tokenCalls())
+			checkReplay(t, fl)
+
+			h.restart()
+			assert.Equal(t, states.ExchangeInterrupted, h.status(st.State).Reason, "a restart agrees")
+		})
+	}
+}
