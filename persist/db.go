@@ -250,7 +250,7 @@ func (db *DB) init() error {
 	key, err := seal.LoadKey(db.opts.KeyFile)
 	switch {
 	case errors.Is(err, seal.ErrKeyMissing) && hasSecrets:
-		return fmt.Errorf("open event log %s: the database holds sealed secrets but %w; restore the key file it was created with, or move the database aside to start empty (its tokens are then lost)", db.path, err)
+		return fmt.Errorf("open event log %s: %w: %s; the database holds sealed secrets that a new key could not open: restore the key file it was created with, or move the database aside to start empty (its tokens are then lost)", db.path, seal.ErrKeyMissing, db.opts.KeyFile)
 	case errors.Is(err, seal.ErrKeyMissing):
 		if key, err = seal.CreateKey(db.opts.KeyFile); err != nil {
 			return fmt.Errorf("open event log %s: %w", db.path, err)
