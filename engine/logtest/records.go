@@ -16,7 +16,8 @@ var Base = time.Date(2026, 3, 14, 9, 26, 53, 589793238, time.UTC)
 
 // Flow builds one flow's records the way the engine writes them: legal
 // transitions with realistic data, contiguous FlowSeq values, and times
-// one second apart unless At moves them.
+// one second apart unless At moves them. Asking it for a record the
+// machine forbids from the flow's state panics: that is a bug in the test.
 type Flow struct {
 	ID         string
 	seq        uint64
