@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -81,6 +82,7 @@ func newFakeFlowd(t *testing.T) *fakeFlowd {
 		wire.RouteStatus:     f.handleStatus,
 		wire.RouteCancel:     f.handleCancel,
 		wire.RouteHistory:    f.handleHistory,
+		wire.RouteExport:     f.handleExport,
 		wire.RouteCallback:   f.handleCallback,
 		wire.RouteProviders:  f.handleProviders,
 		wire.RouteToken:      f.handleToken,
@@ -309,6 +311,38 @@ func (f *fakeFlowd) handleHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	state := r.PathValue("state")
 	writeJSONResp(w, 200, wire.HistoryResponse{State: state, Records: f.history[state]})
+}
+
+// handleExport mirrors flowd's export: global order, one flow on request,
+// and with since every flow touched since then, whole.
+func (f *fakeFlowd) handleExport(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeErr(w, 400, wire.CodeBadRequest, "bad since")
+			return
+		}
+		since = t
+	}
+	var recs []states.Record
+	for state, h := range f.history {
+		if flow := r.URL.Query().Get("flow"); flow != "" && flow != state {
+			continue
+		}
+		if !since.IsZero() && h[len(h)-1].Time.Before(since) {
+			continue
+		}
+		recs = append(recs, h...)
+	}
+	slices.SortFunc(recs, func(a, b states.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	for _, rec := range recs {
+		b, _ := rec.Encode()
+		w.Write(append(b, '\n'))
+	}
 }
 
 func (f *fakeFlowd) handleList(w http.ResponseWriter, r *http.Request) {

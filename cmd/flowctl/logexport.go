@@ -3,17 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"flowd.local/flowd/cmd/internal/client"
-	"flowd.local/flowd/states"
 )
 
 func (a *app) logCmd() *cobra.Command {
@@ -100,60 +96,12 @@ func (a *app) export(ctx context.Context, flowArg string, since time.Time) error
 	}
 
 	body, err := cl.Export(ctx, client.ExportQuery{Flow: flow, Since: since})
-	switch {
-	case err == nil:
-		defer body.Close()
-		if _, err := io.Copy(w, body); err != nil {
-			return fmt.Errorf("export the log: reading flowd's answer: %w", err)
-		}
-		return w.Flush()
-	case !errors.Is(err, client.ErrNoExportRoute):
+	if err != nil {
 		return fmt.Errorf("export the log: %w", err)
 	}
-
-	// No export route in this API: gather histories and merge them by Seq.
-	var recs []states.Record
-	if flow != "" {
-		h, err := cl.History(ctx, flow)
-		if err != nil {
-			return fmt.Errorf("export flow %s: %w", shortID(flow), err)
-		}
-		recs = h.Records
-	} else {
-		flows, err := cl.List(ctx, nil, "")
-		if err != nil {
-			return fmt.Errorf("export the log: list flows: %w", err)
-		}
-		for _, f := range flows {
-			h, err := cl.History(ctx, f.State)
-			if err != nil {
-				if client.IsNotFound(err) {
-					continue // pruned between the list and now
-				}
-				return fmt.Errorf("export the log: history of %s: %w", shortID(f.State), err)
-			}
-			recs = append(recs, h.Records...)
-		}
-	}
-	slices.SortStableFunc(recs, func(x, y states.Record) int {
-		switch {
-		case x.Seq < y.Seq:
-			return -1
-		case x.Seq > y.Seq:
-			return 1
-		}
-		return strings.Compare(x.Flow, y.Flow)
-	})
-	for _, r := range recs {
-		if !since.IsZero() && r.Time.Before(since) {
-			continue
-		}
-		b, err := r.Encode()
-		if err != nil {
-			return fmt.Errorf("export the log: %w", err)
-		}
-		w.Write(b)
-		w.WriteByte('\n')
+	defer body.Close()
+	if _, err := io.Copy(w, body); err != nil {
+		return fmt.Errorf("export the log: reading flowd's answer (the export is incomplete): %w", err)
 	}
 	return w.Flush()
 }

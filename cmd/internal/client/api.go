@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,15 +10,6 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 )
-
-// RouteExport is the name flowctl expects for a whole-log export route
-// (GET, JSON lines). wire does not define it yet; Export reports
-// ErrNoExportRoute until it does.
-const RouteExport = "export"
-
-// ErrNoExportRoute means this build's API has no whole-log export route;
-// callers fall back to listing flows and reading their histories.
-var ErrNoExportRoute = errors.New("flowd's API has no log export route")
 
 func path(name string, vals ...string) (wire.Route, string, error) {
 	r, ok := wire.RouteByName(name)
@@ -132,13 +122,9 @@ type ExportQuery struct {
 }
 
 // Export streams the event log in global order as JSON lines. The caller
-// closes the reader. It returns ErrNoExportRoute when the API has no export
-// route.
+// closes the reader.
 func (c *Client) Export(ctx context.Context, q ExportQuery) (io.ReadCloser, error) {
-	r, ok := wire.RouteByName(RouteExport)
-	if !ok {
-		return nil, ErrNoExportRoute
-	}
+	r, _ := wire.RouteByName(wire.RouteExport)
 	v := url.Values{}
 	if q.Flow != "" {
 		v.Set("flow", q.Flow)

@@ -100,11 +100,3 @@ func TestCallersCancellationIsNotUnreachable(t *testing.T) {
 	var ue *UnreachableError
 	assert.False(t, errors.As(err, &ue))
 }
-
-func TestExportWithoutRouteSaysSo(t *testing.T) {
-	if _, ok := wire.RouteByName(RouteExport); ok {
-		t.Skip("the API has an export route; the fallback is not used")
-	}
-	_, err := New("/nonexistent").Export(context.Background(), ExportQuery{})
-	assert.ErrorIs(t, err, ErrNoExportRoute)
-}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -202,6 +203,59 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.HistoryResponse{State: state, Records: recs})
+}
+
+// handleExport streams the log as JSON lines. A failure after the first
+// byte aborts the connection, so a client never mistakes a cut export for
+// a whole one.
+func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var eq engine.ExportQuery
+	if v := q.Get("flow"); v != "" {
+		if len(v) > wire.MaxStateLen {
+			s.writeError(w, r, http.StatusBadRequest, wire.CodeTooLarge, fmt.Sprintf("flow is over %d bytes", wire.MaxStateLen))
+			return
+		}
+		eq.Flow = v
+	}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("since %q is not an RFC 3339 time, like 2026-01-31T14:00:00Z", v))
+			return
+		}
+		eq.Since = t
+	}
+	started := false
+	bw := bufio.NewWriter(w)
+	err := s.cfg.Engine.Export(r.Context(), eq, func(rec states.Record) error {
+		b, err := rec.Encode()
+		if err != nil {
+			return err
+		}
+		if !started {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		bw.Write(b)
+		return bw.WriteByte('\n')
+	})
+	if err != nil && !started {
+		s.engineError(w, r, err)
+		return
+	}
+	if err != nil {
+		s.log.Error("export aborted", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if !started {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+	if err := bw.Flush(); err != nil {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {

@@ -315,6 +315,11 @@ func (c *countingEngine) History(ctx context.Context, s string) ([]states.Record
 	return c.Engine.History(ctx, s)
 }
 
+func (c *countingEngine) Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error {
+	c.calls.Add(1)
+	return c.Engine.Export(ctx, q, fn)
+}
+
 func (c *countingEngine) List(ctx context.Context, f engine.Filter) ([]states.Flow, error) {
 	c.calls.Add(1)
 	return c.Engine.List(ctx, f)

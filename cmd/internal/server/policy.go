@@ -30,6 +30,7 @@ var Policy = map[string][]Principal{
 	wire.RouteStatus:          {Local, Gateway},
 	wire.RouteCancel:          {Local},
 	wire.RouteHistory:         {Local},
+	wire.RouteExport:          {Local},
 	wire.RouteCallback:        {Local, Gateway},
 	wire.RouteProviders:       {Local},
 	wire.RouteToken:           {Local},

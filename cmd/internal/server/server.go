@@ -34,6 +34,7 @@ type Engine interface {
 	Status(ctx context.Context, state string) (states.Flow, error)
 	Wait(ctx context.Context, state string) (states.Flow, error)
 	History(ctx context.Context, state string) ([]states.Record, error)
+	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
 	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
 	DisconnectFor(ctx context.Context, key engine.TokenKey) error
@@ -107,6 +108,7 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteStatus:          s.handleStatus,
 		wire.RouteCancel:          s.handleCancel,
 		wire.RouteHistory:         s.handleHistory,
+		wire.RouteExport:          s.handleExport,
 		wire.RouteCallback:        s.handleRelayCallback,
 		wire.RouteProviders:       s.handleProviders,
 		wire.RouteToken:           s.handleToken,

@@ -54,6 +54,8 @@ const (
 	// RoutePreflight answers CORS and Private Network Access preflights for
 	// the redirect without touching any flow.
 	RoutePreflight = "browser_callback_preflight"
+	// RouteExport streams the event log as JSON lines.
+	RouteExport = "export"
 )
 
 // Routes is every route flowd serves, on either listener. Which principal
@@ -64,6 +66,7 @@ var Routes = []Route{
 	{RouteStatus, "GET", "/v1/flows/{state}", "A flow as it stands; query wait=<duration> long-polls until it is terminal (-> Flow)."},
 	{RouteCancel, "POST", "/v1/flows/{state}/cancel", "Cancel a live flow (-> Flow)."},
 	{RouteHistory, "GET", "/v1/flows/{state}/history", "A flow's event records (-> HistoryResponse)."},
+	{RouteExport, "GET", "/v1/log", "The event log in global order as JSON lines (application/x-ndjson); query: flow=<state>, since=<RFC 3339 time>. With since, every flow touched since then is exported whole, so the export replays."},
 	{RouteCallback, "POST", "/v1/callbacks", "Deliver a relayed or pasted callback (CallbackRequest -> CallbackResponse)."},
 	{RouteProviders, "GET", "/v1/providers", "The configured providers (-> ProvidersResponse)."},
 	{RouteToken, "GET", "/v1/providers/{provider}/token", "A valid access token, refreshed when needed (-> TokenResponse)."},
