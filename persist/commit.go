@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -122,6 +123,7 @@ func (c *committer) run(batch []*commitReq) {
 }
 
 func (c *committer) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer recoverCorrupt(&err)
 	return c.db.Update(fn)
 }

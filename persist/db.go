@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -158,6 +159,9 @@ func Open(path string, opts Options) (*DB, error) {
 	case errors.Is(err, fs.ErrNotExist) && opts.ReadOnly:
 		return nil, fmt.Errorf("open event log %s read-only: no such file (flowd creates it on first start): check the path", path)
 	}
+	if err := checkTruncated(path); err != nil {
+		return nil, err
+	}
 	bdb, err := openBolt(path, opts)
 	if err != nil {
 		return nil, err
@@ -176,9 +180,13 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	// A truncated file leaves pages of the memory map past its end, and
+	// reading one raises SIGBUS: fatal to the process unless turned into
+	// a panic, recovered here.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("open event log %s: %w: bbolt: %v", path, ErrNotLog, r)
+			db, err = nil, fmt.Errorf("open event log %s: %w: bbolt: %v; the file is damaged or truncated: keep a copy for a bug report, then restore a backup or move it aside to start empty", path, ErrNotLog, r)
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
@@ -350,11 +358,13 @@ func (db *DB) Close() error {
 // view and update run a transaction and turn a bbolt panic (a damaged page
 // can cause one) into ErrCorrupt: never a panic reaching the user.
 func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer recoverCorrupt(&err)
 	return db.bolt.View(fn)
 }
 
 func (db *DB) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer recoverCorrupt(&err)
 	return db.bolt.Update(fn)
 }
