@@ -24,6 +24,7 @@ import (
 	"flowd.local/flowd/cmd/internal/metrics"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/states"
 )
 
 // Log is an event log flowd opens and closes: persist.DB in production,
@@ -172,6 +173,12 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		o.Engine(&ecfg)
 	}
 	if d.Engine, err = engine.Open(ctx, ecfg); err != nil {
+		var re *states.RecordError
+		if errors.As(err, &re) {
+			// A record the machine refuses is damage to the log: say which
+			// file, and what to do, as persist does for damage it finds.
+			return nil, fmt.Errorf("start the engine: %w; the event log %s is damaged: keep a copy for a bug report, then restore a backup or move it aside to start empty", err, dbPath)
+		}
 		return nil, fmt.Errorf("start the engine: %w", err)
 	}
 	gateway := ""
