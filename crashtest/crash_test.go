@@ -110,8 +110,12 @@ func (d *driver) run(kills, workers int) {
 		rng := rand.New(rand.NewPCG(d.rng.Uint64(), uint64(i)))
 		wg.Go(func() { d.worker(ctx, i, rng) })
 	}
+	runBegan := time.Now()
 	defer func() {
+		// The gate is held here (flowd was just killed): let the workers
+		// see ctx is done.
 		cancel()
+		d.gate.Unlock()
 		wg.Wait()
 	}()
 
@@ -147,7 +151,7 @@ func (d *driver) run(kills, workers int) {
 		d.gate.Lock() // in-flight requests fail at once: flowd is gone
 		d.downtime += time.Since(down)
 		if d.kills%50 == 0 {
-			t.Logf("%d kills, %d flows so far, %v", d.kills, len(d.led.all()), time.Since(began).Round(time.Millisecond))
+			t.Logf("%d kills, %d flows so far, %v", d.kills, len(d.led.all()), time.Since(runBegan).Round(time.Millisecond))
 		}
 	}
 }
