@@ -80,13 +80,15 @@ func newFlowdRig(t *testing.T, opts rigOptions) *flowdRig {
 	r.writeConfig(r.configHome, r.listen, opts.extraConfig)
 
 	t.Cleanup(func() {
+		var export string
 		if r.proc != nil {
+			export = r.export()
 			r.stop()
 		}
 		if t.Failed() {
 			t.Logf("flowd output:\n%s", r.out.String())
 		}
-		r.scanForSecrets()
+		r.scanForSecrets(export)
 	})
 	r.start()
 	return r
@@ -135,6 +137,8 @@ func (r *flowdRig) env() []string {
 		"XDG_CONFIG_HOME="+r.configHome,
 		"XDG_RUNTIME_DIR="+r.runtimeDir,
 		secretEnv+"="+dextest.ClientSecret,
+		// The most verbose logs give a leak the most chances to show.
+		"FLOWD_LOG_LEVEL=debug",
 		// A data race in the daemon ends it at once, and the test with it.
 		"GORACE=halt_on_error=1",
 	)
@@ -154,6 +158,8 @@ func shortDir(t *testing.T) string {
 func execFlowctl(ctx context.Context, r *flowdRig, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, r.flowctlB, args...)
 	cmd.Env = r.env()
+	// Wait must not hang on a pipe if flowctl is killed at the deadline.
+	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
 
@@ -353,12 +359,17 @@ func (r *flowdRig) wait(state string) (flow, result) {
 	return f, res
 }
 
-// status runs `flowctl status <state> --json`.
+// status runs `flowctl status <state> --json`; its exit code is 0 unless
+// the flow ended in error or expired (then 1).
 func (r *flowdRig) status(state string) flow {
 	r.t.Helper()
 	var f flow
 	res := r.flowctlJSON(&f, "status", state, "--json")
-	require.Equal(r.t, 0, res.code, "status: %s", res.stderr)
+	want := 0
+	if f.Status == "error" || f.Status == "expired" {
+		want = 1
+	}
+	require.Equal(r.t, want, res.code, "status of a %s flow: %s", f.Status, res.stderr)
 	return f
 }
 
@@ -389,12 +400,24 @@ func (r *flowdRig) connect() string {
 	return st.State
 }
 
+// export runs `flowctl log export` and checks it holds the test's flows.
+func (r *flowdRig) export() string {
+	r.t.Helper()
+	res := r.flowctl(nil, "log", "export")
+	assert.Equal(r.t, 0, res.code, "log export: %s", res.stderr)
+	for _, st := range r.states {
+		assert.Contains(r.t, res.stdout, st, "the export holds flow %s", st)
+	}
+	return res.stdout
+}
+
 // scanForSecrets asserts no code, verifier, client secret or token seen in
 // the run is in flowd's state directory, flowd's output, flowctl's output
 // or the exported history of the test's flows.
-func (r *flowdRig) scanForSecrets() {
+func (r *flowdRig) scanForSecrets(export string) {
 	t := r.t
 	secrets := r.dex.Secrets
+	assert.Empty(t, secrets.Leaks([]byte(export)), "secrets in the exported event log")
 	scanned := 0
 	_ = filepath.WalkDir(r.stateHome, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
@@ -411,8 +434,8 @@ func (r *flowdRig) scanForSecrets() {
 	assert.Empty(t, secrets.Leaks([]byte(r.out.String())), "secrets in flowd's output")
 	assert.Empty(t, secrets.Leaks([]byte(r.cliOut.String())), "secrets in flowctl's output")
 	assert.NotContains(t, r.out.String(), "DATA RACE", "flowd raced")
-	t.Logf("secret scan: %d secrets (%v) against %d bytes of state dir, %d of flowd output, %d of flowctl output",
-		secrets.Len(), secrets.Kinds(), scanned, len(r.out.String()), len(r.cliOut.String()))
+	t.Logf("secret scan: %d secrets (%v) against %d bytes of state dir, %d of flowd output, %d of flowctl output, %d of export",
+		secrets.Len(), secrets.Kinds(), scanned, len(r.out.String()), len(r.cliOut.String()), len(export))
 }
 
 // lines streams a reader's lines into a channel and keeps them all.

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -27,6 +26,7 @@ func TestFlowdConnectLoopback(t *testing.T) {
 	assert.Equal(t, r.listen, final.Host, "dex sends the browser to flowd's loopback listener")
 	status, page := r.land(final)
 	assert.Equal(t, http.StatusOK, status, "callback page: %s", page)
+	assert.True(t, saysConnected(page), "the page tells the user they are connected: %s", page)
 
 	f, res := r.wait(st.State)
 	require.Equal(t, 0, res.code, "wait exits 0 for a complete flow: %s", res.stderr)
@@ -39,6 +39,7 @@ func TestFlowdConnectLoopback(t *testing.T) {
 	status, page = r.land(final)
 	t.Logf("reloaded callback page: HTTP %d", status)
 	assert.NotEqual(t, http.StatusInternalServerError, status, "page: %s", page)
+	assert.False(t, saysConnected(page), "a reload does not claim success: %s", page)
 }
 
 func TestFlowdRefreshRotatesAndSurvivesRestart(t *testing.T) {
@@ -65,7 +66,8 @@ func TestFlowdDenied(t *testing.T) {
 	require.NotEmpty(t, final.Query().Get("error"), "dex redirects with an error")
 	status, page := r.land(final)
 	t.Logf("denied callback page: HTTP %d", status)
-	assert.NotContains(t, strings.ToLower(page), "you can close this", "page must not read like success")
+	assert.False(t, saysConnected(page), "a denial does not read like success: %s", page)
+	assert.Contains(t, strings.ToLower(page), "denied", "the page says the provider denied it")
 
 	f, res := r.wait(st.State)
 	assert.Equal(t, 1, res.code, "wait exits 1 for a failed flow")
@@ -77,6 +79,12 @@ func TestFlowdDenied(t *testing.T) {
 	assert.NotEqual(t, 0, res.code, "no token after a denial")
 }
 
+// saysConnected reports whether flowd's callback page tells the user the
+// account is connected.
+func saysConnected(page string) bool {
+	return strings.Contains(strings.ToLower(page), "connected your")
+}
+
 var authURLRe = regexp.MustCompile(`https?://\S+/dex/auth\?\S+`)
 
 func TestFlowdManualTransport(t *testing.T) {
@@ -84,10 +92,9 @@ func TestFlowdManualTransport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	pr, pw := io.Pipe()
-	defer pw.Close()
 	cmd := execFlowctl(ctx, r, "connect", "dex", "--transport", "manual", "--no-browser")
-	cmd.Stdin = pr
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	stderr, err := cmd.StderrPipe()
@@ -122,7 +129,7 @@ func TestFlowdManualTransport(t *testing.T) {
 	// The user's browser ends on a page that may not load; they paste its
 	// address into flowctl.
 	final := r.browse(authURL)
-	_, err = fmt.Fprintln(pw, final.String())
+	_, err = fmt.Fprintln(stdin, final.String())
 	require.NoError(t, err)
 
 	err = cmd.Wait()
@@ -168,6 +175,7 @@ func TestFlowdFlowExpiresWhileDown(t *testing.T) {
 	status, page := r.land(r.browse(st.AuthURL))
 	t.Logf("late callback page: HTTP %d", status)
 	assert.NotEqual(t, http.StatusOK, status, "a late callback is not a success: %s", page)
+	assert.False(t, saysConnected(page), "a late callback does not read like success: %s", page)
 	assert.Zero(t, r.dex.TokenRequests("authorization_code"), "the late code was never redeemed")
 }
 
