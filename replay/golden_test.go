@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,22 +19,43 @@ import (
 	"flowd.local/flowd/states"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/replay/*.golden from the current machine")
+var update = flag.Bool("update", false, "rewrite the .golden files under testdata/replay from the current machine")
 
 const testdata = "../testdata/replay"
 
-// Every recorded log in testdata/replay must replay against the current
-// machine and render exactly as its .golden file says: the state after
-// every record, then each flow's terminal reason, granted scopes and
-// whether a token was stored. Adding a log is adding a file: drop in
-// name.jsonl, run `go test ./replay -update` to record name.golden, read
-// it, commit both.
-func TestGolden(t *testing.T) {
-	logs, err := filepath.Glob(filepath.Join(testdata, "*.jsonl"))
+// goodFiles lists the files with the given suffix in testdata/replay and
+// every directory under it (engine/, dex/, ...) except broken/, which
+// holds the logs that must fail.
+func goodFiles(t *testing.T, suffix string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(testdata, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path == filepath.Join(testdata, "broken") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(path, suffix) {
+			out = append(out, path)
+		}
+		return nil
+	})
 	require.NoError(t, err)
+	return out
+}
+
+// Every recorded log in testdata/replay and its subdirectories (broken/
+// aside) must replay against the current machine and render exactly as its
+// .golden file says: the state after every record, then each flow's
+// terminal reason, granted scopes and whether a token was stored. Adding a
+// log is adding a file: drop in name.jsonl, run `go test ./replay -update`
+// to record name.golden, read it, commit both.
+func TestGolden(t *testing.T) {
+	logs := goodFiles(t, ".jsonl")
 	require.NotEmpty(t, logs, "no recorded logs in %s", testdata)
 	for _, path := range logs {
-		name := strings.TrimSuffix(filepath.Base(path), ".jsonl")
+		name := strings.TrimSuffix(filepath.ToSlash(strings.TrimPrefix(path, testdata+string(filepath.Separator))), ".jsonl")
 		t.Run(name, func(t *testing.T) {
 			f, err := os.Open(path)
 			require.NoError(t, err)
@@ -61,9 +83,7 @@ func TestGolden(t *testing.T) {
 // Every .golden belongs to a log, so a renamed or deleted log cannot leave
 // a stale expectation behind.
 func TestGoldenHasLog(t *testing.T) {
-	goldens, err := filepath.Glob(filepath.Join(testdata, "*.golden"))
-	require.NoError(t, err)
-	for _, g := range goldens {
+	for _, g := range goodFiles(t, ".golden") {
 		_, err := os.Stat(strings.TrimSuffix(g, ".golden") + ".jsonl")
 		assert.NoError(t, err, "%s has no log", g)
 	}

@@ -1,0 +1,762 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/persist"
+	"flowd.local/flowd/states"
+)
+
+// The logs in testdata/replay/engine are exports of the real engine
+// (engine.Open on the bbolt log, Engine.Export, Record.Encode), run through
+// each scenario below against a fake token endpoint. The engine runs on a
+// fake clock from a fixed epoch and a seeded random source, so a recording
+// is the same bytes every time: without -record, TestRecordings runs every
+// scenario again and requires the fresh export to equal the checked-in
+// one, so a change to what the engine writes cannot go unnoticed. With
+// -record it rewrites the logs and their .golden files; review the diff.
+var record = flag.Bool("record", false, "re-record testdata/replay/engine/*.jsonl (and .golden) from the current engine")
+
+// recordDir is where the engine recordings live.
+var recordDir = filepath.Join(testdata, "engine")
+
+// recEpoch is where every recording's clock starts.
+var recEpoch = time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
+
+const (
+	recClientID     = "flowd-recorder"
+	recClientSecret = "CLIENT-SECRET-recorder-d0ntl34k"
+	// recCodePrefix starts every code the fake provider issues; the export
+	// is scanned for it.
+	recCodePrefix = "AUTHCODE-S3CR3T-"
+	// recPublicBase is the gateway's public base URL.
+	recPublicBase = "https://connect.example.com"
+	// recLatency is how long the fake token endpoint takes, on the fake clock.
+	recLatency = 180 * time.Millisecond
+	// recDowntime is how long a restart keeps flowd down, on the fake clock.
+	recDowntime = 2 * time.Second
+)
+
+// recording is one scenario run through the real engine.
+type recording struct {
+	name string
+	// what it shows, for the README's table and failure messages.
+	what string
+	run  func(s *session)
+}
+
+var recordings = []recording{
+	{"happy_loopback", "loopback transport; the token response has no scope field, so the requested scopes are granted", func(s *session) {
+		s.open()
+		for _, step := range happySteps() {
+			step(s)
+		}
+	}},
+	{"happy_gateway", "gateway transport (public base URL); the provider grants fewer scopes than requested", func(s *session) {
+		s.open()
+		s.prov.setScope("openid email")
+		st := s.start(engine.StartRequest{Provider: "google", Principal: "alice@example.com", Transport: states.Gateway,
+			Scopes: []string{"openid", "email", "https://www.googleapis.com/auth/drive.readonly"}})
+		require.Equal(s.t, recPublicBase+engine.CallbackPath, st.RedirectURI)
+		s.clk.Advance(23 * time.Second)
+		f := s.callback(st, s.prov.authorize(s.t, st.AuthURL))
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, []string{"openid", "email"}, f.GrantedScopes)
+		s.tokenStored("google", "alice@example.com", true)
+	}},
+	{"happy_manual", "manual transport (the user pastes the URL); granted scopes from a comma-separated scope field", func(s *session) {
+		s.open()
+		s.prov.setScope("repo,read:user")
+		st := s.start(engine.StartRequest{Provider: "github", Transport: states.Manual})
+		s.clk.Advance(41 * time.Second)
+		f := s.callback(st, s.prov.authorize(s.t, st.AuthURL))
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, []string{"repo", "read:user"}, f.GrantedScopes)
+		assert.Equal(s.t, states.Manual, f.Transport)
+		s.tokenStored("github", "", true)
+	}},
+	{"provider_denied", "the user denies access at the provider: error(provider_denied) with the provider's words, no token", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(9 * time.Second)
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Error: "access_denied",
+			ErrorDescription: "The user has denied your application access."})
+		require.NoError(s.t, err)
+		s.outcome(f, states.Error, states.ProviderDenied)
+		assert.Equal(s.t, "access_denied", f.ErrorCode)
+		assert.Zero(s.t, s.prov.codeCalls(), "nothing to exchange")
+		s.tokenStored("github", "", false)
+	}},
+	{"exchange_failed", "the token endpoint refuses the code: HTTP 400 invalid_grant, no token", func(s *session) {
+		s.open()
+		s.prov.refuse("invalid_grant", "The authorization code has expired.")
+		st := s.start(engine.StartRequest{Provider: "google", Scopes: []string{"openid", "email"}})
+		s.clk.Advance(14 * time.Second)
+		f := s.callback(st, s.prov.authorize(s.t, st.AuthURL))
+		s.outcome(f, states.Error, states.ExchangeFailed)
+		assert.Equal(s.t, 400, f.HTTPStatus)
+		assert.Equal(s.t, "invalid_grant", f.ErrorCode)
+		s.tokenStored("google", "", false)
+	}},
+	{"exchange_interrupted", "flowd dies while the token endpoint answers; the next Open ends the flow error(exchange_interrupted) and never redeems the code again", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(12 * time.Second)
+		code := s.prov.authorize(s.t, st.AuthURL)
+		release := s.prov.hold()
+		done := s.callbackAsync(st, code)
+		s.prov.waitEntered(s.t)
+		// The crash: the process's handle on the database goes away with
+		// exchange_started the last record of the flow. The engine is
+		// abandoned, not closed: nothing it does from here reaches the log.
+		zombie := s.crash()
+		s.clk.Advance(recDowntime)
+		s.open()
+		release()
+		res := <-done
+		require.Error(s.t, res.err, "the dead engine cannot record the exchange's outcome")
+		require.NoError(s.t, zombie.Close())
+		f := s.status(st.State)
+		s.outcome(f, states.Error, states.ExchangeInterrupted)
+		assert.Equal(s.t, 1, s.prov.codeCalls(), "the code went to the provider once")
+		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+		require.ErrorIs(s.t, err, engine.ErrNotAwaiting, "the browser's retry is refused")
+		assert.Equal(s.t, 1, s.prov.codeCalls(), "the retry did not redeem the code again")
+		s.tokenStored("github", "", false)
+	}},
+	{"expired", "nobody comes back: the running engine ends the flow at its deadline", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(engine.DefaultTTL)
+		f, err := s.eng.Wait(s.ctx, st.State)
+		require.NoError(s.t, err)
+		s.outcome(f, states.Expired, states.DeadlineExpired)
+		assert.Equal(s.t, f.Deadline, f.Ended, "expired at its deadline, not later")
+	}},
+	{"expired_while_down", "the deadline passes while flowd is down; the next Open expires the flow once", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github", Transport: states.Manual})
+		s.clk.Advance(20 * time.Second)
+		s.close()
+		s.clk.Advance(2*time.Hour + 17*time.Minute)
+		s.open()
+		f := s.status(st.State)
+		s.outcome(f, states.Expired, states.ExpiredWhileDown)
+	}},
+	{"canceled", "the user cancels the flow", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(6 * time.Second)
+		f, err := s.eng.Cancel(s.ctx, st.State)
+		require.NoError(s.t, err)
+		s.outcome(f, states.Error, states.Canceled)
+	}},
+	{"superseded", "a second connect by the same principal ends the first (superseded, naming the second), which then completes", func(s *session) {
+		s.open()
+		first := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
+		s.clk.Advance(40 * time.Second)
+		second := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
+		require.Equal(s.t, []string{first.State}, second.Superseded)
+		f := s.status(first.State)
+		s.outcome(f, states.Error, states.Superseded)
+		assert.Equal(s.t, second.State, f.SupersededBy)
+		s.clk.Advance(11 * time.Second)
+		f = s.callback(second, s.prov.authorize(s.t, second.AuthURL))
+		s.outcome(f, states.Complete, states.Exchanged)
+		s.tokenStored("github", "alice", true)
+	}},
+	{"late_callback", "a redirect replayed after completion and one arriving after expiry: recorded in the flow's history, nothing changes", func(s *session) {
+		s.open()
+		a := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(8 * time.Second)
+		code := s.prov.authorize(s.t, a.AuthURL)
+		s.outcome(s.callback(a, code), states.Complete, states.Exchanged)
+		s.clk.Advance(4 * time.Second)
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: a.State, Code: code})
+		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, 1, s.prov.codeCalls(), "the replayed code was not redeemed again")
+
+		b := s.start(engine.StartRequest{Provider: "google", Principal: "bob@example.com", Transport: states.Gateway, Scopes: []string{"openid"}})
+		late := s.prov.authorize(s.t, b.AuthURL)
+		s.clk.Advance(engine.DefaultTTL + 90*time.Second)
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.State, Code: late})
+		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
+		s.outcome(f, states.Expired, states.DeadlineExpired)
+		assert.Equal(s.t, 1, f.IgnoredCallbacks)
+		assert.Equal(s.t, 1, s.prov.codeCalls(), "a code arriving after the deadline is never redeemed")
+	}},
+	{"exchange_in_progress", "a double-submitted redirect during the exchange is recorded as ignored; the exchange completes", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(10 * time.Second)
+		code := s.prov.authorize(s.t, st.AuthURL)
+		release := s.prov.hold()
+		done := s.callbackAsync(st, code)
+		s.prov.waitEntered(s.t)
+		s.clk.Advance(40 * time.Millisecond)
+		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
+		release()
+		res := <-done
+		require.NoError(s.t, res.err)
+		s.outcome(res.flow, states.Complete, states.Exchanged)
+		assert.Equal(s.t, 1, s.prov.codeCalls())
+	}},
+	{"live_at_export", "exported while one flow awaits its callback and another is mid-exchange", func(s *session) {
+		s.open()
+		a := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(3 * time.Second)
+		b := s.start(engine.StartRequest{Provider: "google", Transport: states.Gateway, Scopes: []string{"openid"}})
+		s.clk.Advance(20 * time.Second)
+		release := s.prov.hold()
+		done := s.callbackAsync(b, s.prov.authorize(s.t, b.AuthURL))
+		s.prov.waitEntered(s.t)
+		s.snapshot()
+		release()
+		require.NoError(s.t, (<-done).err)
+		assert.Equal(s.t, states.AwaitingCallback, s.status(a.State).State)
+	}},
+	{"restart_every_step", "the loopback happy path with flowd restarted (Close, 2s down, Open) before, between and after every step: same outcome as without", func(s *session) {
+		s.open()
+		for _, step := range happySteps() {
+			s.restart()
+			step(s)
+		}
+		s.restart()
+		// The same steps without restarts, on a log of their own, must
+		// come to the same flow: only the flow id and the times differ.
+		base := newSession(s.t, "restart_every_step/baseline")
+		base.open()
+		for _, step := range happySteps() {
+			step(base)
+		}
+		got, want := s.status(s.last.State), base.status(base.last.State)
+		assert.Equal(s.t, outcomeOf(want), outcomeOf(got))
+		assert.Equal(s.t, events(base.history(base.last.State)), events(s.history(s.last.State)))
+		assert.Equal(s.t, want.Deadline.Sub(want.Created), got.Deadline.Sub(got.Created), "the deadline survived the restarts")
+		s.tokenStored("github", "", true)
+	}},
+}
+
+// happySteps are the steps of a loopback connect, as restart_every_step
+// interleaves restarts with them.
+func happySteps() []func(s *session) {
+	var code string
+	return []func(s *session){
+		func(s *session) { s.start(engine.StartRequest{Provider: "github"}) },
+		func(s *session) {
+			// The user is at the provider for a while.
+			s.clk.Advance(18 * time.Second)
+			code = s.prov.authorize(s.t, s.last.AuthURL)
+		},
+		func(s *session) {
+			f := s.callback(s.last, code)
+			s.outcome(f, states.Complete, states.Exchanged)
+			assert.Equal(s.t, []string{"repo", "read:user"}, f.GrantedScopes)
+		},
+		func(s *session) {
+			s.clk.Advance(5 * time.Second)
+			s.outcome(s.status(s.last.State), states.Complete, states.Exchanged)
+			s.tokenStored("github", "", true)
+		},
+	}
+}
+
+// outcomeOf is a flow without its id and times.
+func outcomeOf(f states.Flow) states.Flow {
+	f.ID, f.Created, f.Deadline, f.Ended = "", time.Time{}, time.Time{}, time.Time{}
+	return f
+}
+
+func events(h []states.Record) []states.Event {
+	out := make([]states.Event, len(h))
+	for i, r := range h {
+		out[i] = r.Event
+	}
+	return out
+}
+
+// session is one recording: an engine on a bbolt log in a temporary
+// directory, a fake clock, a seeded random source and a fake provider.
+type session struct {
+	t    *testing.T
+	ctx  context.Context
+	clk  *fakeclock.Clock
+	prov *recProvider
+	cfg  engine.Config
+	path string
+	db   *persist.DB
+	eng  *engine.Engine
+	// last is the flow the last start began.
+	last engine.Started
+	// snap, when set, is the export taken mid-run (live_at_export).
+	snap []byte
+}
+
+func newSession(t *testing.T, name string) *session {
+	t.Helper()
+	s := &session{t: t, ctx: context.Background(), clk: fakeclock.New(recEpoch),
+		path: filepath.Join(t.TempDir(), "flowd.db")}
+	s.prov = newRecProvider(t, s.clk)
+	s.cfg = engine.Config{
+		Clock: s.clk,
+		// Seeded by the scenario's name: the same state tokens, PKCE
+		// verifiers and fingerprint key every run, distinct across scenarios.
+		Rand: newSeeded(name),
+		Providers: []engine.Provider{
+			s.prov.config("github", "repo", "read:user"),
+			s.prov.config("google", "openid", "email"),
+		},
+		PublicBaseURL:   recPublicBase,
+		ExchangeTimeout: 10 * time.Second,
+		// Keep every record: pruning would arm an hourly timer that the
+		// long clock jumps of some scenarios would fire.
+		Retention: -1,
+	}
+	t.Cleanup(func() {
+		if s.eng != nil {
+			s.close()
+		}
+	})
+	return s
+}
+
+func (s *session) open() {
+	s.t.Helper()
+	// NoSync: what is written does not depend on it, and the recordings
+	// run on every `go test`.
+	db, err := persist.Open(s.path, persist.Options{NoSync: true})
+	require.NoError(s.t, err, "open the event log")
+	cfg := s.cfg
+	cfg.Log = db
+	eng, err := engine.Open(s.ctx, cfg)
+	if err != nil {
+		_ = db.Close()
+	}
+	require.NoError(s.t, err, "open the engine")
+	s.db, s.eng = db, eng
+}
+
+// close stops flowd cleanly: the engine, then its log.
+func (s *session) close() {
+	s.t.Helper()
+	require.NoError(s.t, s.eng.Close(), "close the engine")
+	require.NoError(s.t, s.db.Close(), "close the event log")
+	s.eng, s.db = nil, nil
+}
+
+// restart is a clean restart with recDowntime between.
+func (s *session) restart() {
+	s.t.Helper()
+	s.close()
+	s.clk.Advance(recDowntime)
+	s.open()
+}
+
+// crash drops the database handle under a running engine, as the death of
+// the process would: the engine is returned for the caller to dispose of
+// once its in-flight calls have failed.
+func (s *session) crash() *engine.Engine {
+	s.t.Helper()
+	require.NoError(s.t, s.db.Close())
+	e := s.eng
+	s.eng, s.db = nil, nil
+	return e
+}
+
+func (s *session) start(req engine.StartRequest) engine.Started {
+	s.t.Helper()
+	st, err := s.eng.Start(s.ctx, req)
+	require.NoError(s.t, err)
+	s.last = st
+	return st
+}
+
+func (s *session) callback(st engine.Started, code string) states.Flow {
+	s.t.Helper()
+	f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+	require.NoError(s.t, err)
+	return f
+}
+
+type callbackResult struct {
+	flow states.Flow
+	err  error
+}
+
+// callbackAsync delivers a callback from another goroutine, for exchanges
+// the fake provider holds.
+func (s *session) callbackAsync(st engine.Started, code string) <-chan callbackResult {
+	done := make(chan callbackResult, 1)
+	eng := s.eng
+	go func() {
+		f, err := eng.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: code})
+		done <- callbackResult{f, err}
+	}()
+	return done
+}
+
+func (s *session) status(state string) states.Flow {
+	s.t.Helper()
+	f, err := s.eng.Status(s.ctx, state)
+	require.NoError(s.t, err)
+	return f
+}
+
+func (s *session) history(state string) []states.Record {
+	s.t.Helper()
+	h, err := s.eng.History(s.ctx, state)
+	require.NoError(s.t, err)
+	return h
+}
+
+func (s *session) outcome(f states.Flow, st states.State, reason states.Reason) {
+	s.t.Helper()
+	require.Equal(s.t, st, f.State, "flow %+v", f)
+	require.Equal(s.t, reason, f.Reason, "flow %+v", f)
+	assert.Equal(s.t, reason == states.Exchanged, f.TokenStored)
+}
+
+// tokenStored asserts whether the engine hands out a token for the
+// provider and principal.
+func (s *session) tokenStored(provider, principal string, want bool) {
+	s.t.Helper()
+	_, _, err := s.eng.TokenFor(s.ctx, engine.TokenKey{Provider: provider, Account: principal})
+	if want {
+		require.NoError(s.t, err, "a token is stored for %s", provider)
+	} else {
+		require.ErrorIs(s.t, err, engine.ErrNoToken, "no token is stored for %s", provider)
+	}
+}
+
+// export is the engine's own export of the whole log, as `flowctl log
+// export` writes it.
+func (s *session) export() []byte {
+	s.t.Helper()
+	var b bytes.Buffer
+	err := s.eng.Export(s.ctx, engine.ExportQuery{}, func(r states.Record) error {
+		line, err := r.Encode()
+		if err != nil {
+			return err
+		}
+		b.Write(line)
+		b.WriteByte('\n')
+		return nil
+	})
+	require.NoError(s.t, err, "export the log")
+	return b.Bytes()
+}
+
+// snapshot takes the recording's export now rather than at the end.
+func (s *session) snapshot() { s.snap = s.export() }
+
+// runRecording runs a scenario and returns the engine's export.
+func runRecording(t *testing.T, r recording) []byte {
+	t.Helper()
+	s := newSession(t, r.name)
+	r.run(s)
+	out := s.snap
+	if out == nil {
+		out = s.export()
+	}
+	require.NotEmpty(t, out)
+	for _, secret := range s.prov.secrets() {
+		require.NotContains(t, string(out), secret, "a secret reached the export")
+	}
+	return out
+}
+
+// TestRecordings runs every scenario through the engine and requires its
+// export to be the checked-in recording, byte for byte; with -record it
+// writes the recording and its .golden instead. (TestGolden replays the
+// checked-in files.)
+func TestRecordings(t *testing.T) {
+	if *record {
+		require.NoError(t, os.MkdirAll(recordDir, 0o755))
+	}
+	for _, r := range recordings {
+		t.Run(r.name, func(t *testing.T) {
+			got := runRecording(t, r)
+			path := filepath.Join(recordDir, r.name+".jsonl")
+			if *record {
+				writeRecording(t, path, got)
+				return
+			}
+			want, err := os.ReadFile(path)
+			if errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("no recording %s yet: run `go test ./replay -run TestRecordings -record`, read it and its .golden, commit both", path)
+			}
+			require.NoError(t, err)
+			require.Equal(t, string(want), string(got),
+				"the engine no longer writes what %s recorded (%s). If the change is intended, run `go test ./replay -run TestRecordings -record` and review the diff", path, r.what)
+		})
+	}
+}
+
+// writeRecording writes a recording and its .golden. It refuses to
+// overwrite a recording of an older schema version: that one must stay
+// and keep replaying (see testdata/replay/README.md).
+func writeRecording(t *testing.T, path string, log []byte) {
+	t.Helper()
+	if old, err := os.ReadFile(path); err == nil {
+		if v := firstVersion(old); v != states.SchemaVersion {
+			t.Fatalf("%s holds schema version %d records and this flowd writes version %d: keep the old recording, "+
+				"`git mv testdata/replay/engine testdata/replay/v%d-engine`, then record again", path, v, states.SchemaVersion, v)
+		}
+	}
+	var out bytes.Buffer
+	_, err := Run(bytes.NewReader(log), &out)
+	require.NoError(t, err, "the engine's own export does not replay")
+	require.NoError(t, os.WriteFile(path, log, 0o644))
+	require.NoError(t, os.WriteFile(strings.TrimSuffix(path, ".jsonl")+".golden", out.Bytes(), 0o644))
+	t.Logf("recorded %s", path)
+}
+
+// firstVersion is the schema version of a log's first record, or 0.
+func firstVersion(log []byte) int {
+	line, _, _ := bytes.Cut(log, []byte("\n"))
+	var head struct {
+		V int `json:"v"`
+	}
+	_ = json.Unmarshal(line, &head)
+	return head.V
+}
+
+// Every recording in testdata/replay/engine comes from a scenario here, so
+// a scenario cannot be renamed or dropped leaving a recording nobody
+// re-checks.
+func TestRecordingsHaveScenarios(t *testing.T) {
+	known := map[string]bool{}
+	for _, r := range recordings {
+		require.False(t, known[r.name], "two scenarios named %s", r.name)
+		known[r.name] = true
+	}
+	files, err := filepath.Glob(filepath.Join(recordDir, "*.jsonl"))
+	require.NoError(t, err)
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".jsonl")
+		assert.True(t, known[name], "%s has no scenario in replay/record_test.go", f)
+	}
+}
+
+// seeded is a deterministic random source for the engine, safe for
+// concurrent use.
+type seeded struct {
+	mu sync.Mutex
+	r  *rand.ChaCha8
+}
+
+func newSeeded(name string) io.Reader {
+	return &seeded{r: rand.NewChaCha8(sha256.Sum256([]byte("flowd recording " + name)))}
+}
+
+func (s *seeded) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.r.Read(p)
+}
+
+// recProvider is the provider's side of a recording: it issues codes for
+// authorization URLs, and its token endpoint checks client credentials,
+// PKCE and the redirect URI, redeems each code once, and takes recLatency
+// on the fake clock to answer.
+type recProvider struct {
+	t   *testing.T
+	clk *fakeclock.Clock
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	grants  map[string]*recGrant
+	n       int
+	calls   int // authorization_code requests
+	scope   string
+	errCode string
+	errDesc string
+	gate    chan struct{}
+	entered chan struct{}
+	seen    []string // secrets that crossed the wire
+}
+
+type recGrant struct {
+	challenge, redirectURI string
+	used                   bool
+}
+
+func newRecProvider(t *testing.T, clk *fakeclock.Clock) *recProvider {
+	p := &recProvider{t: t, clk: clk, grants: map[string]*recGrant{}, seen: []string{recClientSecret}}
+	p.srv = httptest.NewServer(http.HandlerFunc(p.serveToken))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *recProvider) config(name string, scopes ...string) engine.Provider {
+	return engine.Provider{
+		Name: name, AuthURL: "https://" + name + ".example.test/authorize", TokenURL: p.srv.URL + "/" + name + "/token",
+		AuthStyle: oauth2.AuthStyleInParams, ClientID: recClientID, ClientSecret: recClientSecret, Scopes: scopes,
+	}
+}
+
+// setScope makes token responses carry scope.
+func (p *recProvider) setScope(scope string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.scope = scope
+}
+
+// refuse makes the token endpoint answer 400 with the error code.
+func (p *recProvider) refuse(code, desc string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.errCode, p.errDesc = code, desc
+}
+
+// hold holds token requests until the returned func is called;
+// waitEntered waits for one to arrive.
+func (p *recProvider) hold() (release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gate, p.entered = make(chan struct{}), make(chan struct{}, 8)
+	gate := p.gate
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	p.t.Cleanup(release)
+	return release
+}
+
+func (p *recProvider) waitEntered(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	entered := p.entered
+	p.mu.Unlock()
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the engine never called the token endpoint")
+	}
+}
+
+func (p *recProvider) codeCalls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+func (p *recProvider) secrets() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.seen...)
+}
+
+// authorize plays the user approving at the provider, and returns the code
+// the provider redirects back with.
+func (p *recProvider) authorize(t *testing.T, authURL string) string {
+	t.Helper()
+	u, err := url.Parse(authURL)
+	require.NoError(t, err)
+	q := u.Query()
+	require.Equal(t, "S256", q.Get("code_challenge_method"))
+	require.Empty(t, q.Get("code_verifier"), "the verifier must never be in the URL")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	code := fmt.Sprintf("%s%04d", recCodePrefix, p.n)
+	p.grants[code] = &recGrant{challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri")}
+	p.seen = append(p.seen, code)
+	return code
+}
+
+func (p *recProvider) serveToken(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	f := r.PostForm
+	p.mu.Lock()
+	if f.Get("grant_type") == "authorization_code" {
+		p.calls++
+	}
+	p.seen = append(p.seen, f.Get("code_verifier"))
+	gate, entered := p.gate, p.entered
+	p.mu.Unlock()
+	if entered != nil {
+		entered <- struct{}{}
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	p.clk.Advance(recLatency)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.grants[f.Get("code")]
+	switch {
+	case f.Get("client_id") != recClientID || f.Get("client_secret") != recClientSecret:
+		recOAuthError(w, http.StatusUnauthorized, "invalid_client", "wrong client credentials")
+		return
+	case f.Get("grant_type") != "authorization_code":
+		recOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+		return
+	case p.errCode != "":
+		recOAuthError(w, http.StatusBadRequest, p.errCode, p.errDesc)
+		return
+	case g == nil || g.used:
+		recOAuthError(w, http.StatusBadRequest, "invalid_grant", "unknown or spent code")
+		return
+	case s256(f.Get("code_verifier")) != g.challenge || f.Get("redirect_uri") != g.redirectURI:
+		recOAuthError(w, http.StatusBadRequest, "invalid_grant", "PKCE or redirect_uri mismatch")
+		return
+	}
+	g.used = true
+	p.n++
+	body := map[string]any{
+		"access_token":  fmt.Sprintf("ACCESS-TOKEN-S3CR3T-%04d", p.n),
+		"refresh_token": fmt.Sprintf("REFRESH-TOKEN-S3CR3T-%04d", p.n),
+		"token_type":    "Bearer", "expires_in": 3600,
+	}
+	p.seen = append(p.seen, body["access_token"].(string), body["refresh_token"].(string))
+	if p.scope != "" {
+		body["scope"] = p.scope
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func recOAuthError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+func s256(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
