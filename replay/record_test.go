@@ -760,3 +760,12 @@ func s256(verifier string) string {
 	sum := sha256.Sum256([]byte(verifier))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
+
+// The version guard of -record reads the version a recording was written with.
+func TestFirstVersion(t *testing.T) {
+	log, err := os.ReadFile(filepath.Join(recordDir, "canceled.jsonl"))
+	require.NoError(t, err)
+	assert.Equal(t, states.SchemaVersion, firstVersion(log))
+	assert.Equal(t, 2, firstVersion([]byte(`{"v":2,"seq":1}`+"\n")))
+	assert.Zero(t, firstVersion([]byte("garbage\n")))
+}
