@@ -199,7 +199,8 @@ func (c *Cluster) Endpoints() []string {
 // Len is the number of members.
 func (c *Cluster) Len() int { return len(c.members) }
 
-// Stop stops member i and keeps its data for Restart.
+// Stop stops member i, the leader or not, as a crash would, and keeps its
+// data for Restart.
 func (c *Cluster) Stop(i int) {
 	c.t.Helper()
 	c.mu.Lock()
@@ -210,6 +211,16 @@ func (c *Cluster) Stop(i int) {
 	if e == nil {
 		c.t.Fatalf("etcdtest: stop %s: not running", m.Name)
 	}
+	stop(e)
+}
+
+// stop stops a member abruptly, as a crash would, but keeps its data
+// intact: raft stops first, without handing leadership over (a graceful
+// stop would transfer it first, the gentler case), then the listeners
+// close. It also keeps Close from waiting out the members' request timeout
+// for streams of clients still connected.
+func stop(e *embed.Etcd) {
+	e.Server.HardStop()
 	e.Close()
 }
 
@@ -286,7 +297,7 @@ func (c *Cluster) Close() {
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, e := range es {
-		wg.Go(e.Close)
+		wg.Go(func() { stop(e) })
 	}
 	wg.Wait()
 }
