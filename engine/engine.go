@@ -226,6 +226,11 @@ func (e *Engine) loadFingerprintKey(ctx context.Context) error {
 		if err := e.log.Append(ctx, nil, map[string][]byte{fingerprintKey: key}); err != nil {
 			return fmt.Errorf("engine: open: store fingerprint key: %w", err)
 		}
+		// Engines sharing a log may have drawn keys at once: all use the
+		// one that landed last.
+		if stored, ok, err := e.log.Secret(ctx, fingerprintKey); err == nil && ok && len(stored) == 32 {
+			key = stored
+		}
 	}
 	e.fpKey = key
 	return nil
