@@ -75,6 +75,15 @@ type Engine struct {
 	closed  bool
 	pruner  Timer
 	births  uint64
+	// starting holds the flows this engine is starting, so the watch of a
+	// shared log does not adopt them before Start does.
+	starting map[string]bool
+
+	// shared is the Log as a Watcher when several engines share it; nil
+	// otherwise. stopWatch and watchDone end and await its watch.
+	shared    Watcher
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	closing  chan struct{}
 	inflight sync.WaitGroup
@@ -108,6 +117,10 @@ type liveFlow struct {
 	// for the flow (guarded by mu). flow.Exchanging without it means the
 	// exchange is over but its outcome could not be recorded.
 	exchanging bool
+	// exchangeSince is when the flow's exchange started (guarded by mu),
+	// so a shared log's engines can tell an exchange lost with the engine
+	// that ran it.
+	exchangeSince time.Time
 }
 
 // Open recovers the engine from cfg.Log and starts its timers. Flows whose
@@ -119,17 +132,19 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: open: Config.Log is required")
 	}
 	e := &Engine{
-		log:     cfg.Log,
-		tokens:  cfg.Tokens,
-		clock:   cfg.Clock,
-		rand:    cfg.Rand,
-		logger:  cfg.Logger,
-		hooks:   cfg.Hooks,
-		http:    cfg.HTTPClient,
-		live:    map[string]*liveFlow{},
-		owners:  map[ownerKey]map[string]*liveFlow{},
-		closing: make(chan struct{}),
+		log:      cfg.Log,
+		tokens:   cfg.Tokens,
+		clock:    cfg.Clock,
+		rand:     cfg.Rand,
+		logger:   cfg.Logger,
+		hooks:    cfg.Hooks,
+		http:     cfg.HTTPClient,
+		live:     map[string]*liveFlow{},
+		owners:   map[ownerKey]map[string]*liveFlow{},
+		starting: map[string]bool{},
+		closing:  make(chan struct{}),
 	}
+	e.shared, _ = cfg.Log.(Watcher)
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}
@@ -181,12 +196,25 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.loadFingerprintKey(ctx); err != nil {
 		return nil, err
 	}
+	var head uint64
+	if e.shared != nil {
+		// Watch from before recovery reads the live flows, so nothing
+		// committed elsewhere in between is missed (what is seen twice is
+		// skipped).
+		var err error
+		if head, err = e.shared.Head(ctx); err != nil {
+			return nil, fmt.Errorf("engine: open: read the shared log's head: %w", err)
+		}
+	}
 	if err := e.recover(ctx); err != nil {
 		// Recovery may have re-armed flows before it failed: stop the
 		// timer, or it would later write to a log the caller gave up on,
 		// perhaps under a newer engine.
 		_ = e.Close()
 		return nil, err
+	}
+	if e.shared != nil {
+		e.follow(head)
 	}
 	if cfg.Retention > 0 {
 		e.prune()
@@ -246,7 +274,13 @@ func (e *Engine) recover(ctx context.Context) error {
 			return fmt.Errorf("replay live flow: %w", err)
 		}
 		lf := &liveFlow{flow: f, done: make(chan struct{}), index: -1}
+		noteRecords(lf, history)
 		switch {
+		case f.Exchanging && e.shared != nil:
+			// Another engine may be exchanging the code right now: leave
+			// the flow to it, and end it only if it never records the
+			// outcome (see wakeFor).
+			e.adopt(lf)
 		case f.Exchanging:
 			interrupted = append(interrupted, lf)
 		case !now.Before(f.Deadline):
@@ -264,14 +298,14 @@ func (e *Engine) recover(ctx context.Context) error {
 			Reason:  states.ExchangeInterrupted,
 			Message: "flowd stopped while the code was being exchanged; the code is not redeemed again",
 		}), e.dropVerifier(lf))
-		return err
+		return tolerateConflict(err)
 	})
 	if err != nil {
 		return fmt.Errorf("engine: open: interrupt exchanges: %w", err)
 	}
 	err = e.each(overdue, func(lf *liveFlow) error {
 		_, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.ExpiredWhileDown}), e.dropVerifier(lf))
-		return err
+		return tolerateConflict(err)
 	})
 	if err != nil {
 		return fmt.Errorf("engine: open: expire overdue flows: %w", err)
@@ -320,6 +354,12 @@ func cmpErr(a, b error) error {
 func (e *Engine) adopt(lf *liveFlow) uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.adoptLocked(lf)
+}
+
+// adoptLocked is adopt with e.mu held.
+func (e *Engine) adoptLocked(lf *liveFlow) uint64 {
+	delete(e.starting, lf.flow.ID)
 	e.births++
 	lf.born = e.births
 	e.live[lf.flow.ID] = lf
@@ -328,7 +368,7 @@ func (e *Engine) adopt(lf *liveFlow) uint64 {
 		e.owners[k] = map[string]*liveFlow{}
 	}
 	e.owners[k][lf.flow.ID] = lf
-	e.schedule(lf, lf.flow.Deadline)
+	e.schedule(lf, e.wakeFor(lf))
 	return lf.born
 }
 
@@ -349,6 +389,10 @@ func (e *Engine) Close() error {
 		e.pruner.Stop()
 	}
 	e.mu.Unlock()
+	if e.stopWatch != nil {
+		e.stopWatch()
+		<-e.watchDone
+	}
 	e.inflight.Wait()
 	return nil
 }
@@ -468,10 +512,16 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.URLIssued,
 		From: states.Pending, To: states.AwaitingCallback, Time: now,
 	}
+	e.mu.Lock()
+	e.starting[state] = true
+	e.mu.Unlock()
 	lf.mu.Lock()
 	_, err = e.commit(ctx, lf, []states.Record{created, issued}, map[string][]byte{verifierKeyPrefix + state: []byte(verifier)})
 	lf.mu.Unlock()
 	if err != nil {
+		e.mu.Lock()
+		delete(e.starting, state)
+		e.mu.Unlock()
 		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
 	}
 	born := e.adopt(lf)
@@ -566,9 +616,15 @@ func (e *Engine) commit(ctx context.Context, lf *liveFlow, recs []states.Record,
 		e.hooks.Append(time.Since(begin), err)
 	}
 	if err != nil {
+		if conflict(err) && lf.flow.ID != "" {
+			// Another engine on a shared log advanced the flow: re-read
+			// it, so the caller can decide again on what it became.
+			e.refresh(ctx, lf)
+		}
 		return lf.flow, fmt.Errorf("append %s to flow %s: %w", recs[len(recs)-1].Event, states.ShortID(lf.flow.ID), err)
 	}
 	lf.flow = next
+	noteRecords(lf, recs)
 	if next.State.Terminal() && lf.done != nil {
 		e.retire(lf)
 	}
@@ -623,10 +679,27 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	if p.Code != "" {
 		fp = e.fingerprint(p.Code)
 	}
-	lf := e.lookup(p.State)
+	lf, err := e.hold(ctx, p.State)
+	if err != nil {
+		return states.Flow{}, fmt.Errorf("callback: read the flow: %w", err)
+	}
 	if lf == nil {
 		return e.ignoreFinished(ctx, p.State, fp)
 	}
+	for attempt := 0; ; attempt++ {
+		f, err, again := e.callback(ctx, lf, p, fp)
+		if !again || attempt == conflictRetries {
+			return f, err
+		}
+		// Another engine on a shared log advanced the flow first; lf now
+		// holds what it became: decide again.
+	}
+}
+
+// callback is Callback on a flow this engine holds. again reports a lost
+// race before anything was done that cannot be repeated: the flow was
+// re-read and the callback may be decided again.
+func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, fp string) (_ states.Flow, _ error, again bool) {
 	lf.mu.Lock()
 	locked := true
 	defer func() {
@@ -639,44 +712,46 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	case f.State.Terminal():
 		lf.mu.Unlock()
 		locked = false
-		return e.ignoreFinished(ctx, p.State, fp)
+		f, err := e.ignoreFinished(ctx, p.State, fp)
+		return f, err, false
 	case f.Exchanging:
 		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: states.IgnoredInProgress, CodeFingerprint: fp}), nil)
 		if err != nil {
-			return f, fmt.Errorf("callback: %w", err)
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
-		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
 	case f.State != states.AwaitingCallback:
-		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
 	case !e.clock.Now().Before(f.Deadline):
 		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf))
 		if err != nil {
-			return f, fmt.Errorf("callback: %w", err)
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
-		return f, &FlowError{Flow: f, Err: ErrExpired}
+		return f, &FlowError{Flow: f, Err: ErrExpired}, false
 	case p.Error != "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.ProviderDenied, ErrorCode: clip(redact(p.Error, []string{p.Code}), 200), Message: clip(redact(p.ErrorDescription, []string{p.Code}), 500),
 		}), e.dropVerifier(lf))
 		if err != nil {
-			return f, fmt.Errorf("callback: %w", err)
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
-		return f, nil
+		return f, nil, false
 	case p.Code == "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.InvalidCallback, Message: "the callback carried neither a code nor an error",
 		}), e.dropVerifier(lf))
 		if err != nil {
-			return f, fmt.Errorf("callback: %w", err)
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
-		return f, nil
+		return f, nil, false
 	}
 	verifier, ok, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
 	if err != nil {
-		return f, fmt.Errorf("callback: read the flow's PKCE verifier: %w", err)
+		return f, fmt.Errorf("callback: read the flow's PKCE verifier: %w", err), false
 	}
+	// Only the engine whose exchange_started lands redeems the code.
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
-		return lf.flow, fmt.Errorf("callback: %w", err)
+		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
 	}
 	// The exchange runs without the flow's lock, so a repeated callback is
 	// recorded at once as ignored instead of queueing behind the exchange.
@@ -689,11 +764,19 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	lf.mu.Lock()
 	locked = true
 	lf.exchanging = false
-	f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), e.dropVerifier(lf))
-	if err != nil {
-		return f, fmt.Errorf("callback: %w", err)
+	for attempt := 0; ; attempt++ {
+		f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), e.dropVerifier(lf))
+		// Another engine on a shared log may have recorded a callback
+		// ignored meanwhile: record the outcome after it. The code is
+		// spent, so the callback is never decided again.
+		if err == nil || !conflict(err) || !lf.flow.Exchanging || attempt == outcomeRetries {
+			break
+		}
 	}
-	return f, nil
+	if err != nil {
+		return f, fmt.Errorf("callback: %w", err), false
+	}
+	return f, nil, false
 }
 
 type outcome struct {
@@ -868,7 +951,10 @@ func (e *Engine) Cancel(ctx context.Context, state string) (states.Flow, error) 
 		return states.Flow{}, err
 	}
 	defer e.inflight.Done()
-	lf := e.lookup(state)
+	lf, err := e.hold(ctx, state)
+	if err != nil {
+		return states.Flow{}, fmt.Errorf("cancel: read the flow: %w", err)
+	}
 	if lf == nil {
 		f, err := e.finished(ctx, state)
 		if err != nil {
@@ -878,17 +964,22 @@ func (e *Engine) Cancel(ctx context.Context, state string) (states.Flow, error) 
 	}
 	lf.mu.Lock()
 	defer lf.mu.Unlock()
-	switch {
-	case lf.flow.State.Terminal():
-		return lf.flow, &FlowError{Flow: lf.flow, Err: ErrNotAwaiting}
-	case lf.flow.Exchanging:
-		return lf.flow, &FlowError{Flow: lf.flow, Err: ErrExchangeInProgress}
+	for attempt := 0; ; attempt++ {
+		switch {
+		case lf.flow.State.Terminal():
+			return lf.flow, &FlowError{Flow: lf.flow, Err: ErrNotAwaiting}
+		case lf.flow.Exchanging:
+			return lf.flow, &FlowError{Flow: lf.flow, Err: ErrExchangeInProgress}
+		}
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.Canceled}), e.dropVerifier(lf))
+		if conflict(err) && attempt < conflictRetries {
+			continue // another engine advanced the flow: decide on what it became
+		}
+		if err != nil {
+			return f, fmt.Errorf("cancel: %w", err)
+		}
+		return f, nil
 	}
-	f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.Canceled}), e.dropVerifier(lf))
-	if err != nil {
-		return f, fmt.Errorf("cancel: %w", err)
-	}
-	return f, nil
 }
 
 // finished reads a flow that is not live from the log.
@@ -918,7 +1009,10 @@ func (e *Engine) Status(ctx context.Context, state string) (states.Flow, error) 
 // that ended it. If ctx ends first it returns the flow as it stands and
 // ctx's error.
 func (e *Engine) Wait(ctx context.Context, state string) (states.Flow, error) {
-	lf := e.lookup(state)
+	lf, err := e.hold(ctx, state)
+	if err != nil {
+		return states.Flow{}, fmt.Errorf("wait for %s: %w", states.ShortID(state), err)
+	}
 	if lf != nil {
 		select {
 		case <-lf.done:

@@ -53,3 +53,24 @@ type Log interface {
 	// never pruned.
 	Prune(ctx context.Context, endedBefore time.Time) (int, error)
 }
+
+// Watcher is implemented by a Log that several engines share at once, as
+// flowd replicas in cluster mode share the etcd log. An engine on such a
+// log holds every live flow, not only those it started: it adopts the
+// flows the others start and applies the transitions they record (which
+// wakes its waiters), it loads a flow a callback names that it has not
+// seen yet, and every engine arms every live flow's deadline. When two
+// engines act on one flow at once, Append's compare-and-set lets one
+// through; the other re-reads the flow and acts on what it became.
+type Watcher interface {
+	// Head returns a Seq at or above that of every record appended so
+	// far, by any writer.
+	Head(ctx context.Context) (uint64, error)
+
+	// Watch calls fn with the records of every append with a Seq greater
+	// than after, by this writer or any other, one append per call in Seq
+	// order, until ctx ends (it returns ctx's error) or it cannot go on
+	// without a gap (it returns another error, and the engine reads the
+	// live flows again from a new Head). fn must not call Watch.
+	Watch(ctx context.Context, after uint64, fn func(recs []states.Record)) error
+}

@@ -118,7 +118,15 @@ func (e *Engine) fire() {
 		if !f.State.Live() {
 			return nil
 		}
-		if now.Before(f.Deadline) {
+		if e.remoteExchange(lf) {
+			// Another engine on a shared log is exchanging the code: it
+			// decides the flow, unless it stopped before recording the
+			// outcome.
+			if due := e.exchangeDue(lf); now.Before(due) {
+				retry(lf, due)
+				return nil
+			}
+		} else if now.Before(f.Deadline) {
 			retry(lf, f.Deadline)
 			return nil
 		}
@@ -137,6 +145,15 @@ func (e *Engine) fire() {
 				Message: "the outcome of the code's exchange could not be recorded; the code is not redeemed again"})
 		}
 		if _, err := e.commit(ctx, lf, ending, e.dropVerifier(lf)); err != nil {
+			if conflict(err) {
+				// Another engine on a shared log advanced the flow first
+				// (expired it, most likely): lf was re-read. Look again
+				// shortly if it is still live.
+				if lf.flow.State.Live() {
+					retry(lf, now.Add(time.Second))
+				}
+				return nil
+			}
 			e.logger.Error("could not expire flow; retrying in a second", "flow", states.ShortID(f.ID), "err", err)
 			retry(lf, now.Add(time.Second))
 			return err
