@@ -349,6 +349,10 @@ func checkCallbackParams(p engine.CallbackParams) string {
 		return "the callback has no state; it did not come from a flowd sign-in link"
 	case len(p.State) > wire.MaxStateLen:
 		return fmt.Sprintf("the state is over %d bytes; flowd never issues such a state", wire.MaxStateLen)
+	case p.Code == "" && p.Error == "":
+		// Refused before it reaches the flow: a mangled or prefetched
+		// redirect must not end a sign-in the real redirect can still finish.
+		return "the callback has neither a code nor an error; use the whole address the provider redirected the browser to"
 	case len(p.Code) > wire.MaxCodeLen:
 		return fmt.Sprintf("the code is over %d bytes", wire.MaxCodeLen)
 	case len(p.Error) > 256:
