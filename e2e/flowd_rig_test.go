@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -48,12 +49,17 @@ type flowdRig struct {
 	cliOut lockedBuffer
 	// states are the flows the test started, exported at the end.
 	states []string
+	// gatewayURL is the fake public gateway's base URL (rigOptions.gateway).
+	gatewayURL string
 
 	proc *flowdProc
 }
 
 type rigOptions struct {
 	dex dextest.Options
+	// gateway runs a public gateway that relays callbacks to flowd as
+	// svc_gateway, and configures flowd's public_base_url to it.
+	gateway bool
 	// extraConfig is appended to the config file's top level.
 	extraConfig string
 }
@@ -65,19 +71,10 @@ const secretEnv = "FLOWD_E2E_DEX_SECRET"
 func newFlowdRig(t *testing.T, opts rigOptions) *flowdRig {
 	t.Helper()
 	flowd, flowctl := buildBinaries(t)
-	port := dextest.FreePort(t)
-	r := &flowdRig{
-		t: t, flowdBin: flowd, flowctlB: flowctl,
-		home:   t.TempDir(),
-		listen: fmt.Sprintf("127.0.0.1:%d", port),
-	}
+	r := &flowdRig{t: t, flowdBin: flowd, flowctlB: flowctl, home: t.TempDir()}
 	r.stateHome = filepath.Join(r.home, "state")
 	r.configHome = filepath.Join(r.home, "config")
 	r.runtimeDir = shortDir(t)
-
-	opts.dex.RedirectURIs = []string{"http://" + r.listen + "/oauth/callback"}
-	r.dex = dextest.Start(t, opts.dex)
-	r.writeConfig(r.configHome, r.listen, opts.extraConfig)
 
 	t.Cleanup(func() {
 		var export string
@@ -88,10 +85,38 @@ func newFlowdRig(t *testing.T, opts rigOptions) *flowdRig {
 		if t.Failed() {
 			t.Logf("flowd output:\n%s", r.out.String())
 		}
-		r.scanForSecrets(export)
+		if r.dex != nil {
+			r.scanForSecrets(export)
+		}
 	})
-	r.start()
-	return r
+
+	// flowd's port is chosen before Dex starts, because Dex must know the
+	// redirect URI; on a shared machine another process may take the port
+	// meanwhile, and then a fresh port (and Dex) is tried.
+	extra := opts.extraConfig
+	var redirects []string
+	if opts.gateway {
+		gw := httptest.NewServer(http.HandlerFunc(r.relay))
+		t.Cleanup(gw.Close)
+		r.gatewayURL = gw.URL
+		redirects = append(redirects, gw.URL+"/oauth/callback")
+		extra += fmt.Sprintf("\npublic_base_url = %q\n", gw.URL)
+	}
+	for attempt := 1; ; attempt++ {
+		r.listen = fmt.Sprintf("127.0.0.1:%d", dextest.FreePort(t))
+		dexOpts := opts.dex
+		dexOpts.RedirectURIs = append([]string{"http://" + r.listen + "/oauth/callback"}, redirects...)
+		r.dex = dextest.Start(t, dexOpts)
+		r.writeConfig(r.configHome, r.listen, extra)
+		err := r.tryStart()
+		if err == nil {
+			return r
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; trying another port", attempt, err)
+	}
 }
 
 func (r *flowdRig) writeConfig(configHome, listen, extra string) {
@@ -111,6 +136,38 @@ auth_style = "in_header"
 	dir := filepath.Join(configHome, "flowd")
 	require.NoError(r.t, os.MkdirAll(dir, 0o700))
 	require.NoError(r.t, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600))
+}
+
+// relay is the public gateway's /oauth/callback: it hands the browser's
+// redirect to flowd as svc_gateway, with the service token flowd wrote to
+// its state directory, and shows the browser flowd's answer.
+func (r *flowdRig) relay(w http.ResponseWriter, req *http.Request) {
+	tok, err := os.ReadFile(filepath.Join(r.stateDir(), "service_token"))
+	if err != nil {
+		http.Error(w, "gateway: read flowd's service token: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	q := req.URL.Query()
+	body, _ := json.Marshal(map[string]string{
+		"state": q.Get("state"), "code": q.Get("code"),
+		"error": q.Get("error"), "error_description": q.Get("error_description"),
+	})
+	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost, "http://"+r.listen+"/v1/callbacks", bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	out.Header.Set("Content-Type", "application/json")
+	out.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(out)
+	if err != nil {
+		http.Error(w, "gateway: relay to flowd: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
 }
 
 // stateDir is where flowd keeps its database by default.
@@ -188,20 +245,29 @@ func (r *flowdRig) spawn(env []string, out io.Writer, args ...string) *flowdProc
 // start runs flowd and waits until it answers on its socket.
 func (r *flowdRig) start() {
 	r.t.Helper()
+	if err := r.tryStart(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *flowdRig) tryStart() error {
 	require.Nil(r.t, r.proc, "flowd already running")
-	r.proc = r.spawn(r.env(), &r.out)
+	var out lockedBuffer
+	proc := r.spawn(r.env(), io.MultiWriter(&r.out, &out))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
 		if r.healthy(ctx) {
-			return
+			r.proc = proc
+			return nil
 		}
 		select {
-		case <-r.proc.exited:
-			r.proc = nil
-			r.t.Fatalf("flowd exited before it was ready:\n%s", r.out.String())
+		case <-proc.exited:
+			return fmt.Errorf("flowd exited before it was ready (%v):\n%s", proc.err, out.String())
 		case <-ctx.Done():
-			r.t.Fatalf("flowd did not answer on %s:\n%s", r.socket(), r.out.String())
+			_ = proc.cmd.Process.Kill()
+			<-proc.exited
+			return fmt.Errorf("flowd did not answer on %s within 60s:\n%s", r.socket(), out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -420,7 +486,8 @@ func (r *flowdRig) scanForSecrets(export string) {
 	assert.Empty(t, secrets.Leaks([]byte(export)), "secrets in the exported event log")
 	scanned := 0
 	_ = filepath.WalkDir(r.stateHome, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
+		// The service token's own file is where it belongs.
+		if err != nil || !d.Type().IsRegular() || d.Name() == "service_token" {
 			return nil
 		}
 		data, err := os.ReadFile(path)

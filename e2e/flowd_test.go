@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -40,6 +41,27 @@ func TestFlowdConnectLoopback(t *testing.T) {
 	t.Logf("reloaded callback page: HTTP %d", status)
 	assert.NotEqual(t, http.StatusInternalServerError, status, "page: %s", page)
 	assert.False(t, saysConnected(page), "a reload does not claim success: %s", page)
+}
+
+func TestFlowdGatewayTransport(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{gateway: true})
+	st := r.startConnect("--transport", "gateway")
+	assert.Equal(t, r.gatewayURL+"/oauth/callback", st.RedirectURI, "the redirect goes to the public gateway")
+
+	final := r.browse(st.AuthURL)
+	status, body := r.land(final)
+	assert.Equal(t, http.StatusOK, status, "gateway relay: %s", body)
+	assert.Contains(t, body, `"connected"`, "flowd tells the gateway the outcome")
+
+	f, res := r.wait(st.State)
+	require.Equal(t, 0, res.code, "wait: %s", res.stderr)
+	assert.Equal(t, "complete", f.Status)
+	r.token()
+
+	// The gateway's token is a credential: it must not be logged either.
+	tok, err := os.ReadFile(filepath.Join(r.stateDir(), "service_token"))
+	require.NoError(t, err)
+	r.dex.Secrets.Add("service_token", strings.TrimSpace(string(tok)))
 }
 
 func TestFlowdRefreshRotatesAndSurvivesRestart(t *testing.T) {
