@@ -31,6 +31,11 @@ type committer struct {
 	db       *bolt.DB
 	maxBatch int
 	linger   time.Duration
+	// begin, when set, runs at the start of every write transaction, and
+	// settle after it, told whether it committed: they keep state derived
+	// from the database (the secret index) in step with what committed.
+	begin  func()
+	settle func(committed bool)
 
 	mu      sync.Mutex
 	queue   []*commitReq
@@ -102,6 +107,7 @@ func (c *committer) run(batch []*commitReq) {
 	for len(batch) > 0 {
 		failed := -1
 		err := c.update(func(tx *bolt.Tx) error {
+			c.began()
 			for i, r := range batch {
 				if err := safeCall(r.fn, tx); err != nil {
 					failed = i
@@ -110,6 +116,7 @@ func (c *committer) run(batch []*commitReq) {
 			}
 			return nil
 		})
+		c.settled(err == nil)
 		if failed < 0 {
 			for _, r := range batch {
 				r.done <- err
@@ -118,7 +125,24 @@ func (c *committer) run(batch []*commitReq) {
 		}
 		r := batch[failed]
 		batch = slices.Delete(batch, failed, failed+1)
-		r.done <- c.update(func(tx *bolt.Tx) error { return safeCall(r.fn, tx) })
+		err = c.update(func(tx *bolt.Tx) error {
+			c.began()
+			return safeCall(r.fn, tx)
+		})
+		c.settled(err == nil)
+		r.done <- err
+	}
+}
+
+func (c *committer) began() {
+	if c.begin != nil {
+		c.begin()
+	}
+}
+
+func (c *committer) settled(committed bool) {
+	if c.settle != nil {
+		c.settle(committed)
 	}
 }
 

@@ -2,12 +2,14 @@
 // engine.Log (checked in this package's tests: persist does not import
 // engine, so embedding the log pulls in nothing of the engine's).
 //
-// Records are appended under a global sequence, indexed per flow (History
-// is a prefix scan), by live flow (recovery reads live flows, not the whole
-// history) and by end time (Prune finds old finished flows without a full
-// scan). Secrets are sealed with AES-256-GCM (package seal) under a key file
-// beside the database. docs/storage.md describes the layout, durability,
-// group commit, retention and compaction.
+// Records are appended under a global sequence. Each flow is numbered by
+// the seq of its first record, and its head (the seqs of its records), the
+// live index (recovery reads live flows, not the whole history) and the
+// ended index (Prune finds old finished flows without a full scan) are keyed
+// by that number, so appends write near the tail of every tree; one index
+// maps flow ids to numbers. Secrets are sealed with AES-256-GCM (package
+// seal) under a key file beside the database. docs/storage.md describes the
+// layout, durability, group commit, retention and compaction.
 package persist
 
 import (
@@ -36,6 +38,8 @@ var (
 	ErrNotLog = errors.New("not a flowd event log")
 	// ErrNewerFormat: the database was written by a newer flowd.
 	ErrNewerFormat = errors.New("event log written by a newer flowd")
+	// ErrOlderFormat: the database has a layout this flowd no longer reads.
+	ErrOlderFormat = errors.New("event log written by an older flowd")
 	// ErrCorrupt: the database's structure or indexes are damaged. An
 	// undecodable record is reported as a *states.RecordError wrapping
 	// states.ErrUndecodable instead.
@@ -106,6 +110,7 @@ type DB struct {
 	opts Options
 
 	commits *committer
+	secrets secretIndex
 
 	keyOnce sync.Once
 	sealer  *seal.Sealer
@@ -116,23 +121,25 @@ type DB struct {
 var (
 	bucketMeta    = []byte("meta")
 	bucketEvents  = []byte("events")
-	bucketFlows   = []byte("flows")
+	bucketIDs     = []byte("ids")
 	bucketHeads   = []byte("heads")
 	bucketLive    = []byte("live")
 	bucketEnded   = []byte("ended")
 	bucketSecrets = []byte("secrets")
 
-	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketFlows, bucketHeads, bucketLive, bucketEnded, bucketSecrets}
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketIDs, bucketHeads, bucketLive, bucketEnded, bucketSecrets}
 
 	metaFormat   = []byte("format")
 	metaKeyCheck = []byte("keycheck")
 )
 
 // format names the layout in meta/format. A change of layout that older
-// code cannot read gets a new number.
+// code cannot read gets a new number. Version 1 (flowd before the indexes
+// were keyed by flow number) is refused with ErrOlderFormat: flowd had no
+// users then, so there is no migration.
 const (
 	formatName    = "flowd-events"
-	formatVersion = 1
+	formatVersion = 2
 )
 
 var formatValue = fmt.Appendf(nil, "%s %d", formatName, formatVersion)
@@ -166,8 +173,10 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{bolt: bdb, path: path, opts: opts,
-		commits: &committer{db: bdb, maxBatch: opts.MaxBatchSize, linger: opts.MaxBatchDelay}}
+	db := &DB{bolt: bdb, path: path, opts: opts}
+	db.secrets.pending = map[string]pendingSecret{}
+	db.commits = &committer{db: bdb, maxBatch: opts.MaxBatchSize, linger: opts.MaxBatchDelay,
+		begin: db.secrets.begin, settle: db.secrets.settle}
 	if err := db.init(); err != nil {
 		_ = bdb.Close()
 		return nil, err
@@ -306,17 +315,23 @@ func checkFormat(v []byte) error {
 	if version < 1 {
 		return fmt.Errorf("%w: meta format is %q", ErrCorrupt, v)
 	}
+	if version < formatVersion {
+		return fmt.Errorf("%w (format %d, this flowd reads only format %d, and cannot convert it): to keep its history, export it with the flowd that wrote it (flowctl log export, while that flowd runs); then move the file and its key file aside and this flowd starts an empty log (its stored tokens are not carried over: connect the providers again)", ErrOlderFormat, version, formatVersion)
+	}
 	return nil
 }
 
-// verify decodes what recovery reads: every live flow's history and the
-// log's last record, so a damaged record fails Open rather than a later
-// recovery step.
+// verify reads the secrets' names into the secret index, and decodes
+// what recovery reads: every live flow's history and the log's last record,
+// so a damaged record fails Open rather than a later recovery step.
 func (db *DB) verify() error {
 	return db.view(func(tx *bolt.Tx) error {
 		b := buckets(tx)
-		if err := b.live.ForEach(func(flow, _ []byte) error {
-			_, err := b.history(string(flow))
+		if err := db.secrets.load(b.secrets); err != nil {
+			return err
+		}
+		if err := b.live.ForEach(func(num, flow []byte) error {
+			_, err := b.liveHistory(num, flow)
 			return err
 		}); err != nil {
 			return err

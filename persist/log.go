@@ -3,7 +3,6 @@ package persist
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -16,31 +15,61 @@ import (
 
 // tx wraps one transaction's buckets.
 type tx struct {
-	events, flows, heads, live, ended, secrets *bolt.Bucket
+	events, ids, heads, live, ended, secrets *bolt.Bucket
 }
 
 func buckets(t *bolt.Tx) tx {
 	b := tx{
 		events:  t.Bucket(bucketEvents),
-		flows:   t.Bucket(bucketFlows),
+		ids:     t.Bucket(bucketIDs),
 		heads:   t.Bucket(bucketHeads),
 		live:    t.Bucket(bucketLive),
 		ended:   t.Bucket(bucketEnded),
 		secrets: t.Bucket(bucketSecrets),
 	}
 	if t.Writable() {
-		// Events keys only ever grow, and the ended index's nearly so:
-		// full pages instead of bbolt's half-full default keep the file
-		// about half the size. The other indexes take random keys.
+		// bbolt splits a page at FillPercent when it overflows (default
+		// half): right for random keys, a waste for keys that arrive in
+		// order, which then leave every page half empty. Events keys only
+		// grow; heads, live and secrets keys are numbers given in order
+		// (heads values grow a byte or two per record, hence the slack);
+		// ended keys are end times, nearly in order. Only ids takes
+		// random keys.
 		b.events.FillPercent = 1.0
+		b.heads.FillPercent = 0.9
+		b.live.FillPercent = 0.9
 		b.ended.FillPercent = 0.9
+		b.secrets.FillPercent = 0.9
 	}
 	return b
 }
 
-// present is the value of set-like buckets (live, ended), whose keys say
-// everything. It is not empty so a Get tells present from absent plainly.
+// present is the value of the ended index, whose keys say everything. It
+// is not empty so a Get tells present from absent plainly.
 var present = []byte{1}
+
+// flow finds a flow by id: its number and head, or number 0 for a flow
+// the log does not hold. An id whose head is gone (its flow was pruned
+// but its first record could not be read to name the id) is unknown too.
+func (b tx) flow(flow string) (uint64, head, error) {
+	v := b.ids.Get([]byte(flow))
+	if v == nil {
+		return 0, head{}, nil
+	}
+	num := decodeSeq(v)
+	if num == 0 {
+		return 0, head{}, fmt.Errorf("%w: flow %s has a number of %d bytes", ErrCorrupt, states.ShortID(flow), len(v))
+	}
+	hv := b.heads.Get(v)
+	if hv == nil {
+		return 0, head{}, nil
+	}
+	h, err := decodeHead(num, hv)
+	if err != nil {
+		return 0, head{}, fmt.Errorf("flow %s: %w", states.ShortID(flow), err)
+	}
+	return num, h, nil
+}
 
 // Append implements engine.Log. The compare-and-set on the flow's last
 // FlowSeq runs inside the write transaction. Concurrent appends share
@@ -109,15 +138,12 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 		b := buckets(t)
 		if len(recs) > 0 {
-			var h head
-			if v := b.heads.Get([]byte(flow)); v != nil {
-				var ok bool
-				if h, ok = decodeHead(v); !ok {
-					return fmt.Errorf("%w: head of flow %s is %d bytes", ErrCorrupt, states.ShortID(flow), len(v))
-				}
+			num, h, err := b.flow(flow)
+			if err != nil {
+				return err
 			}
-			if recs[0].FlowSeq != h.last+1 {
-				out.err = fmt.Errorf("append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), recs[0].FlowSeq, h.last, states.ErrConflict)
+			if recs[0].FlowSeq != h.last()+1 {
+				out.err = fmt.Errorf("append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), recs[0].FlowSeq, h.last(), states.ErrConflict)
 				return nil
 			}
 			for _, r := range recs {
@@ -133,32 +159,36 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 				if err != nil {
 					return err
 				}
-				key := encodeSeq(seq)
-				if err := b.events.Put(key, v); err != nil {
+				if err := b.events.Put(encodeSeq(seq), v); err != nil {
 					return fmt.Errorf("put record seq=%d: %w", seq, err)
 				}
-				if err := b.flows.Put(flowKey(flow, r.FlowSeq), key); err != nil {
-					return fmt.Errorf("index record seq=%d: %w", seq, err)
+				if num == 0 {
+					num = seq // a new flow: numbered by its first record
 				}
-				if r.To.Terminal() && h.ended == nil {
-					h.ended = endedTime(r.Time)
-					if err := b.ended.Put(endedKey(r.Time, flow), present); err != nil {
+				h.seqs = append(h.seqs, seq)
+				if r.To.Terminal() && !h.ended {
+					h.ended = true
+					if err := b.ended.Put(endedKey(r.Time, num), present); err != nil {
 						return fmt.Errorf("index end of flow %s: %w", states.ShortID(flow), err)
 					}
 				}
 				out.seqs = append(out.seqs, seq)
 			}
-			h.last = recs[len(recs)-1].FlowSeq
-			if err := b.heads.Put([]byte(flow), h.encode()); err != nil {
+			numKey := encodeSeq(num)
+			if len(h.seqs) == len(recs) {
+				if err := b.ids.Put([]byte(flow), numKey); err != nil {
+					return fmt.Errorf("number flow %s: %w", states.ShortID(flow), err)
+				}
+			}
+			if err := b.heads.Put(numKey, h.encode()); err != nil {
 				return fmt.Errorf("put head of flow %s: %w", states.ShortID(flow), err)
 			}
-			var err error
 			if recs[len(recs)-1].To.Terminal() {
-				err = b.live.Delete([]byte(flow))
-			} else if b.live.Get([]byte(flow)) == nil {
+				err = b.live.Delete(numKey)
+			} else if b.live.Get(numKey) == nil {
 				// Only when it is not there yet: a Put of the same value
 				// would still dirty a page that the commit must write.
-				err = b.live.Put([]byte(flow), present)
+				err = b.live.Put(numKey, []byte(flow))
 			}
 			if err != nil {
 				return fmt.Errorf("index live flow %s: %w", states.ShortID(flow), err)
@@ -167,9 +197,9 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		for k, v := range sealed {
 			var err error
 			if v == nil {
-				err = b.secrets.Delete([]byte(k))
+				err = db.secrets.del(b.secrets, k)
 			} else {
-				err = b.secrets.Put([]byte(k), v)
+				err = db.secrets.put(b.secrets, k, v)
 			}
 			if err != nil {
 				return fmt.Errorf("put secret %q: %w", k, err)
@@ -193,30 +223,44 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 	return nil
 }
 
-// history reads a flow's records through the flows index.
-func (b tx) history(flow string) ([]states.Record, error) {
-	p := flowPrefix(flow)
-	var out []states.Record
-	c := b.flows.Cursor()
-	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		if len(k) != len(p)+8 {
-			return out, fmt.Errorf("%w: flows index key of %d bytes for flow %s", ErrCorrupt, len(k), states.ShortID(flow))
-		}
-		flowSeq := binary.BigEndian.Uint64(k[len(p):])
-		ev := b.events.Get(v)
+// history reads the records a flow's head names, checking each is the
+// record the head says: flow (when known), seq and FlowSeq.
+func (b tx) history(flow string, h head) ([]states.Record, error) {
+	out := make([]states.Record, 0, len(h.seqs))
+	for i, seq := range h.seqs {
+		key := encodeSeq(seq)
+		ev := b.events.Get(key)
 		if ev == nil {
-			return out, &states.RecordError{Seq: decodeSeq(v), Flow: flow, FlowSeq: flowSeq, Err: fmt.Errorf("%w: the flows index names a record that is not there", ErrCorrupt)}
+			return out, &states.RecordError{Seq: seq, Flow: flow, FlowSeq: uint64(i + 1), Err: fmt.Errorf("%w: the flow's head names a record that is not there", ErrCorrupt)}
 		}
-		rec, err := decodeRecord(v, ev, flow, flowSeq)
+		rec, err := decodeRecord(key, ev, flow, uint64(i+1))
 		if err != nil {
 			return out, err
 		}
-		if want := uint64(len(out) + 1); flowSeq != want {
-			return out, &states.RecordError{Seq: rec.Seq, Flow: flow, FlowSeq: flowSeq, Err: fmt.Errorf("%w: flow_seq %d where %d was due", ErrCorrupt, flowSeq, want)}
+		if flow == "" {
+			flow = rec.Flow
 		}
 		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// liveHistory reads the history of the live flow num (a live index key)
+// that the index says is flow.
+func (b tx) liveHistory(num, flow []byte) ([]states.Record, error) {
+	n := decodeSeq(num)
+	if n == 0 || len(flow) == 0 {
+		return nil, fmt.Errorf("%w: live index entry %x of %d bytes", ErrCorrupt, num, len(flow))
+	}
+	hv := b.heads.Get(num)
+	if hv == nil {
+		return nil, fmt.Errorf("%w: live flow %s has no head", ErrCorrupt, states.ShortID(string(flow)))
+	}
+	h, err := decodeHead(n, hv)
+	if err != nil {
+		return nil, fmt.Errorf("live flow %s: %w", states.ShortID(string(flow)), err)
+	}
+	return b.history(string(flow), h)
 }
 
 // History implements engine.Log.
@@ -229,8 +273,12 @@ func (db *DB) History(ctx context.Context, flow string) ([]states.Record, error)
 	}
 	var out []states.Record
 	err := db.view(func(t *bolt.Tx) error {
-		var err error
-		out, err = buckets(t).history(flow)
+		b := buckets(t)
+		num, h, err := b.flow(flow)
+		if err != nil || num == 0 {
+			return err
+		}
+		out, err = b.history(flow, h)
 		return err
 	})
 	if err != nil {
@@ -249,13 +297,10 @@ func (db *DB) Live(ctx context.Context, fn func(history []states.Record) error) 
 	var all [][]states.Record
 	err := db.view(func(t *bolt.Tx) error {
 		b := buckets(t)
-		return b.live.ForEach(func(flow, _ []byte) error {
-			h, err := b.history(string(flow))
+		return b.live.ForEach(func(num, flow []byte) error {
+			h, err := b.liveHistory(num, flow)
 			if err != nil {
 				return err
-			}
-			if len(h) == 0 {
-				return fmt.Errorf("%w: live flow %s has no records", ErrCorrupt, states.ShortID(string(flow)))
 			}
 			all = append(all, h)
 			return nil
@@ -329,9 +374,21 @@ func (db *DB) Secret(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
+	num := db.secrets.lookup(key)
+	if num == 0 {
+		return nil, false, nil
+	}
 	var sealed []byte
 	err := db.view(func(t *bolt.Tx) error {
-		sealed = cloneBytes(buckets(t).secrets.Get([]byte(key)))
+		v := buckets(t).secrets.Get(encodeSeq(num))
+		if v == nil {
+			return nil // deleted since the lookup
+		}
+		name, s, ok := decodeSecret(v)
+		if !ok || name != key {
+			return fmt.Errorf("%w: secret number %d does not hold %q", ErrCorrupt, num, key)
+		}
+		sealed = cloneBytes(s)
 		return nil
 	})
 	if err != nil {
@@ -398,19 +455,25 @@ func (db *DB) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
 				victims = append(victims, cloneBytes(k))
 			}
 			for _, ek := range victims {
-				flow := ek[endedTimeLen:]
-				if b.live.Get(flow) != nil {
+				if len(ek) != endedKeyLen {
+					return fmt.Errorf("%w: ended index key of %d bytes", ErrCorrupt, len(ek))
+				}
+				num := ek[endedTimeLen:]
+				if b.live.Get(num) != nil {
 					// Its last record is not terminal (a record after its
 					// end): live flows are never pruned.
 					continue
 				}
-				if err := b.deleteFlow(string(flow)); err != nil {
+				deleted, err := b.deleteFlow(num)
+				if err != nil {
 					return err
 				}
 				if err := b.ended.Delete(ek); err != nil {
-					return fmt.Errorf("delete ended index of flow %s: %w", states.ShortID(string(flow)), err)
+					return fmt.Errorf("delete ended index of flow number %d: %w", decodeSeq(num), err)
 				}
-				n++
+				if deleted {
+					n++
+				}
 			}
 			if len(victims) > 0 {
 				next = append(victims[len(victims)-1], 0)
@@ -428,25 +491,38 @@ func (db *DB) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
 	}
 }
 
-// deleteFlow deletes a flow's records, index entries and head.
-func (b tx) deleteFlow(flow string) error {
-	p := flowPrefix(flow)
-	var idx, seqs [][]byte
-	c := b.flows.Cursor()
-	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		idx = append(idx, cloneBytes(k))
-		seqs = append(seqs, cloneBytes(v))
+// deleteFlow deletes the records, head and id of the flow numbered num,
+// and says whether there was one. The flow's id is read from its first
+// record; if that record cannot be read, the id's entry stays behind, an
+// id that History and Append treat as unknown since its head is gone.
+func (b tx) deleteFlow(num []byte) (bool, error) {
+	n := decodeSeq(num)
+	hv := b.heads.Get(num)
+	if hv == nil {
+		return false, nil
 	}
-	for i := range idx {
-		if err := b.events.Delete(seqs[i]); err != nil {
-			return fmt.Errorf("delete record seq=%d: %w", decodeSeq(seqs[i]), err)
+	h, err := decodeHead(n, hv)
+	if err != nil {
+		return false, err
+	}
+	var flow []byte
+	if v := b.events.Get(num); v != nil {
+		if id := peekFlow(v); id != "?" && id != "" {
+			flow = []byte(id)
 		}
-		if err := b.flows.Delete(idx[i]); err != nil {
-			return fmt.Errorf("delete index of flow %s: %w", states.ShortID(flow), err)
+	}
+	for _, seq := range h.seqs {
+		if err := b.events.Delete(encodeSeq(seq)); err != nil {
+			return false, fmt.Errorf("delete record seq=%d: %w", seq, err)
 		}
 	}
-	if err := b.heads.Delete([]byte(flow)); err != nil {
-		return fmt.Errorf("delete head of flow %s: %w", states.ShortID(flow), err)
+	if err := b.heads.Delete(num); err != nil {
+		return false, fmt.Errorf("delete head of flow number %d: %w", n, err)
 	}
-	return nil
+	if flow != nil && bytes.Equal(b.ids.Get(flow), num) {
+		if err := b.ids.Delete(flow); err != nil {
+			return false, fmt.Errorf("delete number of flow %s: %w", states.ShortID(string(flow)), err)
+		}
+	}
+	return true, nil
 }

@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,6 +208,31 @@ func TestNotAnEventLog(t *testing.T) {
 		_, err := persist.Open(path, persist.Options{})
 		assert.ErrorIs(t, err, persist.ErrNewerFormat)
 		assert.Contains(t, err.Error(), "upgrade flowd")
+	})
+
+	t.Run("older format", func(t *testing.T) {
+		// Format 1 keyed its indexes by flow id; this flowd does not read it.
+		path := filepath.Join(dir, "older.db")
+		db := openDB(t, path, persist.Options{})
+		require.NoError(t, db.Close())
+		rawUpdate(t, path, func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte("flowd-events 1"))
+		})
+		before, err := os.ReadFile(path)
+		require.NoError(t, err)
+		for _, opts := range []persist.Options{{}, {ReadOnly: true}} {
+			_, err := persist.Open(path, opts)
+			assert.ErrorIs(t, err, persist.ErrOlderFormat)
+			assert.Contains(t, err.Error(), path)
+			assert.Contains(t, err.Error(), "format 1")
+			assert.Contains(t, err.Error(), "flowctl log export", "the error says how to keep the history")
+			assert.Contains(t, err.Error(), "move the file", "the error says how to start anew")
+		}
+		after, err := os.ReadFile(path)
+		require.NoError(t, err)
+		assert.Equal(t, before, after, "a refused file is left as it was")
+		err = persist.Compact(path, filepath.Join(dir, "older-compact.db"))
+		assert.ErrorIs(t, err, persist.ErrOlderFormat, "Compact refuses it too")
 	})
 }
 
@@ -427,13 +454,13 @@ func TestPruneEmptiesIndexes(t *testing.T) {
 	raw, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	require.NoError(t, err)
 	require.NoError(t, raw.View(func(tx *bolt.Tx) error {
-		for _, b := range []string{"events", "flows", "heads", "live", "ended"} {
+		for _, b := range []string{"events", "ids", "heads", "live", "ended"} {
 			counts[b] = tx.Bucket([]byte(b)).Stats().KeyN
 		}
 		return nil
 	}))
 	require.NoError(t, raw.Close())
-	assert.Equal(t, map[string]int{"events": 1, "flows": 1, "heads": 1, "live": 1, "ended": 0}, counts, "Prune leaves nothing of the pruned flows in any index")
+	assert.Equal(t, map[string]int{"events": 1, "ids": 1, "heads": 1, "live": 1, "ended": 0}, counts, "Prune leaves nothing of the pruned flows in any index")
 }
 
 func TestPruneStopsOnCancelledContext(t *testing.T) {
@@ -521,4 +548,42 @@ func TestAppendRefusesUnusableFlowID(t *testing.T) {
 	err := db.Append(bg, []states.Record{rec}, nil)
 	require.Error(t, err)
 	assert.False(t, errors.Is(err, states.ErrConflict), "an empty flow id is a bug, not a race")
+}
+
+// A secret that is only ever overwritten is found by every read, however
+// the overwrites group into commits: it never moves while present.
+func TestSecretOverwrittenIsAlwaysFound(t *testing.T) {
+	db := newDB(t)
+	appendRecs(t, db, map[string][]byte{"token/github": []byte("v0")})
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if ctx.Err() != nil {
+				return
+			}
+			_, ok, err := db.Secret(bg, "token/github")
+			if !assert.NoError(t, err) || !assert.True(t, ok, "an overwritten secret was reported absent") {
+				cancel()
+				return
+			}
+		}
+	}()
+	const writers, rounds = 16, 40
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				assert.NoError(t, db.Append(bg, nil, map[string][]byte{
+					"token/github":           fmt.Appendf(nil, "w%d-%d", w, i),
+					fmt.Sprintf("tmp/%d", w): nil,
+				}))
+			}
+		})
+	}
+	wg.Wait()
+	cancel()
+	<-done
 }
