@@ -194,7 +194,7 @@ type rigOptions struct {
 	ttl string
 	// extra is appended to the config's top level.
 	extra string
-	// noListenPort leaves listen out of the config; the rig still passes one.
+	// stateDir overrides the state directory (a small tmpfs, say).
 	stateDir string
 }
 
