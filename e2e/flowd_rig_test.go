@@ -70,6 +70,7 @@ const secretEnv = "FLOWD_E2E_DEX_SECRET"
 
 func newFlowdRig(t *testing.T, opts rigOptions) *flowdRig {
 	t.Helper()
+	dextest.Binary(t) // skip (or fail in CI) before spending a build
 	flowd, flowctl := buildBinaries(t)
 	r := &flowdRig{t: t, flowdBin: flowd, flowctlB: flowctl, home: t.TempDir()}
 	r.stateHome = filepath.Join(r.home, "state")
