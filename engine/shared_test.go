@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -19,9 +20,14 @@ import (
 // flow are delivered as one append, which the engine must take either way.
 type sharedLog struct {
 	*memlog.Log
+	// lose, when set, makes a running Watch return an error once per
+	// value received: the engine must read the live flows again.
+	lose chan struct{}
 }
 
 var _ engine.Watcher = sharedLog{}
+
+var errLost = errors.New("sharedLog: watch lost its place")
 
 func (l sharedLog) Head(ctx context.Context) (uint64, error) {
 	var last uint64
@@ -53,6 +59,8 @@ func (l sharedLog) Watch(ctx context.Context, after uint64, fn func([]states.Rec
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-l.lose:
+			return errLost
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
@@ -62,7 +70,7 @@ func (l sharedLog) Watch(ctx context.Context, after uint64, fn func([]states.Rec
 // fake clock.
 func replicas(t *testing.T, n int) (*harness, []*engine.Engine) {
 	t.Helper()
-	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{memlog.New()} })
+	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{Log: memlog.New()} })
 	es := []*engine.Engine{h.e}
 	for range n - 1 {
 		e, err := engine.Open(h.ctx, h.cfg)
@@ -210,4 +218,32 @@ func TestSharedCancelOnAnotherEngine(t *testing.T) {
 	f, err = es[0].Wait(h.ctx, st.State)
 	require.NoError(t, err)
 	assert.Equal(t, states.Canceled, f.Reason)
+}
+
+func TestSharedWatchLostReadsLiveFlowsAgain(t *testing.T) {
+	lose := make(chan struct{})
+	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{Log: memlog.New(), lose: lose} })
+	other, err := engine.Open(h.ctx, engine.Config{Log: sharedLog{Log: h.cfg.Log.(sharedLog).Log}, Clock: h.clk, Providers: h.cfg.Providers, ExchangeTimeout: h.cfg.ExchangeTimeout})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	ended, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "ended"})
+	require.NoError(t, err)
+	holds(t, other, 1)
+
+	lose <- struct{}{} // h.e's watch stops; what happens now it misses
+	state, code := h.prov.authorize(t, ended.AuthURL)
+	_, err = other.Callback(h.ctx, engine.CallbackParams{State: state, Code: code})
+	require.NoError(t, err)
+	started, err := other.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "started"})
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	f, err := h.e.Wait(ctx, ended.State)
+	require.NoError(t, err, "the waiter is woken once the engine reads the log again")
+	assert.Equal(t, states.Complete, f.State)
+	holds(t, h.e, 1)
+	f, err = h.e.Status(h.ctx, started.State)
+	require.NoError(t, err)
+	assert.Equal(t, states.AwaitingCallback, f.State, "the flow started meanwhile is adopted")
 }
