@@ -621,7 +621,7 @@ func (e *Engine) commit(ctx context.Context, lf *liveFlow, recs []states.Record,
 			// it, so the caller can decide again on what it became.
 			e.refresh(ctx, lf)
 		}
-		return lf.flow, fmt.Errorf("append %s to flow %s: %w", recs[len(recs)-1].Event, states.ShortID(lf.flow.ID), err)
+		return lf.flow, fmt.Errorf("append %s to flow %s: %w", recs[len(recs)-1].Event, states.ShortID(recs[0].Flow), err)
 	}
 	lf.flow = next
 	noteRecords(lf, recs)
