@@ -93,8 +93,9 @@ func TestFullDisk(t *testing.T) {
 	}
 	require.NotZero(t, refused.status, "no append failed on a full disk")
 	t.Logf("a start on a full disk, after %d that fitted: %d %s", len(acked)-5, refused.status, refused.body)
-	assert.GreaterOrEqual(t, refused.status, 500, "a storage failure is the server's, not the client's")
-	assert.Contains(t, refused.errMessage(), "no space left on device", "the caller is told why")
+	assert.Equal(t, 507, refused.status, "a full disk is Insufficient Storage, the server's problem, not the client's")
+	assert.Equal(t, "storage_full", refused.errCode())
+	assert.Contains(t, refused.errMessage(), "disk holding flowd's database is full", "the caller is told why and what to do")
 
 	// A callback on an acknowledged flow: it may fit or not, but a refused
 	// one leaves the flow where it was and spends no code.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
@@ -67,6 +68,9 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "flowd is shutting down; start it again and retry"
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("the request body is over %d bytes", mbe.Limit)
+	case errors.Is(err, syscall.ENOSPC):
+		return http.StatusInsufficientStorage, wire.CodeStorageFull,
+			"the disk holding flowd's database is full, so nothing was changed: free space on it (see flowd -h for the state directory) and retry"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "the request was canceled before flowd finished it; retry"
 	}

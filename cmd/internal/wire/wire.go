@@ -169,6 +169,9 @@ const (
 	CodeProviderError = "provider_error"
 	// CodeUnavailable (503): flowd is shutting down.
 	CodeUnavailable = "unavailable"
+	// CodeStorageFull (507): the disk holding flowd's database is full;
+	// nothing was changed. Free space and retry.
+	CodeStorageFull = "storage_full"
 	// CodeInternal (500): a bug or a storage failure; the daemon log has details.
 	CodeInternal = "internal"
 )
