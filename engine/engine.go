@@ -39,8 +39,12 @@ const (
 const pruneEvery = time.Hour
 
 // recoveryWorkers bounds concurrent appends at open and at a shared
-// deadline: enough for the log to group them into few commits.
-const recoveryWorkers = 64
+// deadline: enough for the log to group them into few commits. A commit's
+// cost is mostly its fsync and the index pages it writes, both shared by
+// everything in it: on the bbolt log, expiring 20k flows ran at about 50k/s
+// with 64 workers and 100k/s with 256 (commits of about 40 and 140
+// expiries), and 1000 gained little more.
+const recoveryWorkers = 256
 
 // Secret keys in the Log.
 const (

@@ -23,8 +23,18 @@ func (systemClock) AfterFunc(d time.Duration, f func()) Timer {
 // It is guarded by Engine.mu, as is every liveFlow's wakeAt and index.
 type deadlineHeap []*liveFlow
 
-func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].wakeAt.Before(h[j].wakeAt) }
+func (h deadlineHeap) Len() int { return len(h) }
+
+// Less breaks ties by birth: flows sharing a deadline (started together)
+// then expire in the order they were created, which is the order of the
+// log's indexes, so each group commit of expiries writes neighbouring
+// index entries instead of entries all over the log.
+func (h deadlineHeap) Less(i, j int) bool {
+	if h[i].wakeAt.Equal(h[j].wakeAt) {
+		return h[i].born < h[j].born
+	}
+	return h[i].wakeAt.Before(h[j].wakeAt)
+}
 func (h deadlineHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
