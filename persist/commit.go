@@ -36,6 +36,9 @@ type committer struct {
 	// from the database (the secret index) in step with what committed.
 	begin  func()
 	settle func(committed bool)
+	// maintain, when set, is asked before each commit for a function to
+	// run first in it (a checkpoint of the id index), or nil.
+	maintain func() func(*bolt.Tx) error
 
 	mu      sync.Mutex
 	queue   []*commitReq
@@ -91,6 +94,13 @@ func (c *committer) lead() {
 	c.queue = slices.Delete(c.queue, 0, n)
 	c.mu.Unlock()
 
+	if c.maintain != nil {
+		if fn := c.maintain(); fn != nil {
+			// Nobody waits for its result: if it fails, it is due again
+			// at the next commit.
+			batch = append([]*commitReq{{fn: fn, done: make(chan error, 1)}}, batch...)
+		}
+	}
 	c.run(batch)
 
 	c.mu.Lock()

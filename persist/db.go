@@ -111,6 +111,9 @@ type DB struct {
 
 	commits *committer
 	secrets secretIndex
+	ids     idIndex
+
+	closeOnce sync.Once
 
 	keyOnce sync.Once
 	sealer  *seal.Sealer
@@ -175,8 +178,23 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	db := &DB{bolt: bdb, path: path, opts: opts}
 	db.secrets.pending = map[string]pendingSecret{}
+	db.ids.pending = map[string]uint64{}
 	db.commits = &committer{db: bdb, maxBatch: opts.MaxBatchSize, linger: opts.MaxBatchDelay,
-		begin: db.secrets.begin, settle: db.secrets.settle}
+		begin: func() {
+			db.secrets.begin()
+			db.ids.begin()
+		},
+		settle: func(committed bool) {
+			db.secrets.settle(committed)
+			db.ids.settle(committed)
+		},
+		maintain: func() func(*bolt.Tx) error {
+			if db.ids.due() {
+				return db.ids.checkpoint
+			}
+			return nil
+		},
+	}
 	if err := db.init(); err != nil {
 		_ = bdb.Close()
 		return nil, err
@@ -321,13 +339,17 @@ func checkFormat(v []byte) error {
 	return nil
 }
 
-// verify reads the secrets' names into the secret index, and decodes
-// what recovery reads: every live flow's history and the log's last record,
-// so a damaged record fails Open rather than a later recovery step.
+// verify reads the secrets' names into the secret index and the recent
+// flows into the id index, and decodes what recovery reads: every live
+// flow's history and the log's last record, so a damaged record fails Open
+// rather than a later recovery step.
 func (db *DB) verify() error {
 	return db.view(func(tx *bolt.Tx) error {
 		b := buckets(tx)
 		if err := db.secrets.load(b.secrets); err != nil {
+			return err
+		}
+		if err := db.ids.load(tx); err != nil {
 			return err
 		}
 		if err := b.live.ForEach(func(num, flow []byte) error {
@@ -362,8 +384,21 @@ func (db *DB) sealerFor() (*seal.Sealer, error) {
 // Path returns the database file's path.
 func (db *DB) Path() string { return db.path }
 
-// Close closes the database, waiting for reads and writes under way.
+// Close closes the database, waiting for reads and writes under way. It
+// first writes the recent flows' numbers to the ids bucket, so the next
+// open need not find them among the records; if that fails, the next open
+// does.
 func (db *DB) Close() error {
+	if !db.opts.ReadOnly {
+		db.closeOnce.Do(func() {
+			db.ids.mu.RLock()
+			n := len(db.ids.recent)
+			db.ids.mu.RUnlock()
+			if n > 0 {
+				_ = db.commits.do(db.ids.checkpoint)
+			}
+		})
+	}
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("close event log %s: %w", db.path, err)
 	}

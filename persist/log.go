@@ -49,18 +49,21 @@ func buckets(t *bolt.Tx) tx {
 var present = []byte{1}
 
 // flow finds a flow by id: its number and head, or number 0 for a flow
-// the log does not hold. An id whose head is gone (its flow was pruned
-// but its first record could not be read to name the id) is unknown too.
-func (b tx) flow(flow string) (uint64, head, error) {
-	v := b.ids.Get([]byte(flow))
-	if v == nil {
-		return 0, head{}, nil
-	}
-	num := decodeSeq(v)
+// the log does not hold. recent is the number the id index had for it in
+// memory, or 0 to look in the ids bucket. An id whose head is gone (its
+// flow was pruned) is unknown.
+func (b tx) flow(flow string, recent uint64) (uint64, head, error) {
+	num := recent
 	if num == 0 {
-		return 0, head{}, fmt.Errorf("%w: flow %s has a number of %d bytes", ErrCorrupt, states.ShortID(flow), len(v))
+		v := b.ids.Get([]byte(flow))
+		if v == nil {
+			return 0, head{}, nil
+		}
+		if num = decodeSeq(v); num == 0 {
+			return 0, head{}, fmt.Errorf("%w: flow %s has a number of %d bytes", ErrCorrupt, states.ShortID(flow), len(v))
+		}
 	}
-	hv := b.heads.Get(v)
+	hv := b.heads.Get(encodeSeq(num))
 	if hv == nil {
 		return 0, head{}, nil
 	}
@@ -100,8 +103,19 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 			}
 		}
 	}
-	// Seal outside the transaction: it draws random nonces, and a group
-	// commit may run the transaction function more than once.
+	// Encode and seal outside the transaction: it is shared by the whole
+	// group commit, and sealing draws random nonces while a group commit
+	// may run the transaction function more than once.
+	enc := make([]encodedRecord, len(recs))
+	for i, r := range recs {
+		if r.Version == 0 {
+			r.Version = states.SchemaVersion
+		}
+		var err error
+		if enc[i], err = encodeRecord(r); err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+	}
 	sealed := make(map[string][]byte, len(secrets))
 	if len(secrets) > 0 {
 		sealer, err := db.sealerFor()
@@ -138,7 +152,7 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 		b := buckets(t)
 		if len(recs) > 0 {
-			num, h, err := b.flow(flow)
+			num, h, err := b.flow(flow, db.ids.find(flow))
 			if err != nil {
 				return err
 			}
@@ -146,20 +160,12 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 				out.err = fmt.Errorf("append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), recs[0].FlowSeq, h.last(), states.ErrConflict)
 				return nil
 			}
-			for _, r := range recs {
+			for i, r := range recs {
 				seq, err := b.events.NextSequence()
 				if err != nil {
 					return fmt.Errorf("next seq: %w", err)
 				}
-				r.Seq = seq
-				if r.Version == 0 {
-					r.Version = states.SchemaVersion
-				}
-				v, err := r.Encode()
-				if err != nil {
-					return err
-				}
-				if err := b.events.Put(encodeSeq(seq), v); err != nil {
+				if err := b.events.Put(encodeSeq(seq), enc[i].with(seq)); err != nil {
 					return fmt.Errorf("put record seq=%d: %w", seq, err)
 				}
 				if num == 0 {
@@ -176,9 +182,7 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 			}
 			numKey := encodeSeq(num)
 			if len(h.seqs) == len(recs) {
-				if err := b.ids.Put([]byte(flow), numKey); err != nil {
-					return fmt.Errorf("number flow %s: %w", states.ShortID(flow), err)
-				}
+				db.ids.add(flow, num) // the ids bucket gets it at the next checkpoint
 			}
 			if err := b.heads.Put(numKey, h.encode()); err != nil {
 				return fmt.Errorf("put head of flow %s: %w", states.ShortID(flow), err)
@@ -272,9 +276,10 @@ func (db *DB) History(ctx context.Context, flow string) ([]states.Record, error)
 		return nil, nil // Append refuses such ids: no flow has one
 	}
 	var out []states.Record
+	recent := db.ids.lookup(flow) // before the read begins: see idIndex
 	err := db.view(func(t *bolt.Tx) error {
 		b := buckets(t)
-		num, h, err := b.flow(flow)
+		num, h, err := b.flow(flow, recent)
 		if err != nil || num == 0 {
 			return err
 		}

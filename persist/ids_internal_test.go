@@ -1,0 +1,171 @@
+package persist
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	bolt "go.etcd.io/bbolt"
+
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/logtest"
+	"flowd.local/flowd/states"
+)
+
+func withCheckpointEvery(t *testing.T, n int) {
+	old := ckptEvery
+	ckptEvery = n
+	t.Cleanup(func() { ckptEvery = old })
+}
+
+// crash drops the handle as a killed process would: no final checkpoint.
+func crash(t *testing.T, db *DB) {
+	t.Helper()
+	require.NoError(t, db.bolt.Close())
+}
+
+// Flows are found by id whether their numbers were checkpointed to the ids
+// bucket or are still in memory, across a clean close and across a crash,
+// which leaves the recent ones to be found again among the records.
+func TestFlowsFoundAcrossCheckpointsAndCrash(t *testing.T) {
+	withCheckpointEvery(t, 10)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "flowd.db")
+	db, err := Open(path, Options{NoSync: true})
+	require.NoError(t, err)
+
+	var flows []*logtest.Flow
+	want := map[string][]states.Record{}
+	for i := range 55 {
+		f := logtest.NewFlow(logtest.Base)
+		flows = append(flows, f)
+		recs := []states.Record{f.Created(), f.URLIssued()}
+		require.NoError(t, db.Append(ctx, recs, nil))
+		want[f.ID] = recs
+		if i%3 == 0 { // some flows end, some stay live
+			r := []states.Record{f.Failed(states.Canceled)}
+			require.NoError(t, db.Append(ctx, r, nil))
+			want[f.ID] = append(want[f.ID], r...)
+		}
+	}
+	check := func(db *DB, when string) {
+		t.Helper()
+		for _, f := range flows {
+			h, err := db.History(ctx, f.ID)
+			require.NoError(t, err)
+			assert.Equal(t, want[f.ID], h, "%s: history of flow %s", when, f.ID)
+			dup := logtest.NewFlow(logtest.Base)
+			dup.ID = f.ID
+			err = db.Append(ctx, []states.Record{dup.Created()}, nil)
+			assert.ErrorIs(t, err, states.ErrConflict, "%s: flow %s must not start again", when, f.ID)
+		}
+	}
+	db.ids.mu.RLock()
+	inMemory, through := len(db.ids.recent), db.ids.through
+	db.ids.mu.RUnlock()
+	assert.Less(t, inMemory, 20, "checkpoints move numbers out of memory")
+	assert.NotZero(t, through)
+	check(db, "open")
+
+	crash(t, db)
+	db, err = Open(path, Options{NoSync: true})
+	require.NoError(t, err)
+	db.ids.mu.RLock()
+	assert.Equal(t, inMemory, len(db.ids.recent), "after a crash the flows after the checkpoint are read back from the records")
+	db.ids.mu.RUnlock()
+	check(db, "after a crash")
+
+	// Next records of the live flows, after the crash.
+	for _, f := range flows {
+		if h := want[f.ID]; !h[len(h)-1].To.Terminal() {
+			r := []states.Record{f.ExchangeStarted()}
+			require.NoError(t, db.Append(ctx, r, nil))
+			want[f.ID] = append(want[f.ID], r...)
+		}
+	}
+	require.NoError(t, db.Close())
+	db, err = Open(path, Options{NoSync: true})
+	require.NoError(t, err)
+	defer db.Close()
+	db.ids.mu.RLock()
+	assert.Empty(t, db.ids.recent, "Close checkpoints every number")
+	db.ids.mu.RUnlock()
+	check(db, "after a clean close")
+}
+
+// A flow pruned before its number was checkpointed stays unknown.
+func TestPrunedBeforeCheckpoint(t *testing.T) {
+	withCheckpointEvery(t, 1000)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "flowd.db")
+	db, err := Open(path, Options{NoSync: true})
+	require.NoError(t, err)
+	f := logtest.NewFlow(logtest.Base)
+	require.NoError(t, db.Append(ctx, []states.Record{f.Created(), f.Expired()}, nil))
+	n, err := db.Prune(ctx, logtest.Base.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	h, err := db.History(ctx, f.ID)
+	require.NoError(t, err)
+	assert.Empty(t, h)
+	require.NoError(t, db.Close())
+
+	db, err = Open(path, Options{NoSync: true})
+	require.NoError(t, err)
+	defer db.Close()
+	h, err = db.History(ctx, f.ID)
+	require.NoError(t, err)
+	assert.Empty(t, h)
+	require.NoError(t, db.view(func(tx *bolt.Tx) error {
+		assert.Zero(t, tx.Bucket(bucketIDs).Stats().KeyN, "the checkpoint leaves out pruned flows")
+		return nil
+	}))
+	// The id can start a new flow.
+	g := logtest.NewFlow(logtest.Base)
+	g.ID = f.ID
+	require.NoError(t, db.Append(ctx, []states.Record{g.Created()}, nil))
+}
+
+// The contract holds when every commit is followed by a checkpoint, so
+// flows are found through the ids bucket rather than memory.
+func TestContractCheckpointingEveryFlow(t *testing.T) {
+	withCheckpointEvery(t, 1)
+	open := func(t *testing.T, path string) *DB {
+		db, err := Open(path, Options{NoSync: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+	logtest.Run(t,
+		func(t *testing.T) engine.Log { return open(t, filepath.Join(t.TempDir(), "flowd.db")) },
+		logtest.WithReopen(func(t *testing.T, l engine.Log) engine.Log {
+			db := l.(*DB)
+			crash(t, db) // no final checkpoint
+			return open(t, db.Path())
+		}),
+	)
+}
+
+// The stored form spliced together around the seq is exactly what
+// Record.Encode gives.
+func TestEncodeRecordSplicesSeq(t *testing.T) {
+	f := logtest.NewFlow(logtest.Base)
+	recs := append(f.Complete(), f.Ignored())
+	g := logtest.NewFlow(logtest.Base)
+	recs = append(recs, g.Created(), g.Failed(states.ProviderDenied))
+	for _, r := range recs {
+		r.Data.Message = `a message with ,"seq":0, inside`
+		enc, err := encodeRecord(r)
+		require.NoError(t, err)
+		for _, seq := range []uint64{0, 1, 9, 10, 12345, 1<<64 - 1} {
+			r.Seq = seq
+			want, err := r.Encode()
+			require.NoError(t, err)
+			assert.Equal(t, string(want), string(enc.with(seq)))
+		}
+	}
+}
