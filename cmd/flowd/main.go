@@ -17,12 +17,10 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
-	"time"
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/server"
 	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/persist"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -49,6 +47,8 @@ func run(args []string, stderr io.Writer) int {
 	logFormat := fs.String("log-format", env("FLOWD_LOG_FORMAT", "text"), "text or json (env FLOWD_LOG_FORMAT)")
 	check := fs.Bool("check-config", false, "load the config (and discover OIDC issuers), print the providers, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	var store storeFlags
+	store.register(fs, env)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: flowd [flags]\n\nflowd owns OAuth connect flows; flowctl talks to it over the unix socket.\nWith no flags it runs on embedded defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -66,6 +66,10 @@ func run(args []string, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintln(stderr, "flowd", versionString())
 		return 0
+	}
+	if err := store.check(); err != nil {
+		fmt.Fprintf(stderr, "flowd: %v\n", err)
+		return 2
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -94,7 +98,7 @@ func run(args []string, stderr io.Writer) int {
 	d, err := server.Open(ctx, server.Options{
 		ConfigPath: *cfgPath, StateDir: *stateDir, Socket: *socket, Listen: *listen,
 		Logger: logger, Version: versionString(),
-		OpenLog: openLog,
+		OpenLog: store.opener(ctx),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
@@ -106,13 +110,6 @@ func run(args []string, stderr io.Writer) int {
 	}
 	logger.Info("stopped cleanly")
 	return 0
-}
-
-// openLog opens the bbolt event log. Its short lock timeout is what
-// makes a second flowd on the same state directory exit at once, naming
-// the database.
-func openLog(path string) (server.Log, error) {
-	return persist.Open(path, persist.Options{Timeout: 250 * time.Millisecond})
 }
 
 func checkConfig(ctx context.Context, path string, out io.Writer) int {
