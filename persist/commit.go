@@ -34,7 +34,7 @@ type committer struct {
 	// begin, when set, runs at the start of every write transaction, and
 	// settle after it, told whether it committed: they keep state derived
 	// from the database (the secret index) in step with what committed.
-	begin  func()
+	begin  func(*bolt.Tx)
 	settle func(committed bool)
 	// maintain, when set, is asked before each commit for a function to
 	// run first in it (a checkpoint of the id index), or nil.
@@ -117,7 +117,7 @@ func (c *committer) run(batch []*commitReq) {
 	for len(batch) > 0 {
 		failed := -1
 		err := c.update(func(tx *bolt.Tx) error {
-			c.began()
+			c.began(tx)
 			for i, r := range batch {
 				if err := safeCall(r.fn, tx); err != nil {
 					failed = i
@@ -136,7 +136,7 @@ func (c *committer) run(batch []*commitReq) {
 		r := batch[failed]
 		batch = slices.Delete(batch, failed, failed+1)
 		err = c.update(func(tx *bolt.Tx) error {
-			c.began()
+			c.began(tx)
 			return safeCall(r.fn, tx)
 		})
 		c.settled(err == nil)
@@ -144,9 +144,9 @@ func (c *committer) run(batch []*commitReq) {
 	}
 }
 
-func (c *committer) began() {
+func (c *committer) began(tx *bolt.Tx) {
 	if c.begin != nil {
-		c.begin()
+		c.begin(tx)
 	}
 }
 

@@ -2,7 +2,6 @@ package persist
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -58,15 +57,12 @@ func (x *idIndex) load(t *bolt.Tx) error {
 	recent := map[string]uint64{}
 	c := b.events.Cursor()
 	for k, v := c.Seek(encodeSeq(through + 1)); k != nil; k, v = c.Next() {
-		var r struct {
-			Flow    string `json:"flow"`
-			FlowSeq uint64 `json:"flow_seq"`
+		seq := decodeSeq(k)
+		if len(v) > 0 && v[0] == formJSON && !bytes.Contains(v, []byte(`"flow_seq":1,`)) {
+			continue // whole JSON, and not a first record
 		}
-		if !bytes.Contains(v, []byte(`"flow_seq":1,`)) || json.Unmarshal(v, &r) != nil || r.FlowSeq != 1 || r.Flow == "" {
-			continue
-		}
-		if b.heads.Get(k) != nil {
-			recent[r.Flow] = decodeSeq(k)
+		if flow := firstFlow(seq, v); flow != "" && flow != "?" && b.heads.Get(k) != nil {
+			recent[flow] = seq
 		}
 	}
 	x.mu.Lock()

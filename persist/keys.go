@@ -1,14 +1,9 @@
 package persist
 
 import (
-	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
-
-	"flowd.local/flowd/states"
 )
 
 // Key and value encodings; docs/storage.md has the table. Every integer
@@ -129,61 +124,4 @@ func decodeSecret(v []byte) (name string, sealed []byte, ok bool) {
 		return "", nil, false
 	}
 	return string(v[k : k+int(n)]), v[k+int(n):], true
-}
-
-// peekFlow gets the flow id out of an undecodable record when it can, so
-// the error names the flow.
-func peekFlow(v []byte) string {
-	var r struct {
-		Flow string `json:"flow"`
-	}
-	if json.Unmarshal(v, &r) != nil {
-		return "?"
-	}
-	return r.Flow
-}
-
-// encodedRecord is a record's stored form (states.Record.Encode) with its
-// seq left out, so the JSON is built before the write transaction, which
-// gives the seq: the transaction only splices the digits in. Encoding is
-// the larger part of an append's work, and everything inside the
-// transaction delays the whole group commit.
-type encodedRecord struct {
-	before, after []byte // the stored form is before ‖ seq in decimal ‖ after
-}
-
-// seqField is how Encode writes a zero seq after the version, which is
-// the first field.
-var seqField = []byte(`,"seq":0,`)
-
-// encodeRecord encodes r (whose Version is set) for any seq.
-func encodeRecord(r states.Record) (encodedRecord, error) {
-	r.Seq = 0
-	b, err := r.Encode()
-	if err != nil {
-		return encodedRecord{}, err
-	}
-	i := bytes.Index(b, seqField)
-	if i < len(`{"v":`) || !bytes.HasPrefix(b, []byte(`{"v":`)) || !isDigits(b[len(`{"v":`):i]) {
-		return encodedRecord{}, fmt.Errorf("encode record of flow %s: the stored form does not start with its version and seq: %.40q", states.ShortID(r.Flow), b)
-	}
-	i += len(seqField) - 2 // up to the digit
-	return encodedRecord{before: b[:i], after: b[i+1:]}, nil
-}
-
-func isDigits(b []byte) bool {
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return len(b) > 0
-}
-
-// with returns the stored form of the record with seq.
-func (e encodedRecord) with(seq uint64) []byte {
-	b := make([]byte, 0, len(e.before)+20+len(e.after))
-	b = append(b, e.before...)
-	b = strconv.AppendUint(b, seq, 10)
-	return append(b, e.after...)
 }

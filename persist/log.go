@@ -165,11 +165,11 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 				if err != nil {
 					return fmt.Errorf("next seq: %w", err)
 				}
-				if err := b.events.Put(encodeSeq(seq), enc[i].with(seq)); err != nil {
-					return fmt.Errorf("put record seq=%d: %w", seq, err)
-				}
 				if num == 0 {
 					num = seq // a new flow: numbered by its first record
+				}
+				if err := b.events.Put(encodeSeq(seq), enc[i].stored(seq, num)); err != nil {
+					return fmt.Errorf("put record seq=%d: %w", seq, err)
 				}
 				h.seqs = append(h.seqs, seq)
 				if r.To.Terminal() && !h.ended {
@@ -237,7 +237,7 @@ func (b tx) history(flow string, h head) ([]states.Record, error) {
 		if ev == nil {
 			return out, &states.RecordError{Seq: seq, Flow: flow, FlowSeq: uint64(i + 1), Err: fmt.Errorf("%w: the flow's head names a record that is not there", ErrCorrupt)}
 		}
-		rec, err := decodeRecord(key, ev, flow, uint64(i+1))
+		rec, err := decodeRecord(key, ev, recordCheck{flow: flow, num: h.seqs[0], flowSeq: uint64(i + 1)}, b.flowOf)
 		if err != nil {
 			return out, err
 		}
@@ -247,6 +247,18 @@ func (b tx) history(flow string, h head) ([]states.Record, error) {
 		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// flowOf returns the id of the flow numbered num, from its first record.
+func (b tx) flowOf(num uint64) (string, error) {
+	v := b.events.Get(encodeSeq(num))
+	if v == nil {
+		return "", fmt.Errorf("%w: its flow's first record, seq %d, is not there", ErrCorrupt, num)
+	}
+	if f := firstFlow(num, v); f != "" && f != "?" {
+		return f, nil
+	}
+	return "", fmt.Errorf("%w: the record at seq %d does not start a flow", ErrCorrupt, num)
 }
 
 // liveHistory reads the history of the live flow num (a live index key)
@@ -335,6 +347,7 @@ const scanChunk = 512
 // A damaged record ends the scan with an error naming it, after fn has
 // seen every record before it.
 func (db *DB) Scan(ctx context.Context, after uint64, fn func(states.Record) error) error {
+	flows := map[uint64]string{}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -344,10 +357,24 @@ func (db *DB) Scan(ctx context.Context, after uint64, fn func(states.Record) err
 		}
 		var chunk []states.Record
 		var bad error
+		// The flows of the records read, by number: records after a flow's
+		// first name it by number, and mostly follow it closely.
+		if len(flows) > 4*scanChunk {
+			clear(flows)
+		}
 		err := db.view(func(t *bolt.Tx) error {
-			c := buckets(t).events.Cursor()
+			b := buckets(t)
+			c := b.events.Cursor()
 			for k, v := c.Seek(encodeSeq(after + 1)); k != nil && len(chunk) < scanChunk; k, v = c.Next() {
-				rec, err := decodeRecord(k, v, "", 0)
+				rec, err := decodeRecord(k, v, recordCheck{}, func(num uint64) (string, error) {
+					if f, ok := flows[num]; ok {
+						return f, nil
+					}
+					return b.flowOf(num)
+				})
+				if err == nil && rec.FlowSeq == 1 {
+					flows[rec.Seq] = rec.Flow
+				}
 				if err != nil {
 					bad = err
 					return nil
@@ -512,7 +539,7 @@ func (b tx) deleteFlow(num []byte) (bool, error) {
 	}
 	var flow []byte
 	if v := b.events.Get(num); v != nil {
-		if id := peekFlow(v); id != "?" && id != "" {
+		if id := firstFlow(n, v); id != "?" && id != "" {
 			flow = []byte(id)
 		}
 	}

@@ -587,3 +587,38 @@ func TestSecretOverwrittenIsAlwaysFound(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// Records after a flow's first are stored naming the flow by its number;
+// Scan finds the flow of each, however far back its first record is, and
+// a record stored as its whole JSON reads as well.
+func TestScanNamesEveryRecordsFlow(t *testing.T) {
+	path := dbPath(t)
+	db := openDB(t, path, persist.Options{NoSync: true})
+	x := logtest.NewFlow(logtest.Base)
+	want := appendRecs(t, db, nil, x.Created())
+	for range 700 { // more than a Scan chunk in between
+		f := logtest.NewFlow(logtest.Base)
+		want = append(want, appendRecs(t, db, nil, f.Created())...)
+	}
+	want = append(want, appendRecs(t, db, nil, x.URLIssued(), x.Failed(states.Canceled))...)
+	var got []states.Record
+	require.NoError(t, db.Scan(bg, 0, func(r states.Record) error { got = append(got, r); return nil }))
+	assert.Equal(t, want, got)
+	require.NoError(t, db.Scan(bg, want[len(want)-2].Seq-1, func(r states.Record) error {
+		assert.Equal(t, x.ID, r.Flow, "a scan that starts after the flow's first record still names the flow")
+		return nil
+	}))
+	require.NoError(t, db.Close())
+
+	// Whole JSON, as a record of another layout would be stored.
+	last := want[len(want)-1]
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		v, err := last.Encode()
+		require.NoError(t, err)
+		return tx.Bucket([]byte("events")).Put(seqKey(last.Seq), v)
+	})
+	db = openDB(t, path, persist.Options{})
+	h, err := db.History(bg, x.ID)
+	require.NoError(t, err)
+	assert.Equal(t, []states.Record{want[0], want[len(want)-2], last}, h)
+}
