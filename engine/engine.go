@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -769,7 +770,9 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	locked = true
 	lf.exchanging = false
 	for attempt := 0; ; attempt++ {
-		f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), e.dropVerifier(lf))
+		secrets := e.dropVerifier(lf)
+		maps.Copy(secrets, outcome.secrets)
+		f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), secrets)
 		// Another engine on a shared log may have recorded a callback
 		// ignored meanwhile: record the outcome after it. The code is
 		// spent, so the callback is never decided again.
@@ -786,9 +789,12 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 type outcome struct {
 	event states.Event
 	data  states.Data
+	// secrets are written with the outcome's record (the token).
+	secrets map[string][]byte
 }
 
-// exchange redeems the code at the token endpoint and stores the token.
+// exchange redeems the code at the token endpoint and stores the token, or,
+// when tokens are kept in the log, returns it in the outcome's secrets.
 func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool) outcome {
 	failed := func(d states.Data) outcome {
 		d.Reason = states.ExchangeFailed
@@ -817,11 +823,22 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
 		Expiry: e.expiry(tok), Scopes: granted, Flow: f.ID, Obtained: now,
 	}
-	if err := e.tokens.SaveToken(ctx, TokenKey{Provider: f.Provider, Account: f.Principal}, st); err != nil {
+	key := TokenKey{Provider: f.Provider, Account: f.Principal}
+	var secrets map[string][]byte
+	if lt, ok := e.tokens.(*logTokens); ok {
+		// Tokens kept in the log's secrets go in the append that records
+		// the outcome: one commit instead of two, and the token lands
+		// exactly when the record saying it was stored does.
+		b, err := lt.encode(key, st)
+		if err != nil {
+			return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
+		}
+		secrets = map[string][]byte{lt.key(key): b}
+	} else if err := e.tokens.SaveToken(ctx, key, st); err != nil {
 		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
 	}
 	e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
-	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}}
+	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
 }
 
 // describeExchangeError turns an exchange error into record data. It keeps

@@ -52,10 +52,19 @@ type logTokens struct{ log Log }
 
 func (s *logTokens) key(k TokenKey) string { return tokenKeyPrefix + k.Provider + "/" + k.Account }
 
-func (s *logTokens) SaveToken(ctx context.Context, k TokenKey, tok StoredToken) error {
+// encode is a token's sealed secret's plaintext.
+func (s *logTokens) encode(k TokenKey, tok StoredToken) ([]byte, error) {
 	b, err := json.Marshal(tok)
 	if err != nil {
-		return fmt.Errorf("save token for %s: %w", k.Provider, err)
+		return nil, fmt.Errorf("save token for %s: %w", k.Provider, err)
+	}
+	return b, nil
+}
+
+func (s *logTokens) SaveToken(ctx context.Context, k TokenKey, tok StoredToken) error {
+	b, err := s.encode(k, tok)
+	if err != nil {
+		return err
 	}
 	if err := s.log.Append(ctx, nil, map[string][]byte{s.key(k): b}); err != nil {
 		return fmt.Errorf("save token for %s: %w", k.Provider, err)
