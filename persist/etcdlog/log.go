@@ -139,12 +139,8 @@ func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		ops = append(ops, clientv3.OpPut(l.secretKey(k), string(sealed)))
 	}
 
-	what := "append secrets"
-	if len(recs) > 0 {
-		what = fmt.Sprintf("append %s to flow %s", recs[len(recs)-1].Event, states.ShortID(flow))
-	}
 	var resp *clientv3.TxnResponse
-	err := l.call(ctx, what, func(ctx context.Context) (err error) {
+	err := l.call(ctx, "append to etcd", func(ctx context.Context) (err error) {
 		resp, err = l.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...).Commit()
 		return err
 	})
