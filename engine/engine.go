@@ -79,7 +79,6 @@ type Engine struct {
 	armedAt time.Time
 	closed  bool
 	pruner  Timer
-	births  uint64
 	// starting holds the flows this engine is starting, so the watch of a
 	// shared log does not adopt them before Start does.
 	starting map[string]bool
@@ -111,8 +110,10 @@ type liveFlow struct {
 	mu   sync.Mutex
 	flow states.Flow
 	done chan struct{}
-	// born orders flows by when this engine adopted them, so two racing
-	// Starts of one owner supersede only the older flow, never each other.
+	// born is the log's Seq of the flow's created record. It orders flows
+	// the same way on every engine sharing a log, so two racing Starts of
+	// one owner (even on two replicas) supersede only the older flow,
+	// never each other.
 	born uint64
 	// wakeAt and index place the flow in the deadline heap (index -1: not
 	// in it). Both are guarded by Engine.mu, not mu.
@@ -365,8 +366,6 @@ func (e *Engine) adopt(lf *liveFlow) uint64 {
 // adoptLocked is adopt with e.mu held.
 func (e *Engine) adoptLocked(lf *liveFlow) uint64 {
 	delete(e.starting, lf.flow.ID)
-	e.births++
-	lf.born = e.births
 	e.live[lf.flow.ID] = lf
 	k := ownerKey{lf.flow.Provider, lf.flow.Principal}
 	if e.owners[k] == nil {
@@ -521,6 +520,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	e.starting[state] = true
 	e.mu.Unlock()
 	lf.mu.Lock()
+	// commit notes the created record's Seq, assigned by the append, as lf.born.
 	_, err = e.commit(ctx, lf, []states.Record{created, issued}, map[string][]byte{verifierKeyPrefix + state: []byte(verifier)})
 	lf.mu.Unlock()
 	if err != nil {

@@ -221,6 +221,9 @@ func (e *Engine) settle(lf *liveFlow) {
 // noteRecords keeps what lf's timer needs from records applied to it.
 func noteRecords(lf *liveFlow, recs []states.Record) {
 	for _, rec := range recs {
+		if rec.Event == states.Created {
+			lf.born = rec.Seq
+		}
 		if rec.Event == states.ExchangeStarted {
 			lf.exchangeSince = rec.Time
 		}
