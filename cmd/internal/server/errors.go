@@ -12,6 +12,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/persist/etcdlog"
 	"flowd.local/flowd/states"
 )
 
@@ -68,6 +69,9 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "flowd is shutting down; start it again and retry"
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("the request body is over %d bytes", mbe.Limit)
+	case errors.Is(err, etcdlog.ErrUnavailable):
+		// The message names the endpoints and what to check.
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, err.Error()
 	case errors.Is(err, syscall.ENOSPC):
 		return http.StatusInsufficientStorage, wire.CodeStorageFull,
 			"the disk holding flowd's database is full, so nothing was changed: free space on it (see flowd -h for the state directory) and retry"

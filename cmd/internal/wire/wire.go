@@ -167,7 +167,8 @@ const (
 	CodeNotConnected = "not_connected"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
-	// CodeUnavailable (503): flowd is shutting down.
+	// CodeUnavailable (503): flowd is shutting down, or its store (etcd in
+	// cluster mode) has no quorum; retry later.
 	CodeUnavailable = "unavailable"
 	// CodeStorageFull (507): the disk holding flowd's database is full;
 	// nothing was changed. Free space and retry.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/persist/etcdlog"
 )
 
 // A flow started for a principal stores its token under that principal:
@@ -33,4 +35,13 @@ func TestTokenPerPrincipal(t *testing.T) {
 	assert.Contains(t, string(gone.body), `"removed":false`)
 	still := h.local("GET", "/v1/providers/fake/token?principal=alice", nil)
 	assert.Equal(t, http.StatusOK, still.status, "disconnecting the local user must not remove alice's token")
+}
+
+// A store without quorum is the server's temporary problem: 503
+// unavailable with the store's own message, never a 500 that reads like a bug.
+func TestStoreUnavailableIs503(t *testing.T) {
+	status, code, msg := classify(fmt.Errorf("append: %w: endpoints 127.0.0.1:2379", etcdlog.ErrUnavailable))
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Equal(t, wire.CodeUnavailable, code)
+	assert.Contains(t, msg, "127.0.0.1:2379")
 }
