@@ -121,15 +121,16 @@ type DB struct {
 
 // Bucket names; docs/storage.md describes their keys and values.
 var (
-	bucketMeta    = []byte("meta")
-	bucketEvents  = []byte("events")
-	bucketIDs     = []byte("ids")
-	bucketHeads   = []byte("heads")
-	bucketLive    = []byte("live")
-	bucketEnded   = []byte("ended")
-	bucketSecrets = []byte("secrets")
+	bucketMeta        = []byte("meta")
+	bucketEvents      = []byte("events")
+	bucketIDs         = []byte("ids")
+	bucketHeads       = []byte("heads")
+	bucketLive        = []byte("live")
+	bucketEnded       = []byte("ended")
+	bucketSecrets     = []byte("secrets")
+	bucketFlowSecrets = []byte("flowsecrets")
 
-	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketIDs, bucketHeads, bucketLive, bucketEnded, bucketSecrets}
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketIDs, bucketHeads, bucketLive, bucketEnded, bucketSecrets, bucketFlowSecrets}
 
 	metaFormat   = []byte("format")
 	metaKeyCheck = []byte("keycheck")
@@ -290,7 +291,8 @@ func (db *DB) init() error {
 			}
 		}
 		k, _ := tx.Bucket(bucketSecrets).Cursor().First()
-		hasSecrets = k != nil
+		f, _ := tx.Bucket(bucketFlowSecrets).Cursor().First()
+		hasSecrets = k != nil || f != nil
 		keyCheck = cloneBytes(meta.Get(metaKeyCheck))
 		return nil
 	}
@@ -361,14 +363,14 @@ func checkFormat(v []byte) error {
 	return nil
 }
 
-// verify reads the secrets' names into the secret index and the recent
+// verify reads the flow secrets' names into the secret index and the recent
 // flows into the id index, and decodes what recovery reads: every live
 // flow's history and the log's last record, so a damaged record fails Open
 // rather than a later recovery step.
 func (db *DB) verify() error {
 	return db.view(func(tx *bolt.Tx) error {
 		b := buckets(tx)
-		if err := db.secrets.load(b.secrets); err != nil {
+		if err := db.secrets.load(b.flowSecrets); err != nil {
 			return err
 		}
 		if err := db.ids.load(tx); err != nil {

@@ -15,17 +15,18 @@ import (
 
 // tx wraps one transaction's buckets.
 type tx struct {
-	events, ids, heads, live, ended, secrets *bolt.Bucket
+	events, ids, heads, live, ended, secrets, flowSecrets *bolt.Bucket
 }
 
 func buckets(t *bolt.Tx) tx {
 	b := tx{
-		events:  t.Bucket(bucketEvents),
-		ids:     t.Bucket(bucketIDs),
-		heads:   t.Bucket(bucketHeads),
-		live:    t.Bucket(bucketLive),
-		ended:   t.Bucket(bucketEnded),
-		secrets: t.Bucket(bucketSecrets),
+		events:      t.Bucket(bucketEvents),
+		ids:         t.Bucket(bucketIDs),
+		heads:       t.Bucket(bucketHeads),
+		live:        t.Bucket(bucketLive),
+		ended:       t.Bucket(bucketEnded),
+		secrets:     t.Bucket(bucketSecrets),
+		flowSecrets: t.Bucket(bucketFlowSecrets),
 	}
 	if t.Writable() {
 		// bbolt splits a page at FillPercent when it overflows (default
@@ -39,7 +40,7 @@ func buckets(t *bolt.Tx) tx {
 		b.heads.FillPercent = 0.9
 		b.live.FillPercent = 0.9
 		b.ended.FillPercent = 0.9
-		b.secrets.FillPercent = 0.9
+		b.flowSecrets.FillPercent = 0.9
 	}
 	return b
 }
@@ -198,14 +199,13 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 				return fmt.Errorf("index live flow %s: %w", states.ShortID(flow), err)
 			}
 		}
+		// A secret stays in the bucket it was created in until deleted.
+		// New ones written with a flow's first records (its PKCE verifier)
+		// are flow secrets, numbered in creation order like the flow and
+		// mostly deleted with it; the others (tokens) are kept by name.
+		newFlow := len(recs) > 0 && recs[0].FlowSeq == 1
 		for k, v := range sealed {
-			var err error
-			if v == nil {
-				err = db.secrets.del(b.secrets, k)
-			} else {
-				err = db.secrets.put(b.secrets, k, v)
-			}
-			if err != nil {
+			if err := db.secrets.set(b, k, v, newFlow); err != nil {
 				return fmt.Errorf("put secret %q: %w", k, err)
 			}
 		}
@@ -406,13 +406,15 @@ func (db *DB) Secret(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
-	num := db.secrets.lookup(key)
-	if num == 0 {
-		return nil, false, nil
-	}
+	num := db.secrets.lookup(key) // before the read begins: see secretIndex
 	var sealed []byte
 	err := db.view(func(t *bolt.Tx) error {
-		v := buckets(t).secrets.Get(encodeSeq(num))
+		b := buckets(t)
+		if num == 0 {
+			sealed = cloneBytes(b.secrets.Get([]byte(key)))
+			return nil
+		}
+		v := b.flowSecrets.Get(encodeSeq(num))
 		if v == nil {
 			return nil // deleted since the lookup
 		}

@@ -551,74 +551,41 @@ func TestAppendRefusesUnusableFlowID(t *testing.T) {
 }
 
 // A secret that is only ever overwritten is found by every read, however
-// the overwrites group into commits: it never moves while present.
+// the overwrites group into commits: it never moves while present. Both
+// kinds: one written with a flow's first record (numbered with the flow)
+// and one written on its own (kept by name).
 func TestSecretOverwrittenIsAlwaysFound(t *testing.T) {
 	db := newDB(t)
+	f := logtest.NewFlow(logtest.Base)
+	appendRecs(t, db, map[string][]byte{"verifier/" + f.ID: []byte("v0")}, f.Created())
 	appendRecs(t, db, map[string][]byte{"token/github": []byte("v0")})
-	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if ctx.Err() != nil {
-				return
+	for _, name := range []string{"verifier/" + f.ID, "token/github"} {
+		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				_, ok, err := db.Secret(bg, name)
+				if !assert.NoError(t, err) || !assert.True(t, ok, "overwritten secret %s was reported absent", name) {
+					cancel()
+					return
+				}
 			}
-			_, ok, err := db.Secret(bg, "token/github")
-			if !assert.NoError(t, err) || !assert.True(t, ok, "an overwritten secret was reported absent") {
-				cancel()
-				return
-			}
+		}()
+		const writers, rounds = 16, 40
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range rounds {
+					assert.NoError(t, db.Append(bg, nil, map[string][]byte{
+						name:                     fmt.Appendf(nil, "w%d-%d", w, i),
+						fmt.Sprintf("tmp/%d", w): nil,
+					}))
+				}
+			})
 		}
-	}()
-	const writers, rounds = 16, 40
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range rounds {
-				assert.NoError(t, db.Append(bg, nil, map[string][]byte{
-					"token/github":           fmt.Appendf(nil, "w%d-%d", w, i),
-					fmt.Sprintf("tmp/%d", w): nil,
-				}))
-			}
-		})
+		wg.Wait()
+		cancel()
+		<-done
 	}
-	wg.Wait()
-	cancel()
-	<-done
-}
-
-// Records after a flow's first are stored naming the flow by its number;
-// Scan finds the flow of each, however far back its first record is, and
-// a record stored as its whole JSON reads as well.
-func TestScanNamesEveryRecordsFlow(t *testing.T) {
-	path := dbPath(t)
-	db := openDB(t, path, persist.Options{NoSync: true})
-	x := logtest.NewFlow(logtest.Base)
-	want := appendRecs(t, db, nil, x.Created())
-	for range 700 { // more than a Scan chunk in between
-		f := logtest.NewFlow(logtest.Base)
-		want = append(want, appendRecs(t, db, nil, f.Created())...)
-	}
-	want = append(want, appendRecs(t, db, nil, x.URLIssued(), x.Failed(states.Canceled))...)
-	var got []states.Record
-	require.NoError(t, db.Scan(bg, 0, func(r states.Record) error { got = append(got, r); return nil }))
-	assert.Equal(t, want, got)
-	require.NoError(t, db.Scan(bg, want[len(want)-2].Seq-1, func(r states.Record) error {
-		assert.Equal(t, x.ID, r.Flow, "a scan that starts after the flow's first record still names the flow")
-		return nil
-	}))
-	require.NoError(t, db.Close())
-
-	// Whole JSON, as a record of another layout would be stored.
-	last := want[len(want)-1]
-	rawUpdate(t, path, func(tx *bolt.Tx) error {
-		v, err := last.Encode()
-		require.NoError(t, err)
-		return tx.Bucket([]byte("events")).Put(seqKey(last.Seq), v)
-	})
-	db = openDB(t, path, persist.Options{})
-	h, err := db.History(bg, x.ID)
-	require.NoError(t, err)
-	assert.Equal(t, []states.Record{want[0], want[len(want)-2], last}, h)
 }

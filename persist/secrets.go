@@ -7,12 +7,17 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// secretIndex maps each secret's name to its number, the key it is stored
-// under in the secrets bucket. It lives in memory (rebuilt at open from the
-// bucket, whose values carry their names): an index on disk keyed by name
-// would put one random page in every commit that writes a verifier, which
-// is what the numbering avoids. Its size grows with the secrets stored
-// (live flows' verifiers and tokens), not with the log.
+// secretIndex maps each flow secret's name to its number, the key it is
+// stored under in the flowsecrets bucket. Flow secrets are the secrets
+// created with a flow's first records (its PKCE verifier): numbered in
+// creation order, they are written at the tail of their bucket and mostly
+// deleted near it, when their flow ends, where a bucket keyed by a name
+// like verifier/<random state> took a random page for each. The index
+// lives in memory (rebuilt at open from the bucket, whose values carry
+// their names): an index on disk keyed by name would bring the random page
+// back. Its size grows with the flow secrets stored (about the live flows),
+// not with the log. Other secrets (tokens) are kept by name in the secrets
+// bucket; a name that is not in this index is looked up there.
 //
 // Only the committer changes it, through a pending overlay that a write
 // transaction builds and that is applied once that transaction committed
@@ -26,7 +31,8 @@ type secretIndex struct {
 	names map[string]uint64
 
 	// pending is the open write transaction's changes: the name's number
-	// and whether it is present. Only the committer touches it.
+	// (0 for a secret kept by name) and whether it is present. Only the
+	// committer touches it.
 	pending map[string]pendingSecret
 }
 
@@ -74,6 +80,9 @@ func (s *secretIndex) settle(committed bool) {
 	if committed && len(s.pending) > 0 {
 		s.mu.Lock()
 		for name, p := range s.pending {
+			if p.num == 0 {
+				continue // kept by name: not indexed
+			}
 			if p.present {
 				s.names[name] = p.num
 			} else {
@@ -85,39 +94,43 @@ func (s *secretIndex) settle(committed bool) {
 	clear(s.pending)
 }
 
-// put stores sealed under name in the open write transaction.
-func (s *secretIndex) put(b *bolt.Bucket, name string, sealed []byte) error {
-	p, ok := s.pending[name]
-	if !ok {
-		p.num = s.lookup(name)
-	}
-	// A name deleted earlier in this transaction keeps its number, so it
-	// never moves while present (see secretIndex).
-	if p.num == 0 {
-		var err error
-		if p.num, err = b.NextSequence(); err != nil {
-			return fmt.Errorf("number secret %q: %w", name, err)
+// set writes sealed under name in the open write transaction, or deletes
+// name when sealed is nil. A new name goes to the flow secrets if newFlow
+// (it is written with a flow's first records), else to the secrets kept by
+// name. A name stays in its bucket and under its number until a commit
+// deletes it, even if it is deleted and written again within one
+// transaction: a reader that looked it up before the commit finds it where
+// it looked, or finds it deleted.
+func (s *secretIndex) set(b tx, name string, sealed []byte, newFlow bool) error {
+	p, inTx := s.pending[name]
+	if !inTx {
+		p = pendingSecret{num: s.lookup(name), present: true}
+		if p.num == 0 {
+			p.present = b.secrets.Get([]byte(name)) != nil
+			if !p.present && sealed != nil && newFlow {
+				var err error
+				if p.num, err = b.flowSecrets.NextSequence(); err != nil {
+					return fmt.Errorf("number secret %q: %w", name, err)
+				}
+			}
 		}
 	}
-	if err := b.Put(encodeSeq(p.num), encodeSecret(name, sealed)); err != nil {
-		return err
-	}
-	s.pending[name] = pendingSecret{num: p.num, present: true}
-	return nil
-}
-
-// del deletes name in the open write transaction, if it is there.
-func (s *secretIndex) del(b *bolt.Bucket, name string) error {
-	p, ok := s.pending[name]
-	if !ok {
-		p = pendingSecret{num: s.lookup(name), present: true}
-	}
-	if p.num == 0 || !p.present {
+	var err error
+	switch {
+	case sealed == nil && !p.present:
 		return nil
+	case sealed == nil && p.num != 0:
+		err = b.flowSecrets.Delete(encodeSeq(p.num))
+	case sealed == nil:
+		err = b.secrets.Delete([]byte(name))
+	case p.num != 0:
+		err = b.flowSecrets.Put(encodeSeq(p.num), encodeSecret(name, sealed))
+	default:
+		err = b.secrets.Put([]byte(name), sealed)
 	}
-	if err := b.Delete(encodeSeq(p.num)); err != nil {
+	if err != nil {
 		return err
 	}
-	s.pending[name] = pendingSecret{num: p.num, present: false}
+	s.pending[name] = pendingSecret{num: p.num, present: sealed != nil}
 	return nil
 }

@@ -8,43 +8,67 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"flowd.local/flowd/engine/logtest"
+	"flowd.local/flowd/states"
 )
 
-// Two appends in one commit that delete and then rewrite a secret leave it
-// under the number it had: a reader that looked the number up before the
-// commit still finds it after.
-func TestSecretDeletedAndRewrittenInOneCommitKeepsItsNumber(t *testing.T) {
+// A secret written with a flow's first records is a flow secret, numbered;
+// others are kept by name. Deleted and written again within one commit, a
+// secret stays where it was (bucket and number): a reader that looked it up
+// before the commit still finds it after.
+func TestSecretDeletedAndRewrittenInOneCommitStaysPut(t *testing.T) {
+	ctx := context.Background()
 	db, err := Open(filepath.Join(t.TempDir(), "flowd.db"), Options{})
 	require.NoError(t, err)
 	defer db.Close()
-	require.NoError(t, db.Append(context.Background(), nil, map[string][]byte{"s": []byte("one")}))
-	before := db.secrets.lookup("s")
-	require.NotZero(t, before)
+	f := logtest.NewFlow(logtest.Base)
+	require.NoError(t, db.Append(ctx, []states.Record{f.Created()}, map[string][]byte{"verifier/x": []byte("one")}))
+	require.NoError(t, db.Append(ctx, nil, map[string][]byte{"token/x": []byte("one")}))
+	before := db.secrets.lookup("verifier/x")
+	require.NotZero(t, before, "a secret written with a flow's first record is numbered")
+	require.Zero(t, db.secrets.lookup("token/x"), "a secret written on its own is kept by name")
 
-	sealed, err := db.sealer.Seal("s", []byte("two"))
-	require.NoError(t, err)
-	require.NoError(t, db.commits.do(func(tx *bolt.Tx) error {
-		b := buckets(tx)
-		if err := db.secrets.del(b.secrets, "s"); err != nil {
-			return err
-		}
-		return db.secrets.put(b.secrets, "s", sealed)
-	}))
-	assert.Equal(t, before, db.secrets.lookup("s"))
-	v, ok, err := db.Secret(context.Background(), "s")
-	require.NoError(t, err)
-	assert.True(t, ok)
-	assert.Equal(t, []byte("two"), v)
+	seal := func(name, v string) []byte {
+		b, err := db.sealer.Seal(name, []byte(v))
+		require.NoError(t, err)
+		return b
+	}
+	for _, name := range []string{"verifier/x", "token/x"} {
+		require.NoError(t, db.commits.do(func(tx *bolt.Tx) error {
+			b := buckets(tx)
+			if err := db.secrets.set(b, name, nil, false); err != nil {
+				return err
+			}
+			// As if a new flow's append wrote it: it still stays put.
+			return db.secrets.set(b, name, seal(name, "two"), true)
+		}))
+		v, ok, err := db.Secret(ctx, name)
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.Equal(t, []byte("two"), v)
+	}
+	assert.Equal(t, before, db.secrets.lookup("verifier/x"))
+	assert.Zero(t, db.secrets.lookup("token/x"), "a secret kept by name does not become numbered")
 
 	// A transaction that rolls back changes nothing in the index.
 	require.Error(t, db.commits.do(func(tx *bolt.Tx) error {
-		if err := db.secrets.del(buckets(tx).secrets, "s"); err != nil {
+		if err := db.secrets.set(buckets(tx), "verifier/x", nil, false); err != nil {
 			return err
 		}
 		return assert.AnError
 	}))
-	assert.Equal(t, before, db.secrets.lookup("s"))
-	_, ok, err = db.Secret(context.Background(), "s")
+	assert.Equal(t, before, db.secrets.lookup("verifier/x"))
+	_, ok, err := db.Secret(ctx, "verifier/x")
 	require.NoError(t, err)
 	assert.True(t, ok, "a rolled-back delete must not hide the secret")
+
+	// Deleted for good, a name may come back kept by name.
+	require.NoError(t, db.Append(ctx, nil, map[string][]byte{"verifier/x": nil}))
+	require.NoError(t, db.Append(ctx, nil, map[string][]byte{"verifier/x": []byte("three")}))
+	assert.Zero(t, db.secrets.lookup("verifier/x"))
+	v, ok, err := db.Secret(ctx, "verifier/x")
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, []byte("three"), v)
 }
