@@ -56,7 +56,7 @@ func TestExchangeOutcomeNotRecordedDoesNotStickTheFlow(t *testing.T) {
 			fl := &outcomeFaultLog{Log: memlog.New()}
 			h := newHarness(t, func(c *engine.Config) { c.Log = fl })
 			st := h.start("")
-			_, code := h.prov.authorize(t, st.AuthURL)
+			_, code := h.prov.Authorize(t, st.AuthURL)
 			if ev == states.Failed {
 				code = "not-a-code-the-provider-issued"
 			}
@@ -64,12 +64,12 @@ func TestExchangeOutcomeNotRecordedDoesNotStickTheFlow(t *testing.T) {
 			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 			require.ErrorIs(t, err, errNoSpace, "the caller is told the outcome was not recorded")
 			assert.NotContains(t, err.Error(), code)
-			require.Equal(t, 1, h.prov.tokenCalls())
+			require.Equal(t, 1, h.prov.Calls())
 
 			fl.set("")
 			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 			require.Error(t, err, "a repeated callback changes nothing")
-			assert.Equal(t, 1, h.prov.tokenCalls(), "and redeems nothing")
+			assert.Equal(t, 1, h.prov.Calls(), "and redeems nothing")
 
 			h.clk.Advance(engine.DefaultTTL + 2*h.cfg.ExchangeTimeout)
 			require.Eventually(t, func() bool { return h.status(st.State).State.Terminal() }, 10e9, 5e6,
@@ -77,7 +77,7 @@ func TestExchangeOutcomeNotRecordedDoesNotStickTheFlow(t *testing.T) {
 			f := h.status(st.State)
 			assert.Equal(t, states.Error, f.State)
 			assert.Equal(t, states.ExchangeInterrupted, f.Reason)
-			assert.Equal(t, 1, h.prov.tokenCalls())
+			assert.Equal(t, 1, h.prov.Calls())
 			checkReplay(t, fl)
 
 			h.restart()

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/states"
 )
 
@@ -31,10 +32,12 @@ func TestExchangeGrantedScopes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.prov.scopeField, h.prov.omitScope = tc.scope, tc.omit
+			if !tc.omit {
+				h.prov.SetScope(tc.scope)
+			}
 			st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Scopes: tc.requested})
 			require.NoError(t, err)
-			_, code := h.prov.authorize(t, st.AuthURL)
+			_, code := h.prov.Authorize(t, st.AuthURL)
 			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 			require.NoError(t, err)
 			assert.Equal(t, states.Complete, f.State)
@@ -45,7 +48,7 @@ func TestExchangeGrantedScopes(t *testing.T) {
 
 			tok, stored, err := h.e.Token(h.ctx, "gh")
 			require.NoError(t, err)
-			assert.Equal(t, h.prov.secrets()[0], tok.AccessToken)
+			assert.Equal(t, h.prov.Issued()[0], tok.AccessToken)
 			assert.Equal(t, tc.want, stored.Scopes)
 			assert.Equal(t, st.State, stored.Flow)
 		})
@@ -58,14 +61,14 @@ func TestExchangeGrantedScopes(t *testing.T) {
 func TestExchangeSendsMatchingVerifier(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.NoError(t, err)
-	req := h.prov.lastRequest()
+	req := h.prov.LastRequest()
 	assert.Equal(t, "authorization_code", req.GrantType)
 	assert.Equal(t, code, req.Code)
 	assert.Len(t, req.Verifier, 43, "32 random bytes, base64url")
-	assert.Equal(t, s256(req.Verifier), queryOf(t, st.AuthURL).Get("code_challenge"))
+	assert.Equal(t, oauthtest.S256(req.Verifier), queryOf(t, st.AuthURL).Get("code_challenge"))
 	assert.Equal(t, st.RedirectURI, req.RedirectURI)
 	assert.Equal(t, engine.DefaultLoopbackRedirectURL, st.RedirectURI)
 }
@@ -73,14 +76,14 @@ func TestExchangeSendsMatchingVerifier(t *testing.T) {
 func TestExchangeHonoursAuthStyle(t *testing.T) {
 	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
 		t.Run(map[oauth2.AuthStyle]string{oauth2.AuthStyleInParams: "in params", oauth2.AuthStyleInHeader: "in header"}[style], func(t *testing.T) {
-			var prov *fakeProvider
+			var prov *oauthtest.Server
 			h := newHarness(t, func(c *engine.Config) {
-				prov = newFakeProvider(t, style)
-				c.Providers = []engine.Provider{prov.config("gh")}
+				prov = oauthtest.New(t, oauthtest.Options{AuthStyle: style})
+				c.Providers = []engine.Provider{providerConfig(prov, "gh")}
 			})
 			h.prov = prov
 			h.connect("")
-			req := prov.lastRequest()
+			req := prov.LastRequest()
 			if style == oauth2.AuthStyleInHeader {
 				assert.True(t, req.HasBasic)
 				assert.Equal(t, clientID, req.BasicUser)
@@ -90,7 +93,7 @@ func TestExchangeHonoursAuthStyle(t *testing.T) {
 				assert.Equal(t, clientID, req.Form.Get("client_id"))
 				assert.Equal(t, clientSecret, req.Form.Get("client_secret"))
 			}
-			assert.Equal(t, 1, prov.tokenCalls(), "a fixed auth style never retries")
+			assert.Equal(t, 1, prov.Calls(), "a fixed auth style never retries")
 		})
 	}
 }
@@ -131,14 +134,14 @@ func TestExchangeFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.prov.override = tc.handler
+			h.prov.SetOverride(tc.handler)
 			st := h.start("")
 			code := codePrefix + "never-issued"
 			if !tc.bogusCode {
-				_, code = h.prov.authorize(t, st.AuthURL)
+				_, code = h.prov.Authorize(t, st.AuthURL)
 			}
 			if tc.closed {
-				h.prov.srv.Close()
+				h.prov.Close()
 			}
 			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 			require.NoError(t, err, "a failed exchange is an outcome of the flow, not an error of the call")
@@ -150,7 +153,7 @@ func TestExchangeFailures(t *testing.T) {
 			assert.NotContains(t, f.Message, code)
 			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.Failed}, h.events(st.State))
 			if !tc.closed {
-				assert.Equal(t, 1, h.prov.tokenCalls())
+				assert.Equal(t, 1, h.prov.Calls())
 			}
 			_, _, err = h.e.Token(h.ctx, "gh")
 			assert.ErrorIs(t, err, engine.ErrNoToken)
@@ -159,7 +162,7 @@ func TestExchangeFailures(t *testing.T) {
 			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 			assert.ErrorIs(t, err, engine.ErrNotAwaiting)
 			if !tc.closed {
-				assert.Equal(t, 1, h.prov.tokenCalls())
+				assert.Equal(t, 1, h.prov.Calls())
 			}
 		})
 	}
@@ -175,21 +178,22 @@ func TestExchangeOAuthErrorKeepsProviderText(t *testing.T) {
 	assert.Equal(t, "unknown code", f.Message)
 }
 
-func TestExchangeTimeout(t *testing.T) {
-	release := make(chan struct{})
-	h := newHarness(t, func(c *engine.Config) { c.ExchangeTimeout = 200 * time.Millisecond })
-	h.prov.override = func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}
-	// Unblock the handler before the server closes, or Close waits for it.
-	t.Cleanup(func() { close(release) })
+// callbackToStalledProvider delivers the callback of a flow whose token
+// endpoint never answers, on an engine configured by opt, and returns the
+// flow as the callback left it.
+func callbackToStalledProvider(t *testing.T, opt harnessOption) states.Flow {
+	t.Helper()
+	h := newHarness(t, opt)
+	h.prov.Hold() // released when the test ends, so the server can close
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.NoError(t, err)
+	return f
+}
+
+func TestExchangeTimeout(t *testing.T) {
+	f := callbackToStalledProvider(t, func(c *engine.Config) { c.ExchangeTimeout = 200 * time.Millisecond })
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.ExchangeFailed, f.Reason)
 	assert.Equal(t, "timeout", f.ErrorCode)
@@ -199,21 +203,9 @@ func TestExchangeTimeout(t *testing.T) {
 // A client the embedder supplies is used for the exchange, and its own
 // timeout is reported as a timeout too.
 func TestExchangeCustomHTTPClientTimeout(t *testing.T) {
-	release := make(chan struct{})
-	h := newHarness(t, func(c *engine.Config) {
+	f := callbackToStalledProvider(t, func(c *engine.Config) {
 		c.HTTPClient = &http.Client{Timeout: 100 * time.Millisecond}
 	})
-	h.prov.override = func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}
-	t.Cleanup(func() { close(release) })
-	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
-	require.NoError(t, err)
 	assert.Equal(t, states.ExchangeFailed, f.Reason)
 	assert.Equal(t, "timeout", f.ErrorCode)
 }
@@ -222,17 +214,16 @@ func TestExchangeCustomHTTPClientTimeout(t *testing.T) {
 // turned away at once and recorded; the token endpoint sees the code once.
 func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 	h := newHarness(t)
-	gate := make(chan struct{})
-	h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
+	release := h.prov.Hold()
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 
 	first := make(chan error, 1)
 	go func() {
 		_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 		first <- err
 	}()
-	<-h.prov.entered // the exchange is at the token endpoint now
+	h.prov.WaitEntered(t) // the exchange is at the token endpoint now
 
 	const dups = 8
 	var wg sync.WaitGroup
@@ -255,12 +246,12 @@ func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 	_, err := h.e.Cancel(h.ctx, st.State)
 	assert.ErrorIs(t, err, engine.ErrExchangeInProgress)
 
-	close(gate)
+	release()
 	require.NoError(t, <-first)
 	f := h.status(st.State)
 	assert.Equal(t, states.Complete, f.State)
 	assert.Equal(t, dups, f.IgnoredCallbacks)
-	assert.Equal(t, 1, h.prov.tokenCalls())
+	assert.Equal(t, 1, h.prov.Calls())
 
 	hist, err := h.e.History(h.ctx, st.State)
 	require.NoError(t, err)
@@ -285,7 +276,7 @@ func TestExchangeOncePerCodeConcurrent(t *testing.T) {
 		_ = round
 		h := newHarness(t)
 		st := h.start("")
-		_, code := h.prov.authorize(t, st.AuthURL)
+		_, code := h.prov.Authorize(t, st.AuthURL)
 		const n = 16
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -310,7 +301,7 @@ func TestExchangeOncePerCodeConcurrent(t *testing.T) {
 		wg.Wait()
 		require.Equal(t, 1, won)
 		require.Equal(t, n-1, turnedAway)
-		require.Equal(t, 1, h.prov.tokenCalls())
+		require.Equal(t, 1, h.prov.Calls())
 		hist, err := h.e.History(h.ctx, st.State)
 		require.NoError(t, err)
 		ignored := 0

@@ -86,11 +86,11 @@ func TestNoExchangeWithoutExchangeStarted(t *testing.T) {
 	fl := &faultyLog{Log: memlog.New()}
 	h := newHarness(t, withFaultyLog(fl))
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	fl.set(failEvent(states.ExchangeStarted))
 	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, errDiskFull)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
 	// The provider's redirect can be retried once the log is back.
 	fl.set(nil)
@@ -105,18 +105,18 @@ func TestExchangeOutcomeNotRecorded(t *testing.T) {
 	fl := &faultyLog{Log: memlog.New()}
 	h := newHarness(t, withFaultyLog(fl))
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	fl.set(failEvent(states.ExchangeSucceeded))
 	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, errDiskFull)
 	fl.set(nil)
 	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting, "the code is spent")
-	assert.Equal(t, 1, h.prov.tokenCalls())
+	assert.Equal(t, 1, h.prov.Calls())
 	h.restart()
 	f := h.status(st.State)
 	assert.Equal(t, states.ExchangeInterrupted, f.Reason)
-	assert.Equal(t, 1, h.prov.tokenCalls())
+	assert.Equal(t, 1, h.prov.Calls())
 	checkReplay(t, fl)
 }
 

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 	"pgregory.net/rapid"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
@@ -132,7 +132,7 @@ type world struct {
 	ctx   context.Context
 	clk   *fakeclock.Clock
 	st    *store
-	prov  *fakeProvider
+	prov  *oauthtest.Server
 	cfg   engine.Config
 	e     *engine.Engine
 	flows []*mflow
@@ -142,10 +142,10 @@ type world struct {
 	unknownN    int
 }
 
-func newWorld(t testingT, prov *fakeProvider, b backend) *world {
-	w := &world{t: t, ctx: context.Background(), clk: fakeclock.New(epoch), st: b.open(t), prov: prov, base: prov.tokenCalls()}
+func newWorld(t testingT, prov *oauthtest.Server, b backend) *world {
+	w := &world{t: t, ctx: context.Background(), clk: fakeclock.New(epoch), st: b.open(t), prov: prov, base: prov.Calls()}
 	w.cfg = engine.Config{Log: w.st.log, Clock: w.clk, ExchangeTimeout: 5 * time.Second,
-		Providers: []engine.Provider{prov.config("gh"), prov.config("gl")}}
+		Providers: []engine.Provider{providerConfig(prov, "gh"), providerConfig(prov, "gl")}}
 	w.open()
 	return w
 }
@@ -234,7 +234,7 @@ func (w *world) do(o op) {
 			return
 		}
 		if f.code == "" {
-			_, f.code = w.prov.authorize(w.t, f.authURL)
+			_, f.code = w.prov.Authorize(w.t, f.authURL)
 		}
 		w.callback(f, engine.CallbackParams{Code: f.code}, states.Complete, states.Exchanged, true)
 		if o.Kind == opDuplicate {
@@ -335,7 +335,7 @@ func (w *world) check() {
 		}
 	}
 	require.Equal(w.t, live, w.e.Stats().Live)
-	require.Equal(w.t, w.calls, w.prov.tokenCalls()-w.base, "token endpoint calls: one per code that reached it")
+	require.Equal(w.t, w.calls, w.prov.Calls()-w.base, "token endpoint calls: one per code that reached it")
 }
 
 // outcome is what a run leaves behind, with flows named by their index
@@ -372,7 +372,7 @@ var allOps = []opKind{opStart, opStart, opStart, opGood, opDuplicate, opDenied, 
 	opCancel, opStep, opStep, opRestart, opDown, opCrash}
 
 func TestModel(t *testing.T) {
-	prov := newFakeProvider(t, oauth2.AuthStyleInParams)
+	prov := oauthtest.New(t, oauthtest.Options{})
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			rapid.Check(t, func(rt *rapid.T) {
@@ -394,7 +394,7 @@ func TestModel(t *testing.T) {
 // restart after each step rapid picks, leave the same flows with the same
 // histories.
 func TestRestartIsInvisible(t *testing.T) {
-	prov := newFakeProvider(t, oauth2.AuthStyleInParams)
+	prov := oauthtest.New(t, oauthtest.Options{})
 	kinds := slices.DeleteFunc(slices.Clone(allOps), func(k opKind) bool { return k == opRestart || k == opDown || k == opCrash })
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {

@@ -143,7 +143,7 @@ func TestCallbackProviderDenied(t *testing.T) {
 	assert.Equal(t, states.ProviderDenied, f.Reason)
 	assert.Equal(t, "access_denied", f.ErrorCode)
 	assert.Equal(t, "The user has denied your application access.", f.Message)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.Failed}, h.events(st.State))
 }
 
@@ -151,11 +151,11 @@ func TestCallbackProviderDenied(t *testing.T) {
 func TestCallbackProviderErrorWithCode(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code, Error: "server_error"})
 	require.NoError(t, err)
 	assert.Equal(t, states.ProviderDenied, f.Reason)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 }
 
 func TestCallbackWithoutCodeOrError(t *testing.T) {
@@ -166,7 +166,7 @@ func TestCallbackWithoutCodeOrError(t *testing.T) {
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.InvalidCallback, f.Reason)
 	assert.NotEmpty(t, f.Message)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 }
 
 func TestCallbackUnknownStateWritesNothing(t *testing.T) {
@@ -189,13 +189,13 @@ func TestCallbackUnknownStateWritesNothing(t *testing.T) {
 	assert.Equal(t, before, dump(t, h.log), "an unknown state changes no flow")
 	assert.Equal(t, 4, unknown)
 	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 }
 
 func TestLateCallbackAfterEnd(t *testing.T) {
 	h := newHarness(t)
 	f := h.connect("")
-	code := h.prov.lastRequest().Code
+	code := h.prov.LastRequest().Code
 	for i := 1; i <= 3; i++ {
 		got, err := h.e.Callback(h.ctx, engine.CallbackParams{State: f.ID, Code: code})
 		require.ErrorIs(t, err, engine.ErrNotAwaiting)
@@ -214,7 +214,7 @@ func TestLateCallbackAfterEnd(t *testing.T) {
 	assert.Equal(t, states.Exchanged, after.Reason)
 	assert.Equal(t, f.Ended, after.Ended)
 	assert.Equal(t, 4, after.IgnoredCallbacks)
-	assert.Equal(t, 1, h.prov.tokenCalls())
+	assert.Equal(t, 1, h.prov.Calls())
 	hist, err := h.e.History(h.ctx, f.ID)
 	require.NoError(t, err)
 	last := hist[len(hist)-1]
@@ -228,7 +228,7 @@ func TestLateCallbackAfterEnd(t *testing.T) {
 	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: f.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Equal(t, 5, h.status(f.ID).IgnoredCallbacks)
-	assert.Equal(t, 1, h.prov.tokenCalls())
+	assert.Equal(t, 1, h.prov.Calls())
 	checkReplay(t, h.log)
 }
 
@@ -237,13 +237,13 @@ func TestCallbackAfterDeadlineBeforeTimer(t *testing.T) {
 	clk := &frozenTimers{now: epoch}
 	h := newHarness(t, func(c *engine.Config) { c.Clock = clk })
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	clk.set(st.Deadline)
 	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, engine.ErrExpired)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Equal(t, states.DeadlineExpired, f.Reason)
-	assert.Zero(t, h.prov.tokenCalls(), "an expired flow's code is never exchanged")
+	assert.Zero(t, h.prov.Calls(), "an expired flow's code is never exchanged")
 	assert.Equal(t, states.Expired, h.status(st.State).State)
 	assert.Zero(t, h.e.Stats().Live)
 }
@@ -259,10 +259,10 @@ func TestCancel(t *testing.T) {
 
 	_, err = h.e.Cancel(h.ctx, st.State)
 	require.ErrorIs(t, err, engine.ErrNotAwaiting, "canceling a finished flow")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 	assert.Equal(t, states.Canceled, h.status(st.State).Reason)
 
 	done := h.connect("")
@@ -273,20 +273,19 @@ func TestCancel(t *testing.T) {
 
 func TestCancelMidExchange(t *testing.T) {
 	h := newHarness(t)
-	gate := make(chan struct{})
-	h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
+	release := h.prov.Hold()
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	res := make(chan states.Flow, 1)
 	go func() {
 		f, _ := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 		res <- f
 	}()
-	<-h.prov.entered
+	h.prov.WaitEntered(t)
 	f, err := h.e.Cancel(h.ctx, st.State)
 	require.ErrorIs(t, err, engine.ErrExchangeInProgress)
 	assert.True(t, f.Exchanging)
-	close(gate)
+	release()
 	assert.Equal(t, states.Complete, (<-res).State)
 }
 
@@ -306,10 +305,10 @@ func TestSupersede(t *testing.T) {
 	assert.Equal(t, states.AwaitingCallback, h.status(a2.State).State)
 
 	// The superseded flow's callback is turned away and never exchanged.
-	_, code := h.prov.authorize(t, a.AuthURL)
+	_, code := h.prov.Authorize(t, a.AuthURL)
 	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: a.State, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 
 	// Another provider, same principal: not superseded either.
 	h2 := newHarness(t, func(c *engine.Config) {
@@ -367,19 +366,18 @@ func TestConcurrentStartsNeverSupersedeEachOther(t *testing.T) {
 // already spent, and ending it would throw the token away.
 func TestSupersedeLeavesExchangeToFinish(t *testing.T) {
 	h := newHarness(t)
-	gate := make(chan struct{})
-	h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
+	release := h.prov.Hold()
 	a := h.start("")
-	_, code := h.prov.authorize(t, a.AuthURL)
+	_, code := h.prov.Authorize(t, a.AuthURL)
 	res := make(chan error, 1)
 	go func() {
 		_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: a.State, Code: code})
 		res <- err
 	}()
-	<-h.prov.entered
+	h.prov.WaitEntered(t)
 	b := h.start("")
 	assert.Empty(t, b.Superseded)
-	close(gate)
+	release()
 	require.NoError(t, <-res)
 	assert.Equal(t, states.Complete, h.status(a.State).State)
 	assert.Equal(t, states.AwaitingCallback, h.status(b.State).State)
@@ -388,7 +386,7 @@ func TestSupersedeLeavesExchangeToFinish(t *testing.T) {
 func TestWaitWokenByCommit(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 
 	const waiters = 3
 	got := make(chan states.Flow, waiters)

@@ -18,6 +18,8 @@ import (
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/internal/oauthtest"
+	"flowd.local/flowd/internal/syncbuf"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
@@ -36,12 +38,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 
-	params := newFakeProvider(t, oauth2.AuthStyleInParams)
-	header := newFakeProvider(t, oauth2.AuthStyleInHeader)
-	logs := &syncBuffer{}
+	params := oauthtest.New(t, oauthtest.Options{})
+	header := oauthtest.New(t, oauthtest.Options{AuthStyle: oauth2.AuthStyleInHeader})
+	logs := &syncbuf.Buffer{}
 	clk := fakeclock.New(epoch)
 	cfg := engine.Config{Log: db, Clock: clk, Logger: newTestLogger(logs), ExchangeTimeout: 5 * time.Second,
-		Providers: []engine.Provider{params.config("gh"), header.config("gl")}}
+		Providers: []engine.Provider{providerConfig(params, "gh"), providerConfig(header, "gl")}}
 	e, err := engine.Open(ctx, cfg)
 	require.NoError(t, err)
 
@@ -60,10 +62,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// Complete flows on both providers, with late duplicates of their codes.
 	for _, p := range []struct {
 		name string
-		prov *fakeProvider
+		prov *oauthtest.Server
 	}{{"gh", params}, {"gl", header}} {
 		st := start(p.name, "")
-		_, code := p.prov.authorize(t, st.AuthURL)
+		_, code := p.prov.Authorize(t, st.AuthURL)
 		codes = append(codes, code)
 		f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code})
 		require.NoError(t, err)
@@ -78,31 +80,31 @@ func TestSecretsNeverLeak(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, states.ExchangeFailed, f.Reason)
 	// A token endpoint that answers 500 with a body echoing the request.
-	params.override = func(w http.ResponseWriter, r *http.Request) {
+	params.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(500)
 		_, _ = w.Write([]byte("debug dump: " + r.PostForm.Encode()))
-	}
+	})
 	st = start("gh", "c")
-	_, code := params.authorize(t, st.AuthURL)
+	_, code := params.Authorize(t, st.AuthURL)
 	codes = append(codes, code)
 	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code}))
 	// A provider whose OAuth error echoes everything it was sent.
-	params.override = func(w http.ResponseWriter, r *http.Request) {
+	params.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
-		oauthError(w, 400, "invalid_grant", "rejected "+r.PostForm.Get("code")+" with "+r.PostForm.Get("code_verifier")+" for "+r.PostForm.Get("client_secret"))
-	}
+		oauthtest.WriteError(w, 400, "invalid_grant", "rejected "+r.PostForm.Get("code")+" with "+r.PostForm.Get("code_verifier")+" for "+r.PostForm.Get("client_secret"))
+	})
 	st = start("gh", "c2")
-	_, code = params.authorize(t, st.AuthURL)
+	_, code = params.Authorize(t, st.AuthURL)
 	codes = append(codes, code)
 	f, err = e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.NoError(t, err)
 	require.Contains(t, f.Message, "rejected [redacted] with [redacted] for [redacted]")
-	params.override = nil
+	params.SetOverride(nil)
 	// A provider error that comes with a code.
 	st = start("gh", "c3")
-	_, code = params.authorize(t, st.AuthURL)
+	_, code = params.Authorize(t, st.AuthURL)
 	codes = append(codes, code)
 	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code, Error: "access_denied", ErrorDescription: "denied " + code}))
 	// Denied, canceled, expired, and one still awaiting at the end.
@@ -122,15 +124,15 @@ func TestSecretsNeverLeak(t *testing.T) {
 	clk.Advance(2 * time.Hour)
 	_, _, err = e.Token(ctx, "gh")
 	require.NoError(t, err)
-	params.override = func(w http.ResponseWriter, r *http.Request) {
+	params.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
-		oauthError(w, 400, "invalid_grant", "bad refresh token "+r.PostForm.Get("refresh_token"))
-	}
+		oauthtest.WriteError(w, 400, "invalid_grant", "bad refresh token "+r.PostForm.Get("refresh_token"))
+	})
 	clk.Advance(2 * time.Hour)
 	_, _, err = e.Token(ctx, "gh")
 	require.Error(t, err)
 	errs = append(errs, err)
-	params.override = nil
+	params.SetOverride(nil)
 	_, _, err = e.Token(ctx, "gl")
 	require.NoError(t, err)
 	// An interrupted exchange, through a restart.
@@ -145,20 +147,18 @@ func TestSecretsNeverLeak(t *testing.T) {
 	note(e.Callback(ctx, engine.CallbackParams{State: inter.State, Code: codePrefix + "after-crash"}))
 	require.NoError(t, e.Close())
 
-	for _, p := range []*fakeProvider{params, header} {
-		p.mu.Lock()
-		for _, r := range p.requests {
+	for _, p := range []*oauthtest.Server{params, header} {
+		for _, r := range p.Requests() {
 			if r.Verifier != "" {
 				verifiers = append(verifiers, r.Verifier)
 			}
 		}
-		p.mu.Unlock()
 	}
 	require.GreaterOrEqual(t, len(verifiers), 4)
 	secrets := append([]string{clientSecret}, codes...)
 	secrets = append(secrets, verifiers...)
-	secrets = append(secrets, params.secrets()...)
-	secrets = append(secrets, header.secrets()...)
+	secrets = append(secrets, params.Issued()...)
+	secrets = append(secrets, header.Issued()...)
 	require.GreaterOrEqual(t, len(secrets), 12)
 
 	// The exported log, as flowctl export would write it.

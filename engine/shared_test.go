@@ -92,7 +92,7 @@ func TestSharedCallbackOnAnotherEngine(t *testing.T) {
 	a, b := es[0], es[1]
 	st, err := a.Start(h.ctx, engine.StartRequest{Provider: "gh"})
 	require.NoError(t, err)
-	state, code := h.prov.authorize(t, st.AuthURL)
+	state, code := h.prov.Authorize(t, st.AuthURL)
 
 	// b has not necessarily seen the flow yet: the callback loads it.
 	f, err := b.Callback(h.ctx, engine.CallbackParams{State: state, Code: code})
@@ -117,7 +117,7 @@ func TestSharedSameCallbackOnTwoEnginesExchangesOnce(t *testing.T) {
 	require.NoError(t, err)
 	holds(t, es[1], 1)
 	holds(t, es[2], 1)
-	state, code := h.prov.authorize(t, st.AuthURL)
+	state, code := h.prov.Authorize(t, st.AuthURL)
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(es))
@@ -136,7 +136,7 @@ func TestSharedSameCallbackOnTwoEnginesExchangesOnce(t *testing.T) {
 		assert.ErrorIs(t, err, engine.ErrNotAwaiting, "engine %d", i)
 	}
 	assert.Equal(t, 1, completed, "one engine completes the flow")
-	assert.Equal(t, 1, h.prov.tokenCalls(), "the code is redeemed exactly once")
+	assert.Equal(t, 1, h.prov.Calls(), "the code is redeemed exactly once")
 	checkReplay(t, h.log)
 }
 
@@ -231,7 +231,7 @@ func TestSharedWatchLostReadsLiveFlowsAgain(t *testing.T) {
 	holds(t, other, 1)
 
 	lose <- struct{}{} // h.e's watch stops; what happens now it misses
-	state, code := h.prov.authorize(t, ended.AuthURL)
+	state, code := h.prov.Authorize(t, ended.AuthURL)
 	_, err = other.Callback(h.ctx, engine.CallbackParams{State: state, Code: code})
 	require.NoError(t, err)
 	started, err := other.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "started"})

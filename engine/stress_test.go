@@ -45,7 +45,7 @@ func TestConcurrentStress(t *testing.T) {
 				case 0, 1:
 					st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: fmt.Sprintf("p%d", r.IntN(4))})
 					require.NoError(t, err)
-					_, code := h.prov.authorize(t, st.AuthURL)
+					_, code := h.prov.Authorize(t, st.AuthURL)
 					mu.Lock()
 					flows = append(flows, st)
 					codes[st.State] = code
@@ -103,7 +103,7 @@ func TestConcurrentStress(t *testing.T) {
 		exchanges += started
 		assert.True(t, all[st.State].State.Terminal())
 	}
-	assert.Equal(t, exchanges, h.prov.tokenCalls())
+	assert.Equal(t, exchanges, h.prov.Calls())
 	// Every superseded flow names a flow of the same owner.
 	for _, f := range all {
 		if f.Reason == states.Superseded {

@@ -22,28 +22,27 @@ func TestOperationsStateByState(t *testing.T) {
 	setups := map[string]setup{
 		"awaiting_callback": {state: states.AwaitingCallback, make: func(h *harness) (string, string, func()) {
 			st := h.start("")
-			_, code := h.prov.authorize(h.t, st.AuthURL)
+			_, code := h.prov.Authorize(h.t, st.AuthURL)
 			return st.State, code, func() {}
 		}},
 		"exchanging": {state: states.AwaitingCallback, make: func(h *harness) (string, string, func()) {
-			gate := make(chan struct{})
-			h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
+			release := h.prov.Hold()
 			st := h.start("")
-			_, code := h.prov.authorize(h.t, st.AuthURL)
+			_, code := h.prov.Authorize(h.t, st.AuthURL)
 			res := make(chan error, 1)
 			go func() {
 				_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 				res <- err
 			}()
-			<-h.prov.entered
+			h.prov.WaitEntered(h.t)
 			return st.State, code, func() {
-				close(gate)
+				release()
 				require.NoError(h.t, <-res)
 			}
 		}},
 		"complete": {state: states.Complete, make: func(h *harness) (string, string, func()) {
 			f := h.connect("")
-			return f.ID, h.prov.lastRequest().Code, func() {}
+			return f.ID, h.prov.LastRequest().Code, func() {}
 		}},
 		"error": {state: states.Error, make: func(h *harness) (string, string, func()) {
 			st := h.start("")
@@ -155,7 +154,7 @@ func TestOperationsStateByState(t *testing.T) {
 				case sname == "awaiting_callback" && oname == "callback with code":
 					wantCalls = 1
 				}
-				assert.Equal(t, wantCalls, h.prov.tokenCalls(), "the token endpoint is called once per code, and only from awaiting_callback")
+				assert.Equal(t, wantCalls, h.prov.Calls(), "the token endpoint is called once per code, and only from awaiting_callback")
 				checkReplay(t, h.log)
 			})
 		}

@@ -20,7 +20,7 @@ func TestTokenLandsWithItsOutcomeRecord(t *testing.T) {
 	h := newHarness(t, func(c *engine.Config) { c.Log = fl })
 
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	fl.set(states.ExchangeSucceeded)
 	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, errNoSpace)

@@ -2,24 +2,21 @@ package engine_test
 
 import (
 	"context"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/internal/oauthtest"
 )
 
-// refreshTokensSent lists the refresh tokens the provider was asked to redeem.
-func (p *fakeProvider) refreshTokensSent() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// refreshTokensSent lists the refresh tokens p was asked to redeem.
+func refreshTokensSent(p *oauthtest.Server) []string {
 	var out []string
-	for _, r := range p.requests {
+	for _, r := range p.Requests() {
 		if r.GrantType == "refresh_token" {
 			out = append(out, r.Form.Get("refresh_token"))
 		}
@@ -30,19 +27,19 @@ func (p *fakeProvider) refreshTokensSent() []string {
 func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
-	first := h.prov.secrets() // access, refresh
+	first := h.prov.Issued() // access, refresh
 	require.Len(t, first, 2)
 
 	tok, st, err := h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
 	assert.Equal(t, first[0], tok.AccessToken, "a valid token is returned as it is")
 	assert.Equal(t, time.Hour, st.Expiry.Sub(h.clk.Now()), "the expiry follows the engine's clock")
-	assert.Equal(t, 1, h.prov.tokenCalls())
+	assert.Equal(t, 1, h.prov.Calls())
 
 	h.clk.Advance(time.Hour)
 	tok, st, err = h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	second := h.prov.secrets()[2:]
+	second := h.prov.Issued()[2:]
 	assert.Equal(t, second[0], tok.AccessToken)
 	assert.Equal(t, second[1], st.RefreshToken, "the rotated refresh token is stored")
 	assert.Equal(t, time.Hour, tok.Expiry.Sub(h.clk.Now()))
@@ -54,8 +51,8 @@ func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
 	h.clk.Advance(2 * time.Hour)
 	tok, _, err = h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	assert.Equal(t, h.prov.secrets()[4], tok.AccessToken)
-	sent := h.prov.refreshTokensSent()
+	assert.Equal(t, h.prov.Issued()[4], tok.AccessToken)
+	sent := refreshTokensSent(h.prov)
 	assert.Equal(t, []string{first[1], second[1]}, sent, "each refresh token is used once")
 }
 
@@ -65,7 +62,7 @@ func TestTokenRefreshesShortlyBeforeExpiry(t *testing.T) {
 	h.clk.Advance(time.Hour - 5*time.Second)
 	_, _, err := h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	assert.Len(t, h.prov.refreshTokensSent(), 1, "a token about to expire is refreshed, not handed out")
+	assert.Len(t, refreshTokensSent(h.prov), 1, "a token about to expire is refreshed, not handed out")
 }
 
 // Concurrent callers of an expired token share one refresh: with rotating
@@ -86,7 +83,7 @@ func TestTokenConcurrentRefreshOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	assert.Len(t, h.prov.refreshTokensSent(), 1)
+	assert.Len(t, refreshTokensSent(h.prov), 1)
 	for _, a := range got {
 		assert.Equal(t, got[0], a)
 	}
@@ -94,46 +91,44 @@ func TestTokenConcurrentRefreshOnce(t *testing.T) {
 
 func TestTokenExpiredWithoutRefreshToken(t *testing.T) {
 	h := newHarness(t)
-	h.prov.noRefresh = true
+	h.prov.SetRefreshTokens(false)
 	h.connect("")
 	h.clk.Advance(2 * time.Hour)
 	_, _, err := h.e.Token(h.ctx, "gh")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no refresh token")
 	assert.Contains(t, err.Error(), "flowctl connect gh", "the error says what to do")
-	assert.Equal(t, 1, h.prov.tokenCalls(), "nothing to refresh with: the endpoint is not called")
+	assert.Equal(t, 1, h.prov.Calls(), "nothing to refresh with: the endpoint is not called")
 }
 
 func TestTokenWithoutExpiryNeverRefreshes(t *testing.T) {
 	h := newHarness(t)
-	h.prov.expiresIn = 0
+	h.prov.SetExpiresIn(0)
 	h.connect("")
 	h.clk.Advance(1000 * time.Hour)
 	tok, _, err := h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	assert.Equal(t, h.prov.secrets()[0], tok.AccessToken)
-	assert.Empty(t, h.prov.refreshTokensSent())
+	assert.Equal(t, h.prov.Issued()[0], tok.AccessToken)
+	assert.Empty(t, refreshTokensSent(h.prov))
 }
 
 func TestTokenRefreshRefused(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
-	h.prov.override = func(w http.ResponseWriter, r *http.Request) {
-		oauthError(w, http.StatusBadRequest, "invalid_grant", "The refresh token was revoked.")
-	}
+	h.prov.Refuse("invalid_grant", "The refresh token was revoked.")
 	h.clk.Advance(2 * time.Hour)
 	_, _, err := h.e.Token(h.ctx, "gh")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "invalid_grant")
 	assert.Contains(t, err.Error(), "flowctl connect gh")
-	for _, s := range h.prov.secrets() {
+	for _, s := range h.prov.Issued() {
 		assert.NotContains(t, err.Error(), s)
 	}
 	// The stored token is untouched: once the provider is back, it works.
-	h.prov.override = nil
+	h.prov.SetOverride(nil)
 	tok, _, err := h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	assert.Equal(t, h.prov.secrets()[2], tok.AccessToken)
+	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 }
 
 func TestDisconnect(t *testing.T) {
@@ -159,7 +154,7 @@ func TestReconnectReplacesToken(t *testing.T) {
 	second := h.connect("")
 	tok, st, err := h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	assert.Equal(t, h.prov.secrets()[2], tok.AccessToken)
+	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, second.ID, st.Flow)
 }
 
@@ -171,11 +166,11 @@ func TestTokensPerPrincipal(t *testing.T) {
 	alice := h.connect("alice")
 	tok, _, err := h.e.Token(h.ctx, "gh")
 	require.NoError(t, err)
-	assert.Equal(t, h.prov.secrets()[0], tok.AccessToken, "the local user's token")
+	assert.Equal(t, h.prov.Issued()[0], tok.AccessToken, "the local user's token")
 
 	tok, st, err := h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.NoError(t, err)
-	assert.Equal(t, h.prov.secrets()[2], tok.AccessToken)
+	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, alice.ID, st.Flow)
 
 	require.NoError(t, h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"}))
@@ -231,32 +226,29 @@ func (s *mapTokens) DeleteToken(_ context.Context, k engine.TokenKey) error {
 
 // A slow refresh of one provider's token holds up no other provider's.
 func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
-	var gl *fakeProvider
+	var gl *oauthtest.Server
 	h := newHarness(t, func(c *engine.Config) {
-		gl = newFakeProvider(t, oauth2.AuthStyleInParams)
-		c.Providers = append(c.Providers, gl.config("gl"))
+		gl = oauthtest.New(t, oauthtest.Options{})
+		c.Providers = append(c.Providers, providerConfig(gl, "gl"))
 	})
 	h.connect("")
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gl"})
 	require.NoError(t, err)
-	_, code := gl.authorize(t, st.AuthURL)
+	_, code := gl.Authorize(t, st.AuthURL)
 	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.NoError(t, err)
 
 	h.clk.Advance(2 * time.Hour)
-	gate := make(chan struct{})
-	h.prov.mu.Lock()
-	h.prov.gate, h.prov.entered = gate, make(chan struct{}, 1)
-	h.prov.mu.Unlock()
+	release := h.prov.Hold()
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := h.e.Token(h.ctx, "gh")
 		done <- err
 	}()
-	<-h.prov.entered // gh's refresh is stuck at its provider
+	h.prov.WaitEntered(t) // gh's refresh is stuck at its provider
 	tok, _, err := h.e.Token(h.ctx, "gl")
 	require.NoError(t, err, "gl's token is refreshed while gh's refresh hangs")
-	assert.Equal(t, gl.secrets()[2], tok.AccessToken)
-	close(gate)
+	assert.Equal(t, gl.Issued()[2], tok.AccessToken)
+	release()
 	require.NoError(t, <-done)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/states"
 )
 
@@ -31,10 +32,10 @@ func TestExpiryOnTimeWithoutPolling(t *testing.T) {
 	assert.Zero(t, h.e.Stats().Live)
 	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.DeadlinePassed}, h.events(st.State))
 
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
-	assert.Zero(t, h.prov.tokenCalls())
+	assert.Zero(t, h.prov.Calls())
 }
 
 func TestPerFlowTTL(t *testing.T) {
@@ -176,12 +177,12 @@ func TestExpiryWhileDown(t *testing.T) {
 func TestCallbackAfterRestart(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	h.restart()
 	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
-	assert.Equal(t, s256(h.prov.lastRequest().Verifier), queryOf(t, st.AuthURL).Get("code_challenge"))
+	assert.Equal(t, oauthtest.S256(h.prov.LastRequest().Verifier), queryOf(t, st.AuthURL).Get("code_challenge"))
 }
 
 // Supersede works on flows recovered from the log too.
@@ -200,7 +201,7 @@ func TestSupersedeAfterRestart(t *testing.T) {
 func TestInterruptedExchangeAtOpen(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	_, code := h.prov.authorize(t, st.AuthURL)
+	_, code := h.prov.Authorize(t, st.AuthURL)
 	require.NoError(t, h.e.Close())
 
 	hist, err := h.log.History(h.ctx, st.State)
@@ -224,7 +225,7 @@ func TestInterruptedExchangeAtOpen(t *testing.T) {
 
 	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
-	assert.Zero(t, h.prov.tokenCalls(), "the code is never redeemed after the crash")
+	assert.Zero(t, h.prov.Calls(), "the code is never redeemed after the crash")
 	h.restart()
 	assert.Equal(t, 1, countEvents(t, h, st.State, states.Failed))
 	_, ok, err := h.log.Secret(h.ctx, "verifier/"+st.State)
