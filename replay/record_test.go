@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,10 +18,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
@@ -50,9 +45,6 @@ var recEpoch = time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
 const (
 	recClientID     = "flowd-recorder"
 	recClientSecret = "CLIENT-SECRET-recorder-d0ntl34k"
-	// recCodePrefix starts every code the fake provider issues; the export
-	// is scanned for it.
-	recCodePrefix = "AUTHCODE-S3CR3T-"
 	// recPublicBase is the gateway's public base URL.
 	recPublicBase = "https://connect.example.com"
 	// recLatency is how long the fake token endpoint takes, on the fake clock.
@@ -78,22 +70,22 @@ var recordings = []recording{
 	}},
 	{"happy_gateway", "gateway transport (public base URL); the provider grants fewer scopes than requested", func(s *session) {
 		s.open()
-		s.prov.setScope("openid email")
+		s.prov.SetScope("openid email")
 		st := s.start(engine.StartRequest{Provider: "google", Principal: "alice@example.com", Transport: states.Gateway,
 			Scopes: []string{"openid", "email", "https://www.googleapis.com/auth/drive.readonly"}})
 		require.Equal(s.t, recPublicBase+engine.CallbackPath, st.RedirectURI)
 		s.clk.Advance(23 * time.Second)
-		f := s.callback(st, s.prov.authorize(s.t, st.AuthURL))
+		f := s.callback(st, s.authorize(st.AuthURL))
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, []string{"openid", "email"}, f.GrantedScopes)
 		s.tokenStored("google", "alice@example.com", true)
 	}},
 	{"happy_manual", "manual transport (the user pastes the URL); granted scopes from a comma-separated scope field", func(s *session) {
 		s.open()
-		s.prov.setScope("repo,read:user")
+		s.prov.SetScope("repo,read:user")
 		st := s.start(engine.StartRequest{Provider: "github", Transport: states.Manual})
 		s.clk.Advance(41 * time.Second)
-		f := s.callback(st, s.prov.authorize(s.t, st.AuthURL))
+		f := s.callback(st, s.authorize(st.AuthURL))
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, []string{"repo", "read:user"}, f.GrantedScopes)
 		assert.Equal(s.t, states.Manual, f.Transport)
@@ -108,15 +100,15 @@ var recordings = []recording{
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.ProviderDenied)
 		assert.Equal(s.t, "access_denied", f.ErrorCode)
-		assert.Zero(s.t, s.prov.codeCalls(), "nothing to exchange")
+		assert.Zero(s.t, s.prov.CodeRequests(), "nothing to exchange")
 		s.tokenStored("github", "", false)
 	}},
 	{"exchange_failed", "the token endpoint refuses the code: HTTP 400 invalid_grant, no token", func(s *session) {
 		s.open()
-		s.prov.refuse("invalid_grant", "The authorization code has expired.")
+		s.prov.Refuse("invalid_grant", "The authorization code has expired.")
 		st := s.start(engine.StartRequest{Provider: "google", Scopes: []string{"openid", "email"}})
 		s.clk.Advance(14 * time.Second)
-		f := s.callback(st, s.prov.authorize(s.t, st.AuthURL))
+		f := s.callback(st, s.authorize(st.AuthURL))
 		s.outcome(f, states.Error, states.ExchangeFailed)
 		assert.Equal(s.t, 400, f.HTTPStatus)
 		assert.Equal(s.t, "invalid_grant", f.ErrorCode)
@@ -126,10 +118,10 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(12 * time.Second)
-		code := s.prov.authorize(s.t, st.AuthURL)
-		release := s.prov.hold()
+		code := s.authorize(st.AuthURL)
+		release := s.prov.Hold()
 		done := s.callbackAsync(st, code)
-		s.prov.waitEntered(s.t)
+		s.prov.WaitEntered(s.t)
 		// The crash: the process's handle on the database goes away with
 		// exchange_started the last record of the flow. The engine is
 		// abandoned, not closed: nothing it does from here reaches the log.
@@ -142,10 +134,10 @@ var recordings = []recording{
 		require.NoError(s.t, zombie.Close())
 		f := s.status(st.State)
 		s.outcome(f, states.Error, states.ExchangeInterrupted)
-		assert.Equal(s.t, 1, s.prov.codeCalls(), "the code went to the provider once")
+		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the code went to the provider once")
 		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting, "the browser's retry is refused")
-		assert.Equal(s.t, 1, s.prov.codeCalls(), "the retry did not redeem the code again")
+		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the retry did not redeem the code again")
 		s.tokenStored("github", "", false)
 	}},
 	{"expired", "nobody comes back: the running engine ends the flow at its deadline", func(s *session) {
@@ -185,7 +177,7 @@ var recordings = []recording{
 		s.outcome(f, states.Error, states.Superseded)
 		assert.Equal(s.t, second.State, f.SupersededBy)
 		s.clk.Advance(11 * time.Second)
-		f = s.callback(second, s.prov.authorize(s.t, second.AuthURL))
+		f = s.callback(second, s.authorize(second.AuthURL))
 		s.outcome(f, states.Complete, states.Exchanged)
 		s.tokenStored("github", "alice", true)
 	}},
@@ -193,31 +185,31 @@ var recordings = []recording{
 		s.open()
 		a := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(8 * time.Second)
-		code := s.prov.authorize(s.t, a.AuthURL)
+		code := s.authorize(a.AuthURL)
 		s.outcome(s.callback(a, code), states.Complete, states.Exchanged)
 		s.clk.Advance(4 * time.Second)
 		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: a.State, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		s.outcome(f, states.Complete, states.Exchanged)
-		assert.Equal(s.t, 1, s.prov.codeCalls(), "the replayed code was not redeemed again")
+		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the replayed code was not redeemed again")
 
 		b := s.start(engine.StartRequest{Provider: "google", Principal: "bob@example.com", Transport: states.Gateway, Scopes: []string{"openid"}})
-		late := s.prov.authorize(s.t, b.AuthURL)
+		late := s.authorize(b.AuthURL)
 		s.clk.Advance(engine.DefaultTTL + 90*time.Second)
 		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.State, Code: late})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		s.outcome(f, states.Expired, states.DeadlineExpired)
 		assert.Equal(s.t, 1, f.IgnoredCallbacks)
-		assert.Equal(s.t, 1, s.prov.codeCalls(), "a code arriving after the deadline is never redeemed")
+		assert.Equal(s.t, 1, s.prov.CodeRequests(), "a code arriving after the deadline is never redeemed")
 	}},
 	{"exchange_in_progress", "a double-submitted redirect during the exchange is recorded as ignored; the exchange completes", func(s *session) {
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(10 * time.Second)
-		code := s.prov.authorize(s.t, st.AuthURL)
-		release := s.prov.hold()
+		code := s.authorize(st.AuthURL)
+		release := s.prov.Hold()
 		done := s.callbackAsync(st, code)
-		s.prov.waitEntered(s.t)
+		s.prov.WaitEntered(s.t)
 		s.clk.Advance(40 * time.Millisecond)
 		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
@@ -225,7 +217,7 @@ var recordings = []recording{
 		res := <-done
 		require.NoError(s.t, res.err)
 		s.outcome(res.flow, states.Complete, states.Exchanged)
-		assert.Equal(s.t, 1, s.prov.codeCalls())
+		assert.Equal(s.t, 1, s.prov.CodeRequests())
 	}},
 	{"live_at_export", "exported while one flow awaits its callback and another is mid-exchange", func(s *session) {
 		s.open()
@@ -233,9 +225,9 @@ var recordings = []recording{
 		s.clk.Advance(3 * time.Second)
 		b := s.start(engine.StartRequest{Provider: "google", Transport: states.Gateway, Scopes: []string{"openid"}})
 		s.clk.Advance(20 * time.Second)
-		release := s.prov.hold()
-		done := s.callbackAsync(b, s.prov.authorize(s.t, b.AuthURL))
-		s.prov.waitEntered(s.t)
+		release := s.prov.Hold()
+		done := s.callbackAsync(b, s.authorize(b.AuthURL))
+		s.prov.WaitEntered(s.t)
 		s.snapshot()
 		release()
 		require.NoError(s.t, (<-done).err)
@@ -272,7 +264,7 @@ func happySteps() []func(s *session) {
 		func(s *session) {
 			// The user is at the provider for a while.
 			s.clk.Advance(18 * time.Second)
-			code = s.prov.authorize(s.t, s.last.AuthURL)
+			code = s.authorize(s.last.AuthURL)
 		},
 		func(s *session) {
 			f := s.callback(s.last, code)
@@ -307,7 +299,7 @@ type session struct {
 	t    *testing.T
 	ctx  context.Context
 	clk  *fakeclock.Clock
-	prov *recProvider
+	prov *oauthtest.Server
 	cfg  engine.Config
 	path string
 	db   *persist.DB
@@ -329,8 +321,8 @@ func newSession(t *testing.T, name string) *session {
 		// verifiers and fingerprint key every run, distinct across scenarios.
 		Rand: newSeeded(name),
 		Providers: []engine.Provider{
-			s.prov.config("github", "repo", "read:user"),
-			s.prov.config("google", "openid", "email"),
+			recProviderConfig(s.prov, "github", "repo", "read:user"),
+			recProviderConfig(s.prov, "google", "openid", "email"),
 		},
 		PublicBaseURL:   recPublicBase,
 		ExchangeTimeout: 10 * time.Second,
@@ -485,7 +477,7 @@ func runRecording(t *testing.T, r recording) []byte {
 		out = s.export()
 	}
 	require.NotEmpty(t, out)
-	for _, secret := range s.prov.secrets() {
+	for _, secret := range s.prov.Secrets() {
 		require.NotContains(t, string(out), secret, "a secret reached the export")
 	}
 	return out
@@ -581,184 +573,30 @@ func (s *seeded) Read(p []byte) (int, error) {
 	return s.r.Read(p)
 }
 
-// recProvider is the provider's side of a recording: it issues codes for
-// authorization URLs, and its token endpoint checks client credentials,
-// PKCE and the redirect URI, redeems each code once, and takes recLatency
-// on the fake clock to answer.
-type recProvider struct {
-	t   *testing.T
-	clk *fakeclock.Clock
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	grants  map[string]*recGrant
-	n       int
-	calls   int // authorization_code requests
-	scope   string
-	errCode string
-	errDesc string
-	gate    chan struct{}
-	entered chan struct{}
-	seen    []string // secrets that crossed the wire
+// newRecProvider is the provider's side of a recording: it issues codes
+// for authorization URLs, and its token endpoint checks client
+// credentials, PKCE and the redirect URI, redeems each code once, and
+// takes recLatency on the fake clock to answer.
+func newRecProvider(t *testing.T, clk *fakeclock.Clock) *oauthtest.Server {
+	return oauthtest.New(t, oauthtest.Options{ClientID: recClientID, ClientSecret: recClientSecret,
+		Latency: func() { clk.Advance(recLatency) }})
 }
 
-type recGrant struct {
-	challenge, redirectURI string
-	used                   bool
-}
-
-func newRecProvider(t *testing.T, clk *fakeclock.Clock) *recProvider {
-	p := &recProvider{t: t, clk: clk, grants: map[string]*recGrant{}, seen: []string{recClientSecret}}
-	p.srv = httptest.NewServer(http.HandlerFunc(p.serveToken))
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func (p *recProvider) config(name string, scopes ...string) engine.Provider {
+// recProviderConfig is p as the engine's provider name, at an
+// authorization URL of its own, asking for scopes by default.
+func recProviderConfig(p *oauthtest.Server, name string, scopes ...string) engine.Provider {
 	return engine.Provider{
-		Name: name, AuthURL: "https://" + name + ".example.test/authorize", TokenURL: p.srv.URL + "/" + name + "/token",
-		AuthStyle: oauth2.AuthStyleInParams, ClientID: recClientID, ClientSecret: recClientSecret, Scopes: scopes,
+		Name: name, AuthURL: "https://" + name + ".example.test/authorize", TokenURL: p.URL + "/" + name + "/token",
+		AuthStyle: p.AuthStyle, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: scopes,
 	}
-}
-
-// setScope makes token responses carry scope.
-func (p *recProvider) setScope(scope string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.scope = scope
-}
-
-// refuse makes the token endpoint answer 400 with the error code.
-func (p *recProvider) refuse(code, desc string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.errCode, p.errDesc = code, desc
-}
-
-// hold holds token requests until the returned func is called;
-// waitEntered waits for one to arrive.
-func (p *recProvider) hold() (release func()) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.gate, p.entered = make(chan struct{}), make(chan struct{}, 8)
-	gate := p.gate
-	var once sync.Once
-	release = func() { once.Do(func() { close(gate) }) }
-	p.t.Cleanup(release)
-	return release
-}
-
-func (p *recProvider) waitEntered(t *testing.T) {
-	t.Helper()
-	p.mu.Lock()
-	entered := p.entered
-	p.mu.Unlock()
-	select {
-	case <-entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the engine never called the token endpoint")
-	}
-}
-
-func (p *recProvider) codeCalls() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.calls
-}
-
-func (p *recProvider) secrets() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.seen...)
 }
 
 // authorize plays the user approving at the provider, and returns the code
 // the provider redirects back with.
-func (p *recProvider) authorize(t *testing.T, authURL string) string {
-	t.Helper()
-	u, err := url.Parse(authURL)
-	require.NoError(t, err)
-	q := u.Query()
-	require.Equal(t, "S256", q.Get("code_challenge_method"))
-	require.Empty(t, q.Get("code_verifier"), "the verifier must never be in the URL")
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.n++
-	code := fmt.Sprintf("%s%04d", recCodePrefix, p.n)
-	p.grants[code] = &recGrant{challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri")}
-	p.seen = append(p.seen, code)
+func (s *session) authorize(authURL string) string {
+	s.t.Helper()
+	_, code := s.prov.Authorize(s.t, authURL)
 	return code
-}
-
-func (p *recProvider) serveToken(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "bad form", http.StatusBadRequest)
-		return
-	}
-	f := r.PostForm
-	p.mu.Lock()
-	if f.Get("grant_type") == "authorization_code" {
-		p.calls++
-	}
-	p.seen = append(p.seen, f.Get("code_verifier"))
-	gate, entered := p.gate, p.entered
-	p.mu.Unlock()
-	if entered != nil {
-		entered <- struct{}{}
-	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	p.clk.Advance(recLatency)
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	g := p.grants[f.Get("code")]
-	switch {
-	case f.Get("client_id") != recClientID || f.Get("client_secret") != recClientSecret:
-		recOAuthError(w, http.StatusUnauthorized, "invalid_client", "wrong client credentials")
-		return
-	case f.Get("grant_type") != "authorization_code":
-		recOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
-		return
-	case p.errCode != "":
-		recOAuthError(w, http.StatusBadRequest, p.errCode, p.errDesc)
-		return
-	case g == nil || g.used:
-		recOAuthError(w, http.StatusBadRequest, "invalid_grant", "unknown or spent code")
-		return
-	case s256(f.Get("code_verifier")) != g.challenge || f.Get("redirect_uri") != g.redirectURI:
-		recOAuthError(w, http.StatusBadRequest, "invalid_grant", "PKCE or redirect_uri mismatch")
-		return
-	}
-	g.used = true
-	p.n++
-	body := map[string]any{
-		"access_token":  fmt.Sprintf("ACCESS-TOKEN-S3CR3T-%04d", p.n),
-		"refresh_token": fmt.Sprintf("REFRESH-TOKEN-S3CR3T-%04d", p.n),
-		"token_type":    "Bearer", "expires_in": 3600,
-	}
-	p.seen = append(p.seen, body["access_token"].(string), body["refresh_token"].(string))
-	if p.scope != "" {
-		body["scope"] = p.scope
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(body)
-}
-
-func recOAuthError(w http.ResponseWriter, status int, code, desc string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
-}
-
-func s256(verifier string) string {
-	sum := sha256.Sum256([]byte(verifier))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // The version guard of -record reads the version a recording was written with.
