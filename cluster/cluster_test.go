@@ -30,7 +30,7 @@ func TestCallbackOnAnotherReplicaWakesTheWaiter(t *testing.T) {
 	r := newRig(t, 3)
 	a, b := r.replica(), r.replica()
 	st := start(t, a, engine.StartRequest{})
-	state, code := r.prov.authorize(t, st.AuthURL)
+	state, code := r.prov.Authorize(t, st.AuthURL)
 
 	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 	defer cancel()
@@ -66,7 +66,7 @@ func TestSameCallbackOnTwoReplicasExchangesOnce(t *testing.T) {
 	var fs []flow
 	for i := range flows {
 		st := start(t, reps[i%2], engine.StartRequest{Principal: string(rune('a' + i))})
-		state, code := r.prov.authorize(t, st.AuthURL)
+		state, code := r.prov.Authorize(t, st.AuthURL)
 		fs = append(fs, flow{state, code})
 	}
 	for _, rep := range reps {
@@ -93,13 +93,13 @@ func TestSameCallbackOnTwoReplicasExchangesOnce(t *testing.T) {
 			}
 		}
 		assert.Equal(t, 1, ok, "one replica completes the flow")
-		assert.Equal(t, 1, r.prov.uses(f.code), "the code is redeemed exactly once")
+		assert.Equal(t, 1, r.prov.Uses(f.code), "the code is redeemed exactly once")
 		h, err := reps[0].History(bg, f.state)
 		require.NoError(t, err)
 		_, err = states.Fold(h)
 		require.NoError(t, err, "the history replays")
 	}
-	assert.EqualValues(t, flows, r.prov.calls.Load(), "one token request per flow")
+	assert.EqualValues(t, flows, r.prov.Calls(), "one token request per flow")
 }
 
 func TestReplicaGoneMidFlow(t *testing.T) {
@@ -113,7 +113,7 @@ func TestReplicaGoneMidFlow(t *testing.T) {
 	a.close()
 
 	// Its callback lands on another replica, which finishes it.
-	state, code := r.prov.authorize(t, finished.AuthURL)
+	state, code := r.prov.Authorize(t, finished.AuthURL)
 	f, err := c.Callback(bg, engine.CallbackParams{State: state, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
@@ -173,7 +173,7 @@ func TestMemberStoppedLosesNothing(t *testing.T) {
 			if i%2 == 0 {
 				continue
 			}
-			state, code := r.prov.authorize(t, st.AuthURL)
+			state, code := r.prov.Authorize(t, st.AuthURL)
 			var f states.Flow
 			var err error
 			for deadline := time.Now().Add(20 * time.Second); ; {
@@ -227,10 +227,10 @@ func TestQuorumLostIsReportedAndRecovers(t *testing.T) {
 	_, err := a.Start(bg, engine.StartRequest{Provider: "gh", Transport: states.Gateway, Principal: "other"})
 	require.ErrorIs(t, err, etcdlog.ErrUnavailable, "a store without quorum is reported as unavailable")
 	assert.Contains(t, err.Error(), r.etcd.Endpoints()[2], "the error names the endpoints")
-	state, code := r.prov.authorize(t, st.AuthURL)
+	state, code := r.prov.Authorize(t, st.AuthURL)
 	_, err = b.Callback(bg, engine.CallbackParams{State: state, Code: code})
 	require.ErrorIs(t, err, etcdlog.ErrUnavailable)
-	assert.Zero(t, r.prov.uses(code), "no code is redeemed while its exchange cannot be recorded")
+	assert.Zero(t, r.prov.Uses(code), "no code is redeemed while its exchange cannot be recorded")
 
 	r.etcd.RestartAsync(0)
 	r.etcd.RestartAsync(1)
