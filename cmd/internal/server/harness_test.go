@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +24,8 @@ import (
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/internal/oauthtest"
+	"flowd.local/flowd/internal/syncbuf"
 	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
 )
@@ -33,56 +34,25 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// Secrets the fake provider deals in; tests check none reaches a log.
+// Secrets the tests deal in; none may reach a log. goodCode is a code the
+// fake provider accepts (once) and badCode one it refuses: the tests
+// deliver callbacks as a browser would, without playing the user at the
+// provider.
 const (
 	goodCode     = "code-good-7f3a9c"
 	badCode      = "code-bad-1e2d3c"
-	slowCode     = "code-slow-5b6a7c"
-	accessToken  = "at-secret-88aa77"
-	refreshToken = "rt-secret-99bb66"
 	clientSecret = "cs-secret-44cc55"
 	serviceTok   = "svc-token-0123456789abcdef0123456789abcdef"
 )
 
-// fakeProvider is a token endpoint: goodCode succeeds, badCode gets
-// invalid_grant, slowCode blocks until release is closed.
-type fakeProvider struct {
-	srv      *httptest.Server
-	release  chan struct{}
-	arrived  chan struct{}
-	once     sync.Once
-	redeemed atomic.Int32
+// newFakeProvider is the provider's token endpoint: goodCode succeeds,
+// granting scope "read"; any other code gets invalid_grant.
+func newFakeProvider(t *testing.T) *oauthtest.Server {
+	p := oauthtest.New(t, oauthtest.Options{ClientID: "cid", ClientSecret: clientSecret,
+		AcceptCode: func(code string) bool { return code == goodCode }})
+	p.SetScope("read")
+	return p
 }
-
-func newFakeProvider(t *testing.T) *fakeProvider {
-	fp := &fakeProvider{release: make(chan struct{}), arrived: make(chan struct{}, 10)}
-	fp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		fp.redeemed.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		if r.Form.Get("code_verifier") == "" || r.Form.Get("client_secret") != clientSecret {
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
-			return
-		}
-		switch r.Form.Get("code") {
-		case goodCode:
-		case slowCode:
-			fp.arrived <- struct{}{}
-			<-fp.release
-		default:
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = io.WriteString(w, `{"error":"invalid_grant","error_description":"the code is not valid"}`)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": accessToken, "token_type": "bearer",
-			"refresh_token": refreshToken, "expires_in": 3600, "scope": "read"})
-	}))
-	t.Cleanup(func() { fp.unblock(); fp.srv.Close() })
-	return fp
-}
-
-func (fp *fakeProvider) unblock() { fp.once.Do(func() { close(fp.release) }) }
 
 type harnessOpts struct {
 	noGateway bool
@@ -97,11 +67,11 @@ type harness struct {
 	srv      *Server
 	eng      *engine.Engine
 	counting *countingEngine
-	provider *fakeProvider
+	provider *oauthtest.Server
 	metrics  *metrics.Metrics
 	sock     string
 	tcp      string
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 	unix     *http.Client
 	web      *http.Client
 	clock    *fakeclock.Clock
@@ -109,7 +79,7 @@ type harness struct {
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, provider: newFakeProvider(t), metrics: metrics.New(), logs: &syncBuffer{}, clock: o.clock}
+	h := &harness{t: t, provider: newFakeProvider(t), metrics: metrics.New(), logs: &syncbuf.Buffer{}, clock: o.clock}
 	dir, err := os.MkdirTemp("", "fd")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
@@ -123,7 +93,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ecfg := engine.Config{
 		Log: memlog.New(),
-		Providers: []engine.Provider{{Name: "fake", AuthURL: h.provider.srv.URL + "/auth", TokenURL: h.provider.srv.URL + "/token",
+		Providers: []engine.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token",
 			AuthStyle: oauth2.AuthStyleInParams, ClientID: "cid", ClientSecret: clientSecret, Scopes: []string{"read"}}},
 		LoopbackRedirectURL: "http://" + h.tcp + engine.CallbackPath,
 		Logger:              logger.With("component", "engine"),
@@ -141,7 +111,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.counting = &countingEngine{Engine: h.eng}
 	h.srv, err = New(Config{
 		Engine: h.counting, ServiceToken: serviceTok, Metrics: h.metrics, Logger: logger, Version: "test",
-		Providers: []wire.Provider{{Name: "fake", AuthURL: h.provider.srv.URL + "/auth", TokenURL: h.provider.srv.URL + "/token", ClientID: "cid", AuthStyle: "in_params"}},
+		Providers: []wire.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token", ClientID: "cid", AuthStyle: "in_params"}},
 		Listen:    h.tcp, LoopbackRedirectURI: ecfg.LoopbackRedirectURL, UID: o.uid, ShutdownGrace: 5 * time.Second,
 	})
 	require.NoError(t, err)
@@ -159,7 +129,6 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.web = &http.Client{Transport: webTr, Timeout: 60 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	t.Cleanup(func() {
-		h.provider.unblock()
 		require.NoError(t, h.srv.Shutdown(context.Background()))
 		wg.Wait()
 		require.NoError(t, h.eng.Close())
@@ -254,28 +223,11 @@ func (h *harness) status(state string) wire.Flow {
 
 func (h *harness) assertNoSecretsLogged() {
 	logs := h.logs.String()
-	for _, s := range []string{goodCode, badCode, slowCode, accessToken, refreshToken, clientSecret, serviceTok} {
+	for _, s := range append([]string{goodCode, badCode, serviceTok}, h.provider.Secrets()...) {
 		if strings.Contains(logs, s) {
-			h.t.Errorf("a secret (%s…) appears in the logs", s[:8])
+			h.t.Errorf("a secret (%s…) appears in the logs", s[:min(len(s), 8)])
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // countingEngine counts the calls that reach the engine, so tests can show

@@ -58,15 +58,15 @@ func TestConnectLoopback(t *testing.T) {
 	require.Equal(t, http.StatusOK, tr.status, string(tr.body))
 	var tok wire.TokenResponse
 	require.NoError(t, json.Unmarshal(tr.body, &tok))
-	assert.Equal(t, accessToken, tok.AccessToken)
-	assert.NotContains(t, string(tr.body), refreshToken, "the refresh token never leaves flowd")
+	assert.Equal(t, h.provider.Issued()[0], tok.AccessToken)
+	assert.NotContains(t, string(tr.body), h.provider.Issued()[1], "the refresh token never leaves flowd")
 
 	// The same redirect again (a reload): already used, never "connected".
 	again := h.browser("GET", callbackPath(url.Values{"state": {st.State}, "code": {goodCode}}), nil)
 	assert.Equal(t, http.StatusConflict, again.status)
 	assert.Contains(t, string(again.body), "Already used")
 	assert.NotContains(t, string(again.body), "<h1>Connected")
-	assert.Equal(t, int32(1), h.provider.redeemed.Load(), "a code is redeemed once")
+	assert.Equal(t, 1, h.provider.Calls(), "a code is redeemed once")
 
 	hist := h.local("GET", "/v1/flows/"+st.State+"/history", nil)
 	require.Equal(t, http.StatusOK, hist.status)
@@ -188,7 +188,7 @@ func TestCallbackPagesTellTheTruth(t *testing.T) {
 		assert.Equal(t, http.StatusBadRequest, p.status)
 		assert.Contains(t, string(p.body), "Invalid callback")
 	})
-	assert.Zero(t, h.provider.redeemed.Load()-1, "only the bad code reached the token endpoint")
+	assert.Equal(t, 1, h.provider.Calls(), "only the bad code reached the token endpoint")
 }
 
 // A second callback while the first one's code is being exchanged is
@@ -196,11 +196,12 @@ func TestCallbackPagesTellTheTruth(t *testing.T) {
 func TestCallbackWhileExchanging(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	st := h.start(wire.StartRequest{Provider: "fake"})
+	release := h.provider.Hold()
 	first := make(chan resp, 1)
 	go func() {
-		first <- h.browser("GET", callbackPath(url.Values{"state": {st.State}, "code": {slowCode}}), nil)
+		first <- h.browser("GET", callbackPath(url.Values{"state": {st.State}, "code": {goodCode}}), nil)
 	}()
-	<-h.provider.arrived
+	h.provider.WaitEntered(t)
 	p := h.browser("GET", callbackPath(url.Values{"state": {st.State}, "code": {goodCode}}), nil)
 	assert.Equal(t, http.StatusConflict, p.status)
 	assert.Contains(t, string(p.body), "Already in progress")
@@ -209,7 +210,7 @@ func TestCallbackWhileExchanging(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, c.status)
 	assert.Equal(t, wire.CodeExchangeInProgress, c.errCode())
 
-	h.provider.unblock()
+	release()
 	r := <-first
 	assert.Equal(t, http.StatusOK, r.status)
 	assert.Contains(t, string(r.body), "<h1>Connected</h1>")
@@ -319,7 +320,7 @@ func TestSizeLimits(t *testing.T) {
 	assert.Equal(t, wire.CodeTooLarge, r.errCode())
 
 	assert.Equal(t, "awaiting_callback", h.status(st.State).Status, "no oversized input changed the flow")
-	assert.Zero(t, h.provider.redeemed.Load())
+	assert.Zero(t, h.provider.Calls())
 }
 
 func TestStatusWait(t *testing.T) {
