@@ -32,15 +32,18 @@ func buckets(t *bolt.Tx) tx {
 		// bbolt splits a page at FillPercent when it overflows (default
 		// half): right for random keys, a waste for keys that arrive in
 		// order, which then leave every page half empty. Events keys only
-		// grow; heads, live and secrets keys are numbers given in order
-		// (heads values grow a byte or two per record, hence the slack);
-		// ended keys are end times, nearly in order. Only ids takes
-		// random keys.
+		// grow; heads, live and flowsecrets keys are numbers given in
+		// order (heads values grow a byte or two per record, hence the
+		// slack); ended keys are end times, nearly in order. secrets
+		// (tokens) are few, inserted rarely and rewritten in place: packed,
+		// a rewrite of a few of them dirties fewer pages. Only ids takes
+		// many random keys.
 		b.events.FillPercent = 1.0
 		b.heads.FillPercent = 0.9
 		b.live.FillPercent = 0.9
 		b.ended.FillPercent = 0.9
 		b.flowSecrets.FillPercent = 0.9
+		b.secrets.FillPercent = 0.9
 	}
 	return b
 }
