@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -21,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/internal/syncbuf"
 	"flowd.local/flowd/states"
 )
 
@@ -430,24 +430,6 @@ func (f *fakeFlowd) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 	writeJSONResp(w, 200, wire.DisconnectResponse{Provider: p, Removed: true})
 }
 
-// syncBuffer is a bytes.Buffer safe for the countdown's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fakeBrowser records URLs and never opens anything.
 type fakeBrowser struct {
 	mu     sync.Mutex
@@ -475,9 +457,10 @@ func (b *fakeBrowser) urls() []string {
 
 // cli is one flowctl invocation's world.
 type cli struct {
-	d       *deps
-	stdout  *syncBuffer
-	stderr  *syncBuffer
+	d *deps
+	// stdout and stderr are locked: the countdown's goroutine writes too.
+	stdout  *syncbuf.Buffer
+	stderr  *syncbuf.Buffer
 	browser *fakeBrowser
 	env     map[string]string
 }
@@ -485,7 +468,7 @@ type cli struct {
 // newCLI returns a world with a graphical display, no terminal, a fake
 // browser and short waits.
 func newCLI(stdin string) *cli {
-	c := &cli{stdout: &syncBuffer{}, stderr: &syncBuffer{}, browser: &fakeBrowser{},
+	c := &cli{stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, browser: &fakeBrowser{},
 		env: map[string]string{"DISPLAY": ":0"}}
 	c.d = &deps{
 		stdin:         strings.NewReader(stdin),
