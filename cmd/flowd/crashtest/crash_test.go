@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
@@ -173,7 +174,7 @@ func (d *driver) final() {
 	}
 	time.Sleep(time.Until(last) + 500*time.Millisecond)
 	// No flow is stuck: once every deadline has passed, none is live.
-	var live []flowJSON
+	var live []wire.Flow
 	for range 20 {
 		live = d.list("?status=pending,awaiting_callback")
 		if len(live) == 0 {
@@ -256,7 +257,7 @@ func (d *driver) check(full bool) {
 	// Right after a restart nothing is mid-exchange, and every flow whose
 	// deadline passed has been expired (at open, or by the timer since).
 	const slack = 2 * time.Second
-	var overdue []flowJSON
+	var overdue []wire.Flow
 	for attempt := 0; attempt < 20; attempt++ {
 		overdue = overdue[:0]
 		now := time.Now()
@@ -284,7 +285,7 @@ func (d *driver) verify(id string) {
 	s := seen{}
 	switch rp.status {
 	case http.StatusOK:
-		var h historyResponse
+		var h wire.HistoryResponse
 		require.NoError(t, json.Unmarshal(rp.body, &h))
 		f, err := states.Fold(h.Records)
 		if err != nil {
@@ -305,11 +306,11 @@ func (d *driver) verify(id string) {
 	}
 }
 
-func (d *driver) list(query string) []flowJSON {
+func (d *driver) list(query string) []wire.Flow {
 	rp, err := d.r.call("GET", "/v1/flows"+query, nil)
 	require.NoError(d.t, err)
 	require.Equal(d.t, http.StatusOK, rp.status, "list: %s", rp.body)
-	var l listResponse
+	var l wire.ListResponse
 	require.NoError(d.t, json.Unmarshal(rp.body, &l))
 	return l.Flows
 }
@@ -437,7 +438,7 @@ func (d *driver) startFlow(id int, rng *rand.Rand) {
 		principal = "shared" // a new flow supersedes the live earlier ones
 	}
 	transport := []string{"loopback", "loopback", "manual", "gateway"}[rng.IntN(4)]
-	req := startRequest{Provider: "fake", TTL: []string{"2s", "3s"}[rng.IntN(2)], Principal: principal, Transport: transport}
+	req := wire.StartRequest{Provider: "fake", TTL: []string{"2s", "3s"}[rng.IntN(2)], Principal: principal, Transport: transport}
 	rp, ok := d.api("POST", "/v1/flows", req)
 	if !ok {
 		return
@@ -446,7 +447,7 @@ func (d *driver) startFlow(id int, rng *rand.Rand) {
 		d.unexpectedReply("start", rp)
 		return
 	}
-	var st startResponse
+	var st wire.StartResponse
 	require.NoError(d.t, json.Unmarshal(rp.body, &st))
 	d.led.start(st.State, st.ExpiresAt)
 	for _, old := range st.Superseded {
@@ -498,26 +499,26 @@ func (d *driver) act(st string, rng *rand.Rand) {
 	code := "c-" + randHex(16)
 	switch n := rng.IntN(100); {
 	case n < 30:
-		d.relay(st, callbackRequest{State: st, Code: code}, rng.IntN(3) == 0)
+		d.relay(st, wire.CallbackRequest{State: st, Code: code}, rng.IntN(3) == 0)
 		d.remember(st, code)
 	case n < 50:
 		d.browser(st, url.Values{"state": {st}, "code": {code}})
 		d.remember(st, code)
 	case n < 58:
 		code = "bad-" + randHex(16)
-		d.relay(st, callbackRequest{State: st, Code: code}, false)
+		d.relay(st, wire.CallbackRequest{State: st, Code: code}, false)
 		d.remember(st, code)
 	case n < 66:
 		q := url.Values{"state": {st}, "error": {"access_denied"}, "error_description": {"the user said no"}}
 		if rng.IntN(2) == 0 {
 			d.browser(st, q)
 		} else {
-			d.relay(st, callbackRequest{State: st, Error: "access_denied", ErrorDescription: "the user said no"}, false)
+			d.relay(st, wire.CallbackRequest{State: st, Error: "access_denied", ErrorDescription: "the user said no"}, false)
 		}
 	case n < 76:
 		// A double-clicked link: the same code twice at once.
 		var wg sync.WaitGroup
-		wg.Go(func() { d.relay(st, callbackRequest{State: st, Code: code}, false) })
+		wg.Go(func() { d.relay(st, wire.CallbackRequest{State: st, Code: code}, false) })
 		wg.Go(func() { d.browser(st, url.Values{"state": {st}, "code": {code}}) })
 		wg.Wait()
 		d.remember(st, code)
@@ -539,7 +540,7 @@ func (d *driver) replayOne(rng *rand.Rand) {
 	if rng.IntN(2) == 0 {
 		d.browser(rp.state, url.Values{"state": {rp.state}, "code": {rp.code}})
 	} else {
-		d.relay(rp.state, callbackRequest{State: rp.state, Code: rp.code}, false)
+		d.relay(rp.state, wire.CallbackRequest{State: rp.state, Code: rp.code}, false)
 	}
 }
 
@@ -556,7 +557,7 @@ func (d *driver) api(method, path string, body any) (reply, bool) {
 
 // relay delivers a callback through POST /v1/callbacks, as flowctl's
 // paste does, or as the gateway does over TCP with the service token.
-func (d *driver) relay(st string, req callbackRequest, asGateway bool) {
+func (d *driver) relay(st string, req wire.CallbackRequest, asGateway bool) {
 	var rp reply
 	if tok := d.svcToken.Load(); asGateway && tok != nil {
 		d.requests.Add(1)
@@ -574,7 +575,7 @@ func (d *driver) relay(st string, req callbackRequest, asGateway bool) {
 	}
 	switch rp.status {
 	case http.StatusOK:
-		var cr callbackResponse
+		var cr wire.CallbackResponse
 		require.NoError(d.t, json.Unmarshal(rp.body, &cr))
 		d.ended(st, cr.Flow)
 		return
@@ -589,12 +590,12 @@ func (d *driver) relay(st string, req callbackRequest, asGateway bool) {
 // flowError records what a 404/409 from a callback or cancel acknowledged.
 func (d *driver) flowError(st, code string) bool {
 	switch code {
-	case codeExchangeInProgress:
+	case wire.CodeExchangeInProgress:
 		d.led.ignoredOne(st)
-	case codeFlowFinished:
+	case wire.CodeFlowFinished:
 		d.led.finished(st)
 		d.led.ignoredOne(st)
-	case codeFlowExpired:
+	case wire.CodeFlowExpired:
 		d.led.end(st, states.Expired, "")
 	default:
 		return false
@@ -602,7 +603,7 @@ func (d *driver) flowError(st, code string) bool {
 	return true
 }
 
-func (d *driver) ended(st string, f flowJSON) {
+func (d *driver) ended(st string, f wire.Flow) {
 	if f.State != st {
 		d.unexpectedReply("flow "+states.ShortID(st), reply{status: 200, body: []byte("answered for flow " + f.State)})
 		return
@@ -683,20 +684,20 @@ func (d *driver) cancel(st string) {
 	}
 	switch rp.status {
 	case http.StatusOK:
-		var f flowJSON
+		var f wire.Flow
 		require.NoError(d.t, json.Unmarshal(rp.body, &f))
 		d.ended(st, f)
 		return
 	case http.StatusConflict:
-		if rp.errCode() == codeExchangeInProgress {
+		if rp.errCode() == wire.CodeExchangeInProgress {
 			return // nothing recorded
 		}
 	case http.StatusNotFound:
 		switch rp.errCode() {
-		case codeFlowFinished:
+		case wire.CodeFlowFinished:
 			d.led.finished(st) // a cancel of an ended flow records nothing
 			return
-		case codeFlowExpired:
+		case wire.CodeFlowExpired:
 			d.led.end(st, states.Expired, "")
 			return
 		}
@@ -713,7 +714,7 @@ func (d *driver) status(st string) {
 		d.unexpectedReply("status", rp)
 		return
 	}
-	var f flowJSON
+	var f wire.Flow
 	require.NoError(d.t, json.Unmarshal(rp.body, &f))
 	d.ended(st, f)
 }

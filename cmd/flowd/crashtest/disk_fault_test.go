@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/cmd/internal/wire"
 )
 
 // smallDisk mounts a tmpfs of size bytes and returns its path, or skips
@@ -69,10 +71,10 @@ func TestFullDisk(t *testing.T) {
 
 	var acked []string
 	startOne := func() reply {
-		rp, err := r.call("POST", "/v1/flows", startRequest{Provider: "fake", Principal: randHex(8)})
+		rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake", Principal: randHex(8)})
 		require.NoError(t, err, "flowd answers even when its disk is full")
 		if rp.status == 201 {
-			var st startResponse
+			var st wire.StartResponse
 			require.NoError(t, json.Unmarshal(rp.body, &st))
 			acked = append(acked, st.State)
 		}
@@ -100,7 +102,7 @@ func TestFullDisk(t *testing.T) {
 	// A callback on an acknowledged flow: it may fit or not, but a refused
 	// one leaves the flow where it was and spends no code.
 	code := "c-" + randHex(16)
-	rp, err := r.call("POST", "/v1/callbacks", callbackRequest{State: acked[0], Code: code})
+	rp, err := r.call("POST", "/v1/callbacks", wire.CallbackRequest{State: acked[0], Code: code})
 	require.NoError(t, err)
 	t.Logf("a callback on a full disk: %d %s", rp.status, tail(string(rp.body), 300))
 
@@ -110,7 +112,7 @@ func TestFullDisk(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 200, rp.status, "GET %s on a full disk: %s", path, rp.body)
 	}
-	var l listResponse
+	var l wire.ListResponse
 	rp, err = r.call("GET", "/v1/flows", nil)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(rp.body, &l))
@@ -122,7 +124,7 @@ func TestFullDisk(t *testing.T) {
 	r.start()
 	rp, err = r.call("GET", "/v1/flows", nil)
 	require.NoError(t, err)
-	l = listResponse{}
+	l = wire.ListResponse{}
 	require.NoError(t, json.Unmarshal(rp.body, &l))
 	got := map[string]string{}
 	for _, f := range l.Flows {
@@ -134,10 +136,10 @@ func TestFullDisk(t *testing.T) {
 	assert.Len(t, got, len(acked))
 
 	// With space again, flowd works: a fresh callback completes a flow.
-	rp, err = r.call("POST", "/v1/callbacks", callbackRequest{State: acked[2], Code: "c-" + randHex(16)})
+	rp, err = r.call("POST", "/v1/callbacks", wire.CallbackRequest{State: acked[2], Code: "c-" + randHex(16)})
 	require.NoError(t, err)
 	require.Equal(t, 200, rp.status, "%s", rp.body)
-	var cr callbackResponse
+	var cr wire.CallbackResponse
 	require.NoError(t, json.Unmarshal(rp.body, &cr))
 	assert.Equal(t, "complete", cr.Flow.Status)
 	twice, ex := prov.twice()

@@ -1,15 +1,15 @@
 package crashtest
 
 import (
-	"testing"
-
-	"github.com/stretchr/testify/assert"
-
 	"fmt"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+
+	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/states"
 )
 
@@ -210,7 +210,7 @@ func lost(a ack, s seen) (int, []string) {
 	return n, why
 }
 
-func seenWire(f flowJSON) seen {
+func seenWire(f wire.Flow) seen {
 	return seen{exists: true, state: states.State(f.Status), reason: states.Reason(f.Reason), ignored: f.IgnoredCallbacks, exchanging: f.Exchanging, deadline: f.ExpiresAt}
 }
 

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"flowd.local/flowd/cmd/internal/wire"
 )
 
 // bins is the flowd binary, built once per test run.
@@ -396,13 +398,13 @@ type reply struct {
 }
 
 func (rp reply) errCode() string {
-	var e errorBody
+	var e wire.Error
 	_ = json.Unmarshal(rp.body, &e)
 	return e.Err.Code
 }
 
 func (rp reply) errMessage() string {
-	var e errorBody
+	var e wire.Error
 	_ = json.Unmarshal(rp.body, &e)
 	return e.Err.Message
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"flowd.local/flowd/cmd/internal/wire"
 )
 
 // preparedRig is a rig whose state directory flowd has already used: a
@@ -22,7 +24,7 @@ func preparedRig(t *testing.T) *rig {
 	t.Helper()
 	r := newRig(t, nil, rigOptions{})
 	r.start()
-	rp, err := r.call("POST", "/v1/flows", startRequest{Provider: "fake"})
+	rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake"})
 	require.NoError(t, err)
 	require.Equal(t, 201, rp.status, string(rp.body))
 	require.NoError(t, r.stop())
@@ -144,7 +146,7 @@ func TestCorruptDatabasePages(t *testing.T) {
 	// More flows, so there are pages to damage.
 	r.start()
 	for range 40 {
-		rp, err := r.call("POST", "/v1/flows", startRequest{Provider: "fake", Principal: randHex(8)})
+		rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake", Principal: randHex(8)})
 		require.NoError(t, err)
 		require.Equal(t, 201, rp.status)
 	}
