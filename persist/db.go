@@ -111,6 +111,7 @@ type DB struct {
 	commits *committer
 	secrets secretIndex
 	ids     idIndex
+	live    liveHeads
 
 	closeOnce sync.Once
 
@@ -182,15 +183,18 @@ func Open(path string, opts Options) (*DB, error) {
 	db := &DB{bolt: bdb, path: path, opts: opts}
 	db.secrets.pending = map[string]pendingSecret{}
 	db.ids.pending = map[string]uint64{}
+	db.live = liveHeads{heads: map[string]liveHead{}, pending: map[string]*liveHead{}}
 	db.commits = &committer{db: bdb, maxBatch: opts.MaxBatchSize, linger: opts.MaxBatchDelay,
 		begin: func(tx *bolt.Tx) {
 			setGrowth(bdb, tx.Size())
 			db.secrets.begin()
 			db.ids.begin()
+			db.live.begin()
 		},
 		settle: func(committed bool) {
 			db.secrets.settle(committed)
 			db.ids.settle(committed)
+			db.live.settle(committed)
 		},
 		maintain: func() func(*bolt.Tx) error {
 			if db.ids.due() {
@@ -363,10 +367,11 @@ func checkFormat(v []byte) error {
 	return nil
 }
 
-// verify reads the flow secrets' names into the secret index and the recent
-// flows into the id index, and decodes what recovery reads: every live
-// flow's history and the log's last record, so a damaged record fails Open
-// rather than a later recovery step.
+// verify reads the flow secrets' names into the secret index, the recent
+// flows into the id index and the live flows' heads into the live heads,
+// and decodes what recovery reads: every live flow's history and the log's
+// last record, so a damaged record fails Open rather than a later recovery
+// step.
 func (db *DB) verify() error {
 	return db.view(func(tx *bolt.Tx) error {
 		b := buckets(tx)
@@ -377,7 +382,10 @@ func (db *DB) verify() error {
 			return err
 		}
 		if err := b.live.ForEach(func(num, flow []byte) error {
-			_, err := b.liveHistory(num, flow)
+			_, h, err := b.liveHistory(num, flow)
+			if err == nil && !db.opts.ReadOnly {
+				db.live.heads[string(flow)] = liveHead{num: decodeSeq(num), h: h}
+			}
 			return err
 		}); err != nil {
 			return err

@@ -156,10 +156,14 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 		b := buckets(t)
 		if len(recs) > 0 {
-			num, h, err := b.flow(flow, db.ids.find(flow))
-			if err != nil {
-				return err
+			num, h, wasLive := db.live.find(flow)
+			if !wasLive {
+				var err error
+				if num, h, err = b.flow(flow, db.ids.find(flow)); err != nil {
+					return err
+				}
 			}
+			isNew := num == 0
 			if recs[0].FlowSeq != h.last()+1 {
 				out.err = fmt.Errorf("append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), recs[0].FlowSeq, h.last(), states.ErrConflict)
 				return nil
@@ -185,22 +189,28 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 				out.seqs = append(out.seqs, seq)
 			}
 			numKey := encodeSeq(num)
-			if len(h.seqs) == len(recs) {
+			if isNew {
 				db.ids.add(flow, num) // the ids bucket gets it at the next checkpoint
 			}
 			if err := b.heads.Put(numKey, h.encode()); err != nil {
 				return fmt.Errorf("put head of flow %s: %w", states.ShortID(flow), err)
 			}
-			if recs[len(recs)-1].To.Terminal() {
-				err = b.live.Delete(numKey)
-			} else if b.live.Get(numKey) == nil {
-				// Only when it is not there yet: a Put of the same value
-				// would still dirty a page that the commit must write.
+			// The live index changes only when the flow goes in or out of
+			// it: a Put of the same value would still dirty a page that the
+			// commit must write.
+			isLive := !recs[len(recs)-1].To.Terminal()
+			var err error
+			switch {
+			case isLive == wasLive:
+			case isLive && (isNew || b.live.Get(numKey) == nil):
 				err = b.live.Put(numKey, []byte(flow))
+			case !isLive && !isNew:
+				err = b.live.Delete(numKey)
 			}
 			if err != nil {
 				return fmt.Errorf("index live flow %s: %w", states.ShortID(flow), err)
 			}
+			db.live.set(flow, num, h, isLive)
 		}
 		// A secret stays in the bucket it was created in until deleted.
 		// New ones written with a flow's first records (its PKCE verifier)
@@ -264,22 +274,23 @@ func (b tx) flowOf(num uint64) (string, error) {
 	return "", fmt.Errorf("%w: the record at seq %d does not start a flow", ErrCorrupt, num)
 }
 
-// liveHistory reads the history of the live flow num (a live index key)
-// that the index says is flow.
-func (b tx) liveHistory(num, flow []byte) ([]states.Record, error) {
+// liveHistory reads the head and history of the live flow num (a live
+// index key) that the index says is flow.
+func (b tx) liveHistory(num, flow []byte) ([]states.Record, head, error) {
 	n := decodeSeq(num)
 	if n == 0 || len(flow) == 0 {
-		return nil, fmt.Errorf("%w: live index entry %x of %d bytes", ErrCorrupt, num, len(flow))
+		return nil, head{}, fmt.Errorf("%w: live index entry %x of %d bytes", ErrCorrupt, num, len(flow))
 	}
 	hv := b.heads.Get(num)
 	if hv == nil {
-		return nil, fmt.Errorf("%w: live flow %s has no head", ErrCorrupt, states.ShortID(string(flow)))
+		return nil, head{}, fmt.Errorf("%w: live flow %s has no head", ErrCorrupt, states.ShortID(string(flow)))
 	}
 	h, err := decodeHead(n, hv)
 	if err != nil {
-		return nil, fmt.Errorf("live flow %s: %w", states.ShortID(string(flow)), err)
+		return nil, head{}, fmt.Errorf("live flow %s: %w", states.ShortID(string(flow)), err)
 	}
-	return b.history(string(flow), h)
+	recs, err := b.history(string(flow), h)
+	return recs, h, err
 }
 
 // History implements engine.Log.
@@ -318,7 +329,7 @@ func (db *DB) Live(ctx context.Context, fn func(history []states.Record) error) 
 	err := db.view(func(t *bolt.Tx) error {
 		b := buckets(t)
 		return b.live.ForEach(func(num, flow []byte) error {
-			h, err := b.liveHistory(num, flow)
+			h, _, err := b.liveHistory(num, flow)
 			if err != nil {
 				return err
 			}
