@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
@@ -63,7 +64,7 @@ func TestCrash(t *testing.T) {
 type driver struct {
 	t    *testing.T
 	r    *rig
-	prov *provider
+	prov *oauthtest.Server
 	led  *ledger
 	rng  *rand.Rand
 
@@ -97,7 +98,7 @@ type replay struct {
 	state, code string
 }
 
-func newDriver(t *testing.T, r *rig, prov *provider, seed uint64) *driver {
+func newDriver(t *testing.T, r *rig, prov *oauthtest.Server, seed uint64) *driver {
 	return &driver{t: t, r: r, prov: prov, led: newLedger(), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 }
 
@@ -317,8 +318,8 @@ func (d *driver) list(query string) []wire.Flow {
 
 func (d *driver) report(took time.Duration) {
 	t := d.t
-	twice, examples := d.prov.twice()
-	redeemRequests, codes := d.prov.stats()
+	twice, examples := d.prov.Reused()
+	redeemRequests, codes := d.prov.CodeRequests(), d.prov.Codes()
 	acked := 0
 	for _, a := range d.led.all() {
 		acked += a.transitions()
@@ -363,7 +364,7 @@ func first(s []string, n int) []string {
 // in the database file and in everything flowd wrote.
 func (d *driver) scanSecrets(records int) {
 	secrets := map[string]bool{}
-	for _, s := range d.prov.allSecrets() {
+	for _, s := range d.prov.Secrets() {
 		secrets[s] = true
 	}
 	dbBytes, err := os.ReadFile(filepath.Join(d.r.stateDir, "flowd.db"))

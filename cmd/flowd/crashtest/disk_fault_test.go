@@ -142,7 +142,7 @@ func TestFullDisk(t *testing.T) {
 	var cr wire.CallbackResponse
 	require.NoError(t, json.Unmarshal(rp.body, &cr))
 	assert.Equal(t, "complete", cr.Flow.Status)
-	twice, ex := prov.twice()
+	twice, ex := prov.Reused()
 	assert.Zero(t, twice, "codes redeemed twice: %v", ex)
 	require.NoError(t, r.stop())
 }

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/internal/oauthtest"
+	"flowd.local/flowd/internal/syncbuf"
 )
 
 // bins is the flowd binary, built once per test run.
@@ -78,92 +79,20 @@ const (
 	clientSecret = "cs-crash-5e1f0a9b7c3d"
 )
 
-// provider is an in-process OAuth token endpoint that outlives every
-// flowd it serves. It records every code it is asked to redeem, so the
-// test can count codes redeemed twice, and every secret it hands out or
-// receives, so the test can look for them where they must not be.
-type provider struct {
-	srv *httptest.Server
-	// delay is the longest the endpoint waits before answering: it widens
-	// the window in which a SIGKILL lands mid-exchange.
-	delay time.Duration
-	// respond, if set, answers instead of the default behaviour.
-	respond func(w http.ResponseWriter, r *http.Request)
-
-	mu       sync.Mutex
-	codes    map[string]int
-	secrets  []string
-	requests int
-}
-
-func newProvider(t *testing.T, delay time.Duration) *provider {
-	p := &provider{delay: delay, codes: map[string]int{}}
-	p.srv = httptest.NewServer(http.HandlerFunc(p.token))
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func (p *provider) token(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "bad form", http.StatusBadRequest)
-		return
+// newProvider is an in-process OAuth token endpoint that outlives every
+// flowd it serves. The crash test makes up its codes: "c-..." codes are
+// redeemable (once), any other is refused. The endpoint records every code
+// it is asked to redeem, so the test can count codes redeemed twice, and
+// every secret it hands out or receives, so the test can look for them
+// where they must not be. It takes up to delay to answer: that widens the
+// window in which a SIGKILL lands mid-exchange.
+func newProvider(t *testing.T, delay time.Duration) *oauthtest.Server {
+	o := oauthtest.Options{ClientID: clientID, ClientSecret: clientSecret,
+		AcceptCode: func(code string) bool { return strings.HasPrefix(code, "c-") }}
+	if delay > 0 {
+		o.Latency = func() { time.Sleep(rand.N(delay)) }
 	}
-	code, verifier := r.Form.Get("code"), r.Form.Get("code_verifier")
-	at, rt := "at-"+randHex(12), "rt-"+randHex(12)
-	p.mu.Lock()
-	p.requests++
-	p.codes[code]++
-	p.secrets = append(p.secrets, code, verifier, at, rt)
-	respond := p.respond
-	p.mu.Unlock()
-	if p.delay > 0 {
-		time.Sleep(rand.N(p.delay))
-	}
-	if respond != nil {
-		respond(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	if r.Form.Get("client_secret") != clientSecret || verifier == "" || strings.HasPrefix(code, "bad-") {
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, `{"error":"invalid_grant","error_description":"the code is not valid"}`)
-		return
-	}
-	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": at, "refresh_token": rt, "token_type": "bearer", "expires_in": 3600})
-}
-
-// twice returns how many codes the endpoint was asked to redeem more than once.
-func (p *provider) twice() (n int, examples []string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c, k := range p.codes {
-		if k > 1 {
-			n++
-			if len(examples) < 5 {
-				examples = append(examples, fmt.Sprintf("%s x%d", c, k))
-			}
-		}
-	}
-	return n, examples
-}
-
-func (p *provider) stats() (requests, codes int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.requests, len(p.codes)
-}
-
-// allSecrets is every code, verifier and token the endpoint saw or issued, and the client secret.
-func (p *provider) allSecrets() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := []string{clientSecret}
-	for _, s := range p.secrets {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
+	return oauthtest.New(t, o)
 }
 
 func randHex(n int) string {
@@ -185,7 +114,7 @@ type rig struct {
 	config   string
 	listen   string
 	// out collects the output of every flowd run on the rig.
-	out  lockedBuffer
+	out  syncbuf.Buffer
 	proc *proc
 
 	api *http.Client
@@ -202,7 +131,7 @@ type rigOptions struct {
 }
 
 // newRig writes a config for p and prepares directories; it does not start flowd.
-func newRig(t *testing.T, p *provider, o rigOptions) *rig {
+func newRig(t *testing.T, p *oauthtest.Server, o rigOptions) *rig {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "fdc")
 	require.NoError(t, err)
@@ -218,7 +147,7 @@ func newRig(t *testing.T, p *provider, o rigOptions) *rig {
 	}
 	tokenURL := "http://127.0.0.1:1/token"
 	if p != nil {
-		tokenURL = p.srv.URL + "/token"
+		tokenURL = p.TokenURL
 	}
 	cfg := fmt.Sprintf(`listen = %q
 public_base_url = "https://gw.example.test"
@@ -446,27 +375,4 @@ func do(c *http.Client, method, url string, body any, hdr map[string]string) (re
 		return reply{}, err
 	}
 	return reply{status: resp.StatusCode, body: b}, nil
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
 }

@@ -185,7 +185,7 @@ func TestCorruptDatabasePages(t *testing.T) {
 		if err != nil {
 			assert.Contains(t, out, db, "damage %d: the refusal names the database", i)
 		}
-		r.out.reset()
+		r.out.Reset()
 	}
 	t.Logf("damaged database: %d runs started, %d refused with a message, none crashed", started, refused)
 }
