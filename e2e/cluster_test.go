@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/internal/dextest"
+	"flowd.local/flowd/internal/syncbuf"
 	"flowd.local/flowd/persist/etcdlog"
 	"flowd.local/flowd/persist/etcdlog/etcdtest"
 )
@@ -30,7 +31,7 @@ import (
 type clusterReplica struct {
 	name, socket, listen string
 	cmd                  *exec.Cmd
-	out                  lockedBuffer
+	out                  syncbuf.Buffer
 	exited               chan struct{}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/internal/dextest"
+	"flowd.local/flowd/internal/syncbuf"
 )
 
 // flowdRig runs the flowd daemon and the flowctl client as a user would:
@@ -43,10 +44,10 @@ type flowdRig struct {
 	listen     string
 
 	// out is everything every flowd process of the test wrote.
-	out lockedBuffer
+	out syncbuf.Buffer
 	// cliOut is everything flowctl printed, except `flowctl token`, whose
 	// job is to print a token.
-	cliOut lockedBuffer
+	cliOut syncbuf.Buffer
 	// states are the flows the test started, exported at the end.
 	states []string
 	// gatewayURL is the fake public gateway's base URL (rigOptions.gateway).
@@ -255,7 +256,7 @@ func (r *flowdRig) start() {
 
 func (r *flowdRig) tryStart() error {
 	require.Nil(r.t, r.proc, "flowd already running")
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	proc := r.spawn(r.env(), io.MultiWriter(&r.out, &out))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -535,21 +536,4 @@ func (l *lines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.all.String()
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

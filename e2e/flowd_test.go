@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/internal/dextest"
+	"flowd.local/flowd/internal/syncbuf"
 )
 
 func TestFlowdConnectLoopback(t *testing.T) {
@@ -211,7 +212,7 @@ func TestFlowdSecondInstanceOnSameStateDirFails(t *testing.T) {
 	r.writeConfig(configHome, fmt.Sprintf("127.0.0.1:%d", other), "")
 	env := append(r.env(), "XDG_CONFIG_HOME="+configHome, "XDG_RUNTIME_DIR="+shortDir(t))
 
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	p := r.spawn(env, &out)
 	select {
 	case <-p.exited:

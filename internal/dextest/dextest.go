@@ -35,6 +35,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"flowd.local/flowd/internal/syncbuf"
 )
 
 // Fixed identities of the Dex instance. They are test fixtures, not secrets
@@ -116,7 +118,7 @@ type Server struct {
 	Secrets *Secrets
 
 	dir  string
-	logs *lockedBuffer
+	logs *syncbuf.Buffer
 
 	mu     sync.Mutex
 	grants map[string]int // token requests through TokenURL by grant_type
@@ -214,7 +216,7 @@ func start(t testing.TB, bin, dir string, opts Options) (*Server, error) {
 		RedirectURIs: opts.RedirectURIs,
 		Secrets:      NewSecrets(),
 		dir:          dir,
-		logs:         &lockedBuffer{},
+		logs:         &syncbuf.Buffer{},
 	}
 	s.Secrets.Add("client_secret", ClientSecret)
 
@@ -503,23 +505,6 @@ func FreePort(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return p
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // ErrApprovalRejected is returned by Browser.Authorize when it pressed
