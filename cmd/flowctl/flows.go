@@ -40,11 +40,8 @@ Exit code 1 when the flow ended in error or expired.`,
 			ctx := cmd.Context()
 			cl := a.client()
 			defer cl.Close()
-			var f wire.Flow
-			err := a.withState(ctx, cl, args[0], func(state string) error {
-				var err error
-				f, err = a.statusWait(ctx, cl, state, wait)
-				return err
+			f, err := withState(ctx, a, cl, args[0], func(state string) (wire.Flow, error) {
+				return a.statusWait(ctx, cl, state, wait)
 			})
 			if err != nil {
 				if ctx.Err() != nil {
@@ -105,11 +102,8 @@ flow running in flowd.
 			ctx := cmd.Context()
 			cl := a.client()
 			defer cl.Close()
-			var f wire.Flow
-			err := a.withState(ctx, cl, args[0], func(state string) error {
-				var err error
-				f, err = cl.Status(ctx, state, 0)
-				return err
+			f, err := withState(ctx, a, cl, args[0], func(state string) (wire.Flow, error) {
+				return cl.Status(ctx, state, 0)
 			})
 			if err == nil && !f.Terminal {
 				var cd *countdown
@@ -144,11 +138,8 @@ arrives later changes nothing.
 			ctx := cmd.Context()
 			cl := a.client()
 			defer cl.Close()
-			var f wire.Flow
-			err := a.withState(ctx, cl, args[0], func(state string) error {
-				var err error
-				f, err = cl.Cancel(ctx, state)
-				return err
+			f, err := withState(ctx, a, cl, args[0], func(state string) (wire.Flow, error) {
+				return cl.Cancel(ctx, state)
 			})
 			if err != nil {
 				return fmt.Errorf("cancel flow %s: %w", args[0], err)
@@ -306,23 +297,25 @@ func (a *app) printFlow(w io.Writer, f wire.Flow) {
 var errNoMatch = errors.New("no flow matches")
 
 // withState runs op on the flow arg names: a state, the callback URL
-// carrying it, or a unique prefix of it. op runs on the argument as given
-// first; only when flowd does not know that state is it taken for a prefix.
-func (a *app) withState(ctx context.Context, cl *client.Client, arg string, op func(state string) error) error {
+// carrying it, or a unique prefix of it, and returns what op returned.
+// op runs on the argument as given first; only when flowd does not know
+// that state is it taken for a prefix.
+func withState[T any](ctx context.Context, a *app, cl *client.Client, arg string, op func(state string) (T, error)) (T, error) {
 	state, err := stateFromArg(arg)
 	if err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
-	err = op(state)
+	v, err := op(state)
 	if err == nil || !client.HasCode(err, wire.CodeUnknownState) {
-		return err
+		return v, err
 	}
 	full, perr := a.resolvePrefix(ctx, cl, state)
 	if errors.Is(perr, errNoMatch) {
-		return err // flowd's own message says what to do next
+		return v, err // flowd's own message says what to do next
 	}
 	if perr != nil {
-		return perr
+		return v, perr
 	}
 	return op(full)
 }

@@ -64,11 +64,8 @@ then.`,
 func (a *app) historyFromFlowd(ctx context.Context, arg string) ([]states.Record, error) {
 	cl := a.client()
 	defer cl.Close()
-	var h wire.HistoryResponse
-	err := a.withState(ctx, cl, arg, func(state string) error {
-		var err error
-		h, err = cl.History(ctx, state)
-		return err
+	h, err := withState(ctx, a, cl, arg, func(state string) (wire.HistoryResponse, error) {
+		return cl.History(ctx, state)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", arg, err)

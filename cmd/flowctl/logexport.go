@@ -82,13 +82,13 @@ func (a *app) export(ctx context.Context, flowArg string, since time.Time) error
 	if flowArg != "" {
 		// Resolve prefixes and URLs up front through the history route, so
 		// the export asks for one exact state.
-		err := a.withState(ctx, cl, flowArg, func(state string) error {
+		var err error
+		flow, err = withState(ctx, a, cl, flowArg, func(state string) (string, error) {
 			h, err := cl.History(ctx, state)
-			flow = h.State
-			if flow == "" {
-				flow = state
+			if h.State == "" {
+				return state, err
 			}
-			return err
+			return h.State, err
 		})
 		if err != nil {
 			return fmt.Errorf("export flow %s: %w", flowArg, err)
