@@ -214,16 +214,7 @@ func TestExchangeCustomHTTPClientTimeout(t *testing.T) {
 // turned away at once and recorded; the token endpoint sees the code once.
 func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 	h := newHarness(t)
-	release := h.prov.Hold()
-	st := h.start("")
-	_, code := h.prov.Authorize(t, st.AuthURL)
-
-	first := make(chan error, 1)
-	go func() {
-		_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
-		first <- err
-	}()
-	h.prov.WaitEntered(t) // the exchange is at the token endpoint now
+	st, code, finish := h.exchanging() // the exchange is at the token endpoint now
 
 	const dups = 8
 	var wg sync.WaitGroup
@@ -246,8 +237,8 @@ func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 	_, err := h.e.Cancel(h.ctx, st.State)
 	assert.ErrorIs(t, err, engine.ErrExchangeInProgress)
 
-	release()
-	require.NoError(t, <-first)
+	_, err = finish()
+	require.NoError(t, err)
 	f := h.status(st.State)
 	assert.Equal(t, states.Complete, f.State)
 	assert.Equal(t, dups, f.IgnoredCallbacks)

@@ -111,6 +111,31 @@ func (h *harness) connect(principal string) states.Flow {
 	return f
 }
 
+// exchanging starts a flow and delivers its callback while the provider
+// holds the token request, so the flow is mid-exchange when it returns.
+// finish lets the provider answer and returns what the callback returned.
+func (h *harness) exchanging() (st engine.Started, code string, finish func() (states.Flow, error)) {
+	h.t.Helper()
+	release := h.prov.Hold()
+	st = h.start("")
+	_, code = h.prov.Authorize(h.t, st.AuthURL)
+	type result struct {
+		f   states.Flow
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+		res <- result{f, err}
+	}()
+	h.prov.WaitEntered(h.t)
+	return st, code, func() (states.Flow, error) {
+		release()
+		r := <-res
+		return r.f, r.err
+	}
+}
+
 func (h *harness) status(state string) states.Flow {
 	h.t.Helper()
 	f, err := h.e.Status(h.ctx, state)

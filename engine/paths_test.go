@@ -273,20 +273,12 @@ func TestCancel(t *testing.T) {
 
 func TestCancelMidExchange(t *testing.T) {
 	h := newHarness(t)
-	release := h.prov.Hold()
-	st := h.start("")
-	_, code := h.prov.Authorize(t, st.AuthURL)
-	res := make(chan states.Flow, 1)
-	go func() {
-		f, _ := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
-		res <- f
-	}()
-	h.prov.WaitEntered(t)
+	st, _, finish := h.exchanging()
 	f, err := h.e.Cancel(h.ctx, st.State)
 	require.ErrorIs(t, err, engine.ErrExchangeInProgress)
 	assert.True(t, f.Exchanging)
-	release()
-	assert.Equal(t, states.Complete, (<-res).State)
+	f, _ = finish()
+	assert.Equal(t, states.Complete, f.State)
 }
 
 func TestSupersede(t *testing.T) {
@@ -366,19 +358,11 @@ func TestConcurrentStartsNeverSupersedeEachOther(t *testing.T) {
 // already spent, and ending it would throw the token away.
 func TestSupersedeLeavesExchangeToFinish(t *testing.T) {
 	h := newHarness(t)
-	release := h.prov.Hold()
-	a := h.start("")
-	_, code := h.prov.Authorize(t, a.AuthURL)
-	res := make(chan error, 1)
-	go func() {
-		_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: a.State, Code: code})
-		res <- err
-	}()
-	h.prov.WaitEntered(t)
+	a, _, finish := h.exchanging()
 	b := h.start("")
 	assert.Empty(t, b.Superseded)
-	release()
-	require.NoError(t, <-res)
+	_, err := finish()
+	require.NoError(t, err)
 	assert.Equal(t, states.Complete, h.status(a.State).State)
 	assert.Equal(t, states.AwaitingCallback, h.status(b.State).State)
 }

@@ -26,18 +26,10 @@ func TestOperationsStateByState(t *testing.T) {
 			return st.State, code, func() {}
 		}},
 		"exchanging": {state: states.AwaitingCallback, make: func(h *harness) (string, string, func()) {
-			release := h.prov.Hold()
-			st := h.start("")
-			_, code := h.prov.Authorize(h.t, st.AuthURL)
-			res := make(chan error, 1)
-			go func() {
-				_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
-				res <- err
-			}()
-			h.prov.WaitEntered(h.t)
+			st, code, finish := h.exchanging()
 			return st.State, code, func() {
-				release()
-				require.NoError(h.t, <-res)
+				_, err := finish()
+				require.NoError(h.t, err)
 			}
 		}},
 		"complete": {state: states.Complete, make: func(h *harness) (string, string, func()) {
