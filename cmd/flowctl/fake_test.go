@@ -114,6 +114,19 @@ func writeErr(w http.ResponseWriter, status int, code, msg string) {
 	writeJSONResp(w, status, wire.Error{Err: wire.ErrorBody{Code: code, Message: msg}})
 }
 
+// decodeStrict reads a request body as flowd does, refusing unknown
+// fields, and answers 400 bad_request when it cannot.
+func decodeStrict[T any](w http.ResponseWriter, r *http.Request) (T, bool) {
+	var v T
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		writeErr(w, 400, wire.CodeBadRequest, err.Error())
+		return v, false
+	}
+	return v, true
+}
+
 // notify wakes long polls; callers hold mu.
 func (f *fakeFlowd) notify() {
 	close(f.changed)
@@ -192,11 +205,8 @@ func (f *fakeFlowd) snapshot() (starts []wire.StartRequest, cancels []string, ca
 }
 
 func (f *fakeFlowd) handleStart(w http.ResponseWriter, r *http.Request) {
-	var req wire.StartRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeErr(w, 400, wire.CodeBadRequest, err.Error())
+	req, ok := decodeStrict[wire.StartRequest](w, r)
+	if !ok {
 		return
 	}
 	f.mu.Lock()
@@ -365,11 +375,8 @@ func (f *fakeFlowd) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeFlowd) handleCallback(w http.ResponseWriter, r *http.Request) {
-	var req wire.CallbackRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeErr(w, 400, wire.CodeBadRequest, err.Error())
+	req, ok := decodeStrict[wire.CallbackRequest](w, r)
+	if !ok {
 		return
 	}
 	f.mu.Lock()
