@@ -122,6 +122,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	grants map[string]int // token requests through TokenURL by grant_type
+	codes  map[string]int // authorization codes presented through TokenURL
 }
 
 // TokenRequests reports how many requests with grant_type grant
@@ -130,6 +131,22 @@ func (s *Server) TokenRequests(grant string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.grants[grant]
+}
+
+// CodesPresented reports how many distinct authorization codes were
+// presented to Dex through TokenURL (grant_type authorization_code), and
+// how many of them were presented more than once. A code counts when its
+// request reaches the proxy, whether or not Dex answered: a client that
+// dies mid-exchange has still spent the code.
+func (s *Server) CodesPresented() (distinct, twice int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.codes {
+		if n > 1 {
+			twice++
+		}
+	}
+	return len(s.codes), twice
 }
 
 // Binary returns the path of the dex binary. When it is missing the test is
@@ -473,6 +490,12 @@ func (s *Server) tokenProxy() http.Handler {
 				s.grants = map[string]int{}
 			}
 			s.grants[form.Get("grant_type")]++
+			if code := form.Get("code"); form.Get("grant_type") == "authorization_code" && code != "" {
+				if s.codes == nil {
+					s.codes = map[string]int{}
+				}
+				s.codes[code]++
+			}
 			s.mu.Unlock()
 			for _, k := range []string{"code", "code_verifier", "client_secret", "refresh_token"} {
 				s.Secrets.Add(k, form.Get(k))

@@ -85,6 +85,11 @@ func TestDexLoginExchangeUserinfoAndRotation(t *testing.T) {
 			assert.NotEmpty(t, s.Secrets.Leaks([]byte("x"+code+"y")))
 		})
 	}
+	// Each connector's code went to the token endpoint twice (the second
+	// time refused); the proxy counted both, and no refresh as a code.
+	distinct, twice := s.CodesPresented()
+	assert.Equal(t, 2, distinct, "codes presented")
+	assert.Equal(t, 2, twice, "codes presented more than once")
 }
 
 func TestDexPublicClient(t *testing.T) {
@@ -191,4 +196,8 @@ func TestSecretsLeaks(t *testing.T) {
 	assert.Equal(t, []string{"access_token (signature) at byte 4"}, s.Leaks([]byte("sig=c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA")))
 	assert.Len(t, s.Leaks([]byte(`{"t":"a\/b+c=d-refresh"}`)), 1, "JSON-escaped form is found")
 	assert.Len(t, s.Leaks([]byte(`t=`+url.QueryEscape("a/b+c=d-refresh"))), 1, "URL-encoded form is found")
+	vals := s.Values()
+	assert.Equal(t, "refresh_token", vals["a/b+c=d-refresh"])
+	assert.Equal(t, "access_token (signature)", vals["c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA"])
+	assert.NotContains(t, vals, "short", "values too short to be secrets are not kept")
 }

@@ -57,6 +57,19 @@ func (s *Secrets) Len() int {
 	return len(s.seen)
 }
 
+// Values returns a copy of every known secret value with its kind, for a
+// scanner that looks for many secrets at once in large data (Leaks
+// searches for each secret in turn). Never print the values.
+func (s *Secrets) Values() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.seen))
+	for v, k := range s.seen {
+		out[v] = k
+	}
+	return out
+}
+
 // Kinds counts the known secrets by kind.
 func (s *Secrets) Kinds() map[string]int {
 	s.mu.Lock()
