@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -459,6 +460,10 @@ func (s *Server) Refresh(ctx context.Context, refreshToken string) (map[string]a
 func (s *Server) tokenProxy() http.Handler {
 	target, _ := url.Parse(s.DexTokenURL)
 	rp := &httputil.ReverseProxy{
+		// A client that dies mid-exchange (a crash test's SIGKILL) cancels
+		// the proxied request; say so in Dex's output, shown when a test
+		// fails, not on the test's stderr.
+		ErrorLog: log.New(s.logs, "dextest token proxy: ", log.LstdFlags),
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL = target
 			r.Out.Host = target.Host
