@@ -131,6 +131,9 @@ func (r Record) Encode() ([]byte, error) {
 	if r.Version == 0 {
 		r.Version = SchemaVersion
 	}
+	if b, ok := appendRecord(make([]byte, 0, 384), &r); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode record seq=%d: %w", r.Seq, err)
