@@ -200,6 +200,22 @@ var fsmEvents = func() fsm.Events {
 // plain State instead of a 1 KiB instance each.
 var machines = sync.Pool{New: func() any { return fsm.NewFSM("", fsmEvents, nil) }}
 
+// eventCtx is the context of every event: one that is never cancelled, as
+// a cancelled context leaves a looplab FSM stuck for good. It is made once:
+// Next runs twice per transition.
+var eventCtx = context.WithoutCancel(context.Background())
+
+// stayed reports whether err is looplab/fsm's way of saying an event left
+// the state as it was (a self-loop of the table). It checks the type
+// before errors.As, whose target escapes to the heap on every call.
+func stayed(err error) bool {
+	if _, ok := err.(fsm.NoTransitionError); ok {
+		return true
+	}
+	var noTransition fsm.NoTransitionError
+	return errors.As(err, &noTransition)
+}
+
 // Next runs event e from state from through the table and returns the
 // resulting state. from is "" for a flow that does not exist yet.
 func Next(from State, e Event) (State, error) {
@@ -212,10 +228,8 @@ func Next(from State, e Event) (State, error) {
 	m := machines.Get().(*fsm.FSM)
 	defer machines.Put(m)
 	m.SetState(string(from))
-	// WithoutCancel: a cancelled context leaves a looplab FSM stuck for good.
-	err := m.Event(context.WithoutCancel(context.Background()), string(e))
-	var noTransition fsm.NoTransitionError
-	if err != nil && !errors.As(err, &noTransition) {
+	err := m.Event(eventCtx, string(e))
+	if err != nil && !stayed(err) {
 		if from == "" {
 			return "", fmt.Errorf("%w: %s cannot open a flow", ErrIllegalTransition, e)
 		}

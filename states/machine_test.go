@@ -145,3 +145,20 @@ func TestTransportValid(t *testing.T) {
 	assert.False(t, Transport("carrier_pigeon").Valid())
 	assert.False(t, Transport("").Valid())
 }
+
+// BenchmarkNext runs a transition and a self-loop through the pooled
+// machine: the engine does so twice per record it appends.
+func BenchmarkNext(b *testing.B) {
+	for _, c := range []struct {
+		from State
+		ev   Event
+	}{{AwaitingCallback, ExchangeSucceeded}, {AwaitingCallback, ExchangeStarted}} {
+		b.Run(string(c.ev), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Next(c.from, c.ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
