@@ -128,7 +128,18 @@ type rigOptions struct {
 	extra string
 	// stateDir overrides the state directory (a small tmpfs, say).
 	stateDir string
+	// listen is flowd's loopback address; "" picks a free port. A provider
+	// that must know the redirect URI before flowd's config is written
+	// (Dex) needs it chosen first.
+	listen string
+	// providers replaces the [providers.fake] table (which points at p).
+	providers string
 }
+
+// gatewayBaseURL is flowd's public_base_url: the gateway transport's
+// redirect URI is gatewayBaseURL + "/oauth/callback". Nothing serves it;
+// the tests relay its callbacks themselves.
+const gatewayBaseURL = "https://gw.example.test"
 
 // newRig writes a config for p and prepares directories; it does not start flowd.
 func newRig(t *testing.T, p *oauthtest.Server, o rigOptions) *rig {
@@ -137,9 +148,12 @@ func newRig(t *testing.T, p *oauthtest.Server, o rigOptions) *rig {
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	r := &rig{t: t, bin: flowdBinary(t), dir: dir, socket: filepath.Join(dir, "s"),
-		stateDir: filepath.Join(dir, "state"), config: filepath.Join(dir, "flowd.toml"), listen: freePort(t)}
+		stateDir: filepath.Join(dir, "state"), config: filepath.Join(dir, "flowd.toml"), listen: o.listen}
 	if o.stateDir != "" {
 		r.stateDir = o.stateDir
+	}
+	if r.listen == "" {
+		r.listen = freePort(t)
 	}
 	ttl := ""
 	if o.ttl != "" {
@@ -149,17 +163,21 @@ func newRig(t *testing.T, p *oauthtest.Server, o rigOptions) *rig {
 	if p != nil {
 		tokenURL = p.TokenURL
 	}
-	cfg := fmt.Sprintf(`listen = %q
-public_base_url = "https://gw.example.test"
-%s%s
-[providers.fake]
+	providers := o.providers
+	if providers == "" {
+		providers = fmt.Sprintf(`[providers.fake]
 auth_url = "https://auth.example.test/authorize"
 token_url = %q
 client_id = %q
 client_secret = %q
 auth_style = "in_params"
 scopes = ["read"]
-`, r.listen, ttl, o.extra, tokenURL, clientID, clientSecret)
+`, tokenURL, clientID, clientSecret)
+	}
+	cfg := fmt.Sprintf(`listen = %q
+public_base_url = %q
+%s%s
+%s`, r.listen, gatewayBaseURL, ttl, o.extra, providers)
 	require.NoError(t, os.WriteFile(r.config, []byte(cfg), 0o600))
 
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
