@@ -109,6 +109,10 @@ type DB struct {
 	opts Options
 
 	commits *committer
+	// inTx is the open group commit's buckets, opened once per
+	// transaction instead of once per append in it (only the committer
+	// touches it, inside its write transaction).
+	inTx    txBuckets
 	secrets secretIndex
 	ids     idIndex
 	live    liveHeads
@@ -186,12 +190,14 @@ func Open(path string, opts Options) (*DB, error) {
 	db.live = liveHeads{heads: map[string]liveHead{}, pending: map[string]*liveHead{}}
 	db.commits = &committer{db: bdb, maxBatch: opts.MaxBatchSize, linger: opts.MaxBatchDelay,
 		begin: func(tx *bolt.Tx) {
+			db.inTx = txBuckets{}
 			setGrowth(bdb, tx.Size())
 			db.secrets.begin()
 			db.ids.begin()
 			db.live.begin()
 		},
 		settle: func(committed bool) {
+			db.inTx = txBuckets{}
 			db.secrets.settle(committed)
 			db.ids.settle(committed)
 			db.live.settle(committed)

@@ -48,6 +48,20 @@ func buckets(t *bolt.Tx) tx {
 	return b
 }
 
+// txBuckets caches one write transaction's buckets.
+type txBuckets struct {
+	t *bolt.Tx
+	b tx
+}
+
+// buckets returns t's buckets, opening them on t's first call.
+func (c *txBuckets) buckets(t *bolt.Tx) tx {
+	if c.t != t {
+		c.t, c.b = t, buckets(t)
+	}
+	return c.b
+}
+
 // present is the value of the ended index, whose keys say everything. It
 // is not empty so a Get tells present from absent plainly.
 var present = []byte{1}
@@ -154,7 +168,7 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 			out.err = err
 			return nil
 		}
-		b := buckets(t)
+		b := db.inTx.buckets(t)
 		if len(recs) > 0 {
 			num, h, wasLive := db.live.find(flow)
 			if !wasLive {
@@ -423,12 +437,13 @@ func (db *DB) Secret(ctx context.Context, key string) ([]byte, bool, error) {
 	num := db.secrets.lookup(key) // before the read begins: see secretIndex
 	var sealed []byte
 	err := db.view(func(t *bolt.Tx) error {
-		b := buckets(t)
+		// Only the one bucket it reads: opening a bucket in a read
+		// transaction reads its root.
 		if num == 0 {
-			sealed = cloneBytes(b.secrets.Get([]byte(key)))
+			sealed = cloneBytes(t.Bucket(bucketSecrets).Get([]byte(key)))
 			return nil
 		}
-		v := b.flowSecrets.Get(encodeSeq(num))
+		v := t.Bucket(bucketFlowSecrets).Get(encodeSeq(num))
 		if v == nil {
 			return nil // deleted since the lookup
 		}
