@@ -105,7 +105,10 @@ func (s *secretIndex) set(b tx, name string, sealed []byte, newFlow bool) error 
 	p, inTx := s.pending[name]
 	if !inTx {
 		p = pendingSecret{num: s.lookup(name), present: true}
-		if p.num == 0 {
+		// Whether a secret kept by name is there matters only to delete
+		// it or to number a new flow secret: a plain write (a token's)
+		// skips the lookup, one B-tree search inside the group commit.
+		if p.num == 0 && (sealed == nil || newFlow) {
 			p.present = b.secrets.Get([]byte(name)) != nil
 			if !p.present && sealed != nil && newFlow {
 				var err error
