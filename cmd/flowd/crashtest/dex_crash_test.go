@@ -41,8 +41,9 @@ const dexProvider = "dex"
 // secret survived every kill), and Dex must accept the access tokens of
 // completed flows at its userinfo endpoint.
 //
-// A Dex login takes about 0.15 s, so the run is smaller than TestCrash's:
-// 40 kills by default (10 with -short), about a minute under -race on two
+// A flow against Dex costs several times a fake one (three requests to
+// Dex for the login, a real token endpoint for the exchange), so the run
+// is smaller than TestCrash's: 40 kills by default (10 with -short), about a minute under -race on two
 // cores. FLOWD_CRASH_DEX_KILLS runs it longer; FLOWD_CRASH_DEX_WORKERS
 // (default 8) and FLOWD_CRASH_DEX_SLOW (default 4) set the fast and the
 // slow clients; FLOWD_CRASH_SEED replays a run's choices.
@@ -397,8 +398,9 @@ func (x *dexDriver) login(ctx context.Context, st wire.StartResponse) (*url.URL,
 	if err == nil && final.Query().Get("state") != st.State {
 		err = fmt.Errorf("dex redirected with state %q for flow %s", states.ShortID(final.Query().Get("state")), states.ShortID(st.State))
 	}
-	if err == nil && final.Scheme+"://"+final.Host+final.Path != st.RedirectURI {
-		err = fmt.Errorf("dex redirected to %s, flow %s's redirect URI is %s", final.Redacted(), states.ShortID(st.State), st.RedirectURI)
+	if endpoint := final.Scheme + "://" + final.Host + final.Path; err == nil && endpoint != st.RedirectURI {
+		// Not the whole URL: its query carries the code.
+		err = fmt.Errorf("dex redirected to %s, flow %s's redirect URI is %s", endpoint, states.ShortID(st.State), st.RedirectURI)
 	}
 	if err != nil {
 		x.browseErrs.Add(1)
