@@ -127,6 +127,15 @@ type liveFlow struct {
 	// so a shared log's engines can tell an exchange lost with the engine
 	// that ran it.
 	exchangeSince time.Time
+	// verifier is the PKCE verifier of a flow this engine started, kept
+	// (guarded by mu) until its code is exchanged or it ends, so the
+	// callback need not read it back from the log: on the bbolt log that
+	// read was a read transaction and an AES-GCM open per connect. It is
+	// "" for flows loaded from the log (after a restart, or started by
+	// another engine on a shared log), whose callback reads the sealed
+	// copy, always written with the flow's first records. Memory is not
+	// the log: the process holds the key that opens every sealed secret.
+	verifier string
 }
 
 // Open recovers the engine from cfg.Log and starts its timers. Flows whose
@@ -504,7 +513,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
-	lf := &liveFlow{done: make(chan struct{}), index: -1}
+	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier}
 	created := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{
@@ -641,8 +650,10 @@ func (e *Engine) commit(ctx context.Context, lf *liveFlow, recs []states.Record,
 	return next, nil
 }
 
-// retire removes a flow that became terminal and wakes its waiters.
+// retire removes a flow that became terminal and wakes its waiters. The
+// caller holds lf.mu.
 func (e *Engine) retire(lf *liveFlow) {
+	lf.verifier = ""
 	e.mu.Lock()
 	if e.live[lf.flow.ID] == lf {
 		delete(e.live, lf.flow.ID)
@@ -750,14 +761,20 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		return f, nil, false
 	}
-	verifier, ok, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
-	if err != nil {
-		return f, fmt.Errorf("callback: read the flow's PKCE verifier: %w", err), false
+	verifier, ok := lf.verifier, lf.verifier != ""
+	if !ok {
+		plain, found, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
+		if err != nil {
+			return f, fmt.Errorf("callback: read the flow's PKCE verifier: %w", err), false
+		}
+		verifier, ok = string(plain), found
 	}
+	var err error
 	// Only the engine whose exchange_started lands redeems the code.
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
 		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
 	}
+	lf.verifier = "" // the code is spent: nothing redeems it again
 	// The exchange runs without the flow's lock, so a repeated callback is
 	// recorded at once as ignored instead of queueing behind the exchange.
 	lf.exchanging = true
@@ -765,7 +782,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	locked = false
 	// The outcome is recorded even if the caller goes away: the code is spent.
 	bg := context.WithoutCancel(ctx)
-	outcome := e.exchange(bg, f, p.Code, string(verifier), ok)
+	outcome := e.exchange(bg, f, p.Code, verifier, ok)
 	lf.mu.Lock()
 	locked = true
 	lf.exchanging = false
