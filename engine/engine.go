@@ -543,7 +543,11 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	// From here on another Start may supersede lf and rewrite lf.flow under
 	// lf.mu: supersede works from the values this Start already knows.
 	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
-	e.logger.Info("flow started", "flow", states.ShortID(state), "provider", p.Name, "transport", req.Transport, "deadline", due)
+	// Every connect logs twice: check first, so an embedder that logs
+	// nothing does not pay for building the attributes.
+	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
+		e.logger.Info("flow started", "flow", states.ShortID(state), "provider", p.Name, "transport", req.Transport, "deadline", due)
+	}
 	return started, nil
 }
 
@@ -860,7 +864,9 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	} else if err := e.tokens.SaveToken(ctx, key, st); err != nil {
 		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
 	}
-	e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
+	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
+		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
+	}
 	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
 }
 
