@@ -162,7 +162,16 @@ func (d *driver) run(kills, workers int) {
 // checks everything: each flow's history, the whole log in global order
 // (read from the database file after a clean stop), and the secret scan.
 func (d *driver) final() {
-	t := d.t
+	d.settle()
+	require.NoError(d.t, d.r.stop(), "flowd exits cleanly on SIGTERM")
+	_, n := d.checkDatabase()
+	d.scanSecrets(n)
+}
+
+// settle restarts flowd once more, lets every deadline pass, checks that no
+// flow is stuck and that every flow's history replays, and returns every
+// flow flowd lists.
+func (d *driver) settle() []wire.Flow {
 	d.r.start()
 	d.restarts++
 	d.check(true)
@@ -200,10 +209,14 @@ func (d *driver) final() {
 		}
 	}
 	d.flowsChecked = len(all)
+	return all
+}
 
-	require.NoError(t, d.r.stop(), "flowd exits cleanly on SIGTERM")
-
-	// The database file itself: the whole log in global order.
+// checkDatabase reads the database file of a stopped flowd, replays the
+// whole log in global order, and checks every acknowledged transition is in
+// it and no flow is live. It returns the flows and the record count.
+func (d *driver) checkDatabase() (map[string]states.Flow, int) {
+	t := d.t
 	db, err := persist.Open(filepath.Join(d.r.stateDir, "flowd.db"), persist.Options{ReadOnly: true})
 	require.NoError(t, err)
 	var recs []states.Record
@@ -229,7 +242,7 @@ func (d *driver) final() {
 			d.lostWhy = append(d.lostWhy, fmt.Sprintf("db: %s: %v", states.ShortID(id), why))
 		}
 	}
-	d.scanSecrets(len(recs))
+	return flows, len(recs)
 }
 
 // check verifies, with no request in flight, the flows acknowledged since

@@ -23,7 +23,6 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
 
@@ -444,71 +443,11 @@ func fields(q url.Values) wire.CallbackRequest {
 // file after a clean stop, Dex's verdict on the codes and tokens, and the
 // secret scan.
 func (x *dexDriver) final() {
-	d, t := x.driver, x.t
-	d.r.start()
-	d.restarts++
-	d.check(true)
-
-	var last time.Time
-	for _, a := range d.led.all() {
-		if a.deadline.After(last) {
-			last = a.deadline
-		}
-	}
-	time.Sleep(time.Until(last) + 500*time.Millisecond)
-	var live []wire.Flow
-	for range 20 {
-		live = d.list("?status=pending,awaiting_callback")
-		if len(live) == 0 {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	for _, f := range live {
-		d.stuck = append(d.stuck, fmt.Sprintf("%s still %s (exchanging=%v) %v after its deadline", states.ShortID(f.State), f.Status, f.Exchanging, time.Since(f.ExpiresAt).Round(time.Millisecond)))
-	}
-
-	all := d.list("")
-	inLog := map[string]bool{}
-	for _, f := range all {
-		inLog[f.State] = true
-		d.verify(f.State)
-	}
-	for id := range d.led.all() {
-		if !inLog[id] {
-			d.verify(id) // counted as lost
-		}
-	}
-	d.flowsChecked = len(all)
+	d := x.driver
+	all := d.settle()
 	x.userinfo(all)
-
-	require.NoError(t, d.r.stop(), "flowd exits cleanly on SIGTERM")
-
-	db, err := persist.Open(filepath.Join(d.r.stateDir, "flowd.db"), persist.Options{ReadOnly: true})
-	require.NoError(t, err)
-	var recs []states.Record
-	require.NoError(t, db.Scan(context.Background(), 0, func(rec states.Record) error {
-		recs = append(recs, rec)
-		return nil
-	}))
-	require.NoError(t, db.Close())
-	flows, err := states.Replay(recs, nil)
-	if err != nil {
-		d.illegal = append(d.illegal, "whole log: "+err.Error())
-	}
-	for id, a := range d.led.all() {
-		s := seen{}
-		if f, ok := flows[id]; ok {
-			s = seenFlow(f)
-			if s.state.Live() {
-				d.stuck = append(d.stuck, fmt.Sprintf("%s is %s in the database after every deadline passed", states.ShortID(id), s.state))
-			}
-		}
-		if n, why := lost(a, s); n > 0 {
-			d.lostTotal += n
-			d.lostWhy = append(d.lostWhy, fmt.Sprintf("db: %s: %v", states.ShortID(id), why))
-		}
-	}
+	require.NoError(x.t, d.r.stop(), "flowd exits cleanly on SIGTERM")
+	flows, n := d.checkDatabase()
 	for id, f := range flows {
 		x.reasons[f.Reason]++
 		switch f.Reason {
@@ -527,7 +466,7 @@ func (x *dexDriver) final() {
 			}
 		}
 	}
-	x.scanSecrets(len(recs))
+	x.scanSecrets(n)
 }
 
 // userinfo shows Dex the access tokens flowd stored for a sample of
