@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/states"
+)
+
+// Callback delivers the provider's redirect for a flow. A provider error
+// ends the flow error(provider_denied); a code is exchanged once, with the
+// flow's PKCE verifier, and the flow ends complete or error(exchange_failed).
+//
+// It returns the flow as the callback left it. A callback that cannot be
+// applied returns an error: ErrUnknownState (nothing recorded), or a
+// *FlowError wrapping ErrNotAwaiting (finished or mid-exchange: recorded in
+// the flow's history as callback_ignored) or ErrExpired.
+func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, error) {
+	if err := e.enter(); err != nil {
+		return states.Flow{}, err
+	}
+	defer e.inflight.Done()
+	fp := ""
+	if p.Code != "" {
+		fp = e.fingerprint(p.Code)
+	}
+	lf, err := e.hold(ctx, p.State)
+	if err != nil {
+		return states.Flow{}, fmt.Errorf("callback: read the flow: %w", err)
+	}
+	if lf == nil {
+		return e.ignoreFinished(ctx, p.State, fp)
+	}
+	for attempt := 0; ; attempt++ {
+		f, err, again := e.callback(ctx, lf, p, fp)
+		if !again || attempt == conflictRetries {
+			return f, err
+		}
+		// Another engine on a shared log advanced the flow first; lf now
+		// holds what it became: decide again.
+	}
+}
+
+// callback is Callback on a flow this engine holds. again reports a lost
+// race before anything was done that cannot be repeated: the flow was
+// re-read and the callback may be decided again.
+func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, fp string) (_ states.Flow, _ error, again bool) {
+	lf.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			lf.mu.Unlock()
+		}
+	}()
+	f := lf.flow
+	switch {
+	case f.State.Terminal():
+		lf.mu.Unlock()
+		locked = false
+		f, err := e.ignoreFinished(ctx, p.State, fp)
+		return f, err, false
+	case f.Exchanging:
+		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: states.IgnoredInProgress, CodeFingerprint: fp}), nil)
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
+	case f.State != states.AwaitingCallback:
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
+	case !e.clock.Now().Before(f.Deadline):
+		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		return f, &FlowError{Flow: f, Err: ErrExpired}, false
+	case p.Error != "":
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.ProviderDenied, ErrorCode: clip(redact(p.Error, []string{p.Code}), 200), Message: clip(redact(p.ErrorDescription, []string{p.Code}), 500),
+		}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		return f, nil, false
+	case p.Code == "":
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.InvalidCallback, Message: "the callback carried neither a code nor an error",
+		}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		return f, nil, false
+	}
+	verifier, ok := lf.verifier, lf.verifier != ""
+	if !ok {
+		plain, found, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
+		if err != nil {
+			return f, fmt.Errorf("callback: read the flow's PKCE verifier: %w", err), false
+		}
+		verifier, ok = string(plain), found
+	}
+	var err error
+	// Only the engine whose exchange_started lands redeems the code.
+	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
+		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
+	}
+	lf.verifier = "" // the code is spent: nothing redeems it again
+	// The exchange runs without the flow's lock, so a repeated callback is
+	// recorded at once as ignored instead of queueing behind the exchange.
+	lf.exchanging = true
+	lf.mu.Unlock()
+	locked = false
+	// The outcome is recorded even if the caller goes away: the code is spent.
+	bg := context.WithoutCancel(ctx)
+	outcome := e.exchange(bg, f, p.Code, verifier, ok)
+	lf.mu.Lock()
+	locked = true
+	lf.exchanging = false
+	for attempt := 0; ; attempt++ {
+		secrets := e.dropVerifier(lf)
+		maps.Copy(secrets, outcome.secrets)
+		f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), secrets)
+		// Another engine on a shared log may have recorded a callback
+		// ignored meanwhile: record the outcome after it. The code is
+		// spent, so the callback is never decided again.
+		if err == nil || !conflict(err) || !lf.flow.Exchanging || attempt == outcomeRetries {
+			break
+		}
+	}
+	if err != nil {
+		return f, fmt.Errorf("callback: %w", err), false
+	}
+	return f, nil, false
+}
+
+type outcome struct {
+	event states.Event
+	data  states.Data
+	// secrets are written with the outcome's record (the token).
+	secrets map[string][]byte
+}
+
+// exchange redeems the code at the token endpoint and stores the token, or,
+// when tokens are kept in the log, returns it in the outcome's secrets.
+func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool) outcome {
+	failed := func(d states.Data) outcome {
+		d.Reason = states.ExchangeFailed
+		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
+		return outcome{event: states.Failed, data: d}
+	}
+	if !haveVerifier {
+		return failed(states.Data{ErrorCode: "verifier_missing", Message: "the flow's PKCE verifier is missing from the sealed store; start a new connect"})
+	}
+	p, err := e.provider(f.Provider)
+	if err != nil {
+		return failed(states.Data{ErrorCode: "unknown_provider", Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)})
+	}
+	oc := p.oauth
+	oc.RedirectURL = f.RedirectURI
+	oc.Scopes = f.Scopes
+	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	defer cancel()
+	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
+	}
+	granted := grantedScopes(tok, f.Scopes)
+	now := e.clock.Now().UTC()
+	st := StoredToken{
+		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
+		Expiry: e.expiry(tok), Scopes: granted, Flow: f.ID, Obtained: now,
+	}
+	key := TokenKey{Provider: f.Provider, Account: f.Principal}
+	var secrets map[string][]byte
+	if lt, ok := e.tokens.(*logTokens); ok {
+		// Tokens kept in the log's secrets go in the append that records
+		// the outcome: one commit instead of two, and the token lands
+		// exactly when the record saying it was stored does.
+		b, err := lt.encode(key, st)
+		if err != nil {
+			return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
+		}
+		secrets = map[string][]byte{lt.key(key): b}
+	} else if err := e.tokens.SaveToken(ctx, key, st); err != nil {
+		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
+	}
+	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
+		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
+	}
+	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
+}
+
+// describeExchangeError turns an exchange error into record data. It keeps
+// the HTTP status and the provider's error code and description, never the
+// response body, which could carry a token. The provider's text is its
+// own: one that echoes the request would put the code, verifier or client
+// secret in the log, so the secrets sent are redacted from it (before it
+// is clipped, so no half of a secret survives either).
+func describeExchangeError(err, ctxErr error, timeout time.Duration, sent ...string) states.Data {
+	text := func(s string, n int) string { return clip(redact(s, sent), n) }
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re):
+		d := states.Data{ErrorCode: text(re.ErrorCode, 200), Message: text(re.ErrorDescription, 500)}
+		if re.Response != nil {
+			d.HTTPStatus = re.Response.StatusCode
+		}
+		if d.ErrorCode == "" {
+			d.ErrorCode = "http_error"
+		}
+		if d.Message == "" && re.Response != nil {
+			d.Message = fmt.Sprintf("the token endpoint answered %s", re.Response.Status)
+			if ct := re.Response.Header.Get("Content-Type"); ct != "" {
+				d.Message += " (" + text(ct, 100) + ")"
+			}
+		}
+		return d
+	case errors.Is(ctxErr, context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+		return states.Data{ErrorCode: "timeout", Message: fmt.Sprintf("the token endpoint did not answer within %s", timeout)}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return states.Data{ErrorCode: "timeout", Message: fmt.Sprintf("the token endpoint did not answer within %s", timeout)}
+		}
+		return states.Data{ErrorCode: "network_error", Message: text(ue.Err.Error(), 300)}
+	}
+	// oauth2's own errors: a 200 that is not a token (HTML, garbage, no access_token).
+	return states.Data{ErrorCode: "invalid_response", Message: text(strings.TrimPrefix(err.Error(), "oauth2: "), 300)}
+}
+
+// redact replaces every secret in s.
+func redact(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	return s
+}
+
+// grantedScopes reads the token's scope field (space separated in JSON,
+// comma separated in some form responses); without one, the requested
+// scopes were granted.
+func grantedScopes(tok *oauth2.Token, requested []string) []string {
+	var raw string
+	switch v := tok.Extra("scope").(type) {
+	case string:
+		raw = v
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, s := range v {
+			if s, ok := s.(string); ok {
+				parts = append(parts, s)
+			}
+		}
+		raw = strings.Join(parts, " ")
+	}
+	fields := strings.FieldsFunc(raw, func(r rune) bool { return r == ' ' || r == ',' })
+	if len(fields) == 0 {
+		return slices.Clone(requested)
+	}
+	return fields
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// ignoreFinished records a callback for a flow that is no longer live. The
+// flow's history is read back from the log; a conflicting writer is
+// retried, since the append is a compare-and-set on the flow's sequence.
+func (e *Engine) ignoreFinished(ctx context.Context, state, fp string) (states.Flow, error) {
+	for attempt := 0; ; attempt++ {
+		history, err := e.log.History(ctx, state)
+		if err != nil {
+			return states.Flow{}, fmt.Errorf("callback: read history: %w", err)
+		}
+		if len(history) == 0 {
+			if e.hooks.UnknownCallback != nil {
+				e.hooks.UnknownCallback()
+			}
+			return states.Flow{}, fmt.Errorf("callback for state %s: %w", states.ShortID(state), ErrUnknownState)
+		}
+		f, err := states.Fold(history)
+		if err != nil {
+			return states.Flow{}, fmt.Errorf("callback: %w", err)
+		}
+		if !f.State.Terminal() {
+			// Live in the log but not in this engine: another writer owns it.
+			return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+		}
+		tmp := &liveFlow{flow: f, index: -1}
+		f, err = e.commit(ctx, tmp, e.record(tmp, states.CallbackIgnored, states.Data{Ignored: states.IgnoredFinished, CodeFingerprint: fp}), nil)
+		if errors.Is(err, states.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err)
+		}
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+	}
+}
+
+// fingerprint is a keyed hash of a secret, for correlating it in the log
+// without revealing it.
+func (e *Engine) fingerprint(secret string) string {
+	m, _ := e.fpMACs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, e.fpKey)
+	}
+	m.Reset()
+	_, _ = io.WriteString(m, secret)
+	var sum [sha256.Size]byte
+	var out [len("hmac:") + 24]byte
+	copy(out[:], "hmac:")
+	hex.Encode(out[len("hmac:"):], m.Sum(sum[:0])[:12])
+	e.fpMACs.Put(m)
+	return string(out[:])
+}

@@ -1,0 +1,157 @@
+package engine
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+
+	"golang.org/x/oauth2"
+
+	"flowd.local/flowd/states"
+)
+
+// Start begins a flow: it records the flow with its deadline, seals the
+// PKCE verifier, and returns the authorization URL to send the user to.
+// A live earlier flow of the same provider and principal is superseded.
+func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
+	if err := e.enter(); err != nil {
+		return Started{}, err
+	}
+	defer e.inflight.Done()
+	p, err := e.provider(req.Provider)
+	if err != nil {
+		return Started{}, err
+	}
+	if req.Transport == "" {
+		req.Transport = states.Loopback
+	}
+	var redirect string
+	switch req.Transport {
+	case states.Loopback:
+		redirect = e.cfg.LoopbackRedirectURL
+	case states.Manual:
+		redirect = e.cfg.ManualRedirectURL
+	case states.Gateway:
+		if e.cfg.PublicBaseURL == "" {
+			return Started{}, fmt.Errorf("start %s: %w: set public_base_url in the config, or use the loopback or manual transport", req.Provider, ErrNoGateway)
+		}
+		redirect = strings.TrimSuffix(e.cfg.PublicBaseURL, "/") + CallbackPath
+	default:
+		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
+	}
+	scopes := req.Scopes
+	if len(scopes) == 0 {
+		scopes = p.Scopes
+	}
+	ttl := req.TTL
+	if ttl <= 0 {
+		ttl = e.cfg.TTL
+	}
+	state, verifier, err := e.tokens2()
+	if err != nil {
+		return Started{}, fmt.Errorf("start %s: make state token and PKCE verifier: %w", req.Provider, err)
+	}
+	now := e.clock.Now().UTC()
+	due := now.Add(ttl)
+	oc := p.oauth
+	oc.RedirectURL = redirect
+	oc.Scopes = scopes
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	for _, k := range sortedKeys(p.AuthParams) {
+		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
+	}
+	authURL := oc.AuthCodeURL(state, opts...)
+
+	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier}
+	created := states.Record{
+		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
+		Data: states.Data{
+			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
+			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
+		},
+	}
+	issued := states.Record{
+		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.URLIssued,
+		From: states.Pending, To: states.AwaitingCallback, Time: now,
+	}
+	e.mu.Lock()
+	e.starting[state] = true
+	e.mu.Unlock()
+	lf.mu.Lock()
+	// commit notes the created record's Seq, assigned by the append, as lf.born.
+	_, err = e.commit(ctx, lf, []states.Record{created, issued}, map[string][]byte{verifierKeyPrefix + state: []byte(verifier)})
+	lf.mu.Unlock()
+	if err != nil {
+		e.mu.Lock()
+		delete(e.starting, state)
+		e.mu.Unlock()
+		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
+	}
+	born := e.adopt(lf)
+	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
+	// From here on another Start may supersede lf and rewrite lf.flow under
+	// lf.mu: supersede works from the values this Start already knows.
+	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
+	// Every connect logs twice: check first, so an embedder that logs
+	// nothing does not pay for building the attributes.
+	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
+		e.logger.Info("flow started", "flow", states.ShortID(state), "provider", p.Name, "transport", req.Transport, "deadline", due)
+	}
+	return started, nil
+}
+
+// supersede ends the live flows of owner adopted before the flow newID
+// (born), naming newID. Flows mid-exchange are left to finish.
+func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, born uint64) []string {
+	e.mu.Lock()
+	var older []*liveFlow
+	for id, o := range e.owners[owner] {
+		if id != newID && o.born < born {
+			older = append(older, o)
+		}
+	}
+	e.mu.Unlock()
+	var ended []string
+	for _, o := range older {
+		o.mu.Lock()
+		if o.flow.State.Live() && !o.flow.Exchanging {
+			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: newID}), e.dropVerifier(o)); err != nil {
+				e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
+			} else {
+				ended = append(ended, o.flow.ID)
+			}
+		}
+		o.mu.Unlock()
+	}
+	sort.Strings(ended)
+	return ended
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// tokenBytes is the size of a flow's state and of its PKCE verifier
+// before encoding: 32 random bytes, 43 URL-safe characters.
+const tokenBytes = 32
+
+// tokens2 returns a new flow's state and PKCE verifier, each tokenBytes
+// random bytes from the engine's source, URL-safe encoded, drawn in one
+// read (one getrandom call for both on the system source).
+func (e *Engine) tokens2() (state, verifier string, err error) {
+	var b [2 * tokenBytes]byte
+	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
+		return "", "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:tokenBytes]), base64.RawURLEncoding.EncodeToString(b[tokenBytes:]), nil
+}
