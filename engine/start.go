@@ -52,7 +52,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if ttl <= 0 {
 		ttl = e.cfg.TTL
 	}
-	state, verifier, err := e.tokens2()
+	state, verifier, err := e.newStateAndVerifier()
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: make state token and PKCE verifier: %w", req.Provider, err)
 	}
@@ -145,10 +145,10 @@ func sortedKeys(m map[string]string) []string {
 // before encoding: 32 random bytes, 43 URL-safe characters.
 const tokenBytes = 32
 
-// tokens2 returns a new flow's state and PKCE verifier, each tokenBytes
+// newStateAndVerifier returns a new flow's state and PKCE verifier, each tokenBytes
 // random bytes from the engine's source, URL-safe encoded, drawn in one
 // read (one getrandom call for both on the system source).
-func (e *Engine) tokens2() (state, verifier string, err error) {
+func (e *Engine) newStateAndVerifier() (state, verifier string, err error) {
 	var b [2 * tokenBytes]byte
 	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
 		return "", "", err
