@@ -132,30 +132,45 @@ func (d *driver) run(kills, workers int) {
 			d.startupKills++
 			continue
 		}
-		began := time.Now()
-		d.r.spawn()
-		require.NoError(t, d.r.ready(60*time.Second), "restart %d", d.restarts)
-		d.restartTimes = append(d.restartTimes, time.Since(began))
-		d.restarts++
-		if d.svcToken.Load() == nil {
-			b, err := os.ReadFile(filepath.Join(d.r.stateDir, "service_token"))
-			require.NoError(t, err)
-			tok := strings.TrimSpace(string(b))
-			d.svcToken.Store(&tok)
-		}
+		d.restart(nil)
 		d.check(d.restarts%25 == 0)
-
-		d.gate.Unlock()
-		time.Sleep(time.Duration(30+d.rng.IntN(300)) * time.Millisecond)
-		d.r.kill()
-		down := time.Now()
-		d.kills++
-		d.gate.Lock() // in-flight requests fail at once: flowd is gone
-		d.downtime += time.Since(down)
+		d.runThenKill(time.Duration(30+d.rng.IntN(300)) * time.Millisecond)
 		if d.kills%50 == 0 {
 			t.Logf("%d kills, %d flows so far, %v", d.kills, len(d.led.all()), time.Since(runBegan).Round(time.Millisecond))
 		}
 	}
+}
+
+// restart starts flowd and waits until it serves, timing it; onSpawn, if
+// set, runs right after the process starts.
+func (d *driver) restart(onSpawn func()) {
+	t := d.t
+	began := time.Now()
+	d.r.spawn()
+	if onSpawn != nil {
+		onSpawn()
+	}
+	require.NoError(t, d.r.ready(60*time.Second), "restart %d", d.restarts)
+	d.restartTimes = append(d.restartTimes, time.Since(began))
+	d.restarts++
+	if d.svcToken.Load() == nil {
+		b, err := os.ReadFile(filepath.Join(d.r.stateDir, "service_token"))
+		require.NoError(t, err)
+		tok := strings.TrimSpace(string(b))
+		d.svcToken.Store(&tok)
+	}
+}
+
+// runThenKill lets the clients at flowd for up, then SIGKILLs it and holds
+// the clients back until the next restart.
+func (d *driver) runThenKill(up time.Duration) {
+	d.gate.Unlock()
+	time.Sleep(up)
+	d.r.kill()
+	down := time.Now()
+	d.kills++
+	d.gate.Lock() // in-flight requests fail at once: flowd is gone
+	d.downtime += time.Since(down)
 }
 
 // final restarts flowd once more, lets every flow's deadline pass, and

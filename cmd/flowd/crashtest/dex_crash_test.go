@@ -186,27 +186,9 @@ func (x *dexDriver) run(kills, workers, slow int) {
 			d.startupKills++
 			continue
 		}
-		began := time.Now()
-		d.r.spawn()
-		x.epoch.Add(1)
-		require.NoError(t, d.r.ready(60*time.Second), "restart %d", d.restarts)
-		d.restartTimes = append(d.restartTimes, time.Since(began))
-		d.restarts++
-		if d.svcToken.Load() == nil {
-			b, err := os.ReadFile(filepath.Join(d.r.stateDir, "service_token"))
-			require.NoError(t, err)
-			tok := strings.TrimSpace(string(b))
-			d.svcToken.Store(&tok)
-		}
+		d.restart(func() { x.epoch.Add(1) })
 		d.check(d.restarts%10 == 0)
-
-		d.gate.Unlock()
-		time.Sleep(time.Duration(200+d.rng.IntN(1300)) * time.Millisecond)
-		d.r.kill()
-		down := time.Now()
-		d.kills++
-		d.gate.Lock() // in-flight requests fail at once: flowd is gone
-		d.downtime += time.Since(down)
+		d.runThenKill(time.Duration(200+d.rng.IntN(1300)) * time.Millisecond)
 		if d.kills%10 == 0 {
 			t.Logf("%d kills, %d flows, %d Dex logins so far, %v", d.kills, len(d.led.all()), x.browsed.Load(), time.Since(runBegan).Round(time.Millisecond))
 		}
