@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -65,4 +66,33 @@ func TestCommitterIsolatesFailures(t *testing.T) {
 	defer c.mu.Unlock()
 	assert.False(t, c.leading, "the lead is released once the queue is empty")
 	assert.Empty(t, c.queue)
+}
+
+// An append that queues while a commit runs its functions joins that
+// commit instead of waiting for the next one.
+func TestCommitterTakesAppendsQueuedDuringTheTransaction(t *testing.T) {
+	bdb, err := bolt.Open(filepath.Join(t.TempDir(), "c.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer bdb.Close()
+	c := &committer{db: bdb, maxBatch: 16}
+
+	var firstTx, secondTx int
+	second := make(chan error)
+	require.NoError(t, c.do(func(tx *bolt.Tx) error {
+		firstTx = tx.ID()
+		go func() {
+			second <- c.do(func(tx *bolt.Tx) error { secondTx = tx.ID(); return nil })
+		}()
+		for {
+			c.mu.Lock()
+			queued := len(c.queue)
+			c.mu.Unlock()
+			if queued > 0 {
+				return nil
+			}
+			runtime.Gosched()
+		}
+	}))
+	require.NoError(t, <-second)
+	assert.Equal(t, firstTx, secondTx, "the append queued during the first one's transaction shares its commit")
 }
