@@ -185,7 +185,7 @@ func (r *flowdRig) env() []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(k, "XDG_"), k == "HOME", k == "DISPLAY", k == "WAYLAND_DISPLAY", k == "BROWSER",
-			strings.HasPrefix(k, "FLOWD_"), k == "GORACE":
+			strings.HasPrefix(k, "FLOWD_"), k == "GORACE", k == "GOGC":
 			continue
 		}
 		env = append(env, kv)
@@ -278,18 +278,25 @@ func (r *flowdRig) tryStart() error {
 }
 
 func (r *flowdRig) healthy(ctx context.Context) bool {
+	status, _, err := r.get(ctx, "/v1/health")
+	return err == nil && status == http.StatusOK
+}
+
+// get sends GET path to flowd's API socket.
+func (r *flowdRig) get(ctx context.Context, path string) (int, string, error) {
 	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", r.socket())
 	}}}
 	defer c.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://flowd/v1/health", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://flowd"+path, nil)
 	resp, err := c.Do(req)
 	if err != nil {
-		return false
+		return 0, "", err
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }
 
 // kill ends flowd with SIGKILL: no chance to close anything.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,22 @@ func TestFlowdConnectLoopback(t *testing.T) {
 	t.Logf("reloaded callback page: HTTP %d", status)
 	assert.NotEqual(t, http.StatusInternalServerError, status, "page: %s", page)
 	assert.False(t, saysConnected(page), "a reload does not claim success: %s", page)
+}
+
+// flowd runs with its floor under the collector's heap goal (package
+// gcfloor): its live heap is small, so the floor raises GOGC, which the
+// Go metrics on /metrics show.
+func TestFlowdRunsWithItsGCFloor(t *testing.T) {
+	r := newFlowdRig(t, rigOptions{})
+	r.connect()
+	status, metrics, err := r.get(context.Background(), "/metrics")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, status)
+	m := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`).FindStringSubmatch(metrics)
+	require.NotNil(t, m, "/metrics shows go_gc_gogc_percent")
+	gogc, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	assert.Greater(t, gogc, 100, "the floor raised GOGC above Go's default for flowd's small heap")
 }
 
 func TestFlowdGatewayTransport(t *testing.T) {
