@@ -29,6 +29,7 @@ type idIndex struct {
 	mu      sync.RWMutex
 	recent  map[string]uint64 // flows numbered after through: id → number
 	through uint64            // every flow numbered up to here is in the ids bucket (or pruned)
+	ckpts   uint64            // checkpoints committed since open
 
 	// The open write transaction's changes. Only the committer touches them.
 	pending map[string]uint64
@@ -79,6 +80,15 @@ func (x *idIndex) lookup(flow string) uint64 {
 	return x.recent[flow]
 }
 
+// checkpoints counts the checkpoints committed: a flow created after a
+// reader looked for it is in memory (recent or pending) unless a
+// checkpoint committed since, which Append's new-flow check relies on.
+func (x *idIndex) checkpoints() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.ckpts
+}
+
 // find is lookup inside the open write transaction.
 func (x *idIndex) find(flow string) uint64 {
 	if num, ok := x.pending[flow]; ok {
@@ -110,6 +120,7 @@ func (x *idIndex) settle(committed bool) {
 				}
 			}
 			x.through = x.ckpt
+			x.ckpts++
 		}
 		x.mu.Unlock()
 	}

@@ -183,3 +183,48 @@ func TestStoredRecordReadsBack(t *testing.T) {
 		}
 	}
 }
+
+// A flow id is checked before its first append queues, and only in memory
+// inside the transaction. A flow created with the same id in between, and
+// moved out of memory by a checkpoint in between too, is still found: the
+// second first append is a conflict, not a second flow under one id.
+func TestNewFlowIDTakenBetweenCheckAndCommit(t *testing.T) {
+	for _, ckpt := range []int{1, 1000} {
+		t.Run(map[int]string{1: "checkpointed", 1000: "in memory"}[ckpt], func(t *testing.T) {
+			withCheckpointEvery(t, ckpt)
+			ctx := context.Background()
+			db, err := Open(filepath.Join(t.TempDir(), "flowd.db"), Options{NoSync: true})
+			require.NoError(t, err)
+			defer db.Close()
+
+			// Ended at once, so the live flows in memory do not know it.
+			f := logtest.NewFlow(logtest.Base)
+			first := []states.Record{f.Created(), f.Failed(states.Canceled)}
+			raced := false
+			afterNewFlowCheck = func() {
+				if raced {
+					return
+				}
+				raced = true
+				require.NoError(t, db.Append(ctx, first, nil), "the racing append")
+				if ckpt == 1 {
+					// Another flow's append runs the checkpoint that
+					// moves f's number out of memory.
+					g := logtest.NewFlow(logtest.Base)
+					require.NoError(t, db.Append(ctx, []states.Record{g.Created()}, nil))
+					require.Zero(t, db.ids.lookup(f.ID), "f's number was checkpointed")
+				}
+			}
+			t.Cleanup(func() { afterNewFlowCheck = nil })
+
+			again := logtest.NewFlow(logtest.Base)
+			again.ID = f.ID
+			err = db.Append(ctx, []states.Record{again.Created()}, nil)
+			require.True(t, raced)
+			assert.ErrorIs(t, err, states.ErrConflict)
+			h, err := db.History(ctx, f.ID)
+			require.NoError(t, err)
+			assert.Equal(t, first, h, "the flow is the one the first append created")
+		})
+	}
+}

@@ -154,6 +154,23 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 	}
 
+	// A new flow's id must not be taken. Looking it up in the ids bucket (a
+	// tree of random keys) cost a quarter of the transaction function's time,
+	// which every append in a group commit waits for: look before queuing
+	// instead, and inside the transaction only in memory, where every flow
+	// created since is, unless a checkpoint moved it out meanwhile.
+	var absent bool
+	var ckpts uint64
+	if len(recs) > 0 && recs[0].FlowSeq == 1 {
+		var err error
+		if absent, ckpts, err = db.newFlowID(flow); err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+		if afterNewFlowCheck != nil {
+			afterNewFlowCheck()
+		}
+	}
+
 	// The transaction function only reads and writes the database: a
 	// group commit may run it several times, and only the last run's out
 	// counts. A conflict is an outcome, not an error: returning an error
@@ -172,9 +189,12 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		if len(recs) > 0 {
 			num, h, wasLive := db.live.find(flow)
 			if !wasLive {
-				var err error
-				if num, h, err = b.flow(flow, db.ids.find(flow)); err != nil {
-					return err
+				recent := db.ids.find(flow)
+				if recent != 0 || !absent || db.ids.checkpoints() != ckpts {
+					var err error
+					if num, h, err = b.flow(flow, recent); err != nil {
+						return err
+					}
 				}
 			}
 			isNew := num == 0
@@ -252,6 +272,29 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 	}
 	return nil
+}
+
+// afterNewFlowCheck, when set (by tests), runs between a new flow's id
+// check and its transaction.
+var afterNewFlowCheck func()
+
+// newFlowID reports whether no flow has the id flow, and the checkpoints
+// committed before it looked (see Append).
+func (db *DB) newFlowID(flow string) (absent bool, ckpts uint64, err error) {
+	ckpts = db.ids.checkpoints()
+	recent := db.ids.lookup(flow) // before the read begins: see idIndex
+	if recent != 0 {
+		return false, ckpts, nil
+	}
+	err = db.view(func(t *bolt.Tx) error {
+		num, _, err := buckets(t).flow(flow, 0)
+		absent = num == 0
+		return err
+	})
+	if err != nil {
+		return false, 0, fmt.Errorf("look up flow %s in %s: %w", states.ShortID(flow), db.path, err)
+	}
+	return absent, ckpts, nil
 }
 
 // history reads the records a flow's head names, checking each is the
