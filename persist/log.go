@@ -287,7 +287,9 @@ func (db *DB) newFlowID(flow string) (absent bool, ckpts uint64, err error) {
 		return false, ckpts, nil
 	}
 	err = db.view(func(t *bolt.Tx) error {
-		num, _, err := buckets(t).flow(flow, 0)
+		// Only the buckets flow reads: opening a bucket allocates.
+		b := tx{ids: t.Bucket(bucketIDs), heads: t.Bucket(bucketHeads)}
+		num, _, err := b.flow(flow, 0)
 		absent = num == 0
 		return err
 	})
