@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,11 +54,17 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*commitReq
 	leading bool // a leader is committing, or the lead is being handed over
+
+	// commits and committed count the transactions committed and the
+	// requests they carried (maintenance left out), for Stats.
+	commits, committed atomic.Uint64
 }
 
 type commitReq struct {
 	fn   func(*bolt.Tx) error
 	done chan error // buffered: the result, or errLead
+	// maintenance is the committer's own (a checkpoint): not counted.
+	maintenance bool
 }
 
 // errLead tells a queued writer it now leads.
@@ -100,7 +107,7 @@ func (c *committer) lead() {
 		if fn := c.maintain(); fn != nil {
 			// Nobody waits for its result: if it fails, it is due again
 			// at the next commit.
-			batch = append([]*commitReq{{fn: fn, done: make(chan error, 1)}}, batch...)
+			batch = append([]*commitReq{{fn: fn, done: make(chan error, 1), maintenance: true}}, batch...)
 		}
 	}
 	c.run(batch)
@@ -162,6 +169,9 @@ func (c *committer) run(batch []*commitReq) {
 		})
 		c.settled(err == nil)
 		if failed < 0 {
+			if err == nil {
+				c.counted(batch)
+			}
 			for _, r := range batch {
 				r.done <- err
 			}
@@ -174,8 +184,23 @@ func (c *committer) run(batch []*commitReq) {
 			return safeCall(r.fn, tx)
 		})
 		c.settled(err == nil)
+		if err == nil {
+			c.counted([]*commitReq{r})
+		}
 		r.done <- err
 	}
+}
+
+// counted adds a committed transaction that carried batch to the stats.
+func (c *committer) counted(batch []*commitReq) {
+	n := 0
+	for _, r := range batch {
+		if !r.maintenance {
+			n++
+		}
+	}
+	c.commits.Add(1)
+	c.committed.Add(uint64(n))
 }
 
 func (c *committer) began(tx *bolt.Tx) {

@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"flowd.local/flowd/engine/logtest"
+	"flowd.local/flowd/states"
 )
 
 // A failing function in a group commit gets its own error, and the others
@@ -95,4 +99,38 @@ func TestCommitterTakesAppendsQueuedDuringTheTransaction(t *testing.T) {
 	}))
 	require.NoError(t, <-second)
 	assert.Equal(t, firstTx, secondTx, "the append queued during the first one's transaction shares its commit")
+}
+
+// Stats count the commits and the appends they carried; failed appends
+// and the committer's own checkpoints are not counted.
+func TestStatsCountCommitsAndAppends(t *testing.T) {
+	withCheckpointEvery(t, 8)
+	db, err := Open(filepath.Join(t.TempDir(), "flowd.db"), Options{})
+	require.NoError(t, err)
+	defer db.Close()
+	ctx := context.Background()
+
+	const writers, each = 32, 4
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				f := logtest.NewFlow(logtest.Base)
+				assert.NoError(t, db.Append(ctx, []states.Record{f.Created()}, nil))
+			}
+		})
+	}
+	wg.Wait()
+	// A conflict is an outcome inside a committed transaction: counted.
+	f := logtest.NewFlow(logtest.Base)
+	require.NoError(t, db.Append(ctx, []states.Record{f.Created()}, nil))
+	again := logtest.NewFlow(logtest.Base)
+	again.ID = f.ID
+	require.ErrorIs(t, db.Append(ctx, []states.Record{again.Created()}, nil), states.ErrConflict)
+
+	st := db.Stats()
+	t.Logf("%d appends in %d commits", st.Appends, st.Commits)
+	assert.Equal(t, uint64(writers*each+2), st.Appends)
+	assert.GreaterOrEqual(t, st.Commits, uint64(1))
+	assert.Less(t, st.Commits, st.Appends, "concurrent appends shared commits")
 }

@@ -422,6 +422,24 @@ func (db *DB) sealerFor() (*seal.Sealer, error) {
 // Path returns the database file's path.
 func (db *DB) Path() string { return db.path }
 
+// Stats counts the log's group commits since Open.
+type Stats struct {
+	// Commits is the number of group commits, each one bbolt transaction
+	// and its fsyncs.
+	Commits uint64
+	// Appends is the number of appends they carried: Appends/Commits is
+	// how many appends shared each commit.
+	Appends uint64
+}
+
+// Stats returns the log's counters. It is cheap and safe to call at any time.
+func (db *DB) Stats() Stats {
+	if db.commits == nil {
+		return Stats{}
+	}
+	return Stats{Commits: db.commits.commits.Load(), Appends: db.commits.committed.Load()}
+}
+
 // Close closes the database, waiting for reads and writes under way. It
 // first writes the recent flows' numbers to the ids bucket, so the next
 // open need not find them among the records; if that fails, the next open
