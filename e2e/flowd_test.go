@@ -47,18 +47,25 @@ func TestFlowdConnectLoopback(t *testing.T) {
 
 // flowd runs with its floor under the collector's heap goal (package
 // gcfloor): its live heap is small, so the floor raises GOGC, which the
-// Go metrics on /metrics show.
-func TestFlowdRunsWithItsGCFloor(t *testing.T) {
+// Go metrics on /metrics show, next to the log's group-commit counters.
+func TestFlowdMetricsShowGCFloorAndGroupCommits(t *testing.T) {
 	r := newFlowdRig(t, rigOptions{})
 	r.connect()
 	status, metrics, err := r.get(context.Background(), "/metrics")
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, status)
-	m := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`).FindStringSubmatch(metrics)
-	require.NotNil(t, m, "/metrics shows go_gc_gogc_percent")
-	gogc, err := strconv.Atoi(m[1])
-	require.NoError(t, err)
-	assert.Greater(t, gogc, 100, "the floor raised GOGC above Go's default for flowd's small heap")
+	value := func(name string) int {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + name + ` (\d+)$`).FindStringSubmatch(metrics)
+		require.NotNil(t, m, "/metrics shows %s", name)
+		v, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		return v
+	}
+	assert.Greater(t, value("go_gc_gogc_percent"), 100, "the floor raised GOGC above Go's default for flowd's small heap")
+	commits, appends := value("flowd_log_commits_total"), value("flowd_log_appends_committed_total")
+	assert.GreaterOrEqual(t, appends, 3, "a connect appends three times")
+	assert.True(t, commits >= 1 && commits <= appends, "%d commits for %d appends", commits, appends)
 }
 
 func TestFlowdGatewayTransport(t *testing.T) {

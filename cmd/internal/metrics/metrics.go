@@ -75,6 +75,20 @@ func New() *Metrics {
 	return m
 }
 
+// WatchLog exports a log's group-commit counters, read at each scrape:
+// commits and the appends they carried, so an operator can see how many
+// appends share each fsync.
+func (m *Metrics) WatchLog(stats func() (commits, appends uint64)) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flowd_log_commits_total", Help: "Group commits of the event log (one write transaction and its fsyncs each).",
+		}, func() float64 { c, _ := stats(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flowd_log_appends_committed_total", Help: "Appends the event log's group commits carried; divided by flowd_log_commits_total, appends per fsync.",
+		}, func() float64 { _, a := stats(); return float64(a) }),
+	)
+}
+
 // Registry returns the registry, for tests and extra collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 

@@ -24,6 +24,7 @@ import (
 	"flowd.local/flowd/cmd/internal/metrics"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
 
@@ -163,6 +164,9 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 
 	d.Metrics = metrics.New()
+	if st, ok := db.(interface{ Stats() persist.Stats }); ok {
+		d.Metrics.WatchLog(func() (uint64, uint64) { s := st.Stats(); return s.Commits, s.Appends })
+	}
 	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
 	ecfg := engine.Config{
 		Log: db, Providers: cfg.EngineProviders(), TTL: cfg.TTL, Retention: cfg.Retention,
