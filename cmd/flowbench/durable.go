@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/persist"
 	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
 )
@@ -33,6 +34,9 @@ func (b *Bench) durable(ctx context.Context) ([]*Row, error) {
 		Baseline: "raw Batch call latency (ms)", Note: "1d and 1e have no target: they show where 1a's time goes"}
 	wrote := &Row{Item: "1e", Figure: "bytes written per transition", Unit: "B",
 		Baseline: "raw Batch bytes written per record"}
+	shared := &Row{Item: "1f", Figure: "engine appends per group commit", Unit: "count",
+		Baseline: "appends in flight (one per worker)",
+		Note:     "1f has no target: how many of the workers' appends shared each commit (persist.DB.Stats)"}
 	disk := &Row{Item: "5", Figure: "database file bytes per event", Unit: "B",
 		Baseline: "encoded record bytes per event", Target: Target{AtMost, 1.3}}
 	var alloc []float64
@@ -51,6 +55,7 @@ func (b *Bench) durable(ctx context.Context) ([]*Row, error) {
 		vsMem.Add(r.engine, r.mem)
 		lat.Add(r.engineLat*1000, r.rawLat*1000)
 		wrote.Add(r.engineWrite, r.rawWrite)
+		shared.Add(r.perCommit, float64(b.Sizes.Workers))
 		disk.Add(r.fileBytes/r.events, r.encoded/r.events)
 		alloc = append(alloc, r.allocated/r.events)
 		b.logf("item 1 run %d/%d: engine %.0f/s, raw Batch %.0f/s, naive %.0f/s, memlog %.0f/s; append %.2f ms vs raw %.2f ms; written per record %.0f B in %.2f calls vs raw %.0f B in %.2f calls; item 5: file %.0f B/event (%.0f B allocated), records %.0f B/event; file bytes per event by bucket: %s",
@@ -58,7 +63,7 @@ func (b *Bench) durable(ctx context.Context) ([]*Row, error) {
 	}
 	disk.Note = fmt.Sprintf("5 divides the file's apparent size (what ls shows) by the events in it, after %s flows; records, indexes and sealed secrets all count (blocks allocated: %s B/event)",
 		num(float64(b.Sizes.DurableFlows)), num(median(alloc)))
-	return []*Row{vsRaw, vsNaive, vsMem, lat, wrote, disk}, nil
+	return []*Row{vsRaw, vsNaive, vsMem, lat, wrote, shared, disk}, nil
 }
 
 type durableResult struct {
@@ -68,7 +73,8 @@ type durableResult struct {
 	engineCalls, rawCalls   float64 // write syscalls per record
 	events, encoded         float64
 	fileBytes, allocated    float64
-	buckets                 string // where the file's bytes are, per event
+	perCommit               float64 // engine appends per group commit
+	buckets                 string  // where the file's bytes are, per event
 }
 
 // engineSide is an open engine that can drive flows in several steps.
@@ -196,6 +202,12 @@ func (b *Bench) durableRun(ctx context.Context, dir string) (r durableResult, er
 		return r, fmt.Errorf("engine on bbolt: %w", err)
 	}
 	r.engine = eng.rate()
+	r.perCommit = math.NaN()
+	if st, ok := log.(interface{ Stats() persist.Stats }); ok {
+		if c := st.Stats(); c.Commits > 0 {
+			r.perCommit = float64(c.Appends) / float64(c.Commits)
+		}
+	}
 	r.raw = float64(2*rawN) / rawTook.Seconds()
 	r.naive = float64(2*max(s.NaiveOps/2, 1)) / naiveTook.Seconds()
 	r.mem = float64(memRecords) / memTook.Seconds()
