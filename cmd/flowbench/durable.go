@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist"
 	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
 )
@@ -202,12 +201,8 @@ func (b *Bench) durableRun(ctx context.Context, dir string) (r durableResult, er
 		return r, fmt.Errorf("engine on bbolt: %w", err)
 	}
 	r.engine = eng.rate()
-	r.perCommit = math.NaN()
-	if st, ok := log.(interface{ Stats() persist.Stats }); ok {
-		if c := st.Stats(); c.Commits > 0 {
-			r.perCommit = float64(c.Appends) / float64(c.Commits)
-		}
-	}
+	st := log.Stats()
+	r.perCommit = float64(st.Appends) / float64(max(st.Commits, 1))
 	r.raw = float64(2*rawN) / rawTook.Seconds()
 	r.naive = float64(2*max(s.NaiveOps/2, 1)) / naiveTook.Seconds()
 	r.mem = float64(memRecords) / memTook.Seconds()

@@ -11,6 +11,7 @@ import (
 type durableLog interface {
 	engine.Log
 	Close() error
+	Stats() persist.Stats
 }
 
 var _ durableLog = (*persist.DB)(nil)
