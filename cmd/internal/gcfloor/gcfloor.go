@@ -5,7 +5,7 @@
 // live (GOGC=100), and at least 4 MiB. flowd's live heap is small (a few
 // MiB, plus about 1.2 KiB per live flow) while every connect allocates
 // about 30 KiB (the OAuth library's request and response, bbolt's B-tree
-// nodes, records): under load the collector ran about 250 times a second
+// nodes, records): under load the collector ran about 250-300 times a second
 // and, with its assists and the scavenger returning pages it soon faulted
 // back, took about a fifth of the CPU, much of it on the log's group commit,
 // which every append waits for (docs/bench.md has the measurements).
