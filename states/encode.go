@@ -31,19 +31,23 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	b, ok = appendString(b, string(r.To), ok)
 	b = append(b, `,"time":`...)
 	b, ok = appendTime(b, r.Time, ok)
-	if !r.Data.zero() {
+	if !r.Data.IsZero() {
 		b = append(b, `,"data":`...)
 		b, ok = appendData(b, &r.Data, ok)
 	}
 	return append(b, '}'), ok
 }
 
-// zero is what the omitzero of Record.Data tests (reflect.Value.IsZero:
-// every field zero, a slice or pointer only when nil).
-func (d *Data) zero() bool {
-	return d.Provider == "" && d.Principal == "" && d.Scopes == nil && d.Transport == "" &&
+// IsZero reports whether d has nothing to write: every field is empty as
+// its omitempty tag sees it (an empty slice counts as empty). The omitzero
+// of Record.Data calls it, so data is left out exactly when it would be
+// written as {}. (Without it, omitzero's own test kept a non-nil empty
+// slice as data, written "data":{}, which decoded back to no data: a
+// record that changed on its second encoding. Found by FuzzDecode.)
+func (d Data) IsZero() bool {
+	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
 		d.RedirectURI == "" && d.Deadline == nil && d.Reason == "" && d.Message == "" &&
-		d.ErrorCode == "" && d.HTTPStatus == 0 && d.GrantedScopes == nil && !d.TokenStored &&
+		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
 }
 
