@@ -48,7 +48,8 @@ func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
 		d.RedirectURI == "" && d.Deadline == nil && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
-		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
+		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" &&
+		d.VerificationURI == "" && d.PollInterval == 0 && d.NextPoll == nil
 }
 
 // appendData writes Data's fields in declaration order, each left out
@@ -79,6 +80,15 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	w.str("verification_uri", d.VerificationURI)
+	if d.PollInterval != 0 {
+		w.key("poll_interval")
+		w.b = strconv.AppendInt(w.b, int64(d.PollInterval), 10)
+	}
+	if d.NextPoll != nil {
+		w.key("next_poll")
+		w.b, w.ok = appendTime(w.b, *d.NextPoll, w.ok)
+	}
 	return append(w.b, '}'), w.ok
 }
 

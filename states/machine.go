@@ -61,6 +61,17 @@ const (
 	// CallbackIgnored records a callback that changed nothing: the flow had
 	// finished, or an exchange was already under way.
 	CallbackIgnored Event = "callback_ignored"
+	// DeviceAuthorized: the provider's device authorization endpoint
+	// answered (RFC 8628 section 3.2); the user code is out and the engine
+	// polls the token endpoint. It is the device transport's url_issued, and
+	// carries the verification URI, the poll interval and the first poll's
+	// time. The device code and user code are sealed, never in the record.
+	DeviceAuthorized Event = "device_authorized"
+	// PollSlowed: the poll interval of a device flow grew (the provider
+	// answered slow_down, RFC 8628 section 3.5, or did not answer at all);
+	// it carries the new interval and the next poll's time. A poll that
+	// only hears authorization_pending is not recorded: it changes nothing.
+	PollSlowed Event = "poll_slowed"
 )
 
 // Transition is one row of the machine's table.
@@ -82,6 +93,8 @@ var Table = []Transition{
 	{Event: Failed, From: []State{Pending, AwaitingCallback}, To: Error},
 	{Event: DeadlinePassed, From: []State{Pending, AwaitingCallback}, To: Expired},
 	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
+	{Event: DeviceAuthorized, From: []State{Pending}, To: AwaitingCallback},
+	{Event: PollSlowed, From: []State{AwaitingCallback}, To: ""},
 }
 
 // AllEvents lists every event in table order.
