@@ -73,6 +73,10 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		locked = false
 		f, err := e.ignoreFinished(ctx, p.State, fp)
 		return f, err, false
+	case f.Transport == states.Device:
+		// A device flow has no redirect: a callback naming it (a guessed
+		// or replayed state) is refused, and changes nothing.
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
 	case f.Exchanging:
 		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: states.IgnoredInProgress, CodeFingerprint: fp}), nil)
 		if err != nil {
@@ -176,6 +180,17 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
+	}
+	return e.storeToken(ctx, f, tok)
+}
+
+// storeToken stores the token a flow obtained, or, when tokens are kept
+// in the log, returns it in the outcome's secrets.
+func (e *Engine) storeToken(ctx context.Context, f states.Flow, tok *oauth2.Token) outcome {
+	failed := func(d states.Data) outcome {
+		d.Reason = states.ExchangeFailed
+		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
+		return outcome{event: states.Failed, data: d}
 	}
 	granted := grantedScopes(tok, f.Scopes)
 	now := e.clock.Now().UTC()

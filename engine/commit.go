@@ -26,7 +26,12 @@ func (e *Engine) record(lf *liveFlow, ev states.Event, d states.Data) []states.R
 	}}
 }
 
+// dropVerifier deletes the flow's sealed secrets that end with it: its
+// PKCE verifier, or a device flow's codes.
 func (e *Engine) dropVerifier(lf *liveFlow) map[string][]byte {
+	if lf.flow.Transport == states.Device {
+		return map[string][]byte{deviceKeyPrefix + lf.flow.ID: nil}
+	}
 	return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil}
 }
 

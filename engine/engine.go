@@ -125,6 +125,10 @@ type liveFlow struct {
 	// copy, always written with the flow's first records. Memory is not
 	// the log: the process holds the key that opens every sealed secret.
 	verifier string
+	// dev is the poll state of a device flow this engine polls (guarded
+	// by mu); nil for the other transports, and for device flows another
+	// engine on a shared log started (the one that started it polls).
+	dev *deviceState
 }
 
 // Open recovers the engine from cfg.Log and starts its timers. Flows whose
@@ -184,6 +188,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	for _, p := range cfg.Providers {
 		if err := validateProvider(p); err != nil {
 			return nil, fmt.Errorf("engine: open: %w", err)
+		}
+		if p.DeviceAuthURL != "" {
+			if u, err := url.Parse(p.DeviceAuthURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return nil, fmt.Errorf("engine: open: provider %q: device authorization URL %q is not an absolute http(s) URL", p.Name, p.DeviceAuthURL)
+			}
 		}
 		if _, dup := e.providers[p.Name]; dup {
 			return nil, fmt.Errorf("engine: open: provider %q is configured twice", p.Name)

@@ -30,6 +30,13 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if req.Transport == "" {
 		req.Transport = states.Loopback
 	}
+	if req.Transport == states.Device {
+		scopes := req.Scopes
+		if len(scopes) == 0 {
+			scopes = p.Scopes
+		}
+		return e.startDevice(ctx, p, req, scopes)
+	}
 	var redirect string
 	switch req.Transport {
 	case states.Loopback:
@@ -42,7 +49,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		}
 		redirect = strings.TrimSuffix(e.cfg.PublicBaseURL, "/") + CallbackPath
 	default:
-		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
+		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway, manual or device", req.Provider, ErrBadTransport, req.Transport)
 	}
 	scopes := req.Scopes
 	if len(scopes) == 0 {
