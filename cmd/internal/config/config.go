@@ -78,6 +78,10 @@ type Provider struct {
 	// AuthStyle is "in_params" or "in_header"; "" only until Resolve for
 	// discovered providers.
 	AuthStyle string
+	// DeviceAuthURL is the device authorization endpoint (RFC 8628): from
+	// the preset, the config (device_auth_url) or discovery
+	// (device_authorization_endpoint); empty when there is none.
+	DeviceAuthURL string
 }
 
 // LogValue keeps the client secret out of logs even when a Provider is
@@ -85,7 +89,7 @@ type Provider struct {
 func (p Provider) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", p.Name), slog.String("preset", p.Preset),
 		slog.String("issuer", p.Issuer), slog.String("auth_url", p.AuthURL),
-		slog.String("token_url", p.TokenURL), slog.String("client_id", p.ClientID))
+		slog.String("token_url", p.TokenURL), slog.String("device_auth_url", p.DeviceAuthURL), slog.String("client_id", p.ClientID))
 }
 
 // String keeps the client secret out of %v and %+v.
@@ -102,7 +106,7 @@ func (p Provider) Engine() engine.Provider {
 	return engine.Provider{
 		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: style,
 		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
-		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams,
+		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, DeviceAuthURL: p.DeviceAuthURL,
 	}
 }
 
@@ -171,6 +175,7 @@ type providerFile struct {
 	AuthParams      map[string]string `toml:"auth_params"`
 	AuthStyle       string            `toml:"auth_style"`
 	Tenant          string            `toml:"tenant"`
+	DeviceAuthURL   string            `toml:"device_auth_url"`
 }
 
 type duration struct{ time.Duration }
@@ -316,7 +321,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if pf.Issuer != "" {
 			return Provider{}, fail("issuer", "set either preset or issuer, not both")
 		}
-		p.AuthURL, p.TokenURL = pr.AuthURL, pr.TokenURL
+		p.AuthURL, p.TokenURL, p.DeviceAuthURL = pr.AuthURL, pr.TokenURL, pr.DeviceAuthURL
 		p.Scopes = slices.Clone(pr.Scopes)
 		if p.AuthStyle == "" {
 			p.AuthStyle = pr.AuthStyle
@@ -336,6 +341,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 			}
 			p.AuthURL = strings.Replace(p.AuthURL, "/common/", "/"+pf.Tenant+"/", 1)
 			p.TokenURL = strings.Replace(p.TokenURL, "/common/", "/"+pf.Tenant+"/", 1)
+			p.DeviceAuthURL = strings.Replace(p.DeviceAuthURL, "/common/", "/"+pf.Tenant+"/", 1)
 		}
 	} else if pf.Tenant != "" {
 		return Provider{}, fail("tenant", "only the microsoft preset takes a tenant")
@@ -369,6 +375,12 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if _, err := checkURL(p.TokenURL); err != nil {
 			return Provider{}, fail("token_url", "%v", err)
 		}
+	}
+	if pf.DeviceAuthURL != "" {
+		if _, err := checkURL(pf.DeviceAuthURL); err != nil {
+			return Provider{}, fail("device_auth_url", "%v", err)
+		}
+		p.DeviceAuthURL = pf.DeviceAuthURL
 	}
 	if pf.Scopes != nil {
 		p.Scopes = slices.Clone(*pf.Scopes)

@@ -17,7 +17,8 @@ const DefaultDiscoveryTimeout = 10 * time.Second
 // maxDiscoveryBytes bounds a discovery document; real ones are a few KiB.
 const maxDiscoveryBytes = 1 << 20
 
-// Resolve fills AuthURL, TokenURL and (when unset) AuthStyle of every
+// Resolve fills AuthURL, TokenURL, DeviceAuthURL (when unset and offered)
+// and (when unset) AuthStyle of every
 // provider configured by issuer, from the issuer's
 // .well-known/openid-configuration. Each fetch is bounded by timeout (0
 // means DefaultDiscoveryTimeout). client nil means http.DefaultClient.
@@ -45,6 +46,8 @@ type discoveryDoc struct {
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
 	TokenEndpoint         string   `json:"token_endpoint"`
 	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+	// RFC 8628 section 4: where the provider offers the device grant.
+	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
 }
 
 func discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
@@ -83,6 +86,13 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		return fmt.Errorf("OIDC discovery at %s: token_endpoint: %v", where, err)
 	}
 	p.AuthURL, p.TokenURL = doc.AuthorizationEndpoint, doc.TokenEndpoint
+	if p.DeviceAuthURL == "" && doc.DeviceAuthorizationEndpoint != "" {
+		// A bad device endpoint costs only the device transport: leave it
+		// out rather than refuse the provider.
+		if _, err := checkURL(doc.DeviceAuthorizationEndpoint); err == nil {
+			p.DeviceAuthURL = doc.DeviceAuthorizationEndpoint
+		}
+	}
 	if p.AuthStyle == "" {
 		// The spec's default when the field is absent is client_secret_basic.
 		p.AuthStyle = AuthStyleInHeader

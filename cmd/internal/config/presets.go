@@ -13,6 +13,10 @@ type Preset struct {
 	AuthStyle  string
 	Scopes     []string
 	AuthParams map[string]string
+	// DeviceAuthURL is the device authorization endpoint (RFC 8628), for
+	// the device transport; empty where the preset's usual client type
+	// cannot use it.
+	DeviceAuthURL string
 }
 
 // Presets by name. Auth styles are set explicitly: oauth2's auto-detection
@@ -23,6 +27,8 @@ var Presets = map[string]Preset{
 		TokenURL:  "https://github.com/login/oauth/access_token",
 		AuthStyle: AuthStyleInParams,
 		Scopes:    []string{"read:user"},
+		// Needs "Enable Device Flow" in the OAuth app's settings.
+		DeviceAuthURL: "https://github.com/login/device/code",
 	},
 	"google": {
 		AuthURL:   "https://accounts.google.com/o/oauth2/v2/auth",
@@ -31,13 +37,19 @@ var Presets = map[string]Preset{
 		Scopes:    []string{"openid", "email", "profile"},
 		// Without these Google issues no refresh token after the first consent.
 		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
+		// No DeviceAuthURL: Google serves the device grant
+		// (https://oauth2.googleapis.com/device/code) only to clients of
+		// type "TVs and Limited Input devices", not to the web or desktop
+		// client this preset is for. docs/config.md says how to add one.
 	},
 	"microsoft": {
 		// "common" is replaced by the provider's tenant when one is set.
 		AuthURL:   "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
 		TokenURL:  "https://login.microsoftonline.com/common/oauth2/v2.0/token",
 		AuthStyle: AuthStyleInParams,
-		Scopes:    []string{"openid", "profile", "email", "offline_access"},
+		// Needs "Allow public client flows" in the app registration.
+		DeviceAuthURL: "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+		Scopes:        []string{"openid", "profile", "email", "offline_access"},
 	},
 	"gitlab": {
 		AuthURL:   "https://gitlab.com/oauth/authorize",
