@@ -261,7 +261,7 @@ func WireProviders(ps []config.Provider) []wire.Provider {
 	out := make([]wire.Provider, len(ps))
 	for i, p := range ps {
 		out[i] = wire.Provider{Name: p.Name, Preset: p.Preset, AuthURL: p.AuthURL, TokenURL: p.TokenURL,
-			Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes, AuthStyle: p.AuthStyle}
+			Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes, AuthStyle: p.AuthStyle, DeviceAuthURL: p.DeviceAuthURL}
 	}
 	return out
 }

@@ -32,6 +32,7 @@ type Engine interface {
 	Callback(ctx context.Context, p engine.CallbackParams) (states.Flow, error)
 	Cancel(ctx context.Context, state string) (states.Flow, error)
 	Status(ctx context.Context, state string) (states.Flow, error)
+	DeviceCode(ctx context.Context, state string) (engine.DeviceCode, error)
 	Wait(ctx context.Context, state string) (states.Flow, error)
 	History(ctx context.Context, state string) ([]states.Record, error)
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error

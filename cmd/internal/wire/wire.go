@@ -161,8 +161,14 @@ const (
 	CodeExchangeInProgress = "exchange_in_progress"
 	// CodeGatewayNotConfigured (400): the gateway transport needs public_base_url in the config.
 	CodeGatewayNotConfigured = "gateway_not_configured"
-	// CodeUnknownTransport (400): transport is not loopback, gateway or manual.
+	// CodeUnknownTransport (400): transport is not loopback, gateway, manual or device.
 	CodeUnknownTransport = "unknown_transport"
+	// CodeDeviceNotSupported (400): the provider has no device authorization
+	// endpoint; use another transport, or set device_auth_url in the config.
+	CodeDeviceNotSupported = "device_not_supported"
+	// CodeDeviceAuthorizationFailed (502): the provider's device
+	// authorization endpoint refused the request; nothing was recorded.
+	CodeDeviceAuthorizationFailed = "device_authorization_failed"
 	// CodeNotConnected (404): no token is stored for the provider; connect first.
 	CodeNotConnected = "not_connected"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
@@ -183,7 +189,7 @@ type StartRequest struct {
 	Provider string `json:"provider"`
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string `json:"scopes,omitempty"`
-	// Transport is loopback (default), gateway or manual.
+	// Transport is loopback (default), gateway, manual or device.
 	Transport string `json:"transport,omitempty"`
 	// TTL overrides the configured flow lifetime, as a Go duration ("10m").
 	TTL string `json:"ttl,omitempty"`
@@ -203,6 +209,14 @@ type StartResponse struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	// Superseded lists earlier live flows this one ended.
 	Superseded []string `json:"superseded,omitempty"`
+	// The device transport (auth_url and redirect_uri are empty then): the
+	// code the user enters at verification_uri, the same with the code
+	// filled in when the provider gives one, and the poll interval in
+	// seconds at the start.
+	UserCode                string `json:"user_code,omitempty"`
+	VerificationURI         string `json:"verification_uri,omitempty"`
+	VerificationURIComplete string `json:"verification_uri_complete,omitempty"`
+	PollInterval            int    `json:"poll_interval,omitempty"`
 }
 
 // Flow is a flow as it stands: the body of GET /v1/flows/{state}, of cancel,
@@ -239,6 +253,15 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+	// Device flows: where to enter the code, the poll interval in seconds
+	// and when the next poll is due. UserCode and VerificationURIComplete
+	// are filled for a live device flow by GET /v1/flows/{state}, so a
+	// client that re-attaches can show the code again.
+	VerificationURI         string     `json:"verification_uri,omitempty"`
+	PollInterval            int        `json:"poll_interval,omitempty"`
+	NextPoll                *time.Time `json:"next_poll,omitempty"`
+	UserCode                string     `json:"user_code,omitempty"`
+	VerificationURIComplete string     `json:"verification_uri_complete,omitempty"`
 }
 
 // FlowFrom converts the engine's view of a flow to its wire form.
@@ -266,6 +289,14 @@ func FlowFrom(f states.Flow) Flow {
 	}
 	if f.Reason != "" {
 		w.ReasonText = f.Reason.Describe()
+	}
+	if f.Transport == states.Device {
+		w.VerificationURI = f.VerificationURI
+		w.PollInterval = int(f.PollInterval / time.Second)
+		if next := f.NextPollAfter(f.NextPoll); !next.IsZero() && f.State.Live() {
+			t := next.UTC()
+			w.NextPoll = &t
+		}
 	}
 	if !f.Ended.IsZero() {
 		t := f.Ended.UTC()
@@ -330,6 +361,9 @@ type Provider struct {
 	ClientID  string   `json:"client_id"`
 	Scopes    []string `json:"scopes,omitempty"`
 	AuthStyle string   `json:"auth_style"`
+	// DeviceAuthURL is the device authorization endpoint; empty when the
+	// provider does not offer the device transport.
+	DeviceAuthURL string `json:"device_auth_url,omitempty"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
