@@ -127,6 +127,13 @@ func FormatData(d Data) string {
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
+	add("verification_uri", d.VerificationURI)
+	if d.PollInterval != 0 {
+		add("poll_interval", (time.Duration(d.PollInterval) * time.Second).String())
+	}
+	if d.NextPoll != nil {
+		add("next_poll", d.NextPoll.UTC().Format(time.RFC3339))
+	}
 	return strings.Join(parts, " ")
 }
 
@@ -171,5 +178,8 @@ func FormatFlow(f Flow, now time.Time) string {
 		}
 	}
 	b.WriteByte('\n')
+	if f.Transport == Device && f.State.Live() {
+		fmt.Fprintf(&b, "polling:  every %s, next at %s\n", f.PollInterval, f.NextPollAfter(now).UTC().Format(time.RFC3339))
+	}
 	return b.String()
 }

@@ -87,6 +87,10 @@ type Options struct {
 	// URI, so the token endpoint asks only that some verifier be sent; it is
 	// still redeemed once.
 	AcceptCode func(code string) bool
+	// VerificationURI is the verification URI device authorizations name
+	// (default: URL + "/device"), for recordings that must not carry a
+	// random port.
+	VerificationURI string
 	// Now is the clock the device endpoint keeps time by (poll intervals,
 	// code expiry): a fake clock's Now in engine tests. Default time.Now.
 	Now func() time.Time
@@ -239,7 +243,10 @@ func New(t testing.TB, o Options) *Server {
 	s.URL = s.srv.URL
 	s.TokenURL = s.srv.URL + "/token"
 	s.DeviceAuthURL = s.srv.URL + "/device/code"
-	s.VerificationURI = s.srv.URL + "/device"
+	s.VerificationURI = o.VerificationURI
+	if s.VerificationURI == "" {
+		s.VerificationURI = s.srv.URL + "/device"
+	}
 	t.Cleanup(s.Close)
 	return s
 }
