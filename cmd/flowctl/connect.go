@@ -21,6 +21,9 @@ type connectOpts struct {
 	transport string
 	noBrowser bool
 	timeout   time.Duration
+	// timeoutSet: --timeout was given. A device flow otherwise lives as
+	// long as the provider's device code.
+	timeoutSet bool
 }
 
 func (a *app) connectCmd() *cobra.Command {
@@ -57,6 +60,7 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
   flowctl connect github --no-browser --json       # script the browser part`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.timeoutSet = cmd.Flags().Changed("timeout")
 			return a.connect(cmd.Context(), args[0], o)
 		},
 	}
@@ -64,7 +68,7 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
 	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated (default: the provider's configured scopes)")
 	f.StringVar(&o.transport, "transport", "", "how the redirect reaches flowd: loopback, gateway, manual or device (default loopback; over SSH device or manual)")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
-	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the flow waits for your approval")
+	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the flow waits for your approval (device transport: default the provider's code lifetime)")
 	return cmd
 }
 
@@ -78,11 +82,15 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	cl := a.client()
 	defer cl.Close()
 	transport := a.chooseTransport(ctx, cl, provider, o, a.info())
+	ttl := o.timeout.String()
+	if transport == string(states.Device) && !o.timeoutSet {
+		ttl = ""
+	}
 	st, err := cl.Start(ctx, wire.StartRequest{
 		Provider:  provider,
 		Scopes:    splitList(o.scopes),
 		Transport: transport,
-		TTL:       o.timeout.String(),
+		TTL:       ttl,
 	})
 	if err != nil {
 		if ctx.Err() != nil {

@@ -39,6 +39,7 @@ func TestConnectDeviceShowsCodeAndWaits(t *testing.T) {
 	assert.Empty(t, c.browser.urls(), "nothing to open: the user goes to the page on their own device")
 	starts, _, _ := f.snapshot()
 	assert.Equal(t, "device", starts[0].Transport)
+	assert.Empty(t, starts[0].TTL, "without --timeout the flow lives as long as the provider's device code")
 }
 
 // --json with the device transport prints at once what a script needs,
