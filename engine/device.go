@@ -55,6 +55,10 @@ type DeviceCode struct {
 	// VerificationURIComplete carries the user code already, when the
 	// provider gives one (for a QR code or a link).
 	VerificationURIComplete string
+	// NextPoll is when the engine polls the token endpoint next. It is
+	// zero from DeviceCode on an engine that does not poll the flow (it
+	// was started by another engine on a shared log).
+	NextPoll time.Time
 }
 
 // deviceSecret is the sealed form of a device flow's codes.
@@ -493,7 +497,8 @@ func (e *Engine) DeviceCode(ctx context.Context, state string) (DeviceCode, erro
 		}
 		lf.dev.secret = &s
 	}
-	return DeviceCode{UserCode: lf.dev.secret.UserCode, VerificationURI: f.VerificationURI, VerificationURIComplete: lf.dev.secret.VerificationURIComplete}, nil
+	return DeviceCode{UserCode: lf.dev.secret.UserCode, VerificationURI: f.VerificationURI,
+		VerificationURIComplete: lf.dev.secret.VerificationURIComplete, NextPoll: e.pollAt(lf)}, nil
 }
 
 // ErrNoDeviceCode: a live device flow's sealed codes are gone.

@@ -82,6 +82,8 @@ func TestDeviceFlowCompletes(t *testing.T) {
 
 	dc, err := h.e.DeviceCode(h.ctx, st.State)
 	require.NoError(t, err)
+	assert.Equal(t, epoch.Add(20*time.Second), dc.NextPoll, "polls at 5, 10 and 15 s: the next at 20 s")
+	dc.NextPoll = time.Time{}
 	assert.Equal(t, *st.Device, dc)
 
 	require.True(t, h.prov.ApproveDevice(st.Device.UserCode))
@@ -223,6 +225,7 @@ func TestDeviceRestartResumesSchedule(t *testing.T) {
 	dc, err := h.e.DeviceCode(h.ctx, st.State)
 	require.NoError(t, err, "the user code is read back from the sealed store")
 	assert.Equal(t, st.Device.UserCode, dc.UserCode)
+	assert.Equal(t, epoch.Add(15*time.Second), dc.NextPoll, "the next point of the recorded schedule")
 	h.clk.Advance(2 * time.Second)
 	assert.Equal(t, 2, h.polls(st).Polls)
 	h.clk.Advance(time.Second)

@@ -87,9 +87,14 @@ default scopes and endpoints. Client secrets are never shown.`,
 				return nil
 			}
 			tw := newTable(a.stdout, 2)
-			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
+			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tDEVICE\tAUTH URL")
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)
+				// DEVICE: whether --transport device works (RFC 8628 endpoint configured).
+				device := "no"
+				if p.DeviceAuthURL != "" {
+					device = "yes"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), device, p.AuthURL)
 			}
 			return tw.Flush()
 		},

@@ -136,7 +136,11 @@ func checkConfig(ctx context.Context, path string, out io.Writer) int {
 	}
 	fmt.Fprintf(out, "%s: ok, %d provider(s)\n", cfg.File, len(cfg.Providers))
 	for _, p := range cfg.Providers {
-		fmt.Fprintf(out, "  %-12s %s (%s)\n", p.Name, p.AuthURL, p.AuthStyle)
+		device := ""
+		if p.DeviceAuthURL != "" {
+			device = ", device transport: " + p.DeviceAuthURL
+		}
+		fmt.Fprintf(out, "  %-12s %s (%s%s)\n", p.Name, p.AuthURL, p.AuthStyle, device)
 	}
 	return 0
 }

@@ -189,6 +189,10 @@ func (s *Server) flowWithCode(ctx context.Context, f states.Flow) wire.Flow {
 	if f.Transport == states.Device && f.State.Live() {
 		if dc, err := s.cfg.Engine.DeviceCode(ctx, f.ID); err == nil {
 			w.UserCode, w.VerificationURIComplete = dc.UserCode, dc.VerificationURIComplete
+			if !dc.NextPoll.IsZero() {
+				t := dc.NextPoll.UTC()
+				w.NextPoll = &t
+			}
 		}
 	}
 	return w

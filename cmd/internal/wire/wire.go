@@ -253,10 +253,10 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
-	// Device flows: where to enter the code, the poll interval in seconds
-	// and when the next poll is due. UserCode and VerificationURIComplete
-	// are filled for a live device flow by GET /v1/flows/{state}, so a
-	// client that re-attaches can show the code again.
+	// Device flows: where to enter the code and the poll interval in
+	// seconds. NextPoll, UserCode and VerificationURIComplete are filled
+	// for a live device flow by GET /v1/flows/{state}, so a client that
+	// re-attaches can show the code again.
 	VerificationURI         string     `json:"verification_uri,omitempty"`
 	PollInterval            int        `json:"poll_interval,omitempty"`
 	NextPoll                *time.Time `json:"next_poll,omitempty"`
@@ -293,10 +293,6 @@ func FlowFrom(f states.Flow) Flow {
 	if f.Transport == states.Device {
 		w.VerificationURI = f.VerificationURI
 		w.PollInterval = int(f.PollInterval / time.Second)
-		if next := f.NextPollAfter(f.NextPoll); !next.IsZero() && f.State.Live() {
-			t := next.UTC()
-			w.NextPoll = &t
-		}
 	}
 	if !f.Ended.IsZero() {
 		t := f.Ended.UTC()
