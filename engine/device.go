@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -259,7 +260,7 @@ func (e *Engine) postForm(ctx context.Context, p *provider, endpoint string, for
 		if vals, err := url.ParseQuery(string(body)); err == nil && (vals.Has("error") || vals.Has("access_token") || vals.Has("device_code")) {
 			m := map[string]any{}
 			for k := range vals {
-				if n, err := parseInt(vals.Get(k)); err == nil && (k == "expires_in" || k == "interval") {
+				if n, err := strconv.ParseInt(vals.Get(k), 10, 64); err == nil && (k == "expires_in" || k == "interval") {
 					m[k] = n
 				} else {
 					m[k] = vals.Get(k)
@@ -271,12 +272,6 @@ func (e *Engine) postForm(ctx context.Context, p *provider, endpoint string, for
 		}
 	}
 	return resp.StatusCode, body, nil
-}
-
-func parseInt(s string) (int64, error) {
-	var n int64
-	_, err := fmt.Sscan(s, &n)
-	return n, err
 }
 
 // pollAnswer is what one poll of the token endpoint heard.

@@ -369,3 +369,29 @@ func TestDeviceSecretIsSealedJSON(t *testing.T) {
 	assert.Equal(t, st.Device.UserCode, s["user_code"])
 	assert.True(t, strings.HasPrefix(s["device_code"], "DEVICE-CODE-S3CR3T-"))
 }
+
+// GitHub answers device polls with HTTP 200 and an error field, and in
+// form encoding to a client that does not ask for JSON: both are read as
+// the RFC's errors, not as a token or a failure.
+func TestDevicePollGitHubStyleAnswers(t *testing.T) {
+	h := newDeviceHarness(t, nil)
+	st := h.startDevice()
+	answers := []string{"error=authorization_pending&error_description=pending", `{"error":"authorization_pending"}`,
+		"access_token=ACCESS-TOKEN-S3CR3T-gh&token_type=bearer&scope=repo%2Cread%3Auser"}
+	var n atomic.Int32
+	h.prov.SetOverride(func(w http.ResponseWriter, r *http.Request) {
+		a := answers[min(int(n.Add(1))-1, len(answers)-1)]
+		if strings.HasPrefix(a, "{") {
+			w.Header().Set("Content-Type", "application/json")
+		} else {
+			w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		_, _ = w.Write([]byte(a))
+	})
+	h.clk.Advance(10 * time.Second)
+	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.State), "200 with error=authorization_pending is pending")
+	h.clk.Advance(5 * time.Second)
+	f := h.status(st.State)
+	require.Equal(t, states.Complete, f.State, "flow %+v", f)
+	assert.Equal(t, []string{"repo", "read:user"}, f.GrantedScopes)
+}

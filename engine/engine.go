@@ -338,7 +338,8 @@ type Stats struct {
 	// Live is the number of non-terminal flows.
 	Live int
 	// TimerWakeups counts how often the deadline timer fired. It grows only
-	// at deadlines: an idle engine does not wake up.
+	// at deadlines and at device flows' scheduled polls: an idle engine
+	// does not wake up.
 	TimerWakeups int64
 }
 
