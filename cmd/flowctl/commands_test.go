@@ -277,6 +277,28 @@ func TestTokenDisconnectProviders(t *testing.T) {
 	oneJSON(t, c.stdout.String())
 }
 
+// An issuer_mismatch flow is shown as what it is: the reason, the iss that
+// arrived and the one expected, and no exchange.
+func TestInspectShowsIssuerMismatch(t *testing.T) {
+	f := newFakeFlowd(t)
+	f.addFlow("issm0123456789abcdef", "idp", states.Loopback, 5*time.Minute)
+	f.mu.Lock()
+	created := &f.history["issm0123456789abcdef"][0].Data // inspect folds the history
+	created.Issuer, created.IssuerRequired = "https://idp.example", true
+	f.mu.Unlock()
+	f.finish("issm0123456789abcdef", states.IssuerMismatch, states.Data{
+		Message: `the redirect's iss is "https://evil.example", not the expected issuer https://idp.example (RFC 9207): it may come from another authorization server; the code was not sent to the token endpoint`})
+	c := newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "inspect", "issm"), c.stderr.String())
+	out := c.stdout.String()
+	assert.Regexp(t, `created\s+\(new\) -> pending\s+.*issuer=https://idp.example issuer_required=true`, out)
+	assert.Regexp(t, `failed\s+awaiting_callback -> error\s+reason=issuer_mismatch message=`, out)
+	assert.NotContains(t, out, "exchange_started")
+	assert.Regexp(t, `reason:\s+issuer_mismatch: the redirect did not come from the expected authorization server`, out)
+	assert.Contains(t, out, `"https://evil.example", not the expected issuer https://idp.example`)
+	assert.Regexp(t, `issuer:\s+https://idp.example \(iss required\)`, out)
+}
+
 func TestInspectThroughFlowd(t *testing.T) {
 	f := newFakeFlowd(t)
 	f.addFlow("insp0123456789abcdef", "github", states.Loopback, 5*time.Minute)
