@@ -225,12 +225,15 @@ func (e *Engine) requestDeviceCode(ctx context.Context, p *provider, scopes []st
 	return da, nil
 }
 
-// postForm posts form to endpoint with the provider's client
-// authentication (RFC 6749 section 2.3.1) and returns the status and at
-// most 1 MiB of the body.
+// postForm posts form to endpoint with the provider's token endpoint auth
+// method (RFC 6749 section 2.3.1: client_id alone for none, the secret in
+// the form for client_secret_post, in HTTP Basic for client_secret_basic;
+// RFC 8628 section 3.1 authenticates the device authorization request
+// the same way) and returns the status and at most 1 MiB of the body.
 func (e *Engine) postForm(ctx context.Context, p *provider, endpoint string, form url.Values) (int, []byte, error) {
-	basic := p.ClientSecret != "" && p.AuthStyle == oauth2.AuthStyleInHeader
-	if p.ClientSecret != "" && !basic {
+	method := authMethodOf(p.Provider)
+	basic := method == AuthMethodClientSecretBasic
+	if method == AuthMethodClientSecretPost {
 		form.Set("client_secret", p.ClientSecret)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
