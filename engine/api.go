@@ -112,10 +112,11 @@ type StartRequest struct {
 	Principal string
 	// TTL overrides Config.TTL for this flow when positive.
 	TTL time.Duration
-	// Launch asks for a one-time launch link (Started.LaunchURL) for a
-	// loopback flow: open it in the user's browser instead of AuthURL, so
-	// the flow is bound to that browser and a callback from anyone else on
-	// the machine changes nothing. Ignored for other transports.
+	// Launch asks for a one-time launch link (Started.LaunchURL): open it
+	// in the user's browser instead of AuthURL, so no process list shows
+	// the authorization URL and the flow is bound to that browser; a
+	// loopback callback from anyone else on the machine changes nothing.
+	// The link is served on the loopback listener whatever the transport.
 	Launch bool
 }
 

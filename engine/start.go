@@ -94,7 +94,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	born := e.adopt(lf)
 	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
-	if req.Launch && req.Transport == states.Loopback {
+	if req.Launch {
 		// After the commit: a link never names a flow the log lacks.
 		if started.LaunchURL, err = e.newLaunch(state, authURL, now); err != nil {
 			// The flow stands; the caller still has AuthURL, unbound.
