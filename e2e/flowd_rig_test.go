@@ -427,6 +427,11 @@ func (r *flowdRig) land(final *url.URL) (int, string) {
 	defer cancel()
 	status, page, err := r.user.Land(ctx, final)
 	require.NoError(r.t, err, "load flowd's callback page")
+	// The binding cookie is a secret too: the scan at the end checks it
+	// reached no log, database or export.
+	for _, c := range r.user.Jar.Cookies(final) {
+		r.dex.Secrets.Add("binding_cookie", c.Value)
+	}
 	return status, page
 }
 
