@@ -32,6 +32,11 @@ func (a *app) connectCmd() *cobra.Command {
 provider's page in your browser (or prints its URL when there is no display,
 over SSH, or with --no-browser), and waits until flowd reports the flow's end.
 
+The browser is opened on a one-time launch link of flowd's, never on the
+provider's URL (other users can read a browser opener's command line). It
+binds the flow to that browser: a callback from anywhere else changes
+nothing. A printed URL opened by hand works too, but is not browser-bound.
+
 Transports say how the provider's redirect gets back to flowd:
   loopback  to flowd's loopback listener (the browser runs on this machine)
   gateway   to a public gateway that relays it to flowd
