@@ -204,3 +204,31 @@ func TestLaunchLinkOfEndedFlow(t *testing.T) {
 	f := requireFlowErr(t, err, engine.ErrNotAwaiting)
 	assert.Equal(t, states.Canceled, f.Reason)
 }
+
+// Browsers racing for one launch link: exactly one gets the binding, the
+// others are told it was used, and the flow is bound once.
+func TestLaunchLinkRaceBindsOnce(t *testing.T) {
+	h := newHarness(t)
+	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Launch: true})
+	require.NoError(t, err)
+	tok := launchToken(t, st.LaunchURL)
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := h.e.Launch(h.ctx, tok)
+			errs <- err
+		}()
+	}
+	won := 0
+	for range n {
+		if err := <-errs; err == nil {
+			won++
+		} else {
+			require.ErrorIs(t, err, engine.ErrLaunchUsed)
+		}
+	}
+	assert.Equal(t, 1, won)
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.State))
+	checkReplay(t, h.log)
+}
