@@ -232,3 +232,15 @@ func TestLaunchLinkRaceBindsOnce(t *testing.T) {
 	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.State))
 	checkReplay(t, h.log)
 }
+
+// The binding is checked before anything the callback says: a forged
+// redirect with a wrong iss (which would end an unbound flow
+// issuer_mismatch) does not end a bound one either.
+func TestBoundFlowRefusesForgedIssuerBeforeCheckingIt(t *testing.T) {
+	h := issuerHarness(t, true)
+	st, _ := h.startLaunched()
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied", Issuer: "https://evil.example"})
+	f := requireFlowErr(t, err, engine.ErrBindingMissing)
+	assert.Equal(t, states.AwaitingCallback, f.State)
+	assert.Empty(t, f.Reason)
+}

@@ -16,8 +16,11 @@ type Kind string
 
 // The outcomes.
 const (
-	KindConnected   Kind = "connected"
-	KindDenied      Kind = "denied"
+	KindConnected Kind = "connected"
+	KindDenied    Kind = "denied"
+	// KindWrongIssuer: the redirect's iss (RFC 9207) was not the flow's
+	// issuer; the flow ended issuer_mismatch and its code was never used.
+	KindWrongIssuer Kind = "wrong_issuer"
 	KindFailed      Kind = "failed"
 	KindExpired     Kind = "expired"
 	KindAlreadyUsed Kind = "already_used"
@@ -65,6 +68,8 @@ func Classify(f states.Flow, err error) Result {
 			res.Kind = KindConnected
 		case f.Reason == states.ProviderDenied:
 			res.Kind = KindDenied
+		case f.Reason == states.IssuerMismatch:
+			res.Kind, res.Status = KindWrongIssuer, http.StatusBadRequest
 		default:
 			res.Kind, res.Status = KindFailed, http.StatusBadGateway
 		}
@@ -149,6 +154,7 @@ var defaultPage = template.Must(template.New("page").Parse(`<!doctype html>
 var titles = map[Kind]string{
 	KindConnected:       "Connected",
 	KindDenied:          "Not connected: access denied",
+	KindWrongIssuer:     "Not connected: response from the wrong server",
 	KindFailed:          "Not connected",
 	KindExpired:         "Not connected: link expired",
 	KindAlreadyUsed:     "Already used",
@@ -185,6 +191,8 @@ func Text(res Result) string {
 			said += ": " + f.Message
 		}
 		return fmt.Sprintf("%s denied the request (%s). Nothing was stored.", f.Provider, said)
+	case KindWrongIssuer:
+		return fmt.Sprintf("Not connected: this redirect did not come from %s's authorization server (%s). Its code was not used and nothing was stored.", f.Provider, f.Message)
 	case KindFailed:
 		msg := fmt.Sprintf("Not connected: %s.", f.Reason.Describe())
 		if f.Message != "" {

@@ -42,6 +42,7 @@ const (
 	MaxCodeLen             = 4096
 	MaxErrorLen            = 256
 	MaxErrorDescriptionLen = 2048
+	MaxIssuerLen           = 2048
 )
 
 // CookiePrefix starts the name of every flow's binding cookie. Each flow
@@ -160,7 +161,10 @@ func (h *Handler) ServeLaunch(w http.ResponseWriter, r *http.Request) {
 // flow's binding cookie, and writes the page that says what came of it.
 func (h *Handler) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"), ErrorDescription: q.Get("error_description")}
+	// iss (RFC 9207) goes to the engine, which checks it against the
+	// issuer the flow expects.
+	p := engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"),
+		ErrorDescription: q.Get("error_description"), Issuer: q.Get("iss")}
 	if msg := CheckParams(p); msg != "" {
 		h.finish(w, r, Result{Kind: KindMalformed, Status: http.StatusBadRequest, Detail: msg})
 		return
@@ -177,7 +181,7 @@ func (h *Handler) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	// a browser closing its tab must not cut the exchange.
 	f, err := h.Engine.Callback(context.WithoutCancel(r.Context()), p)
 	res := Classify(f, err)
-	if err == nil || res.Kind == KindAlreadyUsed || res.Kind == KindEnded || res.Kind == KindExpired {
+	if (err == nil && f.State.Terminal()) || res.Kind == KindAlreadyUsed || res.Kind == KindEnded || res.Kind == KindExpired {
 		// The flow is over: its binding has nothing left to guard.
 		http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: h.callbackPath(), MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	}
@@ -249,6 +253,8 @@ func CheckParams(p engine.CallbackParams) string {
 		return fmt.Sprintf("the error parameter is over %d bytes", MaxErrorLen)
 	case len(p.ErrorDescription) > MaxErrorDescriptionLen:
 		return fmt.Sprintf("error_description is over %d bytes", MaxErrorDescriptionLen)
+	case len(p.Issuer) > MaxIssuerLen:
+		return fmt.Sprintf("iss is over %d bytes", MaxIssuerLen)
 	}
 	return ""
 }

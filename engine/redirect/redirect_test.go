@@ -37,7 +37,7 @@ func newRig(t *testing.T, pages redirect.Pages) *rig {
 	e, err := engine.Open(context.Background(), engine.Config{
 		Log: memlog.New(), LoopbackRedirectURL: r.srv.URL + engine.CallbackPath,
 		Providers: []engine.Provider{{Name: "gh", AuthURL: r.prov.AuthURL, TokenURL: r.prov.TokenURL,
-			AuthStyle: r.prov.AuthStyle, ClientID: r.prov.ClientID, ClientSecret: r.prov.ClientSecret}},
+			AuthMethod: engine.AuthMethod(r.prov.AuthMethod), ClientID: r.prov.ClientID, ClientSecret: r.prov.ClientSecret}},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.Close() })

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/states"
 )
@@ -23,7 +25,7 @@ func (s *Server) observe(r *http.Request, res redirect.Result) {
 	}
 	f := res.Flow
 	switch res.Kind {
-	case redirect.KindConnected, redirect.KindDenied, redirect.KindFailed:
+	case redirect.KindConnected, redirect.KindDenied, redirect.KindFailed, redirect.KindWrongIssuer:
 		s.log.Info("callback delivered", "flow", states.ShortID(f.ID), "provider", f.Provider, "outcome", res.Kind)
 	case redirect.KindBindingMissing, redirect.KindBindingMismatch:
 		s.log.Warn("callback refused: not from the browser the flow is bound to", "flow", states.ShortID(f.ID), "provider", f.Provider, "why", res.Kind)
@@ -46,7 +48,7 @@ func (s *Server) observe(r *http.Request, res redirect.Result) {
 func (s *Server) observeRelay(res redirect.Result) {
 	f := res.Flow
 	switch res.Kind {
-	case redirect.KindConnected, redirect.KindDenied, redirect.KindFailed:
+	case redirect.KindConnected, redirect.KindDenied, redirect.KindFailed, redirect.KindWrongIssuer:
 		s.log.Info("callback delivered", "flow", states.ShortID(f.ID), "provider", f.Provider, "outcome", res.Kind)
 	case redirect.KindUnknown:
 		s.log.Info("callback for an unknown state")
@@ -78,6 +80,10 @@ func pageText(res redirect.Result) string {
 		return fmt.Sprintf("flowd connected your %s account. You can close this tab.", f.Provider)
 	case redirect.KindDenied, redirect.KindFailed, redirect.KindExpired, redirect.KindEnded:
 		return redirect.Text(res) + again
+	case redirect.KindWrongIssuer:
+		return fmt.Sprintf("Not connected: this redirect did not come from %s's authorization server as flowd expected (%s). "+
+			"Its code was not used and nothing was stored. If you did not just sign in to %s, someone may be trying to trick flowd.%s",
+			f.Provider, f.Message, f.Provider, again)
 	case redirect.KindInProgress:
 		return "flowd is already exchanging the code from an earlier visit to this link. This visit was ignored; see your terminal for the outcome."
 	case redirect.KindUnknown:
@@ -113,8 +119,15 @@ func relayOutcome(res redirect.Result) (wire.Outcome, bool) {
 		return wire.OutcomeConnected, true
 	case redirect.KindDenied:
 		return wire.OutcomeDenied, true
-	case redirect.KindFailed:
+	case redirect.KindFailed, redirect.KindWrongIssuer:
 		return wire.OutcomeFailed, true
 	}
 	return "", false
+}
+
+// callbackParamsOf reads a redirect's query, iss included (RFC 9207): the
+// engine checks it against the issuer the flow expects.
+func callbackParamsOf(q url.Values) engine.CallbackParams {
+	return engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"),
+		ErrorDescription: q.Get("error_description"), Issuer: q.Get("iss")}
 }
