@@ -138,7 +138,8 @@ func (a *app) sendToBrowser(out io.Writer, st wire.StartResponse, noBrowser bool
 	}
 	if opened {
 		fmt.Fprintf(out, "Opened your browser to connect %s; only that browser can finish this sign-in.\n"+
-			"If no browser appeared, open this URL by hand (the sign-in is then not bound to a browser):\n\n  %s\n\n", st.Provider, st.AuthURL)
+			"If no browser appeared, open this URL by hand instead (while no browser has opened flowd's launch link,\n"+
+			"flowd takes the first callback for it, from any browser):\n\n  %s\n\n", st.Provider, st.AuthURL)
 		return
 	}
 	fmt.Fprintf(out, "Open this URL in a browser to connect %s:\n\n  %s\n\n", st.Provider, st.AuthURL)
