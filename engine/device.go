@@ -127,7 +127,8 @@ type deviceAuthResponse struct {
 	ErrorDescription        string `json:"error_description"`
 }
 
-// startDevice is Start for the device transport.
+// startDevice is Start for the device transport. StartRequest.Launch is
+// ignored: a device flow has no authorization URL to launch.
 func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest, scopes []string) (Started, error) {
 	if p.DeviceAuthURL == "" {
 		return Started{}, fmt.Errorf("start %s: %w", p.Name, ErrNoDeviceEndpoint)

@@ -245,10 +245,11 @@ type lossyTransport struct {
 }
 
 func (l *lossyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
+	// Whether this request's answer is lost is decided when it is sent.
 	l.mu.Lock()
 	lose := l.lose
 	l.mu.Unlock()
+	resp, err := http.DefaultTransport.RoundTrip(r)
 	if lose == nil || err != nil {
 		return resp, err
 	}

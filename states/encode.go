@@ -49,7 +49,7 @@ func (d Data) IsZero() bool {
 		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" &&
-		d.VerificationURI == "" && d.PollInterval == 0 && d.NextPoll == nil
+		d.VerificationURI == "" && d.PollInterval == 0 && d.NextPoll == nil && d.BindingFingerprint == ""
 }
 
 // appendData writes Data's fields in declaration order, each left out
@@ -94,6 +94,7 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("next_poll")
 		w.b, w.ok = appendTime(w.b, *d.NextPoll, w.ok)
 	}
+	w.str("binding_fp", d.BindingFingerprint)
 	return append(w.b, '}'), w.ok
 }
 

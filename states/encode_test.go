@@ -198,6 +198,7 @@ func genRecord(t *rapid.T) (Record, bool) {
 			np := genTime(t, "next_poll")
 			d.NextPoll = &np
 		}
+		d.BindingFingerprint = genString(t, "binding_fp", weird)
 	}
 	return r, weird
 }

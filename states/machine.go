@@ -72,6 +72,11 @@ const (
 	// it carries the new interval and the next poll's time. A poll that
 	// only hears authorization_pending is not recorded: it changes nothing.
 	PollSlowed Event = "poll_slowed"
+	// BrowserBound: the flow's one-time launch link was opened, and the
+	// browser that opened it got the flow's binding cookie. From then on a
+	// callback on the loopback listener must carry that cookie. The record
+	// carries a keyed fingerprint of the cookie's value, never the value.
+	BrowserBound Event = "browser_bound"
 )
 
 // Transition is one row of the machine's table.
@@ -95,6 +100,7 @@ var Table = []Transition{
 	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
 	{Event: DeviceAuthorized, From: []State{Pending}, To: AwaitingCallback},
 	{Event: PollSlowed, From: []State{AwaitingCallback}, To: ""},
+	{Event: BrowserBound, From: []State{AwaitingCallback}, To: ""},
 }
 
 // AllEvents lists every event in table order.

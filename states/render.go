@@ -138,6 +138,7 @@ func FormatData(d Data) string {
 	if d.NextPoll != nil {
 		add("next_poll", d.NextPoll.UTC().Format(time.RFC3339))
 	}
+	add("binding_fp", d.BindingFingerprint)
 	return strings.Join(parts, " ")
 }
 
