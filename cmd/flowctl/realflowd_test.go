@@ -26,8 +26,10 @@ func realFlowd(t *testing.T, configTOML string) (socket string, d *server.Daemon
 	socket = filepath.Join(dir, "s")
 	d, err = server.Open(context.Background(), server.Options{
 		ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: socket, Listen: "127.0.0.1:0",
-		OpenLog: func(path string) (server.Log, error) { return persist.Open(path, persist.Options{Timeout: time.Second}) },
-		Getenv:  func(string) string { return "" },
+		OpenLog: func(path string) (server.Log, error) {
+			return persist.Open(path, persist.Options{Timeout: time.Second})
+		},
+		Getenv: func(string) string { return "" },
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
