@@ -224,7 +224,7 @@ func (d *discovery) Unavailable(name string) (string, bool) {
 	if left := p.next.Sub(d.clock.Now()); !p.next.IsZero() && left > 0 {
 		next = "in " + left.Round(time.Second).String()
 	}
-	return fmt.Sprintf("provider %q is unavailable: its OIDC issuer %s has not answered discovery (%d attempt(s) since %s; last error: %s). flowd keeps retrying (next attempt %s) and adds %s without a restart once the issuer answers; check that the issuer is up and reachable from flowd, or run: flowctl providers",
+	return fmt.Sprintf("provider %q is unavailable: its OIDC issuer %s has not answered discovery (%d attempt(s) since %s; last error: %s). flowd keeps retrying (next attempt %s) and adds %s without a restart once the issuer answers; see: flowctl providers",
 		name, p.cfg.Issuer, p.attempts, p.since.Local().Format(time.TimeOnly), p.lastErr, next, name), true
 }
 
