@@ -74,6 +74,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		Data: states.Data{
 			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
+			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer,
 		},
 	}
 	issued := states.Record{
