@@ -170,3 +170,17 @@ func TestProvidersChangeWhileFlowsRun(t *testing.T) {
 	require.True(t, errors.Is(err, engine.ErrInvalidProvider))
 	assert.Contains(t, h.e.Providers(), "gh")
 }
+
+// A provider removed while one of its flows is exchanging does not cut the
+// exchange short: the code is already spent, so the outcome is recorded
+// with the settings the exchange started with.
+func TestRemovedProviderMidExchangeFinishes(t *testing.T) {
+	h := newHarness(t)
+	st, _, finish := h.exchanging()
+	require.NoError(t, h.e.RemoveProvider("gh"))
+	f, err := finish()
+	require.NoError(t, err)
+	assert.Equal(t, states.Complete, f.State)
+	assert.Equal(t, states.Exchanged, h.status(st.State).Reason)
+	checkReplay(t, h.log)
+}
