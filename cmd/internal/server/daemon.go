@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +56,15 @@ type Options struct {
 	Getenv func(string) string
 	// DiscoveryClient fetches OIDC discovery documents. Default http.DefaultClient.
 	DiscoveryClient *http.Client
+	// DiscoveryTimeout bounds the first discovery of each issuer at
+	// start-up. Default StartupDiscoveryTimeout.
+	DiscoveryTimeout time.Duration
+	// DiscoveryBackoff spaces the background retries of issuers that did
+	// not answer. Default DefaultBackoff.
+	DiscoveryBackoff Backoff
+	// DiscoveryClock times those retries (tests: engine/fakeclock).
+	// Default the system clock.
+	DiscoveryClock engine.Clock
 	// Engine, if set, adjusts the engine's config before Open (tests: clock, HTTP client).
 	Engine func(*engine.Config)
 	// ShutdownGrace bounds how long Close waits for in-flight requests.
@@ -84,6 +95,7 @@ type Daemon struct {
 
 	log       *slog.Logger
 	db        Log
+	discovery *discovery
 	unixL     net.Listener
 	tcpL      net.Listener
 	closeOnce sync.Once
@@ -127,8 +139,12 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if err := prepareStateDir(d.StateDir); err != nil {
 		return nil, err
 	}
-	if err := cfg.Resolve(ctx, o.DiscoveryClient, 0); err != nil {
-		return nil, err
+	// An issuer that does not answer stops only its own provider: flowd
+	// starts without it and retries in the background (discovery.go).
+	d.discovery = newDiscovery(o.DiscoveryClient, o.DiscoveryBackoff, o.DiscoveryClock, lg.With("component", "discovery"))
+	unavailable := d.discovery.resolve(ctx, cfg, cmp.Or(o.DiscoveryTimeout, StartupDiscoveryTimeout))
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("start-up interrupted during OIDC discovery: %w", ctx.Err())
 	}
 
 	// The log first: its lock is what stops a second flowd on this state
@@ -169,7 +185,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
 	ecfg := engine.Config{
-		Log: db, Providers: cfg.EngineProviders(), TTL: cfg.TTL, Retention: cfg.Retention,
+		Log: db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention,
 		LoopbackRedirectURL: loopback, PublicBaseURL: cfg.PublicBaseURL,
 		Logger: lg.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
 	}
@@ -193,13 +209,14 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
 		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
 		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
-		ShutdownGrace: o.ShutdownGrace,
+		ShutdownGrace: o.ShutdownGrace, ProviderStatus: d.discovery,
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.discovery.start(d.Engine)
 	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir,
-		"providers", len(cfg.Providers), "loopback_redirect_uri", loopback)
+		"providers", len(cfg.Providers), "unavailable", strings.Join(unavailable, ","), "loopback_redirect_uri", loopback)
 	return d, nil
 }
 
@@ -237,6 +254,10 @@ func (d *Daemon) Close() error {
 				}
 			}
 		}
+		if d.discovery != nil {
+			// Before the engine: a retry must not add a provider to a closed one.
+			d.discovery.Close()
+		}
 		if d.Engine != nil {
 			if err := d.Engine.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close engine: %w", err))
@@ -254,6 +275,18 @@ func (d *Daemon) Close() error {
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// availableProviders converts the providers of cfg for the engine, but
+// those named in unavailable (their issuer did not answer discovery).
+func availableProviders(cfg *config.Config, unavailable []string) []engine.Provider {
+	var out []engine.Provider
+	for _, p := range cfg.Providers {
+		if !slices.Contains(unavailable, p.Name) {
+			out = append(out, p.Engine())
+		}
+	}
+	return out
 }
 
 // WireProviders describes providers for GET /v1/providers, without secrets.

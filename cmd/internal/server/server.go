@@ -51,6 +51,11 @@ type Config struct {
 	Engine Engine
 	// Providers describe the configured providers for GET /v1/providers.
 	Providers []wire.Provider
+	// ProviderStatus, if set, reports configured providers that cannot be
+	// used yet (an OIDC issuer that has not answered discovery): GET
+	// /v1/providers shows them unavailable with the reason, and requests
+	// naming them get provider_unavailable instead of unknown_provider.
+	ProviderStatus ProviderStatus
 	// ServiceToken authenticates the gateway on the TCP listener. Empty
 	// disables the svc_gateway principal.
 	ServiceToken string
@@ -86,6 +91,9 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*http.Server
+	// shutDown is set by Shutdown: a Serve that starts after it must not
+	// start an HTTP server nobody will stop.
+	shutDown bool
 }
 
 // New builds the server and its router from wire.Routes. It fails if a
@@ -332,21 +340,31 @@ func (s *Server) newHTTPServer(unix bool) *http.Server {
 		hs.WriteTimeout = wire.MaxWait + time.Minute
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutDown {
+		return nil
+	}
 	s.servers = append(s.servers, hs)
-	s.mu.Unlock()
 	return hs
 }
 
 // ServeUnix serves the API on a unix-socket listener until Shutdown. Peers
 // are identified by SO_PEERCRED: only flowd's own uid is Local.
-func (s *Server) ServeUnix(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(true).Serve(l))
-}
+func (s *Server) ServeUnix(l net.Listener) error { return s.serve(l, true) }
 
 // ServeTCP serves the loopback listener (browser callback, gateway relay)
 // until Shutdown.
-func (s *Server) ServeTCP(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(false).Serve(l))
+func (s *Server) ServeTCP(l net.Listener) error { return s.serve(l, false) }
+
+// serve serves l, or closes it when Shutdown came first (a daemon stopped
+// at once: its Serve goroutines may start after Shutdown has run).
+func (s *Server) serve(l net.Listener, unix bool) error {
+	hs := s.newHTTPServer(unix)
+	if hs == nil {
+		_ = l.Close()
+		return nil
+	}
+	return ignoreClosed(hs.Serve(l))
 }
 
 func ignoreClosed(err error) error {
@@ -363,6 +381,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 	defer cancel()
 	s.mu.Lock()
+	s.shutDown = true
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
 	var errs []error

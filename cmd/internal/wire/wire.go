@@ -176,6 +176,10 @@ const (
 	CodeNotConnected = "not_connected"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
+	// CodeProviderUnavailable (503): the provider is configured but its
+	// OIDC issuer has not answered discovery yet; flowd keeps retrying and
+	// adds it without a restart. The message names the issuer and the last error.
+	CodeProviderUnavailable = "provider_unavailable"
 	// CodeUnavailable (503): flowd is shutting down, or its store (etcd in
 	// cluster mode) has no quorum; retry later.
 	CodeUnavailable = "unavailable"
@@ -363,6 +367,29 @@ type Provider struct {
 	AuthMethodFrom string `json:"token_endpoint_auth_method_from,omitempty"`
 	// IssuerRequired: redirects must carry iss equal to Issuer (RFC 9207).
 	IssuerRequired bool `json:"issuer_required,omitempty"`
+	// Status is ProviderAvailable, or ProviderUnavailable while its OIDC
+	// issuer has not answered discovery (flowd retries in the background).
+	Status string `json:"status,omitempty"`
+	// Unavailable says why, when Status is ProviderUnavailable.
+	Unavailable *Unavailability `json:"unavailable,omitempty"`
+}
+
+// Provider statuses.
+const (
+	ProviderAvailable   = "available"
+	ProviderUnavailable = "unavailable"
+)
+
+// Unavailability is why a provider cannot be used yet.
+type Unavailability struct {
+	// Reason is the last discovery error: where, and what went wrong.
+	Reason string `json:"reason"`
+	// Since is when discovery first failed.
+	Since time.Time `json:"since"`
+	// Attempts counts the discovery attempts so far.
+	Attempts int `json:"attempts"`
+	// NextAttempt is when flowd tries again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
