@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -132,7 +134,11 @@ func TestWait(t *testing.T) {
 	ctx, interrupt := context.WithCancel(testCtx(t))
 	time.AfterFunc(80*time.Millisecond, interrupt)
 	c = newCLI("")
+	c.d.isTerminal = func(io.Writer) bool { return true }
 	require.Equal(t, ExitInterrupted, c.run(ctx, f.socket, "wait", "keep0123456789"))
+	// The live line says what Ctrl+C does here: wait does not cancel.
+	assert.Regexp(t, regexp.MustCompile(`Waiting for flow keep01234567: \dm\d\ds left \(Ctrl\+C stops waiting\)`), c.stdout.String())
+	assert.NotContains(t, c.stdout.String(), "Ctrl+C cancels")
 	assert.Contains(t, c.stderr.String(), "stopped waiting; the flow goes on in flowd (re-attach: flowctl wait keep0123456789)")
 	_, cancels, _ := f.snapshot()
 	assert.Empty(t, cancels)
