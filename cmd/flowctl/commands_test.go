@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
@@ -473,4 +474,14 @@ func TestGraph(t *testing.T) {
 	m := oneJSON(t, c.stdout.String())
 	assert.Equal(t, "mermaid", m["format"])
 	assert.Equal(t, states.Mermaid(), m["graph"])
+}
+
+// --version needs no flowd and names the build, as flowd -version does.
+func TestVersionFlag(t *testing.T) {
+	c := newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), "", "--version"))
+	out := strings.TrimSpace(c.stdout.String())
+	assert.True(t, strings.HasPrefix(out, "flowctl "), out)
+	assert.NotContains(t, out, "(devel)")
+	assert.Equal(t, "flowctl "+version.String(), out)
 }

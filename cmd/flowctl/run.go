@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"flowd.local/flowd/cmd/internal/client"
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 )
 
@@ -254,7 +255,9 @@ first (run: flowd).
   flowctl token github`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("flowctl {{.Version}}\n")
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else $XDG_STATE_HOME/flowd/flowd.sock, else ~/.local/state/flowd/flowd.sock)")
 	pf.BoolVar(&a.json, "json", false, "print exactly one JSON object on stdout (log export: JSON lines)")

@@ -14,18 +14,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/gcfloor"
 	"flowd.local/flowd/cmd/internal/server"
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 func main() {
 	// A small live heap and ~30 KiB allocated per connect: without a
@@ -76,19 +72,18 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 2
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	setup := logSetup{format: *logFormat, levelSet: levelSet(fs, "log-level", "FLOWD_LOG_LEVEL")}
+	if err := setup.level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "flowd: -log-level %q: use debug, info, warn or error\n", *logLevel)
 		return 2
 	}
-	var h slog.Handler
-	switch strings.ToLower(*logFormat) {
-	case "text":
-		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		fmt.Fprintf(stderr, "flowd: -log-format %q: use text or json\n", *logFormat)
+	if f, ok := stderr.(*os.File); ok {
+		setup.journal = stderrIsJournal(f, os.Getenv("JOURNAL_STREAM"))
+		setup.background = !setup.journal && inBackgroundOnTerminal(f)
+	}
+	h, err := setup.handler(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 2
 	}
 	logger := slog.New(h)
@@ -141,12 +136,12 @@ func checkConfig(ctx context.Context, path string, out io.Writer) int {
 	return 0
 }
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "dev"
+// levelSet reports whether the user chose the log level, by flag or
+// environment.
+func levelSet(fs *flag.FlagSet, flagName, envName string) bool {
+	set := os.Getenv(envName) != ""
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == flagName })
+	return set
 }
+
+func versionString() string { return version.String() }
