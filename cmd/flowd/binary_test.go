@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/persist"
 )
 
@@ -216,4 +217,17 @@ func TestBinaryVersion(t *testing.T) {
 	assert.NotContains(t, out, "(devel)")
 	assert.NotEqual(t, "flowd", out)
 	t.Log(out)
+}
+
+// Config errors send the user to flowd -help-config: it must print the
+// reference, covering every setting, from the binary alone.
+func TestBinaryHelpConfigPrintsTheReference(t *testing.T) {
+	p := startBinary(t, nil, "-help-config")
+	require.NoError(t, p.wait(t))
+	out := p.log(t)
+	assert.Contains(t, out, "# Configuring flowd")
+	assert.Contains(t, out, "[providers.github]", "the example file is there too")
+	for _, key := range config.SettingNames() {
+		assert.True(t, strings.Contains(out, "`"+key+"`"), "the reference documents %s", key)
+	}
 }

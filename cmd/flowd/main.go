@@ -21,6 +21,7 @@ import (
 	"flowd.local/flowd/cmd/internal/server"
 	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/docs"
 )
 
 func main() {
@@ -48,6 +49,7 @@ func run(args []string, stderr io.Writer) int {
 	logFormat := fs.String("log-format", env("FLOWD_LOG_FORMAT", "text"), "text or json (env FLOWD_LOG_FORMAT)")
 	check := fs.Bool("check-config", false, "load the config (and discover OIDC issuers), print the providers, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	helpConfig := fs.Bool("help-config", false, "print the configuration reference (docs/config.md) and a commented example file, and exit")
 	var store storeFlags
 	store.register(fs, env)
 	fs.Usage = func() {
@@ -63,6 +65,11 @@ func run(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "flowd: unexpected argument %q; flowd takes only flags (see flowd -h)\n", fs.Arg(0))
 		return 2
+	}
+	if *helpConfig {
+		// On stdout, so it pipes into a pager or a file.
+		fmt.Fprintf(os.Stdout, "%s\n## Example config file (docs/flowd.example.toml)\n\n```toml\n%s```\n", docs.ConfigReference, docs.ConfigExample)
+		return 0
 	}
 	if *showVersion {
 		fmt.Fprintln(stderr, "flowd", versionString())
