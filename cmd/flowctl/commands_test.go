@@ -485,3 +485,14 @@ func TestVersionFlag(t *testing.T) {
 	assert.NotContains(t, out, "(devel)")
 	assert.Equal(t, "flowctl "+version.String(), out)
 }
+
+// flowd keeps its socket in FLOWD_STATE_DIR when there is no
+// XDG_RUNTIME_DIR; flowctl looks there with the same variable.
+func TestSocketFollowsFlowdStateDir(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("FLOWD_SOCKET", "")
+	c := newCLI("")
+	c.env["FLOWD_STATE_DIR"] = "/srv/flowd-state"
+	assert.Equal(t, ExitUnreachable, c.run(testCtx(t), "", "providers"))
+	assert.Contains(t, c.stderr.String(), "/srv/flowd-state/flowd.sock")
+}

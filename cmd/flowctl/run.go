@@ -234,6 +234,11 @@ func (a *app) socket() string {
 	if s := a.getenv(wire.SocketEnv); s != "" {
 		return s
 	}
+	// A flowd started with FLOWD_STATE_DIR keeps its socket there when
+	// there is no XDG_RUNTIME_DIR: look where it does.
+	if d := a.getenv(wire.StateDirEnv); d != "" {
+		return wire.SocketPathIn(d)
+	}
 	return wire.DefaultSocketPath()
 }
 
@@ -259,7 +264,7 @@ first (run: flowd).
 	}
 	root.SetVersionTemplate("flowctl {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else $XDG_STATE_HOME/flowd/flowd.sock, else ~/.local/state/flowd/flowd.sock)")
+	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in $"+wire.StateDirEnv+", $XDG_STATE_HOME/flowd or ~/.local/state/flowd)")
 	pf.BoolVar(&a.json, "json", false, "print exactly one JSON object on stdout (log export: JSON lines)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 

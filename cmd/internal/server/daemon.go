@@ -22,6 +22,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/metrics"
+	"flowd.local/flowd/cmd/internal/pidfile"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist"
@@ -85,6 +86,9 @@ type Daemon struct {
 	log       *slog.Logger
 	db        Log
 	unixL     net.Listener
+	// pidWritten: this daemon wrote the state directory's flowd.pid and
+	// removes it on Close.
+	pidWritten bool
 	tcpL      net.Listener
 	closeOnce sync.Once
 	closeErr  error
@@ -136,6 +140,9 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	dbPath := filepath.Join(d.StateDir, DBFile)
 	db, err := o.OpenLog(dbPath)
 	if err != nil {
+		if errors.Is(err, persist.ErrLocked) {
+			return nil, lockedError(d.StateDir, dbPath, err)
+		}
 		if strings.Contains(err.Error(), dbPath) {
 			return nil, err // persist already names the file
 		}
@@ -158,10 +165,18 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Addr = d.tcpL.Addr().String()
-	d.SocketPath = first(o.Socket, cfg.Socket, wire.DefaultSocketPath())
+	// The default socket follows the state directory actually used
+	// (docs/config.md), not the default one.
+	d.SocketPath = first(o.Socket, cfg.Socket, wire.SocketPathIn(d.StateDir))
 	if d.unixL, err = listenUnix(d.SocketPath); err != nil {
 		return nil, err
 	}
+	// Beside the database it guards: a second flowd that finds the
+	// database locked says which process holds it and where it listens.
+	if err := pidfile.Write(d.StateDir, os.Getpid(), d.SocketPath); err != nil {
+		return nil, err
+	}
+	d.pidWritten = true
 
 	d.Metrics = metrics.New()
 	if st, ok := db.(interface{ Stats() persist.Stats }); ok {
@@ -251,9 +266,23 @@ func (d *Daemon) Close() error {
 			// net.UnixListener removes its socket file on Close; make sure.
 			_ = os.Remove(d.SocketPath)
 		}
+		if d.pidWritten {
+			pidfile.Remove(d.StateDir, os.Getpid())
+		}
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// lockedError says which flowd holds the event log, from the pid file it
+// wrote, and what to do: reach it, stop it, or reload its config.
+func lockedError(stateDir, dbPath string, err error) error {
+	r, perr := pidfile.Read(stateDir)
+	if perr != nil || !r.Alive {
+		return fmt.Errorf("%w; another process holds %s (see: fuser -v %s)", err, dbPath, dbPath)
+	}
+	return fmt.Errorf("another flowd (pid %d, socket %s) is running and holds the event log %s: use that one (flowctl --socket %s; flowctl reload applies config changes), or stop it first (kill %d)",
+		r.PID, r.Socket, dbPath, r.Socket, r.PID)
 }
 
 // WireProviders describes providers for GET /v1/providers, without secrets.

@@ -377,17 +377,32 @@ type HealthResponse struct {
 // for both flowd and flowctl.
 const SocketEnv = "FLOWD_SOCKET"
 
+// StateDirEnv names the environment variable that sets flowd's state
+// directory; flowctl reads it too, to find a socket kept there.
+const StateDirEnv = "FLOWD_STATE_DIR"
+
 // DefaultSocketPath is where flowd listens and flowctl connects when no
 // flag or FLOWD_SOCKET says otherwise: $XDG_RUNTIME_DIR/flowd.sock, else
-// flowd.sock in the state directory (DefaultStateDir).
+// flowd.sock in the state directory ($FLOWD_STATE_DIR, else
+// DefaultStateDir).
 func DefaultSocketPath() string {
 	if p := os.Getenv(SocketEnv); p != "" {
 		return p
 	}
+	dir := os.Getenv(StateDirEnv)
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	return SocketPathIn(dir)
+}
+
+// SocketPathIn is the default socket of a flowd whose state directory is
+// stateDir: $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in stateDir.
+func SocketPathIn(stateDir string) string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "flowd.sock")
 	}
-	return filepath.Join(DefaultStateDir(), "flowd.sock")
+	return filepath.Join(stateDir, "flowd.sock")
 }
 
 // DefaultStateDir is $XDG_STATE_HOME/flowd, else ~/.local/state/flowd. It
