@@ -83,15 +83,15 @@ type Daemon struct {
 	Server           *Server
 	Metrics          *metrics.Metrics
 
-	log       *slog.Logger
-	db        Log
-	unixL     net.Listener
+	log   *slog.Logger
+	db    Log
+	unixL net.Listener
 	// pidWritten: this daemon wrote the state directory's flowd.pid and
 	// removes it on Close.
 	pidWritten bool
-	tcpL      net.Listener
-	closeOnce sync.Once
-	closeErr  error
+	tcpL       net.Listener
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Open loads the config, checks the state directory, opens the log and the
