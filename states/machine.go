@@ -110,6 +110,10 @@ const (
 	Superseded          Reason = "superseded"
 	DeadlineExpired     Reason = "expired"
 	ExpiredWhileDown    Reason = "expired_while_down"
+	// ProviderRemoved: the flow's provider was removed from the engine
+	// while the flow waited; its callback ended it without sending the
+	// code anywhere.
+	ProviderRemoved Reason = "provider_removed"
 	// Exchanged is the reason of a complete flow.
 	Exchanged Reason = "exchanged"
 )
@@ -117,7 +121,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, ProviderRemoved},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -145,6 +149,8 @@ func (r Reason) Describe() string {
 		return "no callback arrived before the deadline"
 	case ExpiredWhileDown:
 		return "the deadline passed while flowd was not running"
+	case ProviderRemoved:
+		return "the provider was removed from the configuration before the callback arrived; the code was not used"
 	}
 	return string(r)
 }

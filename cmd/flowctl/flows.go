@@ -17,7 +17,9 @@ import (
 )
 
 const stateArgHelp = `<state> is a flow's state, a unique prefix of it (as 'flowctl list' shows),
-or the whole callback URL the browser ended on.`
+or the whole callback URL the browser ended on. A state beginning with '-'
+(older flowd issued some) is taken as the state, not as flags; a shorter
+prefix beginning with '-' needs "--" before it: flowctl status -- -3fa9`
 
 func (a *app) statusCmd() *cobra.Command {
 	var wait time.Duration

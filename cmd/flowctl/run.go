@@ -111,7 +111,7 @@ type app struct {
 func runWith(ctx context.Context, args []string, d *deps) int {
 	a := &app{deps: d}
 	root := a.rootCmd()
-	root.SetArgs(args)
+	root.SetArgs(stateArgsLast(root, args))
 	_, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
@@ -270,14 +270,14 @@ first (run: flowd).
 
 	root.AddCommand(
 		a.connectCmd(),
-		a.statusCmd(),
-		a.waitCmd(),
-		a.cancelCmd(),
+		takesState(a.statusCmd()),
+		takesState(a.waitCmd()),
+		takesState(a.cancelCmd()),
 		a.listCmd(),
 		a.tokenCmd(),
 		a.disconnectCmd(),
 		a.providersCmd(),
-		a.inspectCmd(),
+		takesState(a.inspectCmd()),
 		a.logCmd(),
 		a.replayCmd(),
 		a.graphCmd(),
