@@ -2,7 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowd.local/flowd/cmd/internal/config"
+	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/persist"
 )
 
@@ -230,4 +235,58 @@ func TestBinaryHelpConfigPrintsTheReference(t *testing.T) {
 	for _, key := range config.SettingNames() {
 		assert.True(t, strings.Contains(out, "`"+key+"`"), "the reference documents %s", key)
 	}
+}
+
+// socketGet GETs path on flowd's socket and decodes the JSON body.
+func socketGet(t *testing.T, socket, path string, out any) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}
+	defer tr.CloseIdleConnections()
+	r, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://flowd" + path)
+	require.NoError(t, err)
+	defer r.Body.Close()
+	require.NoError(t, json.NewDecoder(r.Body).Decode(out))
+}
+
+func providerNames(t *testing.T, socket string) []string {
+	var pr wire.ProvidersResponse
+	socketGet(t, socket, "/v1/providers", &pr)
+	var out []string
+	for _, p := range pr.Providers {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// SIGHUP applies an edited config to the running flowd, and an invalid
+// edit is refused in the log (file, field, reason) with the running config
+// kept; the process lives on either way (SIGHUP's default is to kill it).
+func TestBinaryReloadsOnSIGHUP(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.toml")
+	provider := func(name string) string {
+		return fmt.Sprintf("[providers.%s]\nauth_url = \"http://127.0.0.1:1/a\"\ntoken_url = \"http://127.0.0.1:1/t\"\nclient_id = \"c\"\n", name)
+	}
+	require.NoError(t, os.WriteFile(cfg, []byte(provider("one")), 0o600))
+	p := startBinary(t, nil, "-config", cfg)
+	p.waitReady(t)
+	require.Equal(t, []string{"one"}, providerNames(t, p.socket))
+
+	require.NoError(t, os.WriteFile(cfg, []byte(provider("one")+provider("two")), 0o600))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool { return len(providerNames(t, p.socket)) == 2 }, 20*time.Second, 20*time.Millisecond,
+		"SIGHUP did not apply the new config:\n%s", p.log(t))
+	assert.Contains(t, p.log(t), "config reloaded")
+
+	require.NoError(t, os.WriteFile(cfg, []byte(provider("one")+"[providers.bad]\nclient_id = \"x\"\nscopes = \"repo\"\n"), 0o600))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool { return strings.Contains(p.log(t), "config reload refused") }, 20*time.Second, 20*time.Millisecond,
+		"no refusal in the log:\n%s", p.log(t))
+	assert.Contains(t, p.log(t), cfg)
+	assert.Contains(t, p.log(t), "providers.bad.scopes: expected a list")
+	assert.Equal(t, []string{"one", "two"}, providerNames(t, p.socket), "the running config stays")
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.wait(t))
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/gcfloor"
@@ -102,6 +103,12 @@ func run(args []string, stderr io.Writer) int {
 		return checkConfig(ctx, *cfgPath, stderr)
 	}
 
+	// SIGHUP re-reads the config (as flowctl reload does). Caught from
+	// here on: its default action would kill flowd.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	d, err := server.Open(ctx, server.Options{
 		ConfigPath: *cfgPath, StateDir: *stateDir, Socket: *socket, Listen: *listen,
 		Logger: logger, Version: versionString(),
@@ -111,12 +118,29 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 1
 	}
+	go reloadOnHangup(ctx, d, hup)
 	if err := d.Serve(ctx); err != nil {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 1
 	}
 	logger.Info("stopped cleanly")
 	return 0
+}
+
+// reloadOnHangup reloads the config on each SIGHUP until ctx is done. The
+// daemon logs what changed, or why the file was refused and the running
+// config kept.
+func reloadOnHangup(ctx context.Context, d *server.Daemon, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			_, _ = d.Reload(rctx)
+			cancel()
+		}
+	}
 }
 
 func checkConfig(ctx context.Context, path string, out io.Writer) int {

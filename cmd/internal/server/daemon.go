@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,6 +88,16 @@ type Daemon struct {
 	log   *slog.Logger
 	db    Log
 	unixL net.Listener
+	// What Reload needs to read the config again as Open did.
+	opts         Options
+	cfgPath      string
+	cfgMissingOK bool
+	// bootConfig is the config flowd started with: what settings that
+	// apply only at start-up still run with.
+	bootConfig *config.Config
+	// reloadMu serializes reloads (SIGHUP and POST /v1/reload) and guards
+	// Config after Open.
+	reloadMu sync.Mutex
 	// pidWritten: this daemon wrote the state directory's flowd.pid and
 	// removes it on Close.
 	pidWritten bool
@@ -121,6 +133,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Config = cfg
+	d.opts, d.cfgPath, d.cfgMissingOK, d.bootConfig = o, cfgPath, missingOK, cfg
 	if cfg.File == "" {
 		lg.Info("no config file; running with no providers", "looked_at", cfgPath)
 	} else {
@@ -206,6 +219,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	d.Server, err = New(Config{
 		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
+		ConfigFile: cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
 		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
 		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
 		ShutdownGrace: o.ShutdownGrace,
@@ -272,6 +286,71 @@ func (d *Daemon) Close() error {
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// Reload reads the config file again and applies its providers while
+// flows run (SIGHUP, POST /v1/reload). The file is checked whole first,
+// OIDC issuers included: an invalid file returns its *config.Error (file,
+// field, reason) and changes nothing. Settings that take effect only at
+// start-up (listen, socket, state directory, ...) are reported in
+// RestartNeeded (compared with the config flowd started with) and keep
+// their running values.
+func (d *Daemon) Reload(ctx context.Context) (wire.ReloadResponse, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cfg, err := config.Load(d.cfgPath, d.cfgMissingOK, d.opts.Getenv)
+	if err == nil {
+		err = cfg.Resolve(ctx, d.opts.DiscoveryClient, 0)
+	}
+	if err != nil {
+		d.log.Warn("config reload refused; the running config stays", "file", d.cfgPath, "err", err)
+		return wire.ReloadResponse{}, err
+	}
+	if err := d.Engine.SetProviders(cfg.EngineProviders()); err != nil {
+		d.log.Warn("config reload refused; the running config stays", "file", d.cfgPath, "err", err)
+		return wire.ReloadResponse{}, fmt.Errorf("reload %s: %w", d.cfgPath, err)
+	}
+	d.Server.SetProviders(WireProviders(cfg.Providers), d.cfgPath, cfg.File != "")
+	old := d.Config
+	d.Config = cfg
+	resp := wire.ReloadResponse{ConfigFile: d.cfgPath, ConfigFileFound: cfg.File != "", Providers: []string{}}
+	before := map[string]config.Provider{}
+	for _, p := range old.Providers {
+		before[p.Name] = p
+	}
+	for _, p := range cfg.Providers {
+		resp.Providers = append(resp.Providers, p.Name)
+		if was, ok := before[p.Name]; !ok {
+			resp.Added = append(resp.Added, p.Name)
+		} else if !reflect.DeepEqual(was, p) {
+			resp.Changed = append(resp.Changed, p.Name)
+		}
+		delete(before, p.Name)
+	}
+	for name := range before {
+		resp.Removed = append(resp.Removed, name)
+	}
+	slices.Sort(resp.Removed)
+	boot := d.bootConfig
+	for _, s := range []struct {
+		name     string
+		was, now any
+	}{
+		{"listen", boot.Listen, cfg.Listen}, {"public_base_url", boot.PublicBaseURL, cfg.PublicBaseURL},
+		{"ttl", boot.TTL, cfg.TTL}, {"retention", boot.Retention, cfg.Retention},
+		{"service_token_file", boot.ServiceTokenFile, cfg.ServiceTokenFile},
+		{"state_dir", boot.StateDir, cfg.StateDir}, {"socket", boot.Socket, cfg.Socket},
+	} {
+		if s.was != s.now {
+			resp.RestartNeeded = append(resp.RestartNeeded, s.name)
+		}
+	}
+	d.log.Info("config reloaded", "file", d.cfgPath, "providers", len(resp.Providers),
+		"added", resp.Added, "removed", resp.Removed, "changed", resp.Changed)
+	if len(resp.RestartNeeded) > 0 {
+		d.log.Warn("config settings changed that apply only when flowd starts; restart flowd to apply them", "settings", resp.RestartNeeded)
+	}
+	return resp, nil
 }
 
 // lockedError says which flowd holds the event log, from the pid file it

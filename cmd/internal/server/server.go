@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -47,8 +49,18 @@ var _ Engine = (*engine.Engine)(nil)
 type Config struct {
 	// Engine runs the flows (required).
 	Engine Engine
-	// Providers describe the configured providers for GET /v1/providers.
+	// Providers describe the configured providers for GET /v1/providers;
+	// SetProviders replaces them after a reload.
 	Providers []wire.Provider
+	// ConfigFile is the config file flowd reads (or looked for), and
+	// ConfigFileFound whether it exists: GET /v1/providers names it, so
+	// "no providers" says which file to edit.
+	ConfigFile      string
+	ConfigFileFound bool
+	// Reload, if set, serves POST /v1/reload: it re-reads the config and
+	// applies it, or returns an error (a *config.Error for an invalid
+	// file) having changed nothing.
+	Reload func(ctx context.Context) (wire.ReloadResponse, error)
 	// ServiceToken authenticates the gateway on the TCP listener. Empty
 	// disables the svc_gateway principal.
 	ServiceToken string
@@ -82,6 +94,22 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*http.Server
+
+	// providers is what GET /v1/providers serves, replaced whole by
+	// SetProviders.
+	providers atomic.Pointer[providersView]
+}
+
+// providersView is one config's providers as GET /v1/providers shows them.
+type providersView struct {
+	providers       []wire.Provider
+	configFile      string
+	configFileFound bool
+}
+
+// SetProviders replaces what GET /v1/providers serves, after a reload.
+func (s *Server) SetProviders(ps []wire.Provider, configFile string, found bool) {
+	s.providers.Store(&providersView{providers: slices.Clone(ps), configFile: configFile, configFileFound: found})
 }
 
 // New builds the server and its router from wire.Routes. It fails if a
@@ -102,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		s.uid = *cfg.UID
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.SetProviders(cfg.Providers, cfg.ConfigFile, cfg.ConfigFileFound)
 	s.handlers = map[string]http.HandlerFunc{
 		wire.RouteStart:           s.handleStart,
 		wire.RouteList:            s.handleList,
@@ -114,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteToken:           s.handleToken,
 		wire.RouteDisconnect:      s.handleDisconnect,
 		wire.RouteHealth:          s.handleHealth,
+		wire.RouteReload:          s.handleReload,
 		wire.RouteMetrics:         s.handleMetrics,
 		wire.RouteBrowserCallback: s.handleBrowserCallback,
 		wire.RoutePreflight:       s.handlePreflight,
