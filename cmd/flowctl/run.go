@@ -277,6 +277,7 @@ first (run: flowd).
 		a.tokenCmd(),
 		a.disconnectCmd(),
 		a.providersCmd(),
+		a.reloadCmd(),
 		takesState(a.inspectCmd()),
 		a.logCmd(),
 		a.replayCmd(),
