@@ -289,6 +289,7 @@ first (run: flowd).
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.InitDefaultCompletionCmd()
+	a.registerCompletions(root)
 	markRunErrors(root)
 	return root
 }
