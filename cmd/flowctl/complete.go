@@ -168,4 +168,3 @@ func (a *app) flowStates(statuses []string) completer {
 		return out
 	}
 }
-
