@@ -420,7 +420,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 	if p.ClientSecretEnv != "" {
 		p.ClientSecret = getenv(p.ClientSecretEnv)
 		if p.ClientSecret == "" {
-			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty; export it before starting flowd", p.ClientSecretEnv)
+			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty in flowd's environment (flowd reads its own, fixed when it starts, not flowctl's); export it before starting flowd, or put client_secret in the file (mode 0600)", p.ClientSecretEnv)
 		}
 	}
 	return p, nil
