@@ -1,5 +1,6 @@
 // Command flowd is the daemon that owns every OAuth connect flow. It runs
-// with no flags on embedded defaults; see docs/config.md and `flowd -h`.
+// with no flags on embedded defaults; see `flowd -help-config` (docs/config.md)
+// and `flowd -h`.
 //
 // This file only wires flags, environment and signals to
 // cmd/internal/server, where everything testable lives.
@@ -44,7 +45,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	cfgPath := fs.String("config", env("FLOWD_CONFIG", ""), "config file (env FLOWD_CONFIG; default "+config.DefaultPath()+", optional)")
 	stateDir := fs.String("state-dir", env("FLOWD_STATE_DIR", ""), "state directory for the database, key and service token (env FLOWD_STATE_DIR; default "+wire.DefaultStateDir()+")")
-	socket := fs.String("socket", os.Getenv(wire.SocketEnv), "API unix socket (env "+wire.SocketEnv+"; default "+wire.DefaultSocketPath()+")")
+	socket := fs.String("socket", os.Getenv(wire.SocketEnv), "API unix socket (env "+wire.SocketEnv+"; default $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in the state directory: "+wire.DefaultSocketPath()+")")
 	listen := fs.String("listen", env("FLOWD_LISTEN", ""), "loopback listener for /oauth/callback and the gateway relay (env FLOWD_LISTEN; default "+config.DefaultListen+")")
 	logLevel := fs.String("log-level", env("FLOWD_LOG_LEVEL", "info"), "debug, info, warn or error (env FLOWD_LOG_LEVEL)")
 	logFormat := fs.String("log-format", env("FLOWD_LOG_FORMAT", "text"), "text or json (env FLOWD_LOG_FORMAT)")
