@@ -290,3 +290,37 @@ func TestBinaryReloadsOnSIGHUP(t *testing.T) {
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, p.wait(t))
 }
+
+// The README's recipe: `flowd &` in an interactive shell, then flowctl in
+// the foreground. flowd's INFO lines must not land in that terminal; a
+// warning still does. script(1) gives the shell a real terminal with job
+// control, so flowd is in a background process group as it is for a user.
+func TestBinaryQuietInTheBackgroundOnATerminal(t *testing.T) {
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("needs script(1) (util-linux) to give a shell a terminal")
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("needs bash for an interactive shell with job control")
+	}
+	bin := flowdBinary(t)
+	dir, err := os.MkdirTemp("", "fdq")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	recipe := filepath.Join(dir, "recipe.sh")
+	require.NoError(t, os.WriteFile(recipe, []byte(fmt.Sprintf(`set -m
+%[1]s -state-dir %[2]s/st -socket %[2]s/s -listen 127.0.0.1:0 &
+for i in $(seq 100); do [ -S %[2]s/s ] && break; sleep 0.1; done
+echo FOREGROUND-OUTPUT
+kill -TERM %%1; wait
+`, bin, dir)), 0o600))
+	cmd := exec.Command(scriptBin, "-q", "-c", bash+" --norc --noprofile -i "+recipe, "/dev/null")
+	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "TERM=dumb"}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "FOREGROUND-OUTPUT")
+	require.NoFileExists(t, filepath.Join(dir, "s"), "flowd did not stop:\n%s", out)
+	assert.NotContains(t, string(out), "flowd ready", "INFO lines in the user's terminal")
+	assert.NotContains(t, string(out), "level=INFO")
+}
