@@ -74,6 +74,8 @@ const (
 // Daemon is a running flowd: config, event log, engine, both listeners and
 // the HTTP server. Open starts it, Serve serves, Close stops it in order.
 type Daemon struct {
+	// Config is the config in force: Reload replaces it, so read it only
+	// while no reload can run (after Open, in tests).
 	Config     *config.Config
 	StateDir   string
 	SocketPath string
