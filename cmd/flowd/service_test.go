@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,4 +55,26 @@ func TestServiceFilesStartFlowdAsItRuns(t *testing.T) {
 	inner := string(doc.Dict.Inner)
 	assert.Contains(t, inner, "<string>local.flowd</string>")
 	assert.Contains(t, inner, "<string>@HOME@/go/bin/flowd</string>", "the README's sed step replaces @HOME@")
+}
+
+// systemd's own check of the unit, where systemd-analyze is installed:
+// unknown keys and bad values are reported on stderr.
+func TestServiceUnitVerifies(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed")
+	}
+	unit, err := os.ReadFile(filepath.Join("..", "..", "dist", "flowd.service"))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	rt := filepath.Join(dir, "rt")
+	require.NoError(t, os.Mkdir(rt, 0o700))
+	// verify checks that ExecStart exists: point it at the real binary.
+	path := filepath.Join(dir, "flowd.service")
+	require.NoError(t, os.WriteFile(path, bytes.ReplaceAll(unit, []byte("%h/go/bin/flowd"), []byte(flowdBinary(t))), 0o600))
+	cmd := exec.Command(analyze, "--user", "verify", path)
+	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+rt)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Empty(t, strings.TrimSpace(string(out)), "systemd-analyze verify complains")
 }
