@@ -87,9 +87,13 @@ type Daemon struct {
 	Server           *Server
 	Metrics          *metrics.Metrics
 
-	log   *slog.Logger
-	db    Log
-	unixL net.Listener
+	log       *slog.Logger
+	db        Log
+	unixL     net.Listener
+	tcpL      net.Listener
+	closeOnce sync.Once
+	closeErr  error
+
 	// What Reload needs to read the config again as Open did.
 	opts         Options
 	cfgPath      string
@@ -103,9 +107,6 @@ type Daemon struct {
 	// pidWritten: this daemon wrote the state directory's flowd.pid and
 	// removes it on Close.
 	pidWritten bool
-	tcpL       net.Listener
-	closeOnce  sync.Once
-	closeErr   error
 }
 
 // Open loads the config, checks the state directory, opens the log and the
