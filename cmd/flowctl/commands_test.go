@@ -272,8 +272,8 @@ func TestTokenDisconnectProviders(t *testing.T) {
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers"))
 	lines := strings.Split(strings.TrimSpace(c.stdout.String()), "\n")
 	require.Len(t, lines, 3)
-	assert.Regexp(t, `^NAME\s+PRESET\s+CLIENT ID\s+SCOPES\s+AUTH URL$`, lines[0])
-	assert.Regexp(t, `^github\s+github\s+Iv1\.abc\s+repo,read:user\s+https://github\.com/login/oauth/authorize$`, lines[1])
+	assert.Regexp(t, `^NAME\s+STATUS\s+PRESET\s+CLIENT ID\s+SCOPES\s+AUTH URL$`, lines[0])
+	assert.Regexp(t, `^github\s+available\s+github\s+Iv1\.abc\s+repo,read:user\s+https://github\.com/login/oauth/authorize$`, lines[1])
 
 	c = newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers", "--json"))

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -64,8 +66,13 @@ func (a *app) providersCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "providers",
 		Short: "List the providers flowd is configured for",
-		Long: `providers lists the providers in flowd's config file, with their client id,
-default scopes and endpoints. Client secrets are never shown.`,
+		Long: `providers lists the providers in flowd's config file, with their status,
+client id, default scopes and endpoints. Client secrets are never shown.
+
+A provider configured by OIDC issuer is unavailable while its issuer has not
+answered discovery: flowd started without it, retries in the background, and
+adds it without a restart once the issuer answers. The reason (the last
+discovery error) is printed below the table, and is in --json as unavailable.`,
 		Example: `  flowctl providers
   flowctl providers --json`,
 		Args: argsUsage(cobra.NoArgs),
@@ -89,11 +96,29 @@ default scopes and endpoints. Client secrets are never shown.`,
 				return nil
 			}
 			tw := newTable(a.stdout, 2)
-			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
+			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
+			var down []wire.Provider
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)
+				authURL, status := p.AuthURL, cmp.Or(p.Status, wire.ProviderAvailable)
+				if p.Unavailable != nil {
+					down = append(down, p)
+					authURL = "(discovering " + p.Issuer + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), authURL)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, p := range down {
+				u := p.Unavailable
+				next := ""
+				if !u.NextAttempt.IsZero() {
+					next = ", next at " + u.NextAttempt.Local().Format(time.TimeOnly)
+				}
+				fmt.Fprintf(a.stdout, "\n%s is unavailable since %s (%d discovery attempt(s)%s; flowd keeps retrying and adds it without a restart):\n  %s\n",
+					p.Name, u.Since.Local().Format(time.TimeOnly), u.Attempts, next, u.Reason)
+			}
+			return nil
 		},
 	}
 }
@@ -151,6 +176,9 @@ socket, state_dir, ...) are named; restart flowd for those.
 				if len(c.names) > 0 {
 					fmt.Fprintf(a.stdout, "%s: %s.\n", c.what, strings.Join(c.names, ", "))
 				}
+			}
+			if len(res.Unavailable) > 0 {
+				fmt.Fprintf(a.stdout, "Unavailable: %s (the OIDC issuer did not answer; flowd keeps retrying and adds it once it does: see flowctl providers).\n", strings.Join(res.Unavailable, ", "))
 			}
 			if len(res.RestartNeeded) > 0 {
 				fmt.Fprintf(a.stdout, "Restart flowd to apply: %s (these apply only when it starts).\n", strings.Join(res.RestartNeeded, ", "))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -13,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -57,6 +57,15 @@ type Options struct {
 	Getenv func(string) string
 	// DiscoveryClient fetches OIDC discovery documents. Default http.DefaultClient.
 	DiscoveryClient *http.Client
+	// DiscoveryTimeout bounds the first discovery of each issuer at
+	// start-up. Default StartupDiscoveryTimeout.
+	DiscoveryTimeout time.Duration
+	// DiscoveryBackoff spaces the background retries of issuers that did
+	// not answer. Default DefaultBackoff.
+	DiscoveryBackoff Backoff
+	// DiscoveryClock times those retries (tests: engine/fakeclock).
+	// Default the system clock.
+	DiscoveryClock engine.Clock
 	// Engine, if set, adjusts the engine's config before Open (tests: clock, HTTP client).
 	Engine func(*engine.Config)
 	// ShutdownGrace bounds how long Close waits for in-flight requests.
@@ -89,6 +98,7 @@ type Daemon struct {
 
 	log       *slog.Logger
 	db        Log
+	discovery *discovery
 	unixL     net.Listener
 	tcpL      net.Listener
 	closeOnce sync.Once
@@ -104,6 +114,8 @@ type Daemon struct {
 	// reloadMu serializes reloads (SIGHUP and POST /v1/reload) and guards
 	// Config after Open.
 	reloadMu sync.Mutex
+	// closed is set by Close, under reloadMu: no reload after it.
+	closed bool
 	// pidWritten: this daemon wrote the state directory's flowd.pid and
 	// removes it on Close.
 	pidWritten bool
@@ -147,8 +159,12 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if err := prepareStateDir(d.StateDir); err != nil {
 		return nil, err
 	}
-	if err := cfg.Resolve(ctx, o.DiscoveryClient, 0); err != nil {
-		return nil, err
+	// An issuer that does not answer stops only its own provider: flowd
+	// starts without it and retries in the background (discovery.go).
+	d.discovery = newDiscovery(o.DiscoveryClient, o.DiscoveryBackoff, o.DiscoveryClock, lg.With("component", "discovery"))
+	unavailable := d.discovery.resolve(ctx, cfg, cmp.Or(o.DiscoveryTimeout, StartupDiscoveryTimeout))
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("start-up interrupted during OIDC discovery: %w", ctx.Err())
 	}
 
 	// The log first: its lock is what stops a second flowd on this state
@@ -200,7 +216,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
 	ecfg := engine.Config{
-		Log: db, Providers: cfg.EngineProviders(), TTL: cfg.TTL, Retention: cfg.Retention,
+		Log: db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention,
 		LoopbackRedirectURL: loopback, PublicBaseURL: cfg.PublicBaseURL,
 		Logger: lg.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
 	}
@@ -225,13 +241,14 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		ConfigFile: cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
 		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
 		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
-		ShutdownGrace: o.ShutdownGrace,
+		ShutdownGrace: o.ShutdownGrace, ProviderStatus: d.discovery,
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.discovery.start(d.Engine)
 	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir,
-		"providers", len(cfg.Providers), "loopback_redirect_uri", loopback)
+		"providers", len(cfg.Providers), "unavailable", strings.Join(unavailable, ","), "loopback_redirect_uri", loopback)
 	return d, nil
 }
 
@@ -269,6 +286,14 @@ func (d *Daemon) Close() error {
 				}
 			}
 		}
+		// Before the engine: a retry must not add a provider to a closed
+		// one. Under reloadMu, which a reload holds while it swaps them.
+		d.reloadMu.Lock()
+		d.closed = true
+		if d.discovery != nil {
+			d.discovery.Close()
+		}
+		d.reloadMu.Unlock()
 		if d.Engine != nil {
 			if err := d.Engine.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close engine: %w", err))
@@ -291,71 +316,6 @@ func (d *Daemon) Close() error {
 	return d.closeErr
 }
 
-// Reload reads the config file again and applies its providers while
-// flows run (SIGHUP, POST /v1/reload). The file is checked whole first,
-// OIDC issuers included: an invalid file returns its *config.Error (file,
-// field, reason) and changes nothing. Settings that take effect only at
-// start-up (listen, socket, state directory, ...) are reported in
-// RestartNeeded (compared with the config flowd started with) and keep
-// their running values.
-func (d *Daemon) Reload(ctx context.Context) (wire.ReloadResponse, error) {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	cfg, err := config.Load(d.cfgPath, d.cfgMissingOK, d.opts.Getenv)
-	if err == nil {
-		err = cfg.Resolve(ctx, d.opts.DiscoveryClient, 0)
-	}
-	if err != nil {
-		d.log.Warn("config reload refused; the running config stays", "file", d.cfgPath, "err", err)
-		return wire.ReloadResponse{}, err
-	}
-	if err := d.Engine.SetProviders(cfg.EngineProviders()); err != nil {
-		d.log.Warn("config reload refused; the running config stays", "file", d.cfgPath, "err", err)
-		return wire.ReloadResponse{}, fmt.Errorf("reload %s: %w", d.cfgPath, err)
-	}
-	d.Server.SetProviders(WireProviders(cfg.Providers), d.cfgPath, cfg.File != "")
-	old := d.Config
-	d.Config = cfg
-	resp := wire.ReloadResponse{ConfigFile: d.cfgPath, ConfigFileFound: cfg.File != "", Providers: []string{}}
-	before := map[string]config.Provider{}
-	for _, p := range old.Providers {
-		before[p.Name] = p
-	}
-	for _, p := range cfg.Providers {
-		resp.Providers = append(resp.Providers, p.Name)
-		if was, ok := before[p.Name]; !ok {
-			resp.Added = append(resp.Added, p.Name)
-		} else if !reflect.DeepEqual(was, p) {
-			resp.Changed = append(resp.Changed, p.Name)
-		}
-		delete(before, p.Name)
-	}
-	for name := range before {
-		resp.Removed = append(resp.Removed, name)
-	}
-	slices.Sort(resp.Removed)
-	boot := d.bootConfig
-	for _, s := range []struct {
-		name     string
-		was, now any
-	}{
-		{"listen", boot.Listen, cfg.Listen}, {"public_base_url", boot.PublicBaseURL, cfg.PublicBaseURL},
-		{"ttl", boot.TTL, cfg.TTL}, {"retention", boot.Retention, cfg.Retention},
-		{"service_token_file", boot.ServiceTokenFile, cfg.ServiceTokenFile},
-		{"state_dir", boot.StateDir, cfg.StateDir}, {"socket", boot.Socket, cfg.Socket},
-	} {
-		if s.was != s.now {
-			resp.RestartNeeded = append(resp.RestartNeeded, s.name)
-		}
-	}
-	d.log.Info("config reloaded", "file", d.cfgPath, "providers", len(resp.Providers),
-		"added", resp.Added, "removed", resp.Removed, "changed", resp.Changed)
-	if len(resp.RestartNeeded) > 0 {
-		d.log.Warn("config settings changed that apply only when flowd starts; restart flowd to apply them", "settings", resp.RestartNeeded)
-	}
-	return resp, nil
-}
-
 // lockedError says which flowd holds the event log, from the pid file it
 // wrote, and what to do: reach it, stop it, or reload its config.
 func lockedError(stateDir, dbPath string, err error) error {
@@ -365,6 +325,18 @@ func lockedError(stateDir, dbPath string, err error) error {
 	}
 	return fmt.Errorf("another flowd (pid %d, socket %s) is running and holds the event log %s: use that one (flowctl --socket %s; flowctl reload applies config changes), or stop it first (kill %d)",
 		r.PID, r.Socket, dbPath, r.Socket, r.PID)
+}
+
+// availableProviders converts the providers of cfg for the engine, but
+// those named in unavailable (their issuer did not answer discovery).
+func availableProviders(cfg *config.Config, unavailable []string) []engine.Provider {
+	var out []engine.Provider
+	for _, p := range cfg.Providers {
+		if !slices.Contains(unavailable, p.Name) {
+			out = append(out, p.Engine())
+		}
+	}
+	return out
 }
 
 // WireProviders describes providers for GET /v1/providers, without secrets.

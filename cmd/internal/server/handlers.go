@@ -370,6 +370,9 @@ func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
 	if ps == nil {
 		ps = []wire.Provider{}
 	}
+	if v.status != nil {
+		ps = v.status.Describe(ps)
+	}
 	slices.SortFunc(ps, func(a, b wire.Provider) int { return strings.Compare(a.Name, b.Name) })
 	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps, ConfigFile: v.configFile, ConfigFileFound: v.configFileFound})
 }
@@ -407,7 +410,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	name := key.Provider
 	tok, st, err := s.cfg.Engine.TokenFor(r.Context(), key)
 	if err != nil {
-		status, code, msg := classify(err)
+		status, code, msg := s.classify(err)
 		if code == wire.CodeInternal {
 			// Engine token errors that are not typed are refresh failures;
 			// their text is written for users and carries no secret.

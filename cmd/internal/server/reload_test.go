@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,4 +102,54 @@ func TestReloadAppliesAValidFileAndRefusesAnInvalidOne(t *testing.T) {
 	require.Equal(t, http.StatusOK, call("POST", "/v1/reload", "", &rr))
 	assert.Equal(t, []string{"one"}, rr.Removed)
 	assert.Empty(t, rr.RestartNeeded, "listen is back to what flowd started with")
+}
+
+// An issuer that does not answer at reload leaves out only its provider,
+// retried as at start-up; a reload that removes a pending provider stops
+// its retries, so the issuer answering later does not bring it back.
+func TestReloadWithAnIssuerThatIsDown(t *testing.T) {
+	var up atomic.Bool
+	var issuer string
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q}`, issuer, issuer+"/auth", issuer+"/token")
+	}))
+	defer idp.Close()
+	issuer = idp.URL
+
+	dirs := newDirs(t)
+	cfgFile := filepath.Join(filepath.Dir(dirs.state), "flowd.toml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(providerTOML("one")), 0o600))
+	o := dirs.opts(&lockingLogs{})
+	o.ConfigPath = cfgFile
+	o.DiscoveryBackoff = func(int) time.Duration { return time.Millisecond }
+	d := openDaemon(t, o)
+
+	oidc := fmt.Sprintf("[providers.corp]\nissuer = %q\nclient_id = \"cid\"\n", issuer)
+	require.NoError(t, os.WriteFile(cfgFile, []byte(providerTOML("one")+oidc), 0o600))
+	rr, err := d.Reload(context.Background())
+	require.NoError(t, err, "an issuer that is down does not refuse the reload")
+	assert.Equal(t, []string{"corp"}, rr.Unavailable)
+	assert.Equal(t, []string{"one"}, d.Engine.Providers())
+	_, pending := d.discovery.Unavailable("corp")
+	assert.True(t, pending)
+
+	require.NoError(t, os.WriteFile(cfgFile, []byte(providerTOML("one")), 0o600))
+	rr, err = d.Reload(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, []string{"corp"}, rr.Removed)
+	up.Store(true)
+	time.Sleep(50 * time.Millisecond) // many 1 ms retries, had they gone on
+	assert.Equal(t, []string{"one"}, d.Engine.Providers(), "a removed provider came back from an old retry")
+
+	// With the issuer up, a reload adds it at once.
+	require.NoError(t, os.WriteFile(cfgFile, []byte(providerTOML("one")+oidc), 0o600))
+	rr, err = d.Reload(context.Background())
+	require.NoError(t, err)
+	assert.Empty(t, rr.Unavailable)
+	assert.Equal(t, []string{"corp", "one"}, d.Engine.Providers())
 }

@@ -61,6 +61,11 @@ type Config struct {
 	// applies it, or returns an error (a *config.Error for an invalid
 	// file) having changed nothing.
 	Reload func(ctx context.Context) (wire.ReloadResponse, error)
+	// ProviderStatus, if set, reports configured providers that cannot be
+	// used yet (SetProviders replaces it after a reload) (an OIDC issuer that has not answered discovery): GET
+	// /v1/providers shows them unavailable with the reason, and requests
+	// naming them get provider_unavailable instead of unknown_provider.
+	ProviderStatus ProviderStatus
 	// ServiceToken authenticates the gateway on the TCP listener. Empty
 	// disables the svc_gateway principal.
 	ServiceToken string
@@ -94,6 +99,9 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*http.Server
+	// shutDown is set by Shutdown: a Serve that starts after it must not
+	// start an HTTP server nobody will stop.
+	shutDown bool
 
 	// providers is what GET /v1/providers serves, replaced whole by
 	// SetProviders.
@@ -105,11 +113,14 @@ type providersView struct {
 	providers       []wire.Provider
 	configFile      string
 	configFileFound bool
+	// status reports those not usable yet (nil: all are).
+	status ProviderStatus
 }
 
-// SetProviders replaces what GET /v1/providers serves, after a reload.
-func (s *Server) SetProviders(ps []wire.Provider, configFile string, found bool) {
-	s.providers.Store(&providersView{providers: slices.Clone(ps), configFile: configFile, configFileFound: found})
+// SetProviders replaces what GET /v1/providers serves, and the status of
+// those not usable yet, after a reload.
+func (s *Server) SetProviders(ps []wire.Provider, configFile string, found bool, status ProviderStatus) {
+	s.providers.Store(&providersView{providers: slices.Clone(ps), configFile: configFile, configFileFound: found, status: status})
 }
 
 // New builds the server and its router from wire.Routes. It fails if a
@@ -130,7 +141,7 @@ func New(cfg Config) (*Server, error) {
 		s.uid = *cfg.UID
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
-	s.SetProviders(cfg.Providers, cfg.ConfigFile, cfg.ConfigFileFound)
+	s.SetProviders(cfg.Providers, cfg.ConfigFile, cfg.ConfigFileFound, cfg.ProviderStatus)
 	s.handlers = map[string]http.HandlerFunc{
 		wire.RouteStart:           s.handleStart,
 		wire.RouteList:            s.handleList,
@@ -356,21 +367,31 @@ func (s *Server) newHTTPServer(unix bool) *http.Server {
 		hs.WriteTimeout = wire.MaxWait + time.Minute
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutDown {
+		return nil
+	}
 	s.servers = append(s.servers, hs)
-	s.mu.Unlock()
 	return hs
 }
 
 // ServeUnix serves the API on a unix-socket listener until Shutdown. Peers
 // are identified by SO_PEERCRED: only flowd's own uid is Local.
-func (s *Server) ServeUnix(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(true).Serve(l))
-}
+func (s *Server) ServeUnix(l net.Listener) error { return s.serve(l, true) }
 
 // ServeTCP serves the loopback listener (browser callback, gateway relay)
 // until Shutdown.
-func (s *Server) ServeTCP(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(false).Serve(l))
+func (s *Server) ServeTCP(l net.Listener) error { return s.serve(l, false) }
+
+// serve serves l, or closes it when Shutdown came first (a daemon stopped
+// at once: its Serve goroutines may start after Shutdown has run).
+func (s *Server) serve(l net.Listener, unix bool) error {
+	hs := s.newHTTPServer(unix)
+	if hs == nil {
+		_ = l.Close()
+		return nil
+	}
+	return ignoreClosed(hs.Serve(l))
 }
 
 func ignoreClosed(err error) error {
@@ -387,6 +408,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 	defer cancel()
 	s.mu.Lock()
+	s.shutDown = true
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
 	var errs []error

@@ -170,6 +170,10 @@ const (
 	CodeNotConnected = "not_connected"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
+	// CodeProviderUnavailable (503): the provider is configured but its
+	// OIDC issuer has not answered discovery yet; flowd keeps retrying and
+	// adds it without a restart. The message names the issuer and the last error.
+	CodeProviderUnavailable = "provider_unavailable"
 	// CodeUnavailable (503): flowd is shutting down, or its store (etcd in
 	// cluster mode) has no quorum; retry later.
 	CodeUnavailable = "unavailable"
@@ -336,6 +340,29 @@ type Provider struct {
 	ClientID  string   `json:"client_id"`
 	Scopes    []string `json:"scopes,omitempty"`
 	AuthStyle string   `json:"auth_style"`
+	// Status is ProviderAvailable, or ProviderUnavailable while its OIDC
+	// issuer has not answered discovery (flowd retries in the background).
+	Status string `json:"status,omitempty"`
+	// Unavailable says why, when Status is ProviderUnavailable.
+	Unavailable *Unavailability `json:"unavailable,omitempty"`
+}
+
+// Provider statuses.
+const (
+	ProviderAvailable   = "available"
+	ProviderUnavailable = "unavailable"
+)
+
+// Unavailability is why a provider cannot be used yet.
+type Unavailability struct {
+	// Reason is the last discovery error: where, and what went wrong.
+	Reason string `json:"reason"`
+	// Since is when discovery first failed.
+	Since time.Time `json:"since"`
+	// Attempts counts the discovery attempts so far.
+	Attempts int `json:"attempts"`
+	// NextAttempt is when flowd tries again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
@@ -360,6 +387,9 @@ type ReloadResponse struct {
 	Added   []string `json:"added,omitempty"`
 	Removed []string `json:"removed,omitempty"`
 	Changed []string `json:"changed,omitempty"`
+	// Unavailable are providers whose OIDC issuer did not answer: flowd
+	// runs without them and keeps retrying, as at start-up.
+	Unavailable []string `json:"unavailable,omitempty"`
 	// RestartNeeded lists settings that changed in the file but apply
 	// only when flowd starts (listen, socket, state_dir, ...).
 	RestartNeeded []string `json:"restart_needed,omitempty"`
