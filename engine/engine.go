@@ -225,13 +225,13 @@ func validateProvider(p Provider) error {
 			return fmt.Errorf("provider %q: %s %q is not an absolute http(s) URL", p.Name, field, raw)
 		}
 	}
-	if p.AuthStyle != oauth2.AuthStyleInParams && p.AuthStyle != oauth2.AuthStyleInHeader {
-		return fmt.Errorf("provider %q: set AuthStyle to oauth2.AuthStyleInParams or oauth2.AuthStyleInHeader (auto-detect retries and can send a code twice)", p.Name)
-	}
 	if p.ClientID == "" {
 		return fmt.Errorf("provider %q: no client id", p.Name)
 	}
-	return nil
+	if p.RequireIssuer && p.Issuer == "" {
+		return fmt.Errorf("provider %q: RequireIssuer needs Issuer, the identifier the redirect's iss must equal", p.Name)
+	}
+	return checkAuthMethod(p)
 }
 
 func (e *Engine) loadFingerprintKey(ctx context.Context) error {

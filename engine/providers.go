@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-
-	"golang.org/x/oauth2"
 )
 
 // providerSet is an immutable snapshot of the configured providers. The
@@ -34,12 +32,8 @@ func newProviderSet(ps []Provider) (*providerSet, error) {
 			params[k] = v
 		}
 		p.AuthParams = params
-		set.byName[p.Name] = &provider{Provider: p, oauth: oauth2.Config{
-			ClientID:     p.ClientID,
-			ClientSecret: p.ClientSecret,
-			Endpoint:     oauth2.Endpoint{AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: p.AuthStyle},
-			Scopes:       p.Scopes,
-		}}
+		p.AuthMethod = authMethodOf(p)
+		set.byName[p.Name] = &provider{Provider: p, oauth: oauthConfig(p)}
 		set.names = append(set.names, p.Name)
 	}
 	sort.Strings(set.names)

@@ -74,6 +74,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		Data: states.Data{
 			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
+			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer,
 		},
 	}
 	issued := states.Record{
@@ -116,25 +117,27 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, born uint64) []string {
 	e.mu.Lock()
 	var older []*liveFlow
+	var olderIDs []string
 	var self, newest *liveFlow
+	var newestID string // the map's key: newest.flow is guarded by newest.mu, not e.mu
 	for id, o := range e.owners[owner] {
 		switch {
 		case id == newID:
 			self = o
 		case o.born < born:
-			older = append(older, o)
+			older, olderIDs = append(older, o), append(olderIDs, id)
 		case newest == nil || o.born > newest.born:
-			newest = o
+			newest, newestID = o, id
 		}
 	}
 	e.mu.Unlock()
 	if self != nil && newest != nil {
-		e.endSuperseded(ctx, self, newest.flow.ID)
+		e.endSuperseded(ctx, self, newestID)
 	}
 	var ended []string
-	for _, o := range older {
+	for i, o := range older {
 		if e.endSuperseded(ctx, o, newID) {
-			ended = append(ended, o.flow.ID)
+			ended = append(ended, olderIDs[i])
 		}
 	}
 	sort.Strings(ended)

@@ -114,6 +114,12 @@ const (
 	// while the flow waited; its callback ended it without sending the
 	// code anywhere.
 	ProviderRemoved Reason = "provider_removed"
+	// IssuerMismatch: the redirect's iss was not the issuer the flow
+	// expects, or was missing where the issuer promised to send it (RFC
+	// 9207 section 2.4). The code was never sent to the token endpoint:
+	// the redirect may come from another authorization server (a mix-up
+	// attack, RFC 9700 section 4.4).
+	IssuerMismatch Reason = "issuer_mismatch"
 	// Exchanged is the reason of a complete flow.
 	Exchanged Reason = "exchanged"
 )
@@ -121,7 +127,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, ProviderRemoved},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, ProviderRemoved},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -151,6 +157,8 @@ func (r Reason) Describe() string {
 		return "the deadline passed while flowd was not running"
 	case ProviderRemoved:
 		return "the provider was removed from the configuration before the callback arrived; the code was not used"
+	case IssuerMismatch:
+		return "the redirect did not come from the expected authorization server (its iss did not match), so its code was not used"
 	}
 	return string(r)
 }

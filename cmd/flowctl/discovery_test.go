@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/cmd/internal/server"
 	"flowd.local/flowd/cmd/internal/wire"
@@ -43,13 +42,13 @@ auth_url = %q
 token_url = %q
 client_id = %q
 client_secret = %q
-auth_style = %q
+token_endpoint_auth_method = %q
 
 [providers.corp]
 issuer = %q
 client_id = %q
 client_secret = %q
-`, gh.AuthURL, gh.TokenURL, gh.ClientID, gh.ClientSecret, authStyleName(gh.AuthStyle), issuer, corp.ClientID, corp.ClientSecret)
+`, gh.AuthURL, gh.TokenURL, gh.ClientID, gh.ClientSecret, gh.AuthMethod, issuer, corp.ClientID, corp.ClientSecret)
 	socket, _ := realFlowd(t, config, func(o *server.Options) {
 		o.DiscoveryClock = clk
 		o.DiscoveryBackoff = func(int) time.Duration { return time.Minute }
@@ -108,8 +107,11 @@ client_secret = %q
 	// The issuer comes up on its address; the next retry finds it.
 	ln, err := net.Listen("tcp", issuerAddr)
 	require.NoError(t, err)
-	doc := map[string]any{"issuer": issuer, "authorization_endpoint": corp.AuthURL, "token_endpoint": corp.TokenURL,
-		"token_endpoint_auth_methods_supported": []string{authMethod(corp.AuthStyle)}}
+	// corp's metadata, served as the issuer's; without the iss promise, so
+	// the hand-delivered callbacks below need not carry one.
+	doc := corp.Metadata()
+	doc["issuer"] = issuer
+	delete(doc, "authorization_response_iss_parameter_supported")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/.well-known/openid-configuration" {
 			http.NotFound(w, r)
@@ -158,18 +160,4 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 	}
 	t.Fatalf("timed out waiting until %s", what)
-}
-
-func authStyleName(s oauth2.AuthStyle) string {
-	if s == oauth2.AuthStyleInHeader {
-		return "in_header"
-	}
-	return "in_params"
-}
-
-func authMethod(s oauth2.AuthStyle) string {
-	if s == oauth2.AuthStyleInHeader {
-		return "client_secret_basic"
-	}
-	return "client_secret_post"
 }

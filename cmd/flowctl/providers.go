@@ -67,7 +67,9 @@ func (a *app) providersCmd() *cobra.Command {
 		Use:   "providers",
 		Short: "List the providers flowd is configured for",
 		Long: `providers lists the providers in flowd's config file, with their status,
-client id, default scopes and endpoints. Client secrets are never shown.
+client id, default scopes, token endpoint auth method (and where it came from:
+setting, preset, discovery or default), whether the redirect's iss is required
+or checked (RFC 9207), and endpoints. Client secrets are never shown.
 
 A provider configured by OIDC issuer is unavailable while its issuer has not
 answered discovery: flowd started without it, retries in the background, and
@@ -96,7 +98,7 @@ discovery error) is printed below the table, and is in --json as unavailable.`,
 				return nil
 			}
 			tw := newTable(a.stdout, 2)
-			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
+			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tAUTH URL")
 			var down []wire.Provider
 			for _, p := range ps {
 				authURL, status := p.AuthURL, cmp.Or(p.Status, wire.ProviderAvailable)
@@ -104,7 +106,8 @@ discovery error) is printed below the table, and is in --json as unavailable.`,
 					down = append(down, p)
 					authURL = "(discovering " + p.Issuer + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), authURL)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
+					authMethodText(p), issText(p), authURL)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -186,6 +189,26 @@ socket, state_dir, ...) are named; restart flowd for those.
 			return nil
 		},
 	}
+}
+
+// authMethodText is the token endpoint auth method and where it came from
+// ("client_secret_post (preset)").
+func authMethodText(p wire.Provider) string {
+	if p.AuthMethodFrom == "" {
+		return dash(p.AuthMethod)
+	}
+	return fmt.Sprintf("%s (%s)", dash(p.AuthMethod), p.AuthMethodFrom)
+}
+
+// issText says how the redirect's iss is checked (RFC 9207).
+func issText(p wire.Provider) string {
+	switch {
+	case p.IssuerRequired:
+		return "required"
+	case p.Issuer != "":
+		return "checked"
+	}
+	return "-"
 }
 
 func (a *app) graphCmd() *cobra.Command {

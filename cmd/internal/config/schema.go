@@ -44,17 +44,18 @@ var (
 		"providers":          {kindTable, `[providers.github] with client_id = "..."`},
 	}
 	providerSettings = map[string]setting{
-		"preset":            {kindString, `"github"`},
-		"issuer":            {kindString, `"https://accounts.example.com"`},
-		"auth_url":          {kindString, `"https://example.com/oauth/authorize"`},
-		"token_url":         {kindString, `"https://example.com/oauth/token"`},
-		"client_id":         {kindString, `"Iv1.0123456789abcdef"`},
-		"client_secret":     {kindString, `"..." (better: client_secret_env)`},
-		"client_secret_env": {kindString, `"GITHUB_CLIENT_SECRET"`},
-		"scopes":            {kindStringList, `["read:user", "repo"]`},
-		"auth_params":       {kindStringTable, `{ prompt = "consent" }`},
-		"auth_style":        {kindString, `"in_params" or "in_header"`},
-		"tenant":            {kindString, `"contoso.onmicrosoft.com"`},
+		"preset":                     {kindString, `"github"`},
+		"issuer":                     {kindString, `"https://accounts.example.com"`},
+		"auth_url":                   {kindString, `"https://example.com/oauth/authorize"`},
+		"token_url":                  {kindString, `"https://example.com/oauth/token"`},
+		"client_id":                  {kindString, `"Iv1.0123456789abcdef"`},
+		"client_secret":              {kindString, `"..." (better: client_secret_env)`},
+		"client_secret_env":          {kindString, `"GITHUB_CLIENT_SECRET"`},
+		"scopes":                     {kindStringList, `["read:user", "repo"]`},
+		"auth_params":                {kindStringTable, `{ prompt = "consent" }`},
+		"auth_style":                 {kindString, `"in_params" or "in_header"`},
+		"tenant":                     {kindString, `"contoso.onmicrosoft.com"`},
+		"token_endpoint_auth_method": {kindString, `"client_secret_basic", "client_secret_post" or "none"`},
 	}
 )
 

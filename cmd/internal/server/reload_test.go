@@ -129,7 +129,7 @@ func TestReloadWithAnIssuerThatIsDown(t *testing.T) {
 	o.DiscoveryBackoff = func(int) time.Duration { return time.Millisecond }
 	d := openDaemon(t, o)
 
-	oidc := fmt.Sprintf("[providers.corp]\nissuer = %q\nclient_id = \"cid\"\n", issuer)
+	oidc := fmt.Sprintf("[providers.corp]\nissuer = %q\nclient_id = \"cid\"\nclient_secret = \"cs\"\n", issuer)
 	require.NoError(t, os.WriteFile(cfgFile, []byte(providerTOML("one")+oidc), 0o600))
 	rr, err := d.Reload(context.Background())
 	require.NoError(t, err, "an issuer that is down does not refuse the reload")
@@ -150,6 +150,7 @@ func TestReloadWithAnIssuerThatIsDown(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfgFile, []byte(providerTOML("one")+oidc), 0o600))
 	rr, err = d.Reload(context.Background())
 	require.NoError(t, err)
-	assert.Empty(t, rr.Unavailable)
+	why, _ := d.discovery.Unavailable("corp")
+	assert.Empty(t, rr.Unavailable, why)
 	assert.Equal(t, []string{"corp", "one"}, d.Engine.Providers())
 }
