@@ -143,6 +143,8 @@ func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, Sto
 			return nil, st, fmt.Errorf("refresh token for %s: %s (%s); reconnect: flowctl connect %s", provider, d.Message, d.ErrorCode, provider)
 		}
 		st.AccessToken, st.Expiry = fresh.AccessToken, e.expiry(fresh)
+		// A new access token: obtained_at says how old the one in hand is.
+		st.Obtained = e.clock.Now().UTC()
 		if fresh.TokenType != "" {
 			st.TokenType = fresh.TokenType
 		}

@@ -112,7 +112,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	} else {
 		var cd *countdown
 		if !a.json && a.isTerminal(a.stdout) {
-			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", st.ExpiresAt, a.now, a.tick)
+			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", "cancels", st.ExpiresAt, a.now, a.tick)
 		}
 		flow, err = a.waitFlow(ctx, cl, st.State, st.ExpiresAt, cd)
 		cd.Stop()

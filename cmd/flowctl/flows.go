@@ -110,7 +110,7 @@ flow running in flowd.
 			if err == nil && !f.Terminal {
 				var cd *countdown
 				if !a.json && a.isTerminal(a.stdout) {
-					cd = startCountdown(a.stdout, "Waiting for flow "+shortID(f.State)+":", f.ExpiresAt, a.now, a.tick)
+					cd = startCountdown(a.stdout, "Waiting for flow "+shortID(f.State)+":", "stops waiting", f.ExpiresAt, a.now, a.tick)
 				}
 				f, err = a.waitFlow(ctx, cl, f.State, f.ExpiresAt, cd)
 				cd.Stop()

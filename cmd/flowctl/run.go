@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"flowd.local/flowd/cmd/internal/client"
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 )
 
@@ -233,6 +234,11 @@ func (a *app) socket() string {
 	if s := a.getenv(wire.SocketEnv); s != "" {
 		return s
 	}
+	// A flowd started with FLOWD_STATE_DIR keeps its socket there when
+	// there is no XDG_RUNTIME_DIR: look where it does.
+	if d := a.getenv(wire.StateDirEnv); d != "" {
+		return wire.SocketPathIn(d)
+	}
 	return wire.DefaultSocketPath()
 }
 
@@ -254,9 +260,11 @@ first (run: flowd).
   flowctl token github`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("flowctl {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else $XDG_STATE_HOME/flowd/flowd.sock, else ~/.local/state/flowd/flowd.sock)")
+	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in $"+wire.StateDirEnv+", $XDG_STATE_HOME/flowd or ~/.local/state/flowd)")
 	pf.BoolVar(&a.json, "json", false, "print exactly one JSON object on stdout (log export: JSON lines)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
@@ -269,6 +277,7 @@ first (run: flowd).
 		a.tokenCmd(),
 		a.disconnectCmd(),
 		a.providersCmd(),
+		a.reloadCmd(),
 		takesState(a.inspectCmd()),
 		a.logCmd(),
 		a.replayCmd(),
@@ -280,6 +289,7 @@ first (run: flowd).
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.InitDefaultCompletionCmd()
+	a.registerCompletions(root)
 	markRunErrors(root)
 	return root
 }

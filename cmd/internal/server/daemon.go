@@ -24,6 +24,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/metrics"
+	"flowd.local/flowd/cmd/internal/pidfile"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist"
@@ -82,6 +83,8 @@ const (
 // Daemon is a running flowd: config, event log, engine, both listeners and
 // the HTTP server. Open starts it, Serve serves, Close stops it in order.
 type Daemon struct {
+	// Config is the config in force: Reload replaces it, so read it only
+	// while no reload can run (after Open, in tests).
 	Config     *config.Config
 	StateDir   string
 	SocketPath string
@@ -100,6 +103,22 @@ type Daemon struct {
 	tcpL      net.Listener
 	closeOnce sync.Once
 	closeErr  error
+
+	// What Reload needs to read the config again as Open did.
+	opts         Options
+	cfgPath      string
+	cfgMissingOK bool
+	// bootConfig is the config flowd started with: what settings that
+	// apply only at start-up still run with.
+	bootConfig *config.Config
+	// reloadMu serializes reloads (SIGHUP and POST /v1/reload) and guards
+	// Config after Open.
+	reloadMu sync.Mutex
+	// closed is set by Close, under reloadMu: no reload after it.
+	closed bool
+	// pidWritten: this daemon wrote the state directory's flowd.pid and
+	// removes it on Close.
+	pidWritten bool
 }
 
 // Open loads the config, checks the state directory, opens the log and the
@@ -129,6 +148,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Config = cfg
+	d.opts, d.cfgPath, d.cfgMissingOK, d.bootConfig = o, cfgPath, missingOK, cfg
 	if cfg.File == "" {
 		lg.Info("no config file; running with no providers", "looked_at", cfgPath)
 	} else {
@@ -152,6 +172,9 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	dbPath := filepath.Join(d.StateDir, DBFile)
 	db, err := o.OpenLog(dbPath)
 	if err != nil {
+		if errors.Is(err, persist.ErrLocked) {
+			return nil, lockedError(d.StateDir, dbPath, err)
+		}
 		if strings.Contains(err.Error(), dbPath) {
 			return nil, err // persist already names the file
 		}
@@ -174,10 +197,18 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Addr = d.tcpL.Addr().String()
-	d.SocketPath = first(o.Socket, cfg.Socket, wire.DefaultSocketPath())
+	// The default socket follows the state directory actually used
+	// (docs/config.md), not the default one.
+	d.SocketPath = first(o.Socket, cfg.Socket, wire.SocketPathIn(d.StateDir))
 	if d.unixL, err = listenUnix(d.SocketPath); err != nil {
 		return nil, err
 	}
+	// Beside the database it guards: a second flowd that finds the
+	// database locked says which process holds it and where it listens.
+	if err := pidfile.Write(d.StateDir, os.Getpid(), d.SocketPath); err != nil {
+		return nil, err
+	}
+	d.pidWritten = true
 
 	d.Metrics = metrics.New()
 	if st, ok := db.(interface{ Stats() persist.Stats }); ok {
@@ -207,6 +238,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	d.Server, err = New(Config{
 		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
+		ConfigFile: cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
 		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
 		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
 		ShutdownGrace: o.ShutdownGrace, ProviderStatus: d.discovery,
@@ -254,10 +286,14 @@ func (d *Daemon) Close() error {
 				}
 			}
 		}
+		// Before the engine: a retry must not add a provider to a closed
+		// one. Under reloadMu, which a reload holds while it swaps them.
+		d.reloadMu.Lock()
+		d.closed = true
 		if d.discovery != nil {
-			// Before the engine: a retry must not add a provider to a closed one.
 			d.discovery.Close()
 		}
+		d.reloadMu.Unlock()
 		if d.Engine != nil {
 			if err := d.Engine.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close engine: %w", err))
@@ -272,9 +308,23 @@ func (d *Daemon) Close() error {
 			// net.UnixListener removes its socket file on Close; make sure.
 			_ = os.Remove(d.SocketPath)
 		}
+		if d.pidWritten {
+			pidfile.Remove(d.StateDir, os.Getpid())
+		}
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// lockedError says which flowd holds the event log, from the pid file it
+// wrote, and what to do: reach it, stop it, or reload its config.
+func lockedError(stateDir, dbPath string, err error) error {
+	r, perr := pidfile.Read(stateDir)
+	if perr != nil || !r.Alive {
+		return fmt.Errorf("%w; another process holds %s (see: fuser -v %s)", err, dbPath, dbPath)
+	}
+	return fmt.Errorf("another flowd (pid %d, socket %s) is running and holds the event log %s: use that one (flowctl --socket %s; flowctl reload applies config changes), or stop it first (kill %d)",
+		r.PID, r.Socket, dbPath, r.Socket, r.PID)
 }
 
 // availableProviders converts the providers of cfg for the engine, but

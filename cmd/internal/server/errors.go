@@ -47,8 +47,8 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) 
 // is configured but not usable yet is unavailable, not unknown.
 func (s *Server) classify(err error) (status int, code, msg string) {
 	var upe *engine.UnknownProviderError
-	if s.cfg.ProviderStatus != nil && errors.As(err, &upe) {
-		if why, ok := s.cfg.ProviderStatus.Unavailable(upe.Name); ok {
+	if status := s.providers.Load().status; status != nil && errors.As(err, &upe) {
+		if why, ok := status.Unavailable(upe.Name); ok {
 			return http.StatusServiceUnavailable, wire.CodeProviderUnavailable, why
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/redirect"
@@ -377,15 +378,41 @@ func checkCallbackParams(p engine.CallbackParams) string {
 }
 
 func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
-	ps := slices.Clone(s.cfg.Providers)
+	v := s.providers.Load()
+	ps := slices.Clone(v.providers)
 	if ps == nil {
 		ps = []wire.Provider{}
 	}
-	if s.cfg.ProviderStatus != nil {
-		ps = s.cfg.ProviderStatus.Describe(ps)
+	if v.status != nil {
+		ps = v.status.Describe(ps)
 	}
 	slices.SortFunc(ps, func(a, b wire.Provider) int { return strings.Compare(a.Name, b.Name) })
-	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps})
+	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps, ConfigFile: v.configFile, ConfigFileFound: v.configFileFound})
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Reload == nil {
+		s.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "this flowd cannot reload its config; restart it to apply changes")
+		return
+	}
+	resp, err := s.cfg.Reload(r.Context())
+	var ce *config.Error
+	switch {
+	case errors.As(err, &ce):
+		// The message is the file, the field and the reason: written for
+		// the user, and carrying no secret (config errors never quote values).
+		s.writeError(w, r, http.StatusUnprocessableEntity, wire.CodeInvalidConfig,
+			ce.Error()+"; flowd goes on with the config it had: fix the file and reload again")
+		return
+	case errors.Is(err, engine.ErrInvalidProvider):
+		s.writeError(w, r, http.StatusUnprocessableEntity, wire.CodeInvalidConfig,
+			err.Error()+"; flowd goes on with the config it had: fix the file and reload again")
+		return
+	case err != nil:
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {

@@ -36,6 +36,7 @@ var Policy = map[string][]Principal{
 	wire.RouteToken:           {Local},
 	wire.RouteDisconnect:      {Local},
 	wire.RouteHealth:          {Local},
+	wire.RouteReload:          {Local},
 	wire.RouteMetrics:         {Local},
 	wire.RouteBrowserCallback: {Local, Browser},
 	wire.RouteLaunch:          {Local, Browser},
