@@ -200,7 +200,15 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
 		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
 	}
-	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
+	d := states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}
+	if !st.Expiry.IsZero() {
+		exp := st.Expiry
+		d.TokenExpiry = &exp
+	}
+	if st.RefreshToken != "" {
+		d.RefreshFP = e.fingerprint(st.RefreshToken)
+	}
+	return outcome{event: states.ExchangeSucceeded, data: d, secrets: secrets}
 }
 
 // describeExchangeError turns an exchange error into record data. It keeps

@@ -282,6 +282,11 @@ func happySteps() []func(s *session) {
 // outcomeOf is a flow without its id and times.
 func outcomeOf(f states.Flow) states.Flow {
 	f.ID, f.Created, f.Deadline, f.Ended = "", time.Time{}, time.Time{}, time.Time{}
+	if f.Conn != nil {
+		c := *f.Conn
+		c.Flow, c.Connected = "", time.Time{}
+		f.Conn = &c
+	}
 	return f
 }
 

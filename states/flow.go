@@ -37,6 +37,11 @@ type Flow struct {
 	SupersededBy  string
 	// IgnoredCallbacks counts callbacks recorded as changing nothing.
 	IgnoredCallbacks int
+
+	// Conn is the connection the flow produced: set by an
+	// exchange_succeeded that stored a token, advanced by the token events.
+	// Nil for every other flow.
+	Conn *Connection
 }
 
 // Apply checks rec against the machine and f, and returns f advanced by it.
@@ -65,8 +70,17 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Message, f.ErrorCode, f.HTTPStatus, f.SupersededBy = d.Message, d.ErrorCode, d.HTTPStatus, d.SupersededBy
 		f.GrantedScopes = slices.Clone(d.GrantedScopes)
 		f.TokenStored = d.TokenStored
+		if rec.Event == ExchangeSucceeded && d.TokenStored {
+			f.Conn = newConnection(f, rec)
+		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
+	default:
+		if rec.Event.TokenEvent() {
+			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
+			c.apply(rec)
+			f.Conn = &c
+		}
 	}
 	return f, nil
 }
@@ -143,6 +157,8 @@ func (f Flow) check(rec Record) error {
 		case d.Ignored == IgnoredFinished && !f.State.Terminal():
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return f.checkTokenEvent(rec)
 	case Failed, DeadlinePassed:
 		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted
 		if exchangeOutcome != f.Exchanging {
