@@ -48,6 +48,9 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	for attempt := 0; ; attempt++ {
 		f, err, again := e.callback(ctx, lf, p, fp)
 		if !again || attempt == conflictRetries {
+			if err == nil && f.State == states.Complete {
+				e.connectionChanged(f) // this callback connected: the flow's lock is released
+			}
 			return f, err
 		}
 		// Another engine on a shared log advanced the flow first; lf now
