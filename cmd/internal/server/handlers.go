@@ -469,9 +469,6 @@ func connectionFrom(c engine.Connection) wire.Connection {
 // advice the engine leaves to flowd: what the user runs next.
 func tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
 	again := "flowctl connect " + key.Provider
-	if key.Account != "" {
-		again += " --principal " + key.Account
-	}
 	var re *engine.RefreshError
 	switch {
 	case errors.Is(err, engine.ErrNoToken):

@@ -242,6 +242,11 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+	// Connection is how the connection a complete flow produced stands,
+	// from its token events alone: healthy, refresh_failing,
+	// needs_reconnect, refreshing or disconnected. Empty for flows that
+	// stored no token. (flowctl status judges expiry with the clock too.)
+	Connection string `json:"connection,omitempty"`
 }
 
 // FlowFrom converts the engine's view of a flow to its wire form.
@@ -269,6 +274,16 @@ func FlowFrom(f states.Flow) Flow {
 	}
 	if f.Reason != "" {
 		w.ReasonText = f.Reason.Describe()
+	}
+	if c := f.Conn; c != nil {
+		switch {
+		case !c.Active():
+			w.Connection = "disconnected"
+		case c.Refreshing:
+			w.Connection = "refreshing"
+		default:
+			w.Connection = string(c.HealthAt(time.Time{}))
+		}
 	}
 	if !f.Ended.IsZero() {
 		t := f.Ended.UTC()
