@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"flowd.local/flowd/states"
 )
 
@@ -225,19 +223,23 @@ func (e *Engine) revoke(ctx context.Context, p *provider, st StoredToken) Discon
 func (e *Engine) revoke1(ctx context.Context, p *provider, token, hint string, st StoredToken) (Disconnection, bool) {
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ExchangeTimeout)
 	defer cancel()
+	// RFC 7009 section 2.1: the client authenticates as at the token
+	// endpoint, with the same method.
+	method := authMethodOf(p.Provider)
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
-	if p.AuthStyle == oauth2.AuthStyleInParams || p.ClientSecret == "" {
+	switch method {
+	case AuthMethodNone:
 		form.Set("client_id", p.ClientID)
-		if p.ClientSecret != "" {
-			form.Set("client_secret", p.ClientSecret)
-		}
+	case AuthMethodClientSecretPost:
+		form.Set("client_id", p.ClientID)
+		form.Set("client_secret", p.ClientSecret)
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, p.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return Disconnection{Revocation: states.RevocationFailed, ErrorCode: "invalid_request", Message: "the revocation URL is not usable"}, false
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if p.AuthStyle == oauth2.AuthStyleInHeader && p.ClientSecret != "" {
+	if method == AuthMethodClientSecretBasic {
 		// RFC 6749 section 2.3.1: form-encode the credentials first.
 		req.SetBasicAuth(url.QueryEscape(p.ClientID), url.QueryEscape(p.ClientSecret))
 	}
