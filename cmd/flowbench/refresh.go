@@ -83,7 +83,6 @@ func (b *Bench) refresh(ctx context.Context) ([]*Row, error) {
 	return []*Row{one, two, lat1, lat2}, nil
 }
 
-
 type refreshResult struct {
 	requests1, requests2     float64
 	lone, slowest1, slowest2 time.Duration
