@@ -12,6 +12,7 @@ import (
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/internal/oauthtest"
+	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
 )
 
@@ -133,7 +134,7 @@ func TestRefreshFailuresAreRecorded(t *testing.T) {
 // an expired token: one request reaches the token endpoint, and every
 // caller gets the winner's token.
 func TestRefreshSingleFlightAcrossEngines(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{Log: memlog.New()} })
 	h.connect("")
 	other, err := engine.Open(h.ctx, h.cfg)
 	require.NoError(t, err)
@@ -277,4 +278,36 @@ func decodeAll(t *testing.T, b []byte) []states.Record {
 		out = append(out, r)
 	}
 	return out
+}
+
+// A process that stopped between refresh_started and its outcome leaves a
+// claim in the log. The next process, sole writer of its log, takes it
+// over at once rather than waiting for it to time out (the claim holds
+// for twice the exchange timeout, and the fake clock does not move).
+func TestRefreshClaimOfAStoppedProcessIsTakenOver(t *testing.T) {
+	h := newHarness(t)
+	f := h.connect("")
+	h.clk.Advance(2 * time.Hour)
+	// What a process killed mid-refresh leaves: refresh_started, no outcome.
+	hist, err := h.log.History(h.ctx, f.ID)
+	require.NoError(t, err)
+	last := hist[len(hist)-1]
+	require.NoError(t, h.log.Append(h.ctx, []states.Record{{Version: states.SchemaVersion, Flow: f.ID, FlowSeq: last.FlowSeq + 1,
+		Event: states.RefreshStarted, From: states.Complete, To: states.Complete, Time: h.clk.Now().UTC()}}, nil))
+	h.restart()
+
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := h.e.Token(h.ctx, "gh")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new process waits for the claim of a stopped one")
+	}
+	evs := eventsOf(t, h, f.ID)
+	assert.Equal(t, []states.Event{states.RefreshStarted, states.RefreshStarted, states.TokenRefreshed}, evs[len(evs)-3:],
+		"the claim was taken over with a refresh_started of its own")
 }

@@ -316,7 +316,11 @@ func (e *Engine) claimRefresh(ctx context.Context, key TokenKey, st StoredToken,
 	if err != nil || !ok {
 		return nil, st, err
 	}
-	if c := f.Conn; c.Refreshing && e.clock.Now().Before(c.RefreshingSince.Add(e.refreshClaimTTL())) {
+	// A claim with no outcome holds only on a log other engines share
+	// (a Watcher): on a log this engine alone writes, this engine holds
+	// the token's refresh lock, so the claim is an earlier process's that
+	// stopped mid-refresh, and is taken over at once.
+	if c := f.Conn; c.Refreshing && e.shared != nil && e.clock.Now().Before(c.RefreshingSince.Add(e.refreshClaimTTL())) {
 		if err := e.awaitRefresh(ctx, key, f); err != nil {
 			return nil, st, err
 		}

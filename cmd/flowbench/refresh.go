@@ -15,6 +15,7 @@ import (
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
 	"flowd.local/flowd/persist"
+	"flowd.local/flowd/states"
 )
 
 // refreshCallers is how many Token calls item 8 makes at once on one expired token.
@@ -88,6 +89,19 @@ type refreshResult struct {
 	lone, slowest1, slowest2 time.Duration
 }
 
+// sharedBolt declares a bbolt log shared by the engines of one process
+// (engine.Watcher). Its watch delivers nothing: token calls read the
+// connection's flow from the log itself, and item 8 starts no flow on the
+// second engine.
+type sharedBolt struct{ engine.Log }
+
+func (sharedBolt) Head(context.Context) (uint64, error) { return 0, nil }
+
+func (sharedBolt) Watch(ctx context.Context, _ uint64, _ func([]states.Record)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
 func (b *Bench) refreshRun(ctx context.Context) (refreshResult, error) {
 	var res refreshResult
 	dir, done, err := b.tempDir()
@@ -102,7 +116,9 @@ func (b *Bench) refreshRun(ctx context.Context) (refreshResult, error) {
 	defer db.Close()
 	clk := fakeclock.New(time.Now().UTC())
 	ep := &refreshEndpoint{}
-	cfg := engineConfig(db, clk)
+	// Declared shared, as etcdlog is, so each engine honours the other's
+	// refresh claims instead of taking them for a stopped process's.
+	cfg := engineConfig(sharedBolt{db}, clk)
 	cfg.HTTPClient = &http.Client{Transport: ep}
 	cfg.Retention = -1
 	e1, err := engine.Open(ctx, cfg)
