@@ -311,3 +311,34 @@ func TestRefreshClaimOfAStoppedProcessIsTakenOver(t *testing.T) {
 	assert.Equal(t, []states.Event{states.RefreshStarted, states.RefreshStarted, states.TokenRefreshed}, evs[len(evs)-3:],
 		"the claim was taken over with a refresh_started of its own")
 }
+
+// Retention prunes finished flows, but not the flow of a connection that
+// still holds its token: its refreshes go on being recorded and status
+// goes on listing it. A disconnected connection's flow is pruned as any.
+func TestRetentionKeepsActiveConnections(t *testing.T) {
+	h := newHarness(t, func(c *engine.Config) { c.Retention = 24 * time.Hour })
+	kept := h.connect("")
+	gone := h.connect("bob")
+	_, err := h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "bob"})
+	require.NoError(t, err)
+	canceled := h.start("carol")
+	_, err = h.e.Cancel(h.ctx, canceled.State)
+	require.NoError(t, err)
+
+	h.clk.Advance(48 * time.Hour)
+	h.restart() // Open prunes at once
+	for _, id := range []string{gone.ID, canceled.State} {
+		hist, err := h.e.History(h.ctx, id)
+		if err == nil {
+			assert.Empty(t, hist, "flow %s is past retention", id)
+		}
+	}
+	_, _, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	evs := eventsOf(t, h, kept.ID)
+	assert.Equal(t, states.TokenRefreshed, evs[len(evs)-1], "the refresh of a connection older than retention is recorded")
+	cs, err := h.e.Connections(h.ctx)
+	require.NoError(t, err)
+	require.Len(t, cs, 1)
+	assert.Equal(t, kept.ID, cs[0].Flow)
+}
