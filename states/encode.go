@@ -48,7 +48,7 @@ func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
 		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
-		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" &&
+		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
 		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
 }
 
@@ -85,6 +85,7 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	w.str("binding_fp", d.BindingFingerprint)
 	if d.TokenExpiry != nil {
 		w.key("token_expiry")
 		w.b, w.ok = appendTime(w.b, *d.TokenExpiry, w.ok)
