@@ -342,3 +342,36 @@ func TestRetentionKeepsActiveConnections(t *testing.T) {
 	require.Len(t, cs, 1)
 	assert.Equal(t, kept.ID, cs[0].Flow)
 }
+
+// A refresh that outlives its claim on a shared log: another engine takes
+// the claim over and both reach the provider. Whatever order their
+// outcomes land in, the history stays legal (no outcome without its
+// refresh_started) and no call fails for want of a place to record.
+func TestRefreshOutlivingItsClaimKeepsTheHistoryLegal(t *testing.T) {
+	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{Log: memlog.New()} })
+	f := h.connect("")
+	other, err := engine.Open(h.ctx, h.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	h.clk.Advance(2 * time.Hour)
+	release := h.prov.Hold()
+	errs := make(chan error, 2)
+	go func() { _, _, err := h.e.Token(h.ctx, "gh"); errs <- err }()
+	h.prov.WaitEntered(t)
+	h.clk.Advance(11 * time.Second) // past the claim: twice the 5 s exchange timeout
+	go func() { _, _, err := other.Token(h.ctx, "gh"); errs <- err }()
+	h.prov.WaitEntered(t)
+	release()
+	for range 2 {
+		if err := <-errs; err != nil {
+			assert.NotContains(t, err.Error(), "illegal transition")
+			var re *engine.RefreshError
+			assert.ErrorAs(t, err, &re, "a refresh either returns a token or the provider's refusal")
+		}
+	}
+	hist, err := h.log.History(h.ctx, f.ID)
+	require.NoError(t, err)
+	g, err := states.Fold(hist)
+	require.NoError(t, err, "the history replays")
+	assert.False(t, g.Conn.Refreshing, "both refreshes recorded an outcome or yielded to the other's")
+}
