@@ -11,20 +11,27 @@ import (
 )
 
 func (a *app) tokenCmd() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "token <provider>",
 		Short: "Print a valid access token for a connected provider",
 		Long: `token prints the provider's access token and nothing else, so it can be used
 in $(...). flowd refreshes it first when it has expired or is about to.
 With --json it prints the token with its type, expiry and scopes; the refresh
-token never leaves flowd.`,
+token never leaves flowd. --force refreshes it although it has not expired,
+for an API that answered 401 to it.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
-  flowctl token google --json`,
+  flowctl token google --json
+  flowctl token github --force     # the API said 401: get a new one`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl := a.client()
 			defer cl.Close()
-			tok, err := cl.Token(cmd.Context(), args[0])
+			get := cl.Token
+			if force {
+				get = cl.ForceRefresh
+			}
+			tok, err := get(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("get a token for %s: %w", args[0], err)
 			}
@@ -35,6 +42,8 @@ token never leaves flowd.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "refresh the token although it has not expired")
+	return cmd
 }
 
 func (a *app) disconnectCmd() *cobra.Command {

@@ -101,6 +101,14 @@ func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse
 	return out, err
 }
 
+// ForceRefresh has flowd refresh the provider's token although it has not
+// expired (an API answered 401 to it) and returns the new one.
+func (c *Client) ForceRefresh(ctx context.Context, provider string) (wire.TokenResponse, error) {
+	var out wire.TokenResponse
+	err := c.route(ctx, wire.RouteToken, []string{provider}, url.Values{"force": {"true"}}, nil, &out, 30*time.Second)
+	return out, err
+}
+
 // Disconnect revokes the provider's stored token at the provider when it
 // can and removes it; the response says what the provider was told.
 func (c *Client) Disconnect(ctx context.Context, provider string) (wire.DisconnectResponse, error) {

@@ -391,7 +391,16 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	tok, st, err := s.cfg.Engine.TokenFor(r.Context(), key)
+	get := s.cfg.Engine.TokenFor
+	switch r.URL.Query().Get("force") {
+	case "", "false":
+	case "true":
+		get = s.cfg.Engine.ForceRefresh // an API refused the token before it expired
+	default:
+		s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "force must be true or false")
+		return
+	}
+	tok, st, err := get(r.Context(), key)
 	if err != nil {
 		status, code, msg := tokenError(err, key)
 		s.writeError(w, r, status, code, msg)
