@@ -48,6 +48,9 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	for attempt := 0; ; attempt++ {
 		f, err, again := e.callback(ctx, lf, p, fp)
 		if !again || attempt == conflictRetries {
+			if err == nil && f.State == states.Complete {
+				e.connectionChanged(f) // this callback connected: the flow's lock is released
+			}
 			return f, err
 		}
 		// Another engine on a shared log advanced the flow first; lf now
@@ -251,7 +254,15 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
 		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
 	}
-	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
+	d := states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}
+	if !st.Expiry.IsZero() {
+		exp := st.Expiry
+		d.TokenExpiry = &exp
+	}
+	if st.RefreshToken != "" {
+		d.RefreshFP = e.fingerprint(st.RefreshToken)
+	}
+	return outcome{event: states.ExchangeSucceeded, data: d, secrets: secrets}
 }
 
 // describeExchangeError turns an exchange error into record data. It keeps

@@ -45,6 +45,11 @@ type Flow struct {
 	// opened its launch link (browser_bound): the keyed fingerprint of the
 	// binding cookie a loopback callback must carry.
 	BindingFingerprint string
+
+	// Conn is the connection the flow produced: set by an
+	// exchange_succeeded that stored a token, advanced by the token events.
+	// Nil for every other flow.
+	Conn *Connection
 }
 
 // Bound reports whether the flow is bound to a browser: its loopback
@@ -78,10 +83,19 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Message, f.ErrorCode, f.HTTPStatus, f.SupersededBy = d.Message, d.ErrorCode, d.HTTPStatus, d.SupersededBy
 		f.GrantedScopes = slices.Clone(d.GrantedScopes)
 		f.TokenStored = d.TokenStored
+		if rec.Event == ExchangeSucceeded && d.TokenStored {
+			f.Conn = newConnection(f, rec)
+		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
 	case BrowserBound:
 		f.BindingFingerprint = d.BindingFingerprint
+	default:
+		if rec.Event.TokenEvent() {
+			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
+			c.apply(rec)
+			f.Conn = &c
+		}
 	}
 	return f, nil
 }
@@ -173,6 +187,8 @@ func (f Flow) check(rec Record) error {
 		case f.Exchanging:
 			return fmt.Errorf("%w: browser_bound while an exchange is under way", ErrIllegalTransition)
 		}
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return f.checkTokenEvent(rec)
 	case Failed, DeadlinePassed:
 		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted
 		if exchangeOutcome != f.Exchanging {

@@ -13,20 +13,27 @@ import (
 )
 
 func (a *app) tokenCmd() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "token <provider>",
 		Short: "Print a valid access token for a connected provider",
 		Long: `token prints the provider's access token and nothing else, so it can be used
 in $(...). flowd refreshes it first when it has expired or is about to.
 With --json it prints the token with its type, expiry and scopes; the refresh
-token never leaves flowd.`,
+token never leaves flowd. --force refreshes it although it has not expired,
+for an API that answered 401 to it.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
-  flowctl token google --json`,
+  flowctl token google --json
+  flowctl token github --force     # the API said 401: get a new one`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl := a.client()
 			defer cl.Close()
-			tok, err := cl.Token(cmd.Context(), args[0])
+			get := cl.Token
+			if force {
+				get = cl.ForceRefresh
+			}
+			tok, err := get(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("get a token for %s: %w", args[0], err)
 			}
@@ -37,13 +44,19 @@ token never leaves flowd.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "refresh the token although it has not expired")
+	return cmd
 }
 
 func (a *app) disconnectCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "disconnect <provider>",
-		Short:   "Remove the provider's stored token",
-		Long:    `disconnect makes flowd forget the provider's token. It does not revoke the token at the provider.`,
+		Use:   "disconnect <provider>",
+		Short: "Revoke the provider's token and remove it",
+		Long: `disconnect asks the provider to revoke the stored tokens (RFC 7009) when it has
+a revocation endpoint (revocation_url in the config, or revocation_endpoint in
+its discovery metadata), then makes flowd forget them. The local copy is
+removed even when the provider has no revocation endpoint or refuses; the
+output says which.`,
 		Example: `  flowctl disconnect github`,
 		Args:    argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,7 +69,18 @@ func (a *app) disconnectCmd() *cobra.Command {
 			if a.json {
 				return a.writeJSON(res)
 			}
-			fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+			switch {
+			case !res.Removed:
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+			case res.Revocation == "revoked":
+				fmt.Fprintf(a.stdout, "Disconnected %s: the provider revoked the token and flowd no longer holds it.\n", res.Provider)
+			case res.Revocation == "failed":
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it, but the provider did not revoke it (%s); revoke it in the provider's settings.\n", res.Provider, res.RevocationError)
+			case res.Revocation == "unsupported":
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it. The provider has no revocation endpoint, so the token stays valid there until it expires; revoke the app's access in the provider's settings to end it now.\n", res.Provider)
+			default:
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+			}
 			return nil
 		},
 	}

@@ -118,11 +118,31 @@ func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse
 	return out, err
 }
 
-// Disconnect removes the provider's stored token.
+// ForceRefresh has flowd refresh the provider's token although it has not
+// expired (an API answered 401 to it) and returns the new one.
+func (c *Client) ForceRefresh(ctx context.Context, provider string) (wire.TokenResponse, error) {
+	var out wire.TokenResponse
+	err := c.route(ctx, wire.RouteToken, []string{provider}, url.Values{"force": {"true"}}, nil, &out, 30*time.Second)
+	return out, err
+}
+
+// Disconnect revokes the provider's stored token at the provider when it
+// can and removes it; the response says what the provider was told.
 func (c *Client) Disconnect(ctx context.Context, provider string) (wire.DisconnectResponse, error) {
 	var out wire.DisconnectResponse
 	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, nil, nil, &out, 0)
 	return out, err
+}
+
+// Connections lists the connections flowd holds, all or provider's.
+func (c *Client) Connections(ctx context.Context, provider string) ([]wire.Connection, error) {
+	var out wire.ConnectionsResponse
+	var q url.Values
+	if provider != "" {
+		q = url.Values{"provider": {provider}}
+	}
+	err := c.route(ctx, wire.RouteConnections, nil, q, nil, &out, 0)
+	return out.Connections, err
 }
 
 // Health returns basic facts about the daemon.

@@ -82,6 +82,10 @@ type Provider struct {
 	// RequireIssuer: discovery found authorization_response_iss_parameter_supported,
 	// so every redirect must carry iss = Issuer (RFC 9207).
 	RequireIssuer bool
+	// RevocationURL is the RFC 7009 revocation endpoint disconnect calls:
+	// revocation_url, the preset's, or the discovery document's
+	// revocation_endpoint. Empty: the provider has none.
+	RevocationURL string
 }
 
 // Where a provider's AuthMethod came from.
@@ -118,7 +122,7 @@ func (p Provider) Engine() engine.Provider {
 		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthMethod: engine.AuthMethod(p.AuthMethod),
 		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 		Issuer: p.Issuer, RequireIssuer: p.RequireIssuer,
-		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams,
+		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, RevocationURL: p.RevocationURL,
 	}
 }
 
@@ -190,6 +194,7 @@ type providerFile struct {
 	AuthStyle       string            `toml:"auth_style"`
 	AuthMethod      string            `toml:"token_endpoint_auth_method"`
 	Tenant          string            `toml:"tenant"`
+	RevocationURL   string            `toml:"revocation_url"`
 }
 
 type duration struct{ time.Duration }
@@ -349,7 +354,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if pf.Issuer != "" {
 			return Provider{}, fail("issuer", "set either preset or issuer, not both")
 		}
-		p.AuthURL, p.TokenURL = pr.AuthURL, pr.TokenURL
+		p.AuthURL, p.TokenURL, p.RevocationURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL
 		p.Scopes = slices.Clone(pr.Scopes)
 		if len(pr.AuthParams) > 0 {
 			p.AuthParams = map[string]string{}
@@ -399,6 +404,12 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if _, err := checkURL(p.TokenURL); err != nil {
 			return Provider{}, fail("token_url", "%v", err)
 		}
+	}
+	if pf.RevocationURL != "" {
+		if _, err := checkURL(pf.RevocationURL); err != nil {
+			return Provider{}, fail("revocation_url", "%v", err)
+		}
+		p.RevocationURL = pf.RevocationURL // a self-hosted server's, or one discovery does not name
 	}
 	if pf.Scopes != nil {
 		p.Scopes = slices.Clone(*pf.Scopes)

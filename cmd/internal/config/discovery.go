@@ -60,6 +60,8 @@ type discoveryDoc struct {
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
 	TokenEndpoint         string   `json:"token_endpoint"`
 	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+	// RevocationEndpoint is RFC 8414 section 2's revocation_endpoint.
+	RevocationEndpoint string `json:"revocation_endpoint"`
 	// RFC 9207 section 3: the server puts iss on every authorization response.
 	IssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 }
@@ -103,6 +105,12 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		return fmt.Errorf("OIDC discovery at %s: token_endpoint: %v", where, err)
 	}
 	p.AuthURL, p.TokenURL = doc.AuthorizationEndpoint, doc.TokenEndpoint
+	if p.RevocationURL == "" && doc.RevocationEndpoint != "" {
+		if _, err := checkURL(doc.RevocationEndpoint); err != nil {
+			return fmt.Errorf("OIDC discovery at %s: revocation_endpoint: %v", where, err)
+		}
+		p.RevocationURL = doc.RevocationEndpoint
+	}
 	p.RequireIssuer = doc.IssParameterSupported
 	if p.AuthMethod == "" {
 		// Chosen once, from the metadata (absent means

@@ -41,7 +41,9 @@ type Engine interface {
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
 	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
-	DisconnectFor(ctx context.Context, key engine.TokenKey) error
+	ForceRefresh(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
+	DisconnectFor(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
+	Connections(ctx context.Context) ([]engine.Connection, error)
 	Providers() []string
 }
 
@@ -158,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteProviders:       s.handleProviders,
 		wire.RouteToken:           s.handleToken,
 		wire.RouteDisconnect:      s.handleDisconnect,
+		wire.RouteConnections:     s.handleConnections,
 		wire.RouteHealth:          s.handleHealth,
 		wire.RouteReload:          s.handleReload,
 		wire.RouteMetrics:         s.handleMetrics,
