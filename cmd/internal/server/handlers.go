@@ -432,7 +432,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, st, err := get(r.Context(), key)
 	if err != nil {
-		status, code, msg := tokenError(err, key)
+		status, code, msg := s.tokenError(err, key)
 		s.writeError(w, r, status, code, msg)
 		return
 	}
@@ -519,7 +519,7 @@ func connectionFrom(c engine.Connection) wire.Connection {
 
 // tokenError maps a token call's error to the API's answer, adding the
 // advice the engine leaves to flowd: what the user runs next.
-func tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
+func (s *Server) tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
 	again := "flowctl connect " + key.Provider
 	var re *engine.RefreshError
 	switch {
@@ -542,8 +542,9 @@ func tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
 		}
 		return http.StatusBadGateway, wire.CodeProviderError, msg
 	}
-	return classify(err)
+	return s.classify(err)
 }
+
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.HealthResponse{
 		Status: "ok", Version: s.cfg.Version, StartedAt: s.started, Listen: s.cfg.Listen,
