@@ -164,14 +164,14 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	if !haveVerifier {
 		return failed(states.Data{ErrorCode: "verifier_missing", Message: "the flow's PKCE verifier is missing from the sealed store; start a new connect"})
 	}
-	p, err := e.provider(f.Provider)
+	p, err := e.resolve(ctx, f.Provider)
 	if err != nil {
 		return failed(states.Data{ErrorCode: "unknown_provider", Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)})
 	}
 	oc := p.oauth
 	oc.RedirectURL = f.RedirectURI
 	oc.Scopes = f.Scopes
-	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 	defer cancel()
 	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {

@@ -81,6 +81,10 @@ type Engine struct {
 	closing  chan struct{}
 	inflight sync.WaitGroup
 	wakeups  atomic.Int64
+	// mcp holds the providers of MCP connections by resource URL (guarded
+	// by mcpMu, which also serializes updates of their sealed index).
+	mcpMu sync.Mutex
+	mcp   map[string]*provider
 	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
 	// token are serialized, other tokens are not held up behind them.
 	refreshing sync.Map
@@ -146,6 +150,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		live:     map[string]*liveFlow{},
 		owners:   map[ownerKey]map[string]*liveFlow{},
 		starting: map[string]bool{},
+		mcp:      map[string]*provider{},
 		closing:  make(chan struct{}),
 	}
 	e.shared, _ = cfg.Log.(Watcher)
@@ -309,7 +314,7 @@ func (e *Engine) Providers() []string { return slices.Clone(e.names) }
 
 // Provider returns the named provider's configuration.
 func (e *Engine) Provider(name string) (Provider, error) {
-	p, err := e.provider(name)
+	p, err := e.resolve(context.Background(), name)
 	if err != nil {
 		return Provider{}, err
 	}

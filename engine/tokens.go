@@ -114,9 +114,13 @@ func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, Sto
 	}
 	defer e.inflight.Done()
 	provider := key.Provider
-	p, err := e.provider(provider)
+	p, err := e.resolve(ctx, provider)
 	if err != nil {
 		return nil, StoredToken{}, err
+	}
+	if IsResourceURL(provider) {
+		key.Provider = p.Name // the canonical URL
+		provider = p.Name
 	}
 	// One refresh of a token at a time: with rotating refresh tokens, two
 	// concurrent refreshes would spend the same refresh token and one would
@@ -133,7 +137,7 @@ func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, Sto
 		if st.RefreshToken == "" {
 			return nil, st, fmt.Errorf("token for %s expired and the provider gave no refresh token; reconnect: flowctl connect %s", provider, provider)
 		}
-		rctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+		rctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 		defer cancel()
 		expired := *tok
 		expired.Expiry = time.Unix(1, 0) // force the refresh whatever oauth2's own clock says
@@ -192,9 +196,11 @@ func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) error {
 		return err
 	}
 	defer e.inflight.Done()
-	if _, err := e.provider(key.Provider); err != nil {
+	p, err := e.resolve(ctx, key.Provider)
+	if err != nil {
 		return err
 	}
+	key.Provider = p.Name
 	if _, err := e.tokens.LoadToken(ctx, key); err != nil {
 		return err
 	}

@@ -28,6 +28,10 @@ type Flow struct {
 	Deadline    time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
+	// Resource is the resource indicator of a connect by MCP server URL,
+	// AuthServer the authorization server discovery chose for it.
+	Resource   string
+	AuthServer string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -54,6 +58,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.ID = rec.Flow
 		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
 		f.Scopes = slices.Clone(d.Scopes)
+		f.Resource, f.AuthServer = d.Resource, d.AuthServer
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:
