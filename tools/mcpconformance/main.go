@@ -48,6 +48,13 @@ func main() {
 	}
 }
 
+// began is when the client started; its log lines carry the time since.
+var began = time.Now()
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.3fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+}
+
 func run(server string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
@@ -120,6 +127,7 @@ func startFlowd(ctx context.Context, server string) (*flowd, error) {
 	}
 	for {
 		if _, err := fd.ctl(ctx, "providers"); err == nil {
+			logf("flowd is up")
 			return fd, nil
 		}
 		select {
@@ -181,7 +189,7 @@ func (c *mcpClient) authorize(ctx context.Context, challenge string) (string, er
 	if err := json.Unmarshal(out, &st); err != nil {
 		return "", fmt.Errorf("flowctl connect printed %q: %w", out, err)
 	}
-	fmt.Fprintf(os.Stderr, "flowd started flow %.12s…\n", st.State)
+	logf("flowd started flow %.12s…", st.State)
 	// The browser: the authorization server redirects at once; its
 	// redirect goes to flowd's loopback listener, as a browser's would.
 	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -196,6 +204,7 @@ func (c *mcpClient) authorize(ctx context.Context, challenge string) (string, er
 	if resp, err = get(ctx, noFollow, loc); err != nil {
 		return "", fmt.Errorf("deliver the redirect to flowd: %w", err)
 	}
+	logf("delivered the redirect to flowd: %s", resp.Status)
 	if out, err = c.flowd.ctl(ctx, "wait", st.State); err != nil {
 		return "", err
 	}
@@ -207,6 +216,7 @@ func (c *mcpClient) authorize(ctx context.Context, challenge string) (string, er
 	if flow.Status != "complete" {
 		return "", fmt.Errorf("the flow ended %s (%s)", flow.Status, flow.Reason)
 	}
+	logf("flow %.12s… is complete", st.State)
 	if out, err = c.flowd.ctl(ctx, "token", c.url); err != nil {
 		return "", err
 	}
@@ -268,7 +278,7 @@ func (c *mcpClient) session(ctx context.Context) error {
 	if err := c.call(ctx, "tools/list", map[string]any{}, &tools); err != nil {
 		return fmt.Errorf("tools/list: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "tools: %d\n", len(tools.Tools))
+	logf("tools/list: %d tools", len(tools.Tools))
 	if len(tools.Tools) > 0 {
 		var res json.RawMessage
 		if err := c.call(ctx, "tools/call", map[string]any{"name": tools.Tools[0].Name, "arguments": map[string]any{}}, &res); err != nil {
