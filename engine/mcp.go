@@ -13,8 +13,6 @@ import (
 	"sort"
 	"strings"
 
-	"golang.org/x/oauth2"
-
 	"flowd.local/flowd/engine/mcpauth"
 	"flowd.local/flowd/states"
 )
@@ -172,7 +170,7 @@ func (e *Engine) startMCP(ctx context.Context, req StartRequest, redirect string
 		steps[i] = s.String()
 	}
 	d := states.Data{
-		Resource: conn.ResourceIndicator, ResourceMetadataURL: disc.ResourceMetadataURL, AuthServer: conn.AuthServer,
+		Resource: conn.ResourceIndicator, ResourceMetadataURL: disc.ResourceMetadataURL,
 		ServerMetadataURL: disc.ServerMetadataURL, Registration: conn.Registration, ClientID: conn.ClientID,
 		TokenAuth: conn.TokenAuth, ScopeSource: source, Discovery: steps,
 	}
@@ -192,7 +190,10 @@ func (e *Engine) mcpRegister(ctx context.Context, disc *mcpauth.Discovery, redir
 		}
 		method := c.AuthMethod
 		if method == "" {
-			method = chooseMCPAuth(m.TokenEndpointAuthMethodsSupported, c.ClientSecret != "")
+			var err error
+			if method, err = chooseMCPAuth(m.TokenEndpointAuthMethodsSupported, c.ClientSecret != ""); err != nil {
+				return conn, mcpClientRecord{}, fmt.Errorf("pre-registered client %s at %s: %w", c.ClientID, disc.AuthServer, err)
+			}
 		}
 		conn.ClientID, conn.Registration, conn.TokenAuth = c.ClientID, RegisteredPre, method
 		return conn, mcpClientRecord{ClientID: c.ClientID, ClientSecret: c.ClientSecret, TokenAuth: method}, nil
@@ -230,7 +231,9 @@ func (e *Engine) mcpRegister(ctx context.Context, disc *mcpauth.Discovery, redir
 	if method == "" {
 		// The server did not say: what its metadata allows, given
 		// whether it issued a secret.
-		method = chooseMCPAuth(m.TokenEndpointAuthMethodsSupported, rc.ClientSecret != "")
+		if method, err = chooseMCPAuth(m.TokenEndpointAuthMethodsSupported, rc.ClientSecret != ""); err != nil {
+			return conn, mcpClientRecord{}, fmt.Errorf("client %s registered at %s: %w", rc.ClientID, m.RegistrationEndpoint, err)
+		}
 	}
 	if method != mcpauth.AuthNone && rc.ClientSecret == "" {
 		return conn, mcpClientRecord{}, fmt.Errorf("%w at %s: registered for %s but issued no client secret", mcpauth.ErrRegistration, m.RegistrationEndpoint, method)
@@ -240,39 +243,31 @@ func (e *Engine) mcpRegister(ctx context.Context, disc *mcpauth.Discovery, redir
 	return conn, rec, nil
 }
 
-// chooseMCPAuth picks the token endpoint auth method from the server's
-// list: a secret-based one when there is a secret (basic before post),
-// else none. An empty list is RFC 8414's default, client_secret_basic.
-func chooseMCPAuth(supported []string, hasSecret bool) string {
-	if len(supported) == 0 {
-		supported = []string{mcpauth.AuthClientSecretBasic}
+// chooseMCPAuth picks the token endpoint auth method with
+// ChooseAuthMethod. A registration may hand out a secret the server's
+// metadata then offers no way to send (only none): the client is then
+// public and the secret unused.
+func chooseMCPAuth(supported []string, hasSecret bool) (string, error) {
+	m, err := ChooseAuthMethod(supported, hasSecret)
+	if err != nil && hasSecret {
+		m, err = ChooseAuthMethod(supported, false)
 	}
-	if hasSecret {
-		for _, m := range []string{mcpauth.AuthClientSecretBasic, mcpauth.AuthClientSecretPost} {
-			if slices.Contains(supported, m) {
-				return m
-			}
-		}
-	}
-	return mcpauth.AuthNone
+	return string(m), err
 }
 
-// mcpProvider is the provider flows of conn run against.
+// mcpProvider is the provider flows of conn run against. The issuer is
+// the authorization server discovery checked, so a redirect naming
+// another (RFC 9207) is refused as for any provider.
 func mcpProvider(conn MCPConnection, secret string) *provider {
 	p := Provider{
 		Name: conn.Resource, AuthURL: conn.AuthURL, TokenURL: conn.TokenURL, ClientID: conn.ClientID,
-		AuthStyle: oauth2.AuthStyleInParams, Resource: conn.ResourceIndicator,
+		AuthMethod: AuthMethod(conn.TokenAuth), Resource: conn.ResourceIndicator,
+		Issuer: conn.AuthServer, RequireIssuer: conn.IssInRedirect,
 	}
-	switch conn.TokenAuth {
-	case mcpauth.AuthClientSecretBasic:
-		p.AuthStyle, p.ClientSecret = oauth2.AuthStyleInHeader, secret
-	case mcpauth.AuthClientSecretPost:
+	if p.AuthMethod != AuthMethodNone {
 		p.ClientSecret = secret
 	}
-	return &provider{Provider: p, oauth: oauth2.Config{
-		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
-		Endpoint: oauth2.Endpoint{AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: p.AuthStyle},
-	}}
+	return &provider{Provider: p, oauth: oauthConfig(p)}
 }
 
 // resolve returns a configured provider, or the provider of an MCP

@@ -87,7 +87,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		Data: states.Data{
 			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
-			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL, AuthServer: extra.AuthServer,
+			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer,
+			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL,
 			ServerMetadataURL: extra.ServerMetadataURL, Registration: extra.Registration, ClientID: extra.ClientID,
 			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
 		},

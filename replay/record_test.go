@@ -587,7 +587,7 @@ func newRecProvider(t *testing.T, clk *fakeclock.Clock) *oauthtest.Server {
 func recProviderConfig(p *oauthtest.Server, name string, scopes ...string) engine.Provider {
 	return engine.Provider{
 		Name: name, AuthURL: "https://" + name + ".example.test/authorize", TokenURL: p.URL + "/" + name + "/token",
-		AuthStyle: p.AuthStyle, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: scopes,
+		AuthMethod: engine.AuthMethod(p.AuthMethod), ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: scopes,
 	}
 }
 

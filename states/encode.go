@@ -46,8 +46,8 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
-		d.RedirectURI == "" && d.Deadline == nil && d.Resource == "" && d.ResourceMetadataURL == "" &&
-		d.AuthServer == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
+		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Resource == "" &&
+		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
 		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
@@ -66,9 +66,13 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("deadline")
 		w.b, w.ok = appendTime(w.b, *d.Deadline, w.ok)
 	}
+	w.str("issuer", d.Issuer)
+	if d.IssuerRequired {
+		w.key("issuer_required")
+		w.b = append(w.b, "true"...)
+	}
 	w.str("resource", d.Resource)
 	w.str("resource_metadata", d.ResourceMetadataURL)
-	w.str("auth_server", d.AuthServer)
 	w.str("server_metadata", d.ServerMetadataURL)
 	w.str("registration", d.Registration)
 	w.str("client_id", d.ClientID)

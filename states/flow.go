@@ -24,14 +24,16 @@ type Flow struct {
 	Scopes      []string
 	Transport   Transport
 	RedirectURI string
-	Created     time.Time
-	Deadline    time.Time
+	// Issuer and IssuerRequired are what the flow's redirect must carry
+	// as iss (RFC 9207), from its created record.
+	Issuer         string
+	IssuerRequired bool
+	Created        time.Time
+	Deadline       time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
-	// Resource is the resource indicator of a connect by MCP server URL,
-	// AuthServer the authorization server discovery chose for it.
-	Resource   string
-	AuthServer string
+	// Resource is the resource indicator of a connect by MCP server URL.
+	Resource string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -58,7 +60,8 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.ID = rec.Flow
 		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
 		f.Scopes = slices.Clone(d.Scopes)
-		f.Resource, f.AuthServer = d.Resource, d.AuthServer
+		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
+		f.Resource = d.Resource
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:

@@ -77,16 +77,23 @@ type Data struct {
 	Transport   Transport  `json:"transport,omitempty"`
 	RedirectURI string     `json:"redirect_uri,omitempty"`
 	Deadline    *time.Time `json:"deadline,omitempty"`
+	// Issuer is the authorization server's issuer identifier the flow's
+	// redirect must name in its iss parameter (RFC 9207), fixed at start
+	// so a restart checks the same one. Empty: iss is not checked.
+	Issuer string `json:"issuer,omitempty"`
+	// IssuerRequired: the server promised iss on every redirect
+	// (authorization_response_iss_parameter_supported), so a redirect
+	// without one is refused.
+	IssuerRequired bool `json:"issuer_required,omitempty"`
 
 	// Created, for a connect by MCP server URL: what discovery found, so
-	// inspect shows why the connect went where it went. None is a secret.
+	// inspect shows why the connect went where it went (Issuer is the
+	// authorization server it chose). None is a secret.
 	// Resource is the resource indicator (RFC 8707) sent on the
 	// authorization and token requests.
 	Resource string `json:"resource,omitempty"`
 	// ResourceMetadataURL is where the Protected Resource Metadata (RFC 9728) was found.
 	ResourceMetadataURL string `json:"resource_metadata,omitempty"`
-	// AuthServer is the chosen authorization server's issuer.
-	AuthServer string `json:"auth_server,omitempty"`
 	// ServerMetadataURL is where the authorization server metadata was found.
 	ServerMetadataURL string `json:"server_metadata,omitempty"`
 	// Registration is how the client is registered there: pre_registered,

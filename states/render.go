@@ -115,6 +115,10 @@ func FormatData(d Data) string {
 	if d.Deadline != nil {
 		add("deadline", d.Deadline.UTC().Format(time.RFC3339))
 	}
+	add("issuer", d.Issuer)
+	if d.IssuerRequired {
+		add("issuer_required", "true")
+	}
 	add("message", d.Message)
 	add("error_code", d.ErrorCode)
 	if d.HTTPStatus != 0 {

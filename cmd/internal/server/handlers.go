@@ -396,8 +396,8 @@ func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
 		for _, c := range conns {
 			ps = append(ps, wire.Provider{
 				Name: c.Resource, AuthURL: c.AuthURL, TokenURL: c.TokenURL, Issuer: c.AuthServer, ClientID: c.ClientID,
-				AuthStyle: c.TokenAuth,
-				MCP:       &wire.MCPConnection{Resource: c.ResourceIndicator, AuthServer: c.AuthServer, Registration: c.Registration, TokenAuth: c.TokenAuth},
+				AuthMethod: c.TokenAuth, AuthMethodFrom: "discovery",
+				MCP: &wire.MCPConnection{Resource: c.ResourceIndicator, AuthServer: c.AuthServer, Registration: c.Registration, TokenAuth: c.TokenAuth},
 			})
 		}
 	}

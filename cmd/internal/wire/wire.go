@@ -234,17 +234,21 @@ type Flow struct {
 	// ReasonText is Reason as a sentence for people.
 	ReasonText string `json:"reason_text,omitempty"`
 	// Exchanging is true while the code is being exchanged.
-	Exchanging    bool       `json:"exchanging,omitempty"`
-	Provider      string     `json:"provider"`
-	Principal     string     `json:"principal,omitempty"`
-	Scopes        []string   `json:"scopes,omitempty"`
-	Transport     string     `json:"transport"`
-	RedirectURI   string     `json:"redirect_uri,omitempty"`
-	CreatedAt     time.Time  `json:"created_at"`
-	ExpiresAt     time.Time  `json:"expires_at"`
-	EndedAt       *time.Time `json:"ended_at,omitempty"`
-	GrantedScopes []string   `json:"granted_scopes,omitempty"`
-	TokenStored   bool       `json:"token_stored,omitempty"`
+	Exchanging  bool     `json:"exchanging,omitempty"`
+	Provider    string   `json:"provider"`
+	Principal   string   `json:"principal,omitempty"`
+	Scopes      []string `json:"scopes,omitempty"`
+	Transport   string   `json:"transport"`
+	RedirectURI string   `json:"redirect_uri,omitempty"`
+	// Issuer is the issuer the redirect's iss must name; IssuerRequired
+	// says a redirect without iss is refused (RFC 9207).
+	Issuer         string     `json:"issuer,omitempty"`
+	IssuerRequired bool       `json:"issuer_required,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	GrantedScopes  []string   `json:"granted_scopes,omitempty"`
+	TokenStored    bool       `json:"token_stored,omitempty"`
 	// Message is the provider's own text (error_description) or a short detail.
 	Message string `json:"message,omitempty"`
 	// ErrorCode is the provider's error code.
@@ -269,6 +273,8 @@ func FlowFrom(f states.Flow) Flow {
 		Scopes:           f.Scopes,
 		Transport:        string(f.Transport),
 		RedirectURI:      f.RedirectURI,
+		Issuer:           f.Issuer,
+		IssuerRequired:   f.IssuerRequired,
 		CreatedAt:        f.Created.UTC(),
 		ExpiresAt:        f.Deadline.UTC(),
 		GrantedScopes:    f.GrantedScopes,
@@ -310,6 +316,9 @@ type CallbackRequest struct {
 	Code             string `json:"code,omitempty"`
 	Error            string `json:"error,omitempty"`
 	ErrorDescription string `json:"error_description,omitempty"`
+	// Iss is the redirect's iss parameter (RFC 9207), which flowd checks
+	// against the provider's issuer; a relay must pass it on.
+	Iss string `json:"iss,omitempty"`
 }
 
 // Outcome is what a delivered callback did, as the callback page tells it.
@@ -337,14 +346,20 @@ type CallbackResponse struct {
 
 // Provider describes a configured provider. It never carries the client secret.
 type Provider struct {
-	Name      string   `json:"name"`
-	Preset    string   `json:"preset,omitempty"`
-	AuthURL   string   `json:"auth_url"`
-	TokenURL  string   `json:"token_url"`
-	Issuer    string   `json:"issuer,omitempty"`
-	ClientID  string   `json:"client_id"`
-	Scopes    []string `json:"scopes,omitempty"`
-	AuthStyle string   `json:"auth_style"`
+	Name     string   `json:"name"`
+	Preset   string   `json:"preset,omitempty"`
+	AuthURL  string   `json:"auth_url"`
+	TokenURL string   `json:"token_url"`
+	Issuer   string   `json:"issuer,omitempty"`
+	ClientID string   `json:"client_id"`
+	Scopes   []string `json:"scopes,omitempty"`
+	// AuthMethod is the token endpoint auth method: none,
+	// client_secret_basic or client_secret_post.
+	AuthMethod string `json:"token_endpoint_auth_method"`
+	// AuthMethodFrom says where it came from: setting, preset, discovery or default.
+	AuthMethodFrom string `json:"token_endpoint_auth_method_from,omitempty"`
+	// IssuerRequired: redirects must carry iss equal to Issuer (RFC 9207).
+	IssuerRequired bool `json:"issuer_required,omitempty"`
 	// MCP is set for an MCP server connected by URL (Name is the URL):
 	// the authorization server discovery chose and the client used there.
 	MCP *MCPConnection `json:"mcp,omitempty"`
