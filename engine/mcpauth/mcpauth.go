@@ -455,7 +455,7 @@ func (d *Discovery) checkServer() error {
 	if !slices.Contains(m.CodeChallengeMethodsSupported, "S256") {
 		listed := "does not list code_challenge_methods_supported"
 		if len(m.CodeChallengeMethodsSupported) > 0 {
-			listed = "lists only " + strings.Join(m.CodeChallengeMethodsSupported, ", ")
+			listed = "lists only " + strings.Join(m.CodeChallengeMethodsSupported, ", ") + " in code_challenge_methods_supported"
 		}
 		return fmt.Errorf("%w: the metadata at %s %s; refusing to authorize without PKCE S256", ErrNoS256, d.ServerMetadataURL, listed)
 	}
