@@ -68,6 +68,16 @@ func run(server string) error {
 	if err != nil {
 		fd.dumpLog()
 	}
+	if dir := os.Getenv("MCPCONFORMANCE_EXPORT_DIR"); dir != "" {
+		// The flows' records, for testdata/replay/mcp: the export carries
+		// no code, verifier, secret or token.
+		name := strings.ReplaceAll(strings.TrimPrefix(os.Getenv("MCP_CONFORMANCE_SCENARIO"), "auth/"), "/", "_")
+		if out, xerr := fd.ctl(ctx, "log", "export"); xerr != nil {
+			logf("export: %v", xerr)
+		} else if xerr := os.WriteFile(filepath.Join(dir, name+".jsonl"), out, 0o644); xerr != nil {
+			logf("export: %v", xerr)
+		}
+	}
 	return err
 }
 
