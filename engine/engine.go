@@ -85,6 +85,9 @@ type Engine struct {
 	// by mcpMu, which also serializes updates of their sealed index).
 	mcpMu sync.Mutex
 	mcp   map[string]*provider
+	// mcpStarting holds one *sync.Mutex per MCP resource URL, held while
+	// a Start discovers and registers for it.
+	mcpStarting sync.Map
 	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
 	// token are serialized, other tokens are not held up behind them.
 	refreshing sync.Map

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/memlog"
 )

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"flowd.local/flowd/engine/mcpauth"
 	"flowd.local/flowd/states"
@@ -113,6 +114,14 @@ func IsResourceURL(name string) bool {
 // or reuses a client there, and returns the provider to start the flow
 // against, with the scopes to request and the created record's data.
 func (e *Engine) startMCP(ctx context.Context, req StartRequest, redirect string) (*provider, []string, states.Data, error) {
+	// One connect per resource discovers and registers at a time: two
+	// first connects at once would register two clients, and the second
+	// would replace the connection the first flow's exchange needs.
+	if canon, err := mcpauth.CanonicalResource(req.Resource); err == nil {
+		mu, _ := e.mcpStarting.LoadOrStore(canon, &sync.Mutex{})
+		mu.(*sync.Mutex).Lock()
+		defer mu.(*sync.Mutex).Unlock()
+	}
 	disc, err := mcpauth.Discover(ctx, e.http, req.Resource, mcpauth.Options{Challenge: req.Challenge, OfflineAccess: !e.cfg.MCP.NoOfflineAccess})
 	if err != nil {
 		return nil, nil, states.Data{}, fmt.Errorf("start %s: discover: %w", req.Resource, err)

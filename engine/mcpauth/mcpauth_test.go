@@ -109,7 +109,7 @@ func TestDiscoverFallsBackToRootMetadataAndPathInsertion(t *testing.T) {
 	// insertion (404), then OpenID Connect with path insertion.
 	s := newServer(t, func(base string) map[string]any {
 		return map[string]any{
-			"/.well-known/oauth-protected-resource": map[string]any{"resource": base, "authorization_servers": []string{base + "/tenant1"}, "scopes_supported": []string{"a", "b"}},
+			"/.well-known/oauth-protected-resource":     map[string]any{"resource": base, "authorization_servers": []string{base + "/tenant1"}, "scopes_supported": []string{"a", "b"}},
 			"/.well-known/openid-configuration/tenant1": asMetadata(base, base+"/tenant1"),
 		}
 	}, "")
