@@ -12,13 +12,14 @@ import (
 
 func (a *app) tokenCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "token <provider>",
+		Use:   "token <provider | MCP server URL>",
 		Short: "Print a valid access token for a connected provider",
 		Long: `token prints the provider's access token and nothing else, so it can be used
 in $(...). flowd refreshes it first when it has expired or is about to.
 With --json it prints the token with its type, expiry and scopes; the refresh
 token never leaves flowd.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
+  flowctl token https://mcp.example.com/mcp
   flowctl token google --json`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,7 +40,7 @@ token never leaves flowd.`,
 
 func (a *app) disconnectCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "disconnect <provider>",
+		Use:     "disconnect <provider | MCP server URL>",
 		Short:   "Remove the provider's stored token",
 		Long:    `disconnect makes flowd forget the provider's token. It does not revoke the token at the provider.`,
 		Example: `  flowctl disconnect github`,
@@ -65,7 +66,9 @@ func (a *app) providersCmd() *cobra.Command {
 		Use:   "providers",
 		Short: "List the providers flowd is configured for",
 		Long: `providers lists the providers in flowd's config file, with their client id,
-default scopes and endpoints. Client secrets are never shown.`,
+default scopes and endpoints, then the MCP servers connected by URL (PRESET
+mcp:<how the client was registered>, NAME the server's URL). Client secrets
+are never shown.`,
 		Example: `  flowctl providers
   flowctl providers --json`,
 		Args: argsUsage(cobra.NoArgs),
@@ -89,7 +92,12 @@ default scopes and endpoints. Client secrets are never shown.`,
 			tw := newTable(a.stdout, 2)
 			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)
+				preset := p.Preset
+				if p.MCP != nil {
+					// An MCP server connected by URL: how the client got registered.
+					preset = "mcp:" + p.MCP.Registration
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)
 			}
 			return tw.Flush()
 		},
