@@ -204,7 +204,11 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	oc.Scopes = f.Scopes
 	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 	defer cancel()
-	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
+	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
+	if p.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", p.Resource))
+	}
+	tok, err := oc.Exchange(xctx, code, opts...)
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}

@@ -384,7 +384,7 @@ type resourceTransport struct {
 }
 
 func (t *resourceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method != http.MethodPost || req.URL.String() != t.tokenURL || req.Body == nil {
+	if req.Method != http.MethodPost || req.Body == nil || !sameEndpoint(req.URL, t.tokenURL) {
 		return t.base.RoundTrip(req)
 	}
 	b, err := io.ReadAll(req.Body)
@@ -404,6 +404,13 @@ func (t *resourceTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	r.Body = io.NopCloser(bytes.NewReader([]byte(enc)))
 	r.ContentLength = int64(len(enc))
 	return t.base.RoundTrip(r)
+}
+
+// sameEndpoint reports whether u is the endpoint raw names, up to the
+// query.
+func sameEndpoint(u *url.URL, raw string) bool {
+	t, err := url.Parse(raw)
+	return err == nil && strings.EqualFold(u.Scheme, t.Scheme) && strings.EqualFold(u.Host, t.Host) && u.Path == t.Path
 }
 
 // tokenClient is the HTTP client for p's token endpoint.
