@@ -76,14 +76,14 @@ func (r *engineRig) open() {
 			{
 				Name: dexProvider, AuthURL: r.dex.AuthURL, TokenURL: r.dex.TokenURL,
 				AuthMethod: engine.AuthMethodClientSecretBasic,
-				ClientID:  dextest.ClientID, ClientSecret: dextest.ClientSecret,
+				ClientID:   dextest.ClientID, ClientSecret: dextest.ClientSecret,
 				Scopes: []string{"openid", "email", "offline_access"},
 			},
 			{
 				Name: publicProvider, AuthURL: r.dex.AuthURL, TokenURL: r.dex.TokenURL,
 				AuthMethod: engine.AuthMethodNone,
-				ClientID:  dextest.PublicClientID,
-				Scopes:    []string{"openid", "offline_access"},
+				ClientID:   dextest.PublicClientID,
+				Scopes:     []string{"openid", "offline_access"},
 			},
 		},
 		LoopbackRedirectURL: r.dex.RedirectURIs[0],

@@ -97,9 +97,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
-		if e.logger.Enabled(context.Background(), slog.LevelWarn) {
-			e.logger.Warn("callback refused: issuer mismatch", "flow", states.ShortID(f.ID), "provider", f.Provider, "expected_issuer", f.Issuer)
-		}
+		e.logger.Warn("callback refused: issuer mismatch", "flow", states.ShortID(f.ID), "provider", f.Provider, "expected_issuer", f.Issuer)
 		return f, nil, false
 	case p.Error != "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{

@@ -256,6 +256,13 @@ func TestPostOnlyServerGetsPost(t *testing.T) {
 	r := prov.LastRequest()
 	assert.False(t, r.HasBasic)
 	assert.Equal(t, clientSecret, r.Form.Get("client_secret"))
+	h.clk.Advance(2 * time.Hour) // past the token's expiry: Token refreshes
+	_, _, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	r = prov.LastRequest()
+	assert.Equal(t, "refresh_token", r.GrantType)
+	assert.False(t, r.HasBasic, "the refresh uses the same method")
+	assert.Equal(t, clientSecret, r.Form.Get("client_secret"))
 	p, err := h.e.Provider("gh")
 	require.NoError(t, err)
 	assert.Equal(t, engine.AuthMethodClientSecretPost, p.AuthMethod)

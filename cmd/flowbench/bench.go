@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/states"
 )

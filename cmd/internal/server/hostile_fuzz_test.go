@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/memlog"

@@ -114,6 +114,8 @@ const (
 	MaxCodeLen = 4096
 	// MaxErrorDescriptionLen bounds a provider's error_description.
 	MaxErrorDescriptionLen = 2048
+	// MaxIssuerLen bounds a redirect's iss; issuer identifiers are URLs.
+	MaxIssuerLen = 2048
 	// MaxQueryBytes bounds the raw query string of any request.
 	MaxQueryBytes = 8 << 10
 	// MaxWait caps ?wait= on GET /v1/flows/{state}; longer waits are cut to
