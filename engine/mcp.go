@@ -221,8 +221,14 @@ func (e *Engine) mcpRegister(ctx context.Context, disc *mcpauth.Discovery, redir
 		return conn, stored, nil
 	}
 	if m.RegistrationEndpoint == "" {
-		return conn, mcpClientRecord{}, fmt.Errorf("%w at %s: it supports no dynamic client registration%s, and no pre-registered client is configured for it",
-			ErrNoClient, disc.AuthServer, map[bool]string{true: " or client ID metadata documents", false: ""}[!m.ClientIDMetadataDocumentSupported])
+		why := "it offers no dynamic client registration"
+		switch {
+		case !m.ClientIDMetadataDocumentSupported:
+			why += " and no client ID metadata documents"
+		case e.cfg.MCP.ClientMetadataURL == "":
+			why += ", and no client ID metadata document URL is configured"
+		}
+		return conn, mcpClientRecord{}, fmt.Errorf("%w at %s: %s, and no pre-registered client is configured for it", ErrNoClient, disc.AuthServer, why)
 	}
 	want := mcpauth.PreferredAuthMethod(m.TokenEndpointAuthMethodsSupported)
 	name := e.cfg.MCP.ClientName

@@ -227,3 +227,33 @@ func TestMCPStepUpAsksForGrantedAndRequiredScopesOnce(t *testing.T) {
 }
 
 func openMem() engine.Log { return memlog.New() }
+
+func TestMCPRegistrationLadder(t *testing.T) {
+	ctx := context.Background()
+	t.Run("pre-registered client first", func(t *testing.T) {
+		f := mcptest.New(t)
+		f.AddClient("pre-client", "PRE-S3CR3T")
+		e, err := engine.Open(ctx, engine.Config{Log: openMem(), Clock: fakeclock.New(epoch), MCP: engine.MCPConfig{
+			Clients: []engine.MCPClient{{Server: f.Srv.URL + "/as", ClientID: "pre-client", ClientSecret: "PRE-S3CR3T"}}}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = e.Close() })
+		st, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource()})
+		require.NoError(t, err)
+		fl, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
+		require.NoError(t, err)
+		require.Equal(t, states.Complete, fl.State, "%s %s", fl.ErrorCode, fl.Message)
+		hist, err := e.History(ctx, st.State)
+		require.NoError(t, err)
+		assert.Equal(t, engine.RegisteredPre, hist[0].Data.Registration)
+		assert.Equal(t, "client_secret_basic", hist[0].Data.TokenAuth, "chosen from the server's metadata")
+		assert.Zero(t, f.Registered())
+	})
+	t.Run("no way to register", func(t *testing.T) {
+		f := mcptest.New(t)
+		f.NoRegistration = true
+		e := mcpEngine(t, openMem(), fakeclock.New(epoch))
+		_, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource()})
+		require.ErrorIs(t, err, engine.ErrNoClient)
+		assert.Contains(t, err.Error(), f.Srv.URL+"/as")
+	})
+}

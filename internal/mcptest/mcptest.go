@@ -34,6 +34,8 @@ type Server struct {
 	PRMResource    string
 	ChallengeExtra string
 	Methods        []string
+	// NoRegistration leaves registration_endpoint out of the metadata.
+	NoRegistration bool
 	registrations  int
 	clients        map[string]string // client_id -> secret
 	codes          map[string]issuedCode
@@ -72,11 +74,15 @@ func New(t *testing.T) *Server {
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server/as", func(w http.ResponseWriter, r *http.Request) {
 		f.Mu.Lock()
 		defer f.Mu.Unlock()
-		writeJSONT(w, map[string]any{
+		md := map[string]any{
 			"issuer": f.Srv.URL + "/as", "authorization_endpoint": f.Srv.URL + "/as/authorize", "token_endpoint": f.Srv.URL + "/as/token",
 			"registration_endpoint": f.Srv.URL + "/as/register", "code_challenge_methods_supported": f.Methods,
 			"token_endpoint_auth_methods_supported": []string{"client_secret_basic"}, "response_types_supported": []string{"code"},
-		})
+		}
+		if f.NoRegistration {
+			delete(md, "registration_endpoint")
+		}
+		writeJSONT(w, md)
 	})
 	mux.HandleFunc("POST /as/register", func(w http.ResponseWriter, r *http.Request) {
 		f.Mu.Lock()
@@ -176,6 +182,13 @@ func (f *Server) token(w http.ResponseWriter, r *http.Request) {
 	f.refresh[rt] = scopes
 	writeJSONT(w, map[string]any{"access_token": fmt.Sprintf("MCP-ACCESS-S3CR3T-%d", f.tokens), "token_type": "Bearer",
 		"expires_in": 3600, "refresh_token": rt, "scope": strings.Join(scopes, " ")})
+}
+
+// AddClient registers a client out of band (a pre-registered client).
+func (f *Server) AddClient(id, secret string) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.clients[id] = secret
 }
 
 // Registered counts client registrations.
