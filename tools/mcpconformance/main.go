@@ -215,7 +215,9 @@ func (c *mcpClient) authorize(ctx context.Context, challenge string) (string, er
 		return "", fmt.Errorf("deliver the redirect to flowd: %w", err)
 	}
 	logf("delivered the redirect to flowd: %s", resp.Status)
-	if out, err = c.flowd.ctl(ctx, "wait", st.State); err != nil {
+	// "--": a state may start with "-" (base64url), which flowctl would
+	// take for a flag.
+	if out, err = c.flowd.ctl(ctx, "wait", "--", st.State); err != nil {
 		return "", err
 	}
 	var flow struct {
