@@ -491,3 +491,15 @@ func TestGraph(t *testing.T) {
 	assert.Equal(t, "mermaid", m["format"])
 	assert.Equal(t, states.Mermaid(), m["graph"])
 }
+
+// A state starting with '-' reads as a flag; the error says to put it
+// after --, and with -- it works.
+func TestStateStartingWithDash(t *testing.T) {
+	f := newFakeFlowd(t)
+	f.addFlow("-dash0123456789", "github", states.Loopback, 5*time.Minute)
+	c := newCLI("")
+	require.Equal(t, ExitUsage, c.run(testCtx(t), f.socket, "status", "-dash0123456789"))
+	assert.Contains(t, c.stderr.String(), "goes after --, like: flowctl wait -- -dash0123456789")
+	c = newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "status", "--", "-dash0123456789"))
+}
