@@ -50,7 +50,7 @@ func (d Data) IsZero() bool {
 		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
 		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
-		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
+		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == ""
 }
 
 // appendData writes Data's fields in declaration order, each left out
@@ -94,6 +94,7 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	w.str("binding_fp", d.BindingFingerprint)
 	return append(w.b, '}'), w.ok
 }
 

@@ -139,6 +139,7 @@ func FormatData(d Data) string {
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
+	add("binding_fp", d.BindingFingerprint)
 	return strings.Join(parts, " ")
 }
 

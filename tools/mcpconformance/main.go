@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,42 +194,57 @@ func (c *mcpClient) authorize(ctx context.Context, challenge string) (string, er
 		return "", err
 	}
 	var st struct {
-		State   string `json:"state"`
-		AuthURL string `json:"auth_url"`
+		State     string `json:"state"`
+		AuthURL   string `json:"auth_url"`
+		LaunchURL string `json:"launch_url"`
 	}
 	if err := json.Unmarshal(out, &st); err != nil {
 		return "", fmt.Errorf("flowctl connect printed %q: %w", out, err)
 	}
 	logf("flowd started flow %.12s…", st.State)
-	// The browser: the authorization server redirects at once; its
-	// redirect goes to flowd's loopback listener, as a browser's would.
-	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := get(ctx, noFollow, st.AuthURL)
-	if err != nil {
-		return "", fmt.Errorf("visit the authorization URL: %w", err)
+	// The browser, with its cookies: flowd's launch link (which binds the
+	// flow to this browser) redirects to the authorization endpoint, which
+	// redirects at once to flowd's loopback listener.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Timeout: 10 * time.Second, Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	next := st.LaunchURL
+	if next == "" {
+		next = st.AuthURL
 	}
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode/100 != 3 || loc == "" {
-		return "", fmt.Errorf("the authorization endpoint answered %s without a redirect", resp.Status)
+	logf("the browser opens %s", map[bool]string{true: "flowd's launch link", false: "the authorization URL"}[st.LaunchURL != ""])
+	var resp *http.Response
+	for hop := 0; ; hop++ {
+		if hop == 5 {
+			return "", errors.New("the browser was redirected more than 5 times")
+		}
+		if resp, err = get(ctx, browser, next); err != nil {
+			return "", fmt.Errorf("browser at %s: %w", next, err)
+		}
+		loc, err := resp.Location()
+		if resp.StatusCode/100 != 3 || err != nil {
+			break
+		}
+		next = loc.String()
 	}
-	if resp, err = get(ctx, noFollow, loc); err != nil {
-		return "", fmt.Errorf("deliver the redirect to flowd: %w", err)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("the browser ended at %s: %s", next, resp.Status)
 	}
-	logf("delivered the redirect to flowd: %s", resp.Status)
+	logf("the browser ended at flowd's callback: %s", resp.Status)
 	// "--": a state may start with "-" (base64url), which flowctl would
 	// take for a flag.
 	if out, err = c.flowd.ctl(ctx, "wait", "--", st.State); err != nil {
 		return "", err
 	}
 	var flow struct {
-		Status string `json:"status"`
-		Reason string `json:"reason"`
+		Status       string `json:"status"`
+		Reason       string `json:"reason"`
+		BrowserBound bool   `json:"browser_bound"`
 	}
 	_ = json.Unmarshal(out, &flow)
 	if flow.Status != "complete" {
 		return "", fmt.Errorf("the flow ended %s (%s)", flow.Status, flow.Reason)
 	}
-	logf("flow %.12s… is complete", st.State)
+	logf("flow %.12s… is complete (browser bound: %v)", st.State, flow.BrowserBound)
 	if out, err = c.flowd.ctl(ctx, "token", c.url); err != nil {
 		return "", err
 	}

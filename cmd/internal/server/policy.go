@@ -38,6 +38,7 @@ var Policy = map[string][]Principal{
 	wire.RouteHealth:          {Local},
 	wire.RouteMetrics:         {Local},
 	wire.RouteBrowserCallback: {Local, Browser},
+	wire.RouteLaunch:          {Local, Browser},
 	wire.RoutePreflight:       {Local, Browser},
 }
 
