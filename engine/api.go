@@ -44,6 +44,10 @@ type Provider struct {
 	// (revocation_endpoint in its metadata). Empty: the provider has none,
 	// and Disconnect only deletes the local copy (and says so).
 	RevocationURL string
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization request and on every token request (exchange and
+	// refresh), binding tokens to that resource. Empty sends none.
+	Resource string
 }
 
 // Clock is the engine's time source. Tests inject engine/fakeclock to step time.
@@ -117,12 +121,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks observe the engine.
 	Hooks Hooks
+	// MCP configures connects by MCP server URL.
+	MCP MCPConfig
 }
 
 // StartRequest asks for a new flow.
 type StartRequest struct {
-	// Provider names a configured provider.
+	// Provider names a configured provider. Empty when Resource is set.
 	Provider string
+	// Resource is an MCP server URL to connect to instead of a configured
+	// provider: flowd discovers its authorization server, registers a
+	// client there (or reuses one) and binds the token to the resource.
+	// Its flows and token are named by the URL, canonical.
+	Resource string
+	// Challenge is the WWW-Authenticate header the resource answered the
+	// caller with (a 401, or a 403 insufficient_scope to step up); empty
+	// makes flowd probe the resource itself.
+	Challenge string
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string
 	// Transport says how the callback comes back. Default loopback.

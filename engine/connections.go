@@ -162,10 +162,11 @@ func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) (Disconnection
 		return Disconnection{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(key.Provider)
+	p, err := e.resolve(ctx, key.Provider)
 	if err != nil {
 		return Disconnection{}, err
 	}
+	key.Provider = p.Name // an MCP server's canonical URL; a provider's own name otherwise
 	// No refresh of this token may run meanwhile: it would store a token
 	// just deleted.
 	mu, _ := e.refreshing.LoadOrStore(key, &sync.Mutex{})

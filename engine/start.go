@@ -24,9 +24,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(req.Provider)
-	if err != nil {
-		return Started{}, err
+	if req.Provider == "" && req.Resource != "" {
+		req.Provider = req.Resource // what errors name until discovery finds the canonical URL
 	}
 	if req.Transport == "" {
 		req.Transport = states.Loopback
@@ -45,8 +44,20 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	default:
 		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
 	}
-	scopes := req.Scopes
-	if len(scopes) == 0 {
+	var (
+		p      *provider
+		scopes = req.Scopes
+		extra  states.Data
+		err    error
+	)
+	if req.Resource != "" {
+		if p, scopes, extra, err = e.startMCP(ctx, req, redirect); err != nil {
+			return Started{}, err
+		}
+	} else if p, err = e.provider(req.Provider); err != nil {
+		return Started{}, err
+	}
+	if len(scopes) == 0 && req.Resource == "" {
 		scopes = p.Scopes
 	}
 	ttl := req.TTL
@@ -66,6 +77,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	for _, k := range sortedKeys(p.AuthParams) {
 		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
 	}
+	if p.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", p.Resource))
+	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
 	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier}
@@ -75,6 +89,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
 			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer,
+			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL,
+			ServerMetadataURL: extra.ServerMetadataURL, Registration: extra.Registration, ClientID: extra.ClientID,
+			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
 		},
 	}
 	issued := states.Record{

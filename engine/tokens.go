@@ -235,9 +235,12 @@ func (e *Engine) token(ctx context.Context, key TokenKey, forced string) (*oauth
 		return nil, StoredToken{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(key.Provider)
+	p, err := e.resolve(ctx, key.Provider)
 	if err != nil {
 		return nil, StoredToken{}, err
+	}
+	if IsResourceURL(key.Provider) {
+		key.Provider = p.Name // an MCP server's tokens are kept under its canonical URL
 	}
 	// One refresh of a token at a time in this engine: the callers queued
 	// here find the token refreshed when their turn comes. Other tokens go
@@ -402,7 +405,7 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 	// The outcome is recorded even if the caller goes away: the refresh
 	// token may be spent.
 	bg := context.WithoutCancel(ctx)
-	rctx, cancel := context.WithTimeout(context.WithValue(bg, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	rctx, cancel := context.WithTimeout(context.WithValue(bg, oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 	defer cancel()
 	expired := oauthToken(st)
 	expired.Expiry = time.Unix(1, 0) // force the refresh whatever oauth2's own clock says

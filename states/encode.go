@@ -46,7 +46,9 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
-		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Reason == "" && d.Message == "" &&
+		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Resource == "" &&
+		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
+		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
 		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
@@ -70,6 +72,14 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("issuer_required")
 		w.b = append(w.b, "true"...)
 	}
+	w.str("resource", d.Resource)
+	w.str("resource_metadata", d.ResourceMetadataURL)
+	w.str("server_metadata", d.ServerMetadataURL)
+	w.str("registration", d.Registration)
+	w.str("client_id", d.ClientID)
+	w.str("token_auth", d.TokenAuth)
+	w.str("scope_source", d.ScopeSource)
+	w.list("discovery", d.Discovery)
 	w.str("reason", string(d.Reason))
 	w.str("message", d.Message)
 	w.str("error_code", d.ErrorCode)

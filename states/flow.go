@@ -32,6 +32,8 @@ type Flow struct {
 	Deadline       time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
+	// Resource is the resource indicator of a connect by MCP server URL.
+	Resource string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -72,6 +74,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
+		f.Resource = d.Resource
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:
