@@ -43,6 +43,14 @@ type Provider struct {
 	// DeviceAuthURL is the device authorization endpoint (RFC 8628); empty
 	// when the provider has none, and the device transport is refused.
 	DeviceAuthURL string
+	// RevocationURL is the provider's RFC 7009 token revocation endpoint
+	// (revocation_endpoint in its metadata). Empty: the provider has none,
+	// and Disconnect only deletes the local copy (and says so).
+	RevocationURL string
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization request and on every token request (exchange and
+	// refresh), binding tokens to that resource. Empty sends none.
+	Resource string
 }
 
 // Clock is the engine's time source. Tests inject engine/fakeclock to step time.
@@ -68,13 +76,19 @@ type Hooks struct {
 	UnknownCallback func()
 	// Append is called after every append with its latency and error.
 	Append func(d time.Duration, err error)
+	// Connection is called after a connection changed and the change was
+	// recorded: connected, refreshed, a refresh failed, disconnected. It
+	// runs with no flow's or token's lock held, on the goroutine of the
+	// call that made the change, so it may call the engine.
+	Connection func(c Connection)
 }
 
-// Config configures an Engine. Only Log and Providers are required.
+// Config configures an Engine. Only Log is required.
 type Config struct {
 	// Log is the durable event log. The caller opens and closes it.
 	Log Log
-	// Providers are the authorization servers flows may start against.
+	// Providers are the authorization servers flows may start against at
+	// first; SetProviders, AddProvider and RemoveProvider change them later.
 	Providers []Provider
 	// Tokens stores tokens of completed flows. Default: sealed in Log's secrets.
 	Tokens TokenStore
@@ -110,12 +124,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks observe the engine.
 	Hooks Hooks
+	// MCP configures connects by MCP server URL.
+	MCP MCPConfig
 }
 
 // StartRequest asks for a new flow.
 type StartRequest struct {
-	// Provider names a configured provider.
+	// Provider names a configured provider. Empty when Resource is set.
 	Provider string
+	// Resource is an MCP server URL to connect to instead of a configured
+	// provider: flowd discovers its authorization server, registers a
+	// client there (or reuses one) and binds the token to the resource.
+	// Its flows and token are named by the URL, canonical.
+	Resource string
+	// Challenge is the WWW-Authenticate header the resource answered the
+	// caller with (a 401, or a 403 insufficient_scope to step up); empty
+	// makes flowd probe the resource itself.
+	Challenge string
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string
 	// Transport says how the callback comes back. Default loopback.

@@ -32,6 +32,8 @@ type Flow struct {
 	Deadline       time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
+	// Resource is the resource indicator of a connect by MCP server URL.
+	Resource string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -46,6 +48,10 @@ type Flow struct {
 	// binding cookie a loopback callback must carry.
 	BindingFingerprint string
 
+	// Conn is the connection the flow produced: set by an
+	// exchange_succeeded that stored a token, advanced by the token events.
+	// Nil for every other flow.
+	Conn *Connection
 	// Device flows: where the user enters the code, how often the token
 	// endpoint is polled, and the last recorded poll time. Polls follow
 	// NextPoll every PollInterval; the ones that change nothing are not
@@ -90,6 +96,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
+		f.Resource = d.Resource
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:
@@ -101,6 +108,9 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Message, f.ErrorCode, f.HTTPStatus, f.SupersededBy = d.Message, d.ErrorCode, d.HTTPStatus, d.SupersededBy
 		f.GrantedScopes = slices.Clone(d.GrantedScopes)
 		f.TokenStored = d.TokenStored
+		if rec.Event == ExchangeSucceeded && d.TokenStored {
+			f.Conn = newConnection(f, rec)
+		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
 	case DeviceAuthorized, PollSlowed:
@@ -114,6 +124,12 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		}
 	case BrowserBound:
 		f.BindingFingerprint = d.BindingFingerprint
+	default:
+		if rec.Event.TokenEvent() {
+			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
+			c.apply(rec)
+			f.Conn = &c
+		}
 	}
 	return f, nil
 }
@@ -226,6 +242,8 @@ func (f Flow) check(rec Record) error {
 		case f.Exchanging:
 			return fmt.Errorf("%w: browser_bound while an exchange is under way", ErrIllegalTransition)
 		}
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return f.checkTokenEvent(rec)
 	case Failed, DeadlinePassed:
 		if device {
 			// A poll that fails ends the flow exchange_failed at once (a poll

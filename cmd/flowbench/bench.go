@@ -96,7 +96,8 @@ func (b *Bench) Run(ctx context.Context) ([]*Row, error) {
 		{[]string{"3", "7"}, b.liveFlows},
 		{[]string{"4"}, b.wakeup},
 		{[]string{"6"}, b.api},
-		{[]string{"8"}, b.deviceFlows},
+		{[]string{"8"}, b.refresh},
+		{[]string{"9"}, b.deviceFlows},
 	}
 	for _, s := range steps {
 		selected := false

@@ -18,7 +18,7 @@ import (
 	"flowd.local/flowd/states"
 )
 
-// Item 8: device flows (RFC 8628) polling on the engine's one timer.
+// Item 9: device flows (RFC 8628) polling on the engine's one timer.
 const (
 	// devicePollInterval is the interval the provider names.
 	devicePollInterval = 5 * time.Second
@@ -29,7 +29,7 @@ const (
 	deviceSlowDownAt = 6
 )
 
-// deviceFlows measures item 8. Each run starts DeviceFlows device flows on
+// deviceFlows measures item 9. Each run starts DeviceFlows device flows on
 // a durable log and a fake clock, one every interval/DeviceFlows, so every
 // flow polls at instants of its own; then it steps the clock through a
 // minute, one stagger step per Advance, and counts the engine's timer
@@ -39,11 +39,11 @@ const (
 // 8628 sets (every 5 s, 10 s after the slow_down), not from the engine.
 func (b *Bench) deviceFlows(ctx context.Context) ([]*Row, error) {
 	n := b.Sizes.DeviceFlows
-	extra := &Row{Item: "8a", Figure: fmt.Sprintf("timer wake-ups beyond the polls due, %s device flows, 1 min", num(float64(n))), Unit: "count",
+	extra := &Row{Item: "9a", Figure: fmt.Sprintf("timer wake-ups beyond the polls due, %s device flows, 1 min", num(float64(n))), Unit: "count",
 		Count: true, Target: Target{AtMost, 0},
-		Note: "8a-8c run on a fake clock, stepped through one minute; each flow polls at instants of its own, so every due poll is one wake-up (8a: wake-ups minus due poll instants)"}
-	polls := &Row{Item: "8b", Figure: "polls made in the minute", Unit: "count", Baseline: "polls due by the RFC 8628 schedule"}
-	bytesRow := &Row{Item: "8c", Figure: "poll record bytes per flow in the minute", Unit: "B",
+		Note: "9a-9c run on a fake clock, stepped through one minute; each flow polls at instants of its own, so every due poll is one wake-up (9a: wake-ups minus due poll instants)"}
+	polls := &Row{Item: "9b", Figure: "polls made in the minute", Unit: "count", Baseline: "polls due by the RFC 8628 schedule"}
+	bytesRow := &Row{Item: "9c", Figure: "poll record bytes per flow in the minute", Unit: "B",
 		Baseline: "one poll_slowed record (B)", Note: "authorization_pending polls write nothing; the one slow_down per flow writes one poll_slowed record"}
 	for run := range b.Runs {
 		dir, done, err := b.tempDir()
@@ -53,12 +53,12 @@ func (b *Bench) deviceFlows(ctx context.Context) ([]*Row, error) {
 		r, err := b.deviceRun(ctx, dir, n)
 		done()
 		if err != nil {
-			return nil, fmt.Errorf("item 8, run %d: %w", run+1, err)
+			return nil, fmt.Errorf("item 9, run %d: %w", run+1, err)
 		}
 		extra.Fig = append(extra.Fig, float64(r.wakeups-r.dueInstants))
 		polls.Add(float64(r.polls), float64(r.due))
 		bytesRow.Add(r.recordBytes/float64(n), float64(r.slowedSize))
-		b.logf("item 8 run %d/%d: %d flows; %d wake-ups for %d due poll instants; %d polls made, %d due; %d records (%.0f B/flow) in the minute",
+		b.logf("item 9 run %d/%d: %d flows; %d wake-ups for %d due poll instants; %d polls made, %d due; %d records (%.0f B/flow) in the minute",
 			run+1, b.Runs, n, r.wakeups, r.dueInstants, r.polls, r.due, r.records, r.recordBytes/float64(n))
 	}
 	return []*Row{extra, polls, bytesRow}, nil

@@ -20,16 +20,17 @@ type connectOpts struct {
 	scopes    []string
 	transport string
 	noBrowser bool
-	timeout   time.Duration
-	// timeoutSet: --timeout was given. A device flow otherwise lives as
-	// long as the provider's device code.
+	// timeout is sent only when --timeout was given: otherwise flowd's
+	// configured ttl applies.
+	timeout    time.Duration
 	timeoutSet bool
+	challenge  string
 }
 
 func (a *app) connectCmd() *cobra.Command {
 	var o connectOpts
 	cmd := &cobra.Command{
-		Use:   "connect <provider>",
+		Use:   "connect <provider | MCP server URL>",
 		Short: "Connect an account: flowd starts the flow, you approve in the browser",
 		Long: `connect asks flowd to start a connect flow for the provider, opens the
 provider's page in your browser (or prints its URL when there is no display,
@@ -62,7 +63,8 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
   flowctl connect google --scopes openid,email,profile
   flowctl connect github --transport manual        # over SSH: paste the final URL
   flowctl connect github --transport device        # enter a code on any device
-  flowctl connect github --no-browser --json       # script the browser part`,
+  flowctl connect github --no-browser --json       # script the browser part
+  flowctl connect https://mcp.example.com/mcp      # an MCP server: discovery, registration, resource-bound token`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.timeoutSet = cmd.Flags().Changed("timeout")
@@ -73,7 +75,8 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
 	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated (default: the provider's configured scopes)")
 	f.StringVar(&o.transport, "transport", "", "how the redirect reaches flowd: loopback, gateway, manual or device (default loopback; over SSH device or manual)")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
-	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the flow waits for your approval (device transport: default the provider's code lifetime)")
+	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
+	f.StringVar(&o.challenge, "challenge", "", "for an MCP server URL: the WWW-Authenticate header it answered with (a 403 insufficient_scope steps up)")
 	return cmd
 }
 
@@ -81,19 +84,22 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	if o.transport != "" && !states.Transport(o.transport).Valid() {
 		return usagef("unknown transport %q: use loopback, gateway, manual or device", o.transport)
 	}
-	if o.timeout <= 0 {
-		return usagef("--timeout must be positive, like 5m")
+	ttl := ""
+	if o.timeoutSet {
+		if o.timeout <= 0 {
+			return usagef("--timeout must be positive, like 5m")
+		}
+		ttl = o.timeout.String()
 	}
 	cl := a.client()
 	defer cl.Close()
+	// Without --timeout no ttl is sent: flowd's configured ttl applies, and
+	// a device flow lives as long as the provider's device code.
 	transport := a.chooseTransport(ctx, cl, provider, o, a.info())
-	ttl := o.timeout.String()
-	if transport == string(states.Device) && !o.timeoutSet {
-		ttl = ""
-	}
 	st, err := cl.Start(ctx, wire.StartRequest{
 		Provider:  provider,
 		Scopes:    splitList(o.scopes),
+		Challenge: o.challenge,
 		Transport: transport,
 		TTL:       ttl,
 	})
@@ -129,7 +135,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	} else {
 		var cd *countdown
 		if !a.json && a.isTerminal(a.stdout) {
-			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", st.ExpiresAt, a.now, a.tick)
+			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", "cancels", st.ExpiresAt, a.now, a.tick)
 		}
 		flow, err = a.waitFlow(ctx, cl, st.State, st.ExpiresAt, cd)
 		cd.Stop()

@@ -68,7 +68,7 @@ func showDeviceCode(out io.Writer, provider, userCode, uri, complete string) {
 func (a *app) waitDevice(ctx context.Context, cl *client.Client, st wire.StartResponse) (wire.Flow, error) {
 	var cd *countdown
 	if !a.json && a.isTerminal(a.stdout) {
-		cd = startCountdown(a.stdout, "Waiting for you to enter the code:", st.ExpiresAt, a.now, a.tick)
+		cd = startCountdown(a.stdout, "Waiting for you to enter the code:", "cancels", st.ExpiresAt, a.now, a.tick)
 	}
 	f, err := a.waitFlow(ctx, cl, st.State, st.ExpiresAt, cd)
 	cd.Stop()
