@@ -85,6 +85,13 @@ func TestDeviceEndpoints(t *testing.T) {
 	_, err = Parse("f.toml", []byte("[providers.github]\nclient_id = \"x\"\ndevice_auth_url = \"ftp://nope\"\n"), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "providers.github.device_auth_url")
+
+	// A config file as flowd loads it knows the setting.
+	path := filepath.Join(t.TempDir(), "config.toml")
+	require.NoError(t, os.WriteFile(path, []byte("[providers.tv]\npreset = \"google\"\nclient_id = \"z\"\ndevice_auth_url = \"https://oauth2.googleapis.com/device/code\"\n"), 0o600))
+	c, err = Load(path, false, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "https://oauth2.googleapis.com/device/code", c.Providers[0].DeviceAuthURL)
 }
 
 func TestSettings(t *testing.T) {
