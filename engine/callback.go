@@ -82,7 +82,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	case f.State != states.AwaitingCallback:
 		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
 	case !e.clock.Now().Before(f.Deadline):
-		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf))
+		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -90,7 +90,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	case p.Error != "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.ProviderDenied, ErrorCode: clip(redact(p.Error, []string{p.Code}), 200), Message: clip(redact(p.ErrorDescription, []string{p.Code}), 500),
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -98,7 +98,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	case p.Code == "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.InvalidCallback, Message: "the callback carried neither a code nor an error",
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -112,12 +112,21 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		verifier, ok = string(plain), found
 	}
+	nonce := lf.nonce
+	if nonce == "" && f.NonceFingerprint != "" {
+		// Missing, it stays "": an ID token then fails its nonce check.
+		plain, _, err := e.log.Secret(ctx, nonceKeyPrefix+f.ID)
+		if err != nil {
+			return f, fmt.Errorf("callback: read the flow's nonce: %w", err), false
+		}
+		nonce = string(plain)
+	}
 	var err error
 	// Only the engine whose exchange_started lands redeems the code.
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
 		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
 	}
-	lf.verifier = "" // the code is spent: nothing redeems it again
+	lf.verifier, lf.nonce = "", "" // the code is spent: nothing redeems it again
 	// The exchange runs without the flow's lock, so a repeated callback is
 	// recorded at once as ignored instead of queueing behind the exchange.
 	lf.exchanging = true
@@ -125,12 +134,12 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	locked = false
 	// The outcome is recorded even if the caller goes away: the code is spent.
 	bg := context.WithoutCancel(ctx)
-	outcome := e.exchange(bg, f, p.Code, verifier, ok)
+	outcome := e.exchange(bg, f, p.Code, verifier, ok, nonce)
 	lf.mu.Lock()
 	locked = true
 	lf.exchanging = false
 	for attempt := 0; ; attempt++ {
-		secrets := e.dropVerifier(lf)
+		secrets := e.dropFlowSecrets(lf)
 		maps.Copy(secrets, outcome.secrets)
 		f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), secrets)
 		// Another engine on a shared log may have recorded a callback
@@ -153,9 +162,11 @@ type outcome struct {
 	secrets map[string][]byte
 }
 
-// exchange redeems the code at the token endpoint and stores the token, or,
-// when tokens are kept in the log, returns it in the outcome's secrets.
-func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool) outcome {
+// exchange redeems the code at the token endpoint, establishes who signed
+// in (Config.Identify), and stores the token, or, when tokens are kept in
+// the log, returns it in the outcome's secrets. A token whose user is not
+// established is not stored: an earlier connection of the account stays.
+func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool, nonce string) outcome {
 	failed := func(d states.Data) outcome {
 		d.Reason = states.ExchangeFailed
 		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
@@ -177,13 +188,21 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}
+	id, fail := e.identify(ctx, p, f, tok, nonce, code, verifier)
+	if fail != nil {
+		return *fail
+	}
+	account := f.Account
+	if id.Account != "" {
+		account = id.Account
+	}
 	granted := grantedScopes(tok, f.Scopes)
 	now := e.clock.Now().UTC()
 	st := StoredToken{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
 		Expiry: e.expiry(tok), Scopes: granted, Flow: f.ID, Obtained: now,
 	}
-	key := TokenKey{Provider: f.Provider, Account: f.Principal}
+	key := TokenKey{Provider: f.Provider, Account: account}
 	var secrets map[string][]byte
 	if lt, ok := e.tokens.(*logTokens); ok {
 		// Tokens kept in the log's secrets go in the append that records
@@ -198,9 +217,42 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
 	}
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
-		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
+		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "account", account, "scopes", strings.Join(granted, " "))
 	}
-	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
+	return outcome{event: states.ExchangeSucceeded, data: states.Data{
+		Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true,
+		Account: account, Subject: id.Subject, Email: id.Email,
+	}, secrets: secrets}
+}
+
+// identify runs Config.Identify on a freshly exchanged token. A failure,
+// or a user other than the account the flow was started for, is returned
+// as the flow's outcome; the other secrets of the exchange are redacted
+// from the hook's words.
+func (e *Engine) identify(ctx context.Context, p *provider, f states.Flow, tok *oauth2.Token, nonce string, sent ...string) (Identity, *outcome) {
+	if e.cfg.Identify == nil {
+		return Identity{}, nil
+	}
+	ictx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	defer cancel()
+	id, err := e.cfg.Identify(ictx, p.Provider, tok, nonce)
+	secrets := append([]string{tok.AccessToken, tok.RefreshToken, nonce, p.ClientSecret}, sent...)
+	if raw, ok := tok.Extra("id_token").(string); ok {
+		secrets = append(secrets, raw)
+	}
+	fail := func(reason states.Reason, code, msg string) (Identity, *outcome) {
+		d := states.Data{Reason: reason, ErrorCode: code, Message: clip(redact(msg, secrets), 500)}
+		e.logger.Warn("identity not established", "flow", states.ShortID(f.ID), "provider", f.Provider, "reason", reason, "error_code", code)
+		return Identity{}, &outcome{event: states.Failed, data: d}
+	}
+	if err != nil {
+		return fail(states.IdentityInvalid, "identity_invalid", err.Error())
+	}
+	if f.Account != "" && id.Account != "" && id.Account != f.Account {
+		return fail(states.AccountMismatch, "account_mismatch",
+			fmt.Sprintf("signed in as %q, but this connect was for account %q; sign in as %q, or connect without naming an account", id.Account, f.Account, f.Account))
+	}
+	return id, nil
 }
 
 // describeExchangeError turns an exchange error into record data. It keeps

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +18,12 @@ import (
 
 // Start begins a flow: it records the flow with its deadline, seals the
 // PKCE verifier, and returns the authorization URL to send the user to.
-// A live earlier flow of the same provider and principal is superseded.
+// A live earlier flow of the same provider and account is superseded.
+//
+// Scopes asked for on top of a connection the account already holds are a
+// step-up: the flow asks for the union of the granted and the new scopes,
+// and the stored token is replaced only when the flow completes, so a
+// step-up that fails keeps the connection as it was.
 func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if err := e.enter(); err != nil {
 		return Started{}, err
@@ -47,12 +53,17 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	scopes := req.Scopes
 	if len(scopes) == 0 {
 		scopes = p.Scopes
+	} else {
+		// Only explicit scopes can step up: a connect with the defaults
+		// reads no stored token, which keeps Start off the token store.
+		scopes = e.stepUp(ctx, TokenKey{Provider: p.Name, Account: req.Account}, scopes)
 	}
 	ttl := req.TTL
 	if ttl <= 0 {
 		ttl = e.cfg.TTL
 	}
-	state, verifier, err := e.newStateAndVerifier()
+	oidc := slices.Contains(scopes, "openid")
+	state, verifier, nonce, err := e.newFlowSecrets(oidc)
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: make state token and PKCE verifier: %w", req.Provider, err)
 	}
@@ -62,17 +73,27 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	oc.RedirectURL = redirect
 	oc.Scopes = scopes
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	sealed := map[string][]byte{verifierKeyPrefix + state: []byte(verifier)}
+	nonceFP := ""
+	if oidc {
+		// OpenID Connect Core 1.0 section 3.1.2.1: the nonce binds the ID
+		// token to this authorization request, so one replayed from
+		// another sign-in is refused.
+		opts = append(opts, oauth2.SetAuthURLParam("nonce", nonce))
+		sealed[nonceKeyPrefix+state] = []byte(nonce)
+		nonceFP = e.fingerprint(nonce)
+	}
 	for _, k := range sortedKeys(p.AuthParams) {
 		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
 	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
-	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier}
+	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier, nonce: nonce}
 	created := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{
-			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
-			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
+			Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes),
+			Transport: req.Transport, RedirectURI: redirect, Deadline: &due, NonceFingerprint: nonceFP,
 		},
 	}
 	issued := states.Record{
@@ -84,7 +105,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	e.mu.Unlock()
 	lf.mu.Lock()
 	// commit notes the created record's Seq, assigned by the append, as lf.born.
-	_, err = e.commit(ctx, lf, []states.Record{created, issued}, map[string][]byte{verifierKeyPrefix + state: []byte(verifier)})
+	_, err = e.commit(ctx, lf, []states.Record{created, issued}, sealed)
 	lf.mu.Unlock()
 	if err != nil {
 		e.mu.Lock()
@@ -93,10 +114,10 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
 	}
 	born := e.adopt(lf)
-	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
+	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due, Scopes: slices.Clone(scopes)}
 	// From here on another Start may supersede lf and rewrite lf.flow under
 	// lf.mu: supersede works from the values this Start already knows.
-	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
+	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Account}, state, born)
 	// Every connect logs twice: check first, so an embedder that logs
 	// nothing does not pay for building the attributes.
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
@@ -120,7 +141,7 @@ func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, bo
 	for _, o := range older {
 		o.mu.Lock()
 		if o.flow.State.Live() && !o.flow.Exchanging {
-			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: newID}), e.dropVerifier(o)); err != nil {
+			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: newID}), e.dropFlowSecrets(o)); err != nil {
 				e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
 			} else {
 				ended = append(ended, o.flow.ID)
@@ -145,13 +166,43 @@ func sortedKeys(m map[string]string) []string {
 // before encoding: 32 random bytes, 43 URL-safe characters.
 const tokenBytes = 32
 
-// newStateAndVerifier returns a new flow's state and PKCE verifier, each tokenBytes
-// random bytes from the engine's source, URL-safe encoded, drawn in one
-// read (one getrandom call for both on the system source).
-func (e *Engine) newStateAndVerifier() (state, verifier string, err error) {
-	var b [2 * tokenBytes]byte
-	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
-		return "", "", err
+// newFlowSecrets returns a new flow's state, PKCE verifier and, when
+// withNonce, its OpenID Connect nonce, each tokenBytes random bytes from
+// the engine's source, URL-safe encoded, drawn in one read (one getrandom
+// call for all on the system source). Flows without a nonce draw exactly
+// what they drew before nonces existed, so recorded runs stay the same.
+func (e *Engine) newFlowSecrets(withNonce bool) (state, verifier, nonce string, err error) {
+	var buf [3 * tokenBytes]byte
+	b := buf[:2*tokenBytes]
+	if withNonce {
+		b = buf[:]
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:tokenBytes]), base64.RawURLEncoding.EncodeToString(b[tokenBytes:]), nil
+	if _, err := io.ReadFull(e.rand, b); err != nil {
+		return "", "", "", err
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	state, verifier = enc(b[:tokenBytes]), enc(b[tokenBytes:2*tokenBytes])
+	if withNonce {
+		nonce = enc(b[2*tokenBytes:])
+	}
+	return state, verifier, nonce, nil
+}
+
+// stepUp returns the scopes a connect for key asks for: requested, then
+// those key's stored token was granted that requested lacks.
+func (e *Engine) stepUp(ctx context.Context, key TokenKey, requested []string) []string {
+	st, err := e.tokens.LoadToken(ctx, key)
+	if err != nil {
+		if !errors.Is(err, ErrNoToken) {
+			e.logger.Warn("could not read the stored token to step up its scopes; asking for the requested ones", "provider", key.Provider, "err", err)
+		}
+		return requested
+	}
+	out := slices.Clone(requested)
+	for _, s := range st.Scopes {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

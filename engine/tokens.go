@@ -10,11 +10,12 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// TokenKey names a stored token: the provider, and the account when known.
+// TokenKey names a stored token: the provider, and the account at it.
 type TokenKey struct {
 	Provider string
-	// Account is the Principal of the flow that obtained the token; empty
-	// for flows started without one (the local user).
+	// Account is the account the token belongs to: the one Config.Identify
+	// established, else the StartRequest.Account of the flow that obtained
+	// it; empty when neither named one.
 	Account string
 }
 
@@ -99,15 +100,14 @@ func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
 // token is saved before Token returns. The second value is the stored
 // token's metadata (scopes, expiry) after any refresh.
 //
-// It is the token of flows started without a Principal; TokenFor names
-// the principal.
+// It is the token stored under no account name; TokenFor names the account.
 func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, StoredToken, error) {
 	return e.TokenFor(ctx, TokenKey{Provider: provider})
 }
 
-// TokenFor is Token for the principal key.Account: a flow started with
-// StartRequest.Principal stores its token under that account, so one
-// principal's connect never replaces another's token.
+// TokenFor is Token for the account key.Account: each account's token is
+// stored under its own key, so one account's connect never replaces
+// another's token.
 func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
 	if err := e.enter(); err != nil {
 		return nil, StoredToken{}, err
@@ -180,13 +180,13 @@ func (e *Engine) expiry(tok *oauth2.Token) time.Time {
 const tokenExpiryDelta = 10 * time.Second
 
 // Disconnect deletes the provider's stored token (of flows started
-// without a Principal). It returns an error wrapping ErrNoToken when there
+// under no account name). It returns an error wrapping ErrNoToken when there
 // is none.
 func (e *Engine) Disconnect(ctx context.Context, provider string) error {
 	return e.DisconnectFor(ctx, TokenKey{Provider: provider})
 }
 
-// DisconnectFor is Disconnect for the principal key.Account.
+// DisconnectFor is Disconnect for the account key.Account.
 func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) error {
 	if err := e.enter(); err != nil {
 		return err

@@ -45,9 +45,10 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // slice as data, written "data":{}, which decoded back to no data: a
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
-	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
-		d.RedirectURI == "" && d.Deadline == nil && d.Reason == "" && d.Message == "" &&
+	return d.Provider == "" && d.Account == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
+		d.RedirectURI == "" && d.Deadline == nil && d.NonceFingerprint == "" && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
+		d.Subject == "" && d.Email == "" &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
 }
 
@@ -56,6 +57,7 @@ func (d Data) IsZero() bool {
 func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w := fieldWriter{b: append(b, '{'), ok: ok, first: true}
 	w.str("provider", d.Provider)
+	w.str("account", d.Account)
 	w.str("principal", d.Principal)
 	w.list("scopes", d.Scopes)
 	w.str("transport", string(d.Transport))
@@ -64,6 +66,7 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("deadline")
 		w.b, w.ok = appendTime(w.b, *d.Deadline, w.ok)
 	}
+	w.str("nonce_fp", d.NonceFingerprint)
 	w.str("reason", string(d.Reason))
 	w.str("message", d.Message)
 	w.str("error_code", d.ErrorCode)
@@ -76,6 +79,8 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("token_stored")
 		w.b = append(w.b, "true"...)
 	}
+	w.str("subject", d.Subject)
+	w.str("email", d.Email)
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))

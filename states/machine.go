@@ -110,6 +110,14 @@ const (
 	Superseded          Reason = "superseded"
 	DeadlineExpired     Reason = "expired"
 	ExpiredWhileDown    Reason = "expired_while_down"
+	// IdentityInvalid: the code was exchanged, but who signed in could not
+	// be established: the ID token failed verification (signature, iss,
+	// aud, exp, nonce) or the userinfo endpoint did not answer with a
+	// user. The token was not stored.
+	IdentityInvalid Reason = "identity_invalid"
+	// AccountMismatch: the user signed in with another account than the
+	// one the flow was started for. The token was not stored.
+	AccountMismatch Reason = "account_mismatch"
 	// Exchanged is the reason of a complete flow.
 	Exchanged Reason = "exchanged"
 )
@@ -117,7 +125,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IdentityInvalid, AccountMismatch},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -145,6 +153,10 @@ func (r Reason) Describe() string {
 		return "no callback arrived before the deadline"
 	case ExpiredWhileDown:
 		return "the deadline passed while flowd was not running"
+	case IdentityInvalid:
+		return "flowd could not verify who signed in, so it kept no token"
+	case AccountMismatch:
+		return "you signed in with another account than the one asked for, so flowd kept no token"
 	}
 	return string(r)
 }

@@ -108,6 +108,7 @@ func FormatData(d Data) string {
 	}
 	add("reason", string(d.Reason))
 	add("provider", d.Provider)
+	add("account", d.Account)
 	add("principal", d.Principal)
 	add("scopes", strings.Join(d.Scopes, ","))
 	add("transport", string(d.Transport))
@@ -115,6 +116,7 @@ func FormatData(d Data) string {
 	if d.Deadline != nil {
 		add("deadline", d.Deadline.UTC().Format(time.RFC3339))
 	}
+	add("nonce_fp", d.NonceFingerprint)
 	add("message", d.Message)
 	add("error_code", d.ErrorCode)
 	if d.HTTPStatus != 0 {
@@ -124,6 +126,8 @@ func FormatData(d Data) string {
 	if d.TokenStored {
 		add("token_stored", "true")
 	}
+	add("subject", d.Subject)
+	add("email", d.Email)
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
