@@ -78,6 +78,14 @@ type Provider struct {
 	// AuthStyle is "in_params" or "in_header"; "" only until Resolve for
 	// discovered providers.
 	AuthStyle string
+	// UserInfoURL is where flowd reads who signed in with the new access
+	// token (the userinfo_url setting, or a preset's). IDTokenIssuer and
+	// JWKSURL verify ID tokens (from a preset, or discovered from issuer).
+	// When a flow asks for openid and both are known, the ID token decides;
+	// otherwise UserInfoURL does; with neither, flowd identifies no one.
+	UserInfoURL   string
+	IDTokenIssuer string
+	JWKSURL       string
 }
 
 // LogValue keeps the client secret out of logs even when a Provider is
@@ -171,6 +179,7 @@ type providerFile struct {
 	AuthParams      map[string]string `toml:"auth_params"`
 	AuthStyle       string            `toml:"auth_style"`
 	Tenant          string            `toml:"tenant"`
+	UserInfoURL     *string           `toml:"userinfo_url"`
 }
 
 type duration struct{ time.Duration }
@@ -318,6 +327,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		}
 		p.AuthURL, p.TokenURL = pr.AuthURL, pr.TokenURL
 		p.Scopes = slices.Clone(pr.Scopes)
+		p.UserInfoURL, p.IDTokenIssuer, p.JWKSURL = pr.UserInfoURL, pr.IDTokenIssuer, pr.JWKSURL
 		if p.AuthStyle == "" {
 			p.AuthStyle = pr.AuthStyle
 		}
@@ -368,6 +378,16 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		}
 		if _, err := checkURL(p.TokenURL); err != nil {
 			return Provider{}, fail("token_url", "%v", err)
+		}
+	}
+	if pf.UserInfoURL != nil {
+		// "" turns a preset's off: flowd then names accounts by what
+		// connect asks for.
+		p.UserInfoURL = *pf.UserInfoURL
+		if p.UserInfoURL != "" {
+			if _, err := checkURL(p.UserInfoURL); err != nil {
+				return Provider{}, fail("userinfo_url", "%v", err)
+			}
 		}
 	}
 	if pf.Scopes != nil {

@@ -45,6 +45,7 @@ type discoveryDoc struct {
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
 	TokenEndpoint         string   `json:"token_endpoint"`
 	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+	JWKSURI               string   `json:"jwks_uri"`
 }
 
 func discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
@@ -83,6 +84,14 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		return fmt.Errorf("OIDC discovery at %s: token_endpoint: %v", where, err)
 	}
 	p.AuthURL, p.TokenURL = doc.AuthorizationEndpoint, doc.TokenEndpoint
+	if doc.JWKSURI != "" {
+		// OpenID Connect Discovery 1.0 section 3: jwks_uri is required;
+		// without one, ID tokens cannot be verified and are not trusted.
+		if _, err := checkURL(doc.JWKSURI); err != nil {
+			return fmt.Errorf("OIDC discovery at %s: jwks_uri: %v", where, err)
+		}
+		p.IDTokenIssuer, p.JWKSURL = doc.Issuer, doc.JWKSURI
+	}
 	if p.AuthStyle == "" {
 		// The spec's default when the field is absent is client_secret_basic.
 		p.AuthStyle = AuthStyleInHeader

@@ -13,6 +13,13 @@ type Preset struct {
 	AuthStyle  string
 	Scopes     []string
 	AuthParams map[string]string
+	// UserInfoURL is where the signed-in user is read with the access
+	// token, for providers that issue no ID token (GitHub).
+	UserInfoURL string
+	// IDTokenIssuer and JWKSURL verify the ID tokens of an OpenID Connect
+	// preset without discovering it at start-up.
+	IDTokenIssuer string
+	JWKSURL       string
 }
 
 // Presets by name. Auth styles are set explicitly: oauth2's auto-detection
@@ -23,6 +30,8 @@ var Presets = map[string]Preset{
 		TokenURL:  "https://github.com/login/oauth/access_token",
 		AuthStyle: AuthStyleInParams,
 		Scopes:    []string{"read:user"},
+		// GitHub issues no ID token; its REST API names the user (login).
+		UserInfoURL: "https://api.github.com/user",
 	},
 	"google": {
 		AuthURL:   "https://accounts.google.com/o/oauth2/v2/auth",
@@ -30,7 +39,9 @@ var Presets = map[string]Preset{
 		AuthStyle: AuthStyleInParams,
 		Scopes:    []string{"openid", "email", "profile"},
 		// Without these Google issues no refresh token after the first consent.
-		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
+		AuthParams:    map[string]string{"access_type": "offline", "prompt": "consent"},
+		IDTokenIssuer: "https://accounts.google.com",
+		JWKSURL:       "https://www.googleapis.com/oauth2/v3/certs",
 	},
 	"microsoft": {
 		// "common" is replaced by the provider's tenant when one is set.
@@ -44,6 +55,8 @@ var Presets = map[string]Preset{
 		TokenURL:  "https://gitlab.com/oauth/token",
 		AuthStyle: AuthStyleInParams,
 		Scopes:    []string{"read_user"},
+		// read_user reads the user, named by its username.
+		UserInfoURL: "https://gitlab.com/api/v4/user",
 	},
 	"slack": {
 		AuthURL:   "https://slack.com/oauth/v2/authorize",

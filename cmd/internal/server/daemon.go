@@ -24,6 +24,7 @@ import (
 	"flowd.local/flowd/cmd/internal/metrics"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/internal/identity"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
@@ -175,6 +176,9 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	if o.Engine != nil {
 		o.Engine(&ecfg)
+	}
+	if ecfg.Identify == nil {
+		ecfg.Identify = identity.New(identityProviders(cfg.Providers), identity.Options{HTTPClient: ecfg.HTTPClient})
 	}
 	if d.Engine, err = engine.Open(ctx, ecfg); err != nil {
 		var re *states.RecordError
@@ -453,4 +457,16 @@ func warnReadableSecrets(lg *slog.Logger, cfg *config.Config) {
 	if fi, err := os.Stat(cfg.File); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		lg.Warn("the config file holds a client secret and group or others can read it; run chmod 600 on it, or use client_secret_env", "file", cfg.File)
 	}
+}
+
+// identityProviders says how each configured provider's users are
+// identified: its ID tokens (preset or discovered issuer and JWKS), else
+// its userinfo URL.
+func identityProviders(ps []config.Provider) []identity.Provider {
+	out := make([]identity.Provider, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, identity.Provider{Name: p.Name, ClientID: p.ClientID,
+			IDTokenIssuer: p.IDTokenIssuer, JWKSURL: p.JWKSURL, UserInfoURL: p.UserInfoURL})
+	}
+	return out
 }
