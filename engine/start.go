@@ -189,9 +189,18 @@ func (e *Engine) newFlowSecrets(withNonce bool) (state, verifier, nonce string, 
 }
 
 // stepUp returns the scopes a connect for key asks for: requested, then
-// those key's stored token was granted that requested lacks.
+// those key's stored token was granted that requested lacks. A key
+// without an account steps up the provider's only account; with several,
+// which one the user signs in as is not known yet, and none is.
 func (e *Engine) stepUp(ctx context.Context, key TokenKey, requested []string) []string {
-	st, err := e.tokens.LoadToken(ctx, key)
+	key, err := e.resolve(ctx, key)
+	if errors.Is(err, ErrAccountRequired) {
+		return requested
+	}
+	var st StoredToken
+	if err == nil {
+		st, err = e.tokens.LoadToken(ctx, key)
+	}
 	if err != nil {
 		if !errors.Is(err, ErrNoToken) {
 			e.logger.Warn("could not read the stored token to step up its scopes; asking for the requested ones", "provider", key.Provider, "err", err)

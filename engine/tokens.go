@@ -107,7 +107,9 @@ func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, Sto
 
 // TokenFor is Token for the account key.Account: each account's token is
 // stored under its own key, so one account's connect never replaces
-// another's token.
+// another's token. A key without an account means the provider's only
+// connected account; with several it returns an *AccountRequiredError
+// naming them.
 func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
 	if err := e.enter(); err != nil {
 		return nil, StoredToken{}, err
@@ -116,6 +118,9 @@ func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, Sto
 	provider := key.Provider
 	p, err := e.provider(provider)
 	if err != nil {
+		return nil, StoredToken{}, err
+	}
+	if key, err = e.resolve(ctx, key); err != nil {
 		return nil, StoredToken{}, err
 	}
 	// One refresh of a token at a time: with rotating refresh tokens, two
@@ -186,13 +191,18 @@ func (e *Engine) Disconnect(ctx context.Context, provider string) error {
 	return e.DisconnectFor(ctx, TokenKey{Provider: provider})
 }
 
-// DisconnectFor is Disconnect for the account key.Account.
+// DisconnectFor is Disconnect for the account key.Account; a key without
+// one means the provider's only connected account, as for TokenFor.
 func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	defer e.inflight.Done()
 	if _, err := e.provider(key.Provider); err != nil {
+		return err
+	}
+	key, err := e.resolve(ctx, key)
+	if err != nil {
 		return err
 	}
 	if _, err := e.tokens.LoadToken(ctx, key); err != nil {

@@ -11,53 +11,83 @@ import (
 )
 
 func (a *app) tokenCmd() *cobra.Command {
-	return &cobra.Command{
+	var account, format string
+	cmd := &cobra.Command{
 		Use:   "token <provider>",
-		Short: "Print a valid access token for a connected provider",
-		Long: `token prints the provider's access token and nothing else, so it can be used
+		Short: "Print a valid access token for a connected account",
+		Long: `token prints the account's access token and nothing else, so it can be used
 in $(...). flowd refreshes it first when it has expired or is about to.
 With --json it prints the token with its type, expiry and scopes; the refresh
-token never leaves flowd.`,
+token never leaves flowd. --format kubectl prints a kubectl exec credential
+(client.authentication.k8s.io/v1 ExecCredential) instead.
+
+A provider with several connected accounts needs --account; the error lists
+them. With one, it is used.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
-  flowctl token google --json`,
+  flowctl token github --account octocat
+  flowctl token google --json
+  flowctl token dex --format kubectl      # in a kubeconfig's users[].user.exec`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "raw" && format != "kubectl" {
+				return usagef("unknown format %q: use raw or kubectl", format)
+			}
 			cl := a.client()
 			defer cl.Close()
-			tok, err := cl.Token(cmd.Context(), args[0])
+			tok, err := cl.Token(cmd.Context(), args[0], account)
 			if err != nil {
-				return fmt.Errorf("get a token for %s: %w", args[0], err)
+				return fmt.Errorf("get a token for %s: %w", accountLabel(args[0], account), err)
 			}
-			if a.json {
+			switch {
+			case format == "kubectl":
+				return a.writeJSON(kubectlCredential(tok))
+			case a.json:
 				return a.writeJSON(tok)
 			}
 			fmt.Fprintln(a.stdout, tok.AccessToken)
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&account, "account", "", "the connected account to use (GitHub login, email, ...), when the provider has several")
+	cmd.Flags().StringVar(&format, "format", "raw", "raw (the bare token), or kubectl (an ExecCredential for kubectl's exec plugin)")
+	return cmd
 }
 
 func (a *app) disconnectCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "disconnect <provider>",
-		Short:   "Remove the provider's stored token",
-		Long:    `disconnect makes flowd forget the provider's token. It does not revoke the token at the provider.`,
-		Example: `  flowctl disconnect github`,
-		Args:    argsUsage(cobra.ExactArgs(1)),
+	var account string
+	cmd := &cobra.Command{
+		Use:   "disconnect <provider>",
+		Short: "Remove an account's stored token",
+		Long: `disconnect makes flowd forget the account's token. A provider with several
+connected accounts needs --account; the others stay connected.`,
+		Example: `  flowctl disconnect github
+  flowctl disconnect github --account hubot`,
+		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl := a.client()
 			defer cl.Close()
-			res, err := cl.Disconnect(cmd.Context(), args[0])
+			res, err := cl.Disconnect(cmd.Context(), args[0], account)
 			if err != nil {
-				return fmt.Errorf("disconnect %s: %w", args[0], err)
+				return fmt.Errorf("disconnect %s: %w", accountLabel(args[0], account), err)
 			}
 			if a.json {
 				return a.writeJSON(res)
 			}
-			fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+			fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", accountLabel(res.Provider, res.Account))
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&account, "account", "", "the connected account to disconnect, when the provider has several")
+	return cmd
+}
+
+// accountLabel names a provider's account for people: "github (octocat)",
+// or just "github" when no account is named.
+func accountLabel(provider, account string) string {
+	if account == "" {
+		return provider
+	}
+	return provider + " (" + account + ")"
 }
 
 func (a *app) providersCmd() *cobra.Command {

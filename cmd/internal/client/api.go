@@ -93,19 +93,29 @@ func (c *Client) Providers(ctx context.Context) ([]wire.Provider, error) {
 	return out.Providers, err
 }
 
-// Token returns a valid access token for provider, refreshed by flowd when needed.
-func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse, error) {
+// Token returns a valid access token for the account at provider,
+// refreshed by flowd when needed. account "" lets flowd pick the
+// provider's one account (and refuse, naming them, when it has several).
+func (c *Client) Token(ctx context.Context, provider, account string) (wire.TokenResponse, error) {
 	var out wire.TokenResponse
 	// A refresh calls the provider: allow for it.
-	err := c.route(ctx, wire.RouteToken, []string{provider}, nil, nil, &out, 30*time.Second)
+	err := c.route(ctx, wire.RouteToken, []string{provider}, accountQuery(account), nil, &out, 30*time.Second)
 	return out, err
 }
 
-// Disconnect removes the provider's stored token.
-func (c *Client) Disconnect(ctx context.Context, provider string) (wire.DisconnectResponse, error) {
+// Disconnect removes the account's stored token at provider (account as
+// for Token).
+func (c *Client) Disconnect(ctx context.Context, provider, account string) (wire.DisconnectResponse, error) {
 	var out wire.DisconnectResponse
-	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, nil, nil, &out, 0)
+	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, accountQuery(account), nil, &out, 0)
 	return out, err
+}
+
+func accountQuery(account string) url.Values {
+	if account == "" {
+		return nil
+	}
+	return url.Values{"account": {account}}
 }
 
 // Health returns basic facts about the daemon.

@@ -100,6 +100,9 @@ func (res result) text() string {
 	again := "To try again, run: flowctl connect " + f.Provider
 	switch res.kind {
 	case pageConnected:
+		if f.Account != "" {
+			return fmt.Sprintf("flowd connected your %s account %s. You can close this tab.", f.Provider, f.Account)
+		}
 		return fmt.Sprintf("flowd connected your %s account. You can close this tab.", f.Provider)
 	case pageDenied:
 		said := f.ErrorCode

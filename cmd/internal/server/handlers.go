@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/states"
@@ -378,7 +380,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	tok, st, err := s.cfg.Engine.TokenFor(r.Context(), key)
+	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
+	var tok *oauth2.Token
+	var st engine.StoredToken
+	if err == nil {
+		tok, st, err = s.cfg.Engine.TokenFor(r.Context(), key)
+	}
 	if err != nil {
 		status, code, msg := classify(err)
 		if code == wire.CodeInternal {
@@ -409,7 +416,10 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	err := s.cfg.Engine.DisconnectFor(r.Context(), key)
+	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
+	if err == nil {
+		err = s.cfg.Engine.DisconnectFor(r.Context(), key)
+	}
 	if errors.Is(err, engine.ErrNoToken) {
 		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: false})
 		return

@@ -38,6 +38,7 @@ type Engine interface {
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
 	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
 	DisconnectFor(ctx context.Context, key engine.TokenKey) error
+	ResolveAccount(ctx context.Context, key engine.TokenKey) (engine.TokenKey, error)
 	Providers() []string
 }
 

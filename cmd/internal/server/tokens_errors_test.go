@@ -13,9 +13,10 @@ import (
 	"flowd.local/flowd/persist/etcdlog"
 )
 
-// A flow started for an account stores its token under that account:
-// the token route finds it with ?account= and not without, and
-// disconnecting one account leaves the other's token alone.
+// A flow started for an account stores its token under that account: the
+// token route finds it with ?account=, and without one (it is the only
+// account); disconnecting the token stored under no account name removes
+// nothing of alice's.
 func TestTokenPerAccount(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	st := h.start(wire.StartRequest{Provider: "fake", Account: "alice"})
@@ -26,15 +27,18 @@ func TestTokenPerAccount(t *testing.T) {
 	require.Equal(t, http.StatusOK, alice.status, string(alice.body))
 	assert.Contains(t, string(alice.body), h.provider.Issued()[0])
 
-	local := h.local("GET", "/v1/providers/fake/token", nil)
-	assert.Equal(t, http.StatusNotFound, local.status)
-	assert.Equal(t, wire.CodeNotConnected, local.errCode())
+	only := h.local("GET", "/v1/providers/fake/token", nil)
+	assert.Equal(t, http.StatusOK, only.status, "the only account is the one meant")
+	assert.Contains(t, string(only.body), `"account":"alice"`)
 
-	gone := h.local("DELETE", "/v1/providers/fake/token", nil)
+	none := h.local("GET", "/v1/providers/fake/token?account=bob", nil)
+	assert.Equal(t, http.StatusNotFound, none.status)
+	assert.Equal(t, wire.CodeNotConnected, none.errCode())
+	gone := h.local("DELETE", "/v1/providers/fake/token?account=bob", nil)
 	require.Equal(t, http.StatusOK, gone.status)
 	assert.Contains(t, string(gone.body), `"removed":false`)
 	still := h.local("GET", "/v1/providers/fake/token?account=alice", nil)
-	assert.Equal(t, http.StatusOK, still.status, "disconnecting the local user must not remove alice's token")
+	assert.Equal(t, http.StatusOK, still.status, "disconnecting bob must not remove alice's token")
 }
 
 // A store without quorum is the server's temporary problem: 503

@@ -165,6 +165,9 @@ const (
 	CodeUnknownTransport = "unknown_transport"
 	// CodeNotConnected (404): no token is stored for the provider; connect first.
 	CodeNotConnected = "not_connected"
+	// CodeAccountRequired (409): the provider has several connected
+	// accounts and the request named none; the message lists them.
+	CodeAccountRequired = "account_required"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
 	// CodeUnavailable (503): flowd is shutting down, or its store (etcd in

@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"flowd.local/flowd/states"
+)
+
+// ErrAccountRequired: the provider has several connected accounts and the
+// call named none. The error is an *AccountRequiredError listing them.
+var ErrAccountRequired = errors.New("several accounts are connected")
+
+// AccountRequiredError is returned by TokenFor and DisconnectFor for a key
+// without an account when the provider holds tokens of several accounts:
+// which one is meant cannot be guessed.
+type AccountRequiredError struct {
+	Provider string
+	// Accounts are the provider's connected accounts, sorted.
+	Accounts []string
+}
+
+func (e *AccountRequiredError) Error() string {
+	return fmt.Sprintf("%s has %d connected accounts (%s); name one", e.Provider, len(e.Accounts), strings.Join(e.Accounts, ", "))
+}
+
+// Is makes errors.Is(err, ErrAccountRequired) true.
+func (e *AccountRequiredError) Is(target error) bool { return target == ErrAccountRequired }
+
+// Accounts lists the accounts of provider that hold a stored token,
+// sorted; "" is the token stored under no account name. It reads the
+// whole log: the accounts are those of the connects recorded in it whose
+// token is still stored.
+func (e *Engine) Accounts(ctx context.Context, provider string) ([]string, error) {
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.inflight.Done()
+	if _, err := e.provider(provider); err != nil {
+		return nil, err
+	}
+	return e.accounts(ctx, provider)
+}
+
+func (e *Engine) accounts(ctx context.Context, provider string) ([]string, error) {
+	flows := map[string]states.Flow{}
+	err := e.log.Scan(ctx, 0, func(rec states.Record) error {
+		f, ok := flows[rec.Flow]
+		if !ok && rec.FlowSeq != 1 {
+			return nil // a history whose start was pruned
+		}
+		if g, err := f.Apply(rec); err == nil {
+			flows[rec.Flow] = g
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounts of %s: scan the log: %w", provider, err)
+	}
+	seen := map[string]bool{}
+	for _, f := range flows {
+		if f.Provider == provider && f.State == states.Complete && f.TokenStored {
+			seen[f.Account] = true
+		}
+	}
+	var out []string
+	for account := range seen {
+		if _, err := e.tokens.LoadToken(ctx, TokenKey{Provider: provider, Account: account}); err == nil {
+			out = append(out, account)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// ResolveAccount returns key with the account a key without one means:
+// the token stored under no account name if there is one, else the
+// provider's only connected account. Several give an
+// *AccountRequiredError, none an error wrapping ErrNoToken. TokenFor and
+// DisconnectFor resolve keys themselves; this tells a caller which
+// account they will use.
+func (e *Engine) ResolveAccount(ctx context.Context, key TokenKey) (TokenKey, error) {
+	if err := e.enter(); err != nil {
+		return key, err
+	}
+	defer e.inflight.Done()
+	if _, err := e.provider(key.Provider); err != nil {
+		return key, err
+	}
+	return e.resolve(ctx, key)
+}
+
+// resolve names the account a key without one means: the token stored
+// under no account name if there is one, else the provider's only
+// connected account. Several give an *AccountRequiredError, none an error
+// wrapping ErrNoToken.
+func (e *Engine) resolve(ctx context.Context, key TokenKey) (TokenKey, error) {
+	if key.Account != "" {
+		return key, nil
+	}
+	if _, err := e.tokens.LoadToken(ctx, key); err == nil || !errors.Is(err, ErrNoToken) {
+		return key, err
+	}
+	accounts, err := e.accounts(ctx, key.Provider)
+	if err != nil {
+		return key, err
+	}
+	switch len(accounts) {
+	case 0:
+		return key, fmt.Errorf("%s: %w", key.Provider, ErrNoToken)
+	case 1:
+		key.Account = accounts[0]
+		return key, nil
+	}
+	return key, &AccountRequiredError{Provider: key.Provider, Accounts: accounts}
+}
