@@ -101,8 +101,9 @@ func (e *Engine) resolve(ctx context.Context, key TokenKey) (TokenKey, error) {
 	if key.Account != "" {
 		return key, nil
 	}
-	if _, err := e.tokens.LoadToken(ctx, key); err == nil || !errors.Is(err, ErrNoToken) {
-		return key, err
+	_, missing := e.tokens.LoadToken(ctx, key)
+	if missing == nil || !errors.Is(missing, ErrNoToken) {
+		return key, missing
 	}
 	accounts, err := e.accounts(ctx, key.Provider)
 	if err != nil {
@@ -110,7 +111,7 @@ func (e *Engine) resolve(ctx context.Context, key TokenKey) (TokenKey, error) {
 	}
 	switch len(accounts) {
 	case 0:
-		return key, fmt.Errorf("%s: %w", key.Provider, ErrNoToken)
+		return key, missing
 	case 1:
 		key.Account = accounts[0]
 		return key, nil

@@ -227,3 +227,32 @@ func TestScopeStepUp(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "gist", queryOf(t, other.AuthURL).Get("scope"))
 }
+
+// A token asked for without an account is the provider's only account's;
+// with several, the error names them all and no token is handed out.
+func TestTokenWithoutAccount(t *testing.T) {
+	id := &identifier{}
+	h := newHarness(t, withIdentify(id))
+	id.as(engine.Identity{Account: "octocat"})
+	first := h.connect("")
+	_, st, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err, "one account: it is the one")
+	assert.Equal(t, first.ID, st.Flow)
+
+	id.as(engine.Identity{Account: "hubot"})
+	h.connect("")
+	_, _, err = h.e.Token(h.ctx, "gh")
+	require.ErrorIs(t, err, engine.ErrAccountRequired)
+	var are *engine.AccountRequiredError
+	require.ErrorAs(t, err, &are)
+	assert.Equal(t, []string{"hubot", "octocat"}, are.Accounts)
+	assert.ErrorIs(t, h.e.Disconnect(h.ctx, "gh"), engine.ErrAccountRequired, "nor is one disconnected at random")
+
+	require.NoError(t, h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "hubot"}))
+	accounts, err := h.e.Accounts(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"octocat"}, accounts)
+	_, st, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, first.ID, st.Flow)
+}
