@@ -128,29 +128,52 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 
 // supersede ends the live flows of owner adopted before the flow newID
 // (born), naming newID. Flows mid-exchange are left to finish.
+//
+// Log order decides, not adoption order: two Starts may commit in one
+// order and adopt in the other, so the later-born one scanned before the
+// earlier one was adopted and missed it. The earlier one then finds the
+// newer flow here and ends itself, so exactly one flow of an owner stays live.
 func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, born uint64) []string {
 	e.mu.Lock()
 	var older []*liveFlow
+	var self, newest *liveFlow
 	for id, o := range e.owners[owner] {
-		if id != newID && o.born < born {
+		switch {
+		case id == newID:
+			self = o
+		case o.born < born:
 			older = append(older, o)
+		case newest == nil || o.born > newest.born:
+			newest = o
 		}
 	}
 	e.mu.Unlock()
+	if self != nil && newest != nil {
+		e.endSuperseded(ctx, self, newest.flow.ID)
+	}
 	var ended []string
 	for _, o := range older {
-		o.mu.Lock()
-		if o.flow.State.Live() && !o.flow.Exchanging {
-			if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: newID}), e.dropFlowSecrets(o)); err != nil {
-				e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
-			} else {
-				ended = append(ended, o.flow.ID)
-			}
+		if e.endSuperseded(ctx, o, newID) {
+			ended = append(ended, o.flow.ID)
 		}
-		o.mu.Unlock()
 	}
 	sort.Strings(ended)
 	return ended
+}
+
+// endSuperseded ends o as superseded by byID unless it has finished or is
+// mid-exchange, and reports whether it did.
+func (e *Engine) endSuperseded(ctx context.Context, o *liveFlow, byID string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.flow.State.Live() || o.flow.Exchanging {
+		return false
+	}
+	if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: byID}), e.dropFlowSecrets(o)); err != nil {
+		e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
+		return false
+	}
+	return true
 }
 
 func sortedKeys(m map[string]string) []string {
