@@ -32,8 +32,8 @@ func (e *AccountRequiredError) Is(target error) bool { return target == ErrAccou
 
 // Accounts lists the accounts of provider that hold a stored token,
 // sorted; "" is the token stored under no account name. It reads the
-// whole log: the accounts are those of the connects recorded in it whose
-// token is still stored.
+// whole log, as Connections does: the accounts are those of its
+// connections.
 func (e *Engine) Accounts(ctx context.Context, provider string) ([]string, error) {
 	if err := e.enter(); err != nil {
 		return nil, err
@@ -60,16 +60,15 @@ func (e *Engine) accounts(ctx context.Context, provider string) ([]string, error
 	if err != nil {
 		return nil, fmt.Errorf("accounts of %s: scan the log: %w", provider, err)
 	}
-	seen := map[string]bool{}
-	for _, f := range flows {
-		if f.Provider == provider && f.State == states.Complete && f.TokenStored {
-			seen[f.Account] = true
-		}
-	}
 	var out []string
-	for account := range seen {
-		if _, err := e.tokens.LoadToken(ctx, TokenKey{Provider: provider, Account: account}); err == nil {
-			out = append(out, account)
+	for _, c := range states.Connections(flows) {
+		// A token store other than the log's may have lost a token
+		// behind the log's back: only those it still holds count.
+		if c.Provider != provider {
+			continue
+		}
+		if _, err := e.tokens.LoadToken(ctx, TokenKey{Provider: provider, Account: c.Account}); err == nil {
+			out = append(out, c.Account)
 		}
 	}
 	slices.Sort(out)

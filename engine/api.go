@@ -33,6 +33,10 @@ type Provider struct {
 	Scopes []string
 	// AuthParams are extra authorize-URL parameters (prompt=consent, access_type=offline, ...).
 	AuthParams map[string]string
+	// RevocationURL is the provider's RFC 7009 token revocation endpoint
+	// (revocation_endpoint in its metadata). Empty: the provider has none,
+	// and Disconnect only deletes the local copy (and says so).
+	RevocationURL string
 }
 
 // Clock is the engine's time source. Tests inject engine/fakeclock to step time.
@@ -58,6 +62,11 @@ type Hooks struct {
 	UnknownCallback func()
 	// Append is called after every append with its latency and error.
 	Append func(d time.Duration, err error)
+	// Connection is called after a connection changed and the change was
+	// recorded: connected, refreshed, a refresh failed, disconnected. It
+	// runs with no flow's or token's lock held, on the goroutine of the
+	// call that made the change, so it may call the engine.
+	Connection func(c Connection)
 }
 
 // Config configures an Engine. Only Log and Providers are required.

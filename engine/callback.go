@@ -48,6 +48,9 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	for attempt := 0; ; attempt++ {
 		f, err, again := e.callback(ctx, lf, p, fp)
 		if !again || attempt == conflictRetries {
+			if err == nil && f.State == states.Complete {
+				e.connectionChanged(f) // this callback connected: the flow's lock is released
+			}
 			return f, err
 		}
 		// Another engine on a shared log advanced the flow first; lf now
@@ -219,10 +222,18 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
 		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "account", account, "scopes", strings.Join(granted, " "))
 	}
-	return outcome{event: states.ExchangeSucceeded, data: states.Data{
+	d := states.Data{
 		Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true,
 		Account: account, Subject: id.Subject, Email: id.Email,
-	}, secrets: secrets}
+	}
+	if !st.Expiry.IsZero() {
+		exp := st.Expiry
+		d.TokenExpiry = &exp
+	}
+	if st.RefreshToken != "" {
+		d.RefreshFP = e.fingerprint(st.RefreshToken)
+	}
+	return outcome{event: states.ExchangeSucceeded, data: d, secrets: secrets}
 }
 
 // identify runs Config.Identify on a freshly exchanged token. A failure,

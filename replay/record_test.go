@@ -9,6 +9,7 @@ import (
 	"flag"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -299,6 +300,56 @@ var recordings = []recording{
 		assert.Equal(s.t, want.Deadline.Sub(want.Created), got.Deadline.Sub(got.Created), "the deadline survived the restarts")
 		s.tokenStored("github", "", true)
 	}},
+	{"token_refresh_rotated", "a connection refreshed twice with rotating refresh tokens, across a restart, then disconnected at a provider without a revocation endpoint", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(7 * time.Second)
+		s.outcome(s.callback(st, s.authorize(st.AuthURL)), states.Complete, states.Exchanged)
+		s.clk.Advance(61 * time.Minute)
+		s.token("github")
+		s.restart()
+		s.clk.Advance(2 * time.Hour)
+		s.token("github")
+		res, err := s.eng.Disconnect(s.ctx, "github")
+		require.NoError(s.t, err)
+		assert.Equal(s.t, states.RevocationUnsupported, res.Revocation)
+		s.tokenStored("github", "", false)
+	}},
+	{"token_refresh_failed", "a refresh that fails transiently (HTTP 503), one rejected with invalid_grant (needs_reconnect), then a disconnect revoked at the provider (RFC 7009)", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "google", Account: "alice@example.com"})
+		s.clk.Advance(11 * time.Second)
+		s.outcome(s.callback(st, s.authorize(st.AuthURL)), states.Complete, states.Exchanged)
+		key := engine.TokenKey{Provider: "google", Account: "alice@example.com"}
+		s.clk.Advance(2 * time.Hour)
+		s.prov.SetOverride(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+		_, _, err := s.eng.TokenFor(s.ctx, key)
+		var re *engine.RefreshError
+		require.ErrorAs(s.t, err, &re)
+		assert.True(s.t, re.Transient)
+		s.clk.Advance(5 * time.Minute)
+		s.prov.Refuse("invalid_grant", "Token has been expired or revoked.")
+		_, _, err = s.eng.TokenFor(s.ctx, key)
+		require.ErrorAs(s.t, err, &re)
+		assert.True(s.t, re.NeedsReconnect())
+		cs, err := s.eng.Connections(s.ctx)
+		require.NoError(s.t, err)
+		require.Len(s.t, cs, 1)
+		assert.Equal(s.t, states.NeedsReconnect, cs[0].Health)
+		s.prov.SetOverride(nil)
+		s.clk.Advance(time.Minute)
+		res, err := s.eng.DisconnectFor(s.ctx, key)
+		require.NoError(s.t, err)
+		assert.Equal(s.t, states.RevocationDone, res.Revocation)
+		s.tokenStored("google", "alice@example.com", false)
+	}},
+}
+
+// token gets provider's token, refreshing it when due.
+func (s *session) token(provider string) {
+	s.t.Helper()
+	_, _, err := s.eng.Token(s.ctx, provider)
+	require.NoError(s.t, err, "token for %s", provider)
 }
 
 // happySteps are the steps of a loopback connect, as restart_every_step
@@ -328,6 +379,11 @@ func happySteps() []func(s *session) {
 // outcomeOf is a flow without its id and times.
 func outcomeOf(f states.Flow) states.Flow {
 	f.ID, f.Created, f.Deadline, f.Ended = "", time.Time{}, time.Time{}, time.Time{}
+	if f.Conn != nil {
+		c := *f.Conn
+		c.Flow, c.Connected, c.TokenExpiry, c.RefreshFP = "", time.Time{}, time.Time{}, ""
+		f.Conn = &c
+	}
 	return f
 }
 
@@ -368,7 +424,7 @@ func newSession(t *testing.T, name string) *session {
 		Rand: newSeeded(name),
 		Providers: []engine.Provider{
 			recProviderConfig(s.prov, "github", "repo", "read:user"),
-			recProviderConfig(s.prov, "google", "openid", "email"),
+			withRevocation(recProviderConfig(s.prov, "google", "openid", "email"), s.prov),
 		},
 		PublicBaseURL:   recPublicBase,
 		ExchangeTimeout: 10 * time.Second,
@@ -626,6 +682,12 @@ func (s *seeded) Read(p []byte) (int, error) {
 func newRecProvider(t *testing.T, clk *fakeclock.Clock) *oauthtest.Server {
 	return oauthtest.New(t, oauthtest.Options{ClientID: recClientID, ClientSecret: recClientSecret,
 		Latency: func() { clk.Advance(recLatency) }})
+}
+
+// withRevocation gives p the fake provider's RFC 7009 revocation endpoint.
+func withRevocation(p engine.Provider, prov *oauthtest.Server) engine.Provider {
+	p.RevocationURL = prov.URL + oauthtest.RevokePath
+	return p
 }
 
 // recProviderConfig is p as the engine's provider name, at an

@@ -49,7 +49,8 @@ func (d Data) IsZero() bool {
 		d.RedirectURI == "" && d.Deadline == nil && d.NonceFingerprint == "" && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.Subject == "" && d.Email == "" &&
-		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
+		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" &&
+		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
 }
 
 // appendData writes Data's fields in declaration order, each left out
@@ -84,6 +85,20 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	if d.TokenExpiry != nil {
+		w.key("token_expiry")
+		w.b, w.ok = appendTime(w.b, *d.TokenExpiry, w.ok)
+	}
+	w.str("refresh_fp", d.RefreshFP)
+	if d.Rotated {
+		w.key("rotated")
+		w.b = append(w.b, "true"...)
+	}
+	if d.Transient {
+		w.key("transient")
+		w.b = append(w.b, "true"...)
+	}
+	w.str("revocation", string(d.Revocation))
 	return append(w.b, '}'), w.ok
 }
 

@@ -45,6 +45,11 @@ type Flow struct {
 	NonceFingerprint string
 	// IgnoredCallbacks counts callbacks recorded as changing nothing.
 	IgnoredCallbacks int
+
+	// Conn is the connection the flow produced: set by an
+	// exchange_succeeded that stored a token, advanced by the token events.
+	// Nil for every other flow.
+	Conn *Connection
 }
 
 // Apply checks rec against the machine and f, and returns f advanced by it.
@@ -81,8 +86,17 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 			f.Account = d.Account
 		}
 		f.Subject, f.Email = d.Subject, d.Email
+		if rec.Event == ExchangeSucceeded && d.TokenStored {
+			f.Conn = newConnection(f, rec)
+		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
+	default:
+		if rec.Event.TokenEvent() {
+			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
+			c.apply(rec)
+			f.Conn = &c
+		}
 	}
 	return f, nil
 }
@@ -159,6 +173,8 @@ func (f Flow) check(rec Record) error {
 		case d.Ignored == IgnoredFinished && !f.State.Terminal():
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return f.checkTokenEvent(rec)
 	case Failed, DeadlinePassed:
 		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted || d.Reason == IdentityInvalid || d.Reason == AccountMismatch
 		if exchangeOutcome != f.Exchanging {

@@ -27,6 +27,13 @@ func guardAllows(p position, e Event, variant string) bool {
 		byExchange := Reason(variant) == ExchangeFailed || Reason(variant) == ExchangeInterrupted ||
 			Reason(variant) == IdentityInvalid || Reason(variant) == AccountMismatch
 		return byExchange == p.Exchanging
+	case RefreshStarted, Revoked, Disconnected:
+		// Every reachable complete flow stored a token and holds it.
+		return true
+	case TokenRefreshed, RefreshFailed:
+		// Reachable flows have no refresh under way: an outcome needs its
+		// refresh_started (TestConnection* cover the rest).
+		return false
 	case CallbackIgnored:
 		switch Ignored(variant) {
 		case IgnoredInProgress:
@@ -276,6 +283,7 @@ func TestFoldHappyPath(t *testing.T) {
 		RedirectURI: "http://127.0.0.1:8085/oauth/callback",
 		Created:     h[0].Time, Deadline: t0.Add(5 * time.Minute), Ended: h[3].Time,
 		GrantedScopes: []string{"repo"}, TokenStored: true, IgnoredCallbacks: 1,
+		Conn: &Connection{Flow: testFlow, Provider: "github", Connected: h[3].Time, Scopes: []string{"repo"}},
 	}, f)
 }
 

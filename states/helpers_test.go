@@ -67,6 +67,17 @@ func dataFor(e Event, variant string) Data {
 		return Data{Reason: Reason(variant), GrantedScopes: []string{"repo"}, TokenStored: true}
 	case CallbackIgnored:
 		return Data{Ignored: Ignored(variant), CodeFingerprint: "fp1:77aa01c2e3f49b10"}
+	case RefreshStarted:
+		return Data{RefreshFP: "hmac:0123456789abcdef01234567"}
+	case TokenRefreshed:
+		te := t0.Add(2 * time.Hour)
+		return Data{TokenExpiry: &te}
+	case RefreshFailed:
+		return Data{ErrorCode: "invalid_grant", HTTPStatus: 400}
+	case Revoked:
+		return Data{}
+	case Disconnected:
+		return Data{Revocation: Revocation(variant)}
 	}
 	d := Data{Reason: Reason(variant)}
 	switch Reason(variant) {
@@ -92,6 +103,9 @@ func variants(e Event) []string {
 	}
 	if e == CallbackIgnored {
 		return []string{string(IgnoredInProgress), string(IgnoredFinished)}
+	}
+	if e == Disconnected {
+		return []string{string(RevocationDone), string(RevocationUnsupported), string(RevocationFailed)}
 	}
 	return []string{""}
 }

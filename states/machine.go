@@ -33,7 +33,8 @@ var AllStates = []State{Pending, AwaitingCallback, Complete, Error, Expired}
 // Valid reports whether s is one of the five states.
 func (s State) Valid() bool { return slices.Contains(AllStates, s) }
 
-// Terminal reports whether no event other than callback_ignored can leave s.
+// Terminal reports whether s is final: only self-loops follow it
+// (callback_ignored, and on complete the token events about its connection).
 func (s State) Terminal() bool { return s == Complete || s == Error || s == Expired }
 
 // Live reports whether s is a valid, non-terminal state.
@@ -61,6 +62,31 @@ const (
 	// CallbackIgnored records a callback that changed nothing: the flow had
 	// finished, or an exchange was already under way.
 	CallbackIgnored Event = "callback_ignored"
+
+	// Token events: what happened to the connection a complete flow
+	// produced (its stored token). They are self-loops on complete, recorded
+	// on the flow whose exchange stored the token, so a connection's whole
+	// life is one history that inspect shows and replay checks.
+
+	// RefreshStarted is recorded before the token endpoint is called to
+	// refresh, as exchange_started is before an exchange: its
+	// compare-and-set on the flow's sequence lets one writer (of all the
+	// engines sharing a log) spend the refresh token; the others wait for
+	// its outcome.
+	RefreshStarted Event = "refresh_started"
+	// TokenRefreshed: the provider returned a new access token and it was
+	// stored; rotated says a new refresh token was saved too.
+	TokenRefreshed Event = "token_refreshed"
+	// RefreshFailed: the refresh did not yield a token. transient says
+	// whether trying again later may work (network, timeout, 5xx) or the
+	// provider rejected it (an OAuth error such as invalid_grant).
+	RefreshFailed Event = "refresh_failed"
+	// Revoked: the provider's revocation endpoint (RFC 7009) accepted the
+	// revocation of the connection's tokens.
+	Revoked Event = "revoked"
+	// Disconnected: the stored token was deleted; revocation says what the
+	// provider was told. No token event follows it on the flow.
+	Disconnected Event = "disconnected"
 )
 
 // Transition is one row of the machine's table.
@@ -82,6 +108,21 @@ var Table = []Transition{
 	{Event: Failed, From: []State{Pending, AwaitingCallback}, To: Error},
 	{Event: DeadlinePassed, From: []State{Pending, AwaitingCallback}, To: Expired},
 	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
+	{Event: RefreshStarted, From: []State{Complete}, To: ""},
+	{Event: TokenRefreshed, From: []State{Complete}, To: ""},
+	{Event: RefreshFailed, From: []State{Complete}, To: ""},
+	{Event: Revoked, From: []State{Complete}, To: ""},
+	{Event: Disconnected, From: []State{Complete}, To: ""},
+}
+
+// TokenEvent reports whether e is one of the events about a complete
+// flow's connection.
+func (e Event) TokenEvent() bool {
+	switch e {
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return true
+	}
+	return false
 }
 
 // AllEvents lists every event in table order.

@@ -110,6 +110,43 @@ type Data struct {
 	// CodeFingerprint is a keyed hash of the authorization code, never the code.
 	CodeFingerprint string  `json:"code_fp,omitempty"`
 	Ignored         Ignored `json:"ignored,omitempty"`
+
+	// Connections (exchange_succeeded and the token events)
+	// TokenExpiry is when the stored access token expires; absent when the
+	// provider gave no expiry.
+	TokenExpiry *time.Time `json:"token_expiry,omitempty"`
+	// RefreshFP is a keyed fingerprint of the refresh token held after the
+	// event (exchange_succeeded, token_refreshed) or about to be spent
+	// (refresh_started); absent when none is held. Never the token.
+	RefreshFP string `json:"refresh_fp,omitempty"`
+	// Rotated: the provider returned a new refresh token and it was saved.
+	Rotated bool `json:"rotated,omitempty"`
+	// Transient: a refresh_failed that trying later may cure (network,
+	// timeout, HTTP 5xx or 429); without it the provider rejected the refresh.
+	Transient bool `json:"transient,omitempty"`
+	// Revocation says what the provider was told on disconnect.
+	Revocation Revocation `json:"revocation,omitempty"`
+}
+
+// Revocation is the outcome of asking the provider to revoke a
+// connection's tokens (RFC 7009) on disconnect.
+type Revocation string
+
+// Revocation outcomes.
+const (
+	// RevocationDone: the revocation endpoint accepted the request.
+	RevocationDone Revocation = "revoked"
+	// RevocationUnsupported: the provider has no revocation endpoint; its
+	// tokens stay valid at the provider until they expire.
+	RevocationUnsupported Revocation = "unsupported"
+	// RevocationFailed: the revocation endpoint refused or did not answer;
+	// error_code, http_status and message say how.
+	RevocationFailed Revocation = "failed"
+)
+
+// Valid reports whether r is a known revocation outcome.
+func (r Revocation) Valid() bool {
+	return r == RevocationDone || r == RevocationUnsupported || r == RevocationFailed
 }
 
 // RecordError names the record a check failed on.

@@ -90,7 +90,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{"list", "--nope"}, "unknown flag: --nope"},
 		{[]string{"connect"}, "accepts 1 arg(s), received 0"},
-		{[]string{"status", "a", "b"}, "accepts 1 arg(s), received 2"},
+		{[]string{"status", "a", "b"}, "accepts at most 1 arg(s), received 2"},
 		{[]string{"connect", "github", "--transport", "carrier-pigeon"}, `unknown transport "carrier-pigeon"`},
 		{[]string{"connect", "github", "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"connect", "github", "--timeout", "soon"}, "invalid argument"},

@@ -57,9 +57,13 @@ func (a *app) disconnectCmd() *cobra.Command {
 	var account string
 	cmd := &cobra.Command{
 		Use:   "disconnect <provider>",
-		Short: "Remove an account's stored token",
-		Long: `disconnect makes flowd forget the account's token. A provider with several
-connected accounts needs --account; the others stay connected.`,
+		Short: "Revoke an account's token and remove it",
+		Long: `disconnect asks the provider to revoke the stored tokens (RFC 7009) when it has
+a revocation endpoint (revocation_url in the config, or revocation_endpoint in
+its discovery metadata), then makes flowd forget them. The local copy is
+removed even when the provider has no revocation endpoint or refuses; the
+output says which. A provider with several connected accounts needs
+--account; the others stay connected.`,
 		Example: `  flowctl disconnect github
   flowctl disconnect github --account hubot`,
 		Args: argsUsage(cobra.ExactArgs(1)),
@@ -73,7 +77,19 @@ connected accounts needs --account; the others stay connected.`,
 			if a.json {
 				return a.writeJSON(res)
 			}
-			fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", accountLabel(res.Provider, res.Account))
+			who := accountLabel(res.Provider, res.Account)
+			switch {
+			case !res.Removed:
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", who)
+			case res.Revocation == "revoked":
+				fmt.Fprintf(a.stdout, "Disconnected %s: the provider revoked the token and flowd no longer holds it.\n", who)
+			case res.Revocation == "failed":
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it, but the provider did not revoke it (%s); revoke it in the provider's settings.\n", who, res.RevocationError)
+			case res.Revocation == "unsupported":
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it. The provider has no revocation endpoint, so the token stays valid there until it expires; revoke the app's access in the provider's settings to end it now.\n", who)
+			default:
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", who)
+			}
 			return nil
 		},
 	}

@@ -103,8 +103,9 @@ func (c *Client) Token(ctx context.Context, provider, account string) (wire.Toke
 	return out, err
 }
 
-// Disconnect removes the account's stored token at provider (account as
-// for Token).
+// Disconnect revokes the account's stored token at provider (account as
+// for Token) at the provider when it can and removes it; the response
+// says what the provider was told.
 func (c *Client) Disconnect(ctx context.Context, provider, account string) (wire.DisconnectResponse, error) {
 	var out wire.DisconnectResponse
 	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, accountQuery(account), nil, &out, 0)
@@ -116,6 +117,17 @@ func accountQuery(account string) url.Values {
 		return nil
 	}
 	return url.Values{"account": {account}}
+}
+
+// Connections lists the connections flowd holds, all or provider's.
+func (c *Client) Connections(ctx context.Context, provider string) ([]wire.Connection, error) {
+	var out wire.ConnectionsResponse
+	var q url.Values
+	if provider != "" {
+		q = url.Values{"provider": {provider}}
+	}
+	err := c.route(ctx, wire.RouteConnections, nil, q, nil, &out, 0)
+	return out.Connections, err
 }
 
 // Health returns basic facts about the daemon.

@@ -86,6 +86,10 @@ type Provider struct {
 	UserInfoURL   string
 	IDTokenIssuer string
 	JWKSURL       string
+	// RevocationURL is the RFC 7009 revocation endpoint disconnect calls:
+	// revocation_url, the preset's, or the discovery document's
+	// revocation_endpoint. Empty: the provider has none.
+	RevocationURL string
 }
 
 // LogValue keeps the client secret out of logs even when a Provider is
@@ -110,7 +114,7 @@ func (p Provider) Engine() engine.Provider {
 	return engine.Provider{
 		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: style,
 		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
-		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams,
+		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, RevocationURL: p.RevocationURL,
 	}
 }
 
@@ -180,6 +184,7 @@ type providerFile struct {
 	AuthStyle       string            `toml:"auth_style"`
 	Tenant          string            `toml:"tenant"`
 	UserInfoURL     *string           `toml:"userinfo_url"`
+	RevocationURL   string            `toml:"revocation_url"`
 }
 
 type duration struct{ time.Duration }
@@ -325,7 +330,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if pf.Issuer != "" {
 			return Provider{}, fail("issuer", "set either preset or issuer, not both")
 		}
-		p.AuthURL, p.TokenURL = pr.AuthURL, pr.TokenURL
+		p.AuthURL, p.TokenURL, p.RevocationURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL
 		p.Scopes = slices.Clone(pr.Scopes)
 		p.UserInfoURL, p.IDTokenIssuer, p.JWKSURL = pr.UserInfoURL, pr.IDTokenIssuer, pr.JWKSURL
 		if p.AuthStyle == "" {
@@ -389,6 +394,12 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 				return Provider{}, fail("userinfo_url", "%v", err)
 			}
 		}
+	}
+	if pf.RevocationURL != "" {
+		if _, err := checkURL(pf.RevocationURL); err != nil {
+			return Provider{}, fail("revocation_url", "%v", err)
+		}
+		p.RevocationURL = pf.RevocationURL // a self-hosted server's, or one discovery does not name
 	}
 	if pf.Scopes != nil {
 		p.Scopes = slices.Clone(*pf.Scopes)

@@ -46,6 +46,8 @@ type discoveryDoc struct {
 	TokenEndpoint         string   `json:"token_endpoint"`
 	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
 	JWKSURI               string   `json:"jwks_uri"`
+	// RevocationEndpoint is RFC 8414 section 2's revocation_endpoint.
+	RevocationEndpoint string `json:"revocation_endpoint"`
 }
 
 func discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
@@ -91,6 +93,12 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 			return fmt.Errorf("OIDC discovery at %s: jwks_uri: %v", where, err)
 		}
 		p.IDTokenIssuer, p.JWKSURL = doc.Issuer, doc.JWKSURI
+	}
+	if p.RevocationURL == "" && doc.RevocationEndpoint != "" {
+		if _, err := checkURL(doc.RevocationEndpoint); err != nil {
+			return fmt.Errorf("OIDC discovery at %s: revocation_endpoint: %v", where, err)
+		}
+		p.RevocationURL = doc.RevocationEndpoint
 	}
 	if p.AuthStyle == "" {
 		// The spec's default when the field is absent is client_secret_basic.

@@ -20,6 +20,9 @@ type Preset struct {
 	// preset without discovering it at start-up.
 	IDTokenIssuer string
 	JWKSURL       string
+	// RevocationURL is the provider's RFC 7009 endpoint; empty where it has
+	// none (GitHub, Microsoft and Slack revoke only through their own APIs).
+	RevocationURL string
 }
 
 // Presets by name. Auth styles are set explicitly: oauth2's auto-detection
@@ -34,10 +37,12 @@ var Presets = map[string]Preset{
 		UserInfoURL: "https://api.github.com/user",
 	},
 	"google": {
-		AuthURL:   "https://accounts.google.com/o/oauth2/v2/auth",
-		TokenURL:  "https://oauth2.googleapis.com/token",
-		AuthStyle: AuthStyleInParams,
-		Scopes:    []string{"openid", "email", "profile"},
+		AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
+		TokenURL: "https://oauth2.googleapis.com/token",
+		// Google's discovery document names it as revocation_endpoint.
+		RevocationURL: "https://oauth2.googleapis.com/revoke",
+		AuthStyle:     AuthStyleInParams,
+		Scopes:        []string{"openid", "email", "profile"},
 		// Without these Google issues no refresh token after the first consent.
 		AuthParams:    map[string]string{"access_type": "offline", "prompt": "consent"},
 		IDTokenIssuer: "https://accounts.google.com",
@@ -51,12 +56,14 @@ var Presets = map[string]Preset{
 		Scopes:    []string{"openid", "profile", "email", "offline_access"},
 	},
 	"gitlab": {
-		AuthURL:   "https://gitlab.com/oauth/authorize",
-		TokenURL:  "https://gitlab.com/oauth/token",
-		AuthStyle: AuthStyleInParams,
-		Scopes:    []string{"read_user"},
 		// read_user reads the user, named by its username.
 		UserInfoURL: "https://gitlab.com/api/v4/user",
+		AuthURL:     "https://gitlab.com/oauth/authorize",
+		TokenURL:    "https://gitlab.com/oauth/token",
+		// Doorkeeper's RFC 7009 endpoint (GitLab's discovery names it too).
+		RevocationURL: "https://gitlab.com/oauth/revoke",
+		AuthStyle:     AuthStyleInParams,
+		Scopes:        []string{"read_user"},
 	},
 	"slack": {
 		AuthURL:   "https://slack.com/oauth/v2/authorize",

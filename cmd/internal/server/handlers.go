@@ -387,15 +387,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		tok, st, err = s.cfg.Engine.TokenFor(r.Context(), key)
 	}
 	if err != nil {
-		status, code, msg := classify(err)
-		if code == wire.CodeInternal {
-			// Engine token errors that are not typed are refresh failures;
-			// their text is written for users and carries no secret.
-			status, code, msg = http.StatusBadGateway, wire.CodeProviderError, err.Error()
-		}
-		if code == wire.CodeNotConnected {
-			msg = fmt.Sprintf("no token is stored for %s; connect first: flowctl connect %s", name, name)
-		}
+		status, code, msg := tokenError(err, key)
 		s.writeError(w, r, status, code, msg)
 		return
 	}
@@ -417,8 +409,9 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 	}
 	name := key.Provider
 	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
+	var res engine.Disconnection
 	if err == nil {
-		err = s.cfg.Engine.DisconnectFor(r.Context(), key)
+		res, err = s.cfg.Engine.DisconnectFor(r.Context(), key)
 	}
 	if errors.Is(err, engine.ErrNoToken) {
 		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: false})
@@ -428,10 +421,88 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		s.engineError(w, r, err)
 		return
 	}
-	s.log.Info("provider disconnected", "provider", name, "account", key.Account)
-	writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: true})
+	s.log.Info("provider disconnected", "provider", name, "account", key.Account, "revocation", res.Revocation)
+	resp := wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: true, Revocation: string(res.Revocation)}
+	if res.Revocation == states.RevocationFailed {
+		resp.RevocationError = res.ErrorCode
+		if res.HTTPStatus != 0 {
+			resp.RevocationError += fmt.Sprintf(" (HTTP %d)", res.HTTPStatus)
+		}
+		if res.Message != "" {
+			resp.RevocationError += ": " + res.Message
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
+// handleConnections lists the connections, all or one provider's.
+func (s *Server) handleConnections(w http.ResponseWriter, r *http.Request) {
+	provider := r.URL.Query().Get("provider")
+	if provider != "" && !slices.Contains(s.cfg.Engine.Providers(), provider) {
+		s.engineError(w, r, &engine.UnknownProviderError{Name: provider, Known: s.cfg.Engine.Providers()})
+		return
+	}
+	cs, err := s.cfg.Engine.Connections(r.Context())
+	if err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	out := wire.ConnectionsResponse{Connections: []wire.Connection{}}
+	for _, c := range cs {
+		if provider == "" || c.Provider == provider {
+			out.Connections = append(out.Connections, connectionFrom(c))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// connectionFrom converts the engine's view of a connection to its wire form.
+func connectionFrom(c engine.Connection) wire.Connection {
+	at := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		u := t.UTC()
+		return &u
+	}
+	w := wire.Connection{
+		Provider: c.Provider, Account: c.Account, Flow: c.Flow, ConnectedAt: c.Connected.UTC(), Scopes: c.Scopes,
+		ExpiresAt: at(c.Expiry), HasRefreshToken: c.HasRefreshToken, Health: string(c.Health),
+		LastRefreshAt: at(c.LastRefresh), Refreshes: c.Refreshes, Rotations: c.Rotations, FailingSince: at(c.FailingSince),
+	}
+	if f := c.LastFailure; f != nil {
+		w.ErrorCode, w.Message, w.HTTPStatus, w.Transient = f.ErrorCode, f.Message, f.HTTPStatus, f.Transient
+	}
+	return w
+}
+
+// tokenError maps a token call's error to the API's answer, adding the
+// advice the engine leaves to flowd: what the user runs next.
+func tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
+	again := "flowctl connect " + key.Provider
+	var re *engine.RefreshError
+	switch {
+	case errors.Is(err, engine.ErrNoToken):
+		return http.StatusNotFound, wire.CodeNotConnected, fmt.Sprintf("no token is stored for %s; connect first: %s", key.Provider, again)
+	case errors.Is(err, engine.ErrNoRefreshToken):
+		return http.StatusBadGateway, wire.CodeProviderError,
+			fmt.Sprintf("the token for %s expired and the provider gave no refresh token; reconnect: %s", key.Provider, again)
+	case errors.Is(err, engine.ErrTokenUnreadable):
+		return http.StatusInternalServerError, wire.CodeInternal, fmt.Sprintf("%v; reconnect: %s", err, again)
+	case errors.As(err, &re):
+		msg := re.Error()
+		switch {
+		case re.NeedsReconnect():
+			msg += "; the refresh token is no longer valid, reconnect: " + again
+		case re.Transient:
+			msg += "; the stored token is kept: retry later (flowctl status " + key.Provider + " shows since when it fails)"
+		default:
+			msg += "; check the provider's client settings, or reconnect: " + again
+		}
+		return http.StatusBadGateway, wire.CodeProviderError, msg
+	}
+	return classify(err)
+}
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.HealthResponse{
 		Status: "ok", Version: s.cfg.Version, StartedAt: s.started, Listen: s.cfg.Listen,

@@ -285,7 +285,12 @@ func (c *countingEngine) TokenFor(ctx context.Context, k engine.TokenKey) (*oaut
 	return c.Engine.TokenFor(ctx, k)
 }
 
-func (c *countingEngine) DisconnectFor(ctx context.Context, k engine.TokenKey) error {
+func (c *countingEngine) DisconnectFor(ctx context.Context, k engine.TokenKey) (engine.Disconnection, error) {
 	c.calls.Add(1)
 	return c.Engine.DisconnectFor(ctx, k)
+}
+
+func (c *countingEngine) Connections(ctx context.Context) ([]engine.Connection, error) {
+	c.calls.Add(1)
+	return c.Engine.Connections(ctx)
 }

@@ -35,6 +35,7 @@ var Policy = map[string][]Principal{
 	wire.RouteProviders:       {Local},
 	wire.RouteToken:           {Local},
 	wire.RouteDisconnect:      {Local},
+	wire.RouteConnections:     {Local},
 	wire.RouteHealth:          {Local},
 	wire.RouteMetrics:         {Local},
 	wire.RouteBrowserCallback: {Local, Browser},

@@ -37,7 +37,8 @@ type Engine interface {
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
 	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
-	DisconnectFor(ctx context.Context, key engine.TokenKey) error
+	DisconnectFor(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
+	Connections(ctx context.Context) ([]engine.Connection, error)
 	ResolveAccount(ctx context.Context, key engine.TokenKey) (engine.TokenKey, error)
 	Providers() []string
 }
@@ -114,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteProviders:       s.handleProviders,
 		wire.RouteToken:           s.handleToken,
 		wire.RouteDisconnect:      s.handleDisconnect,
+		wire.RouteConnections:     s.handleConnections,
 		wire.RouteHealth:          s.handleHealth,
 		wire.RouteMetrics:         s.handleMetrics,
 		wire.RouteBrowserCallback: s.handleBrowserCallback,

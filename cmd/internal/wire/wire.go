@@ -47,8 +47,10 @@ const (
 	RouteProviders  = "providers"
 	RouteToken      = "token"
 	RouteDisconnect = "disconnect"
-	RouteHealth     = "health"
-	RouteMetrics    = "metrics"
+	// RouteConnections lists what the user holds after connecting.
+	RouteConnections = "connections"
+	RouteHealth      = "health"
+	RouteMetrics     = "metrics"
 	// RouteBrowserCallback is the provider's redirect, opened by the browser.
 	RouteBrowserCallback = "browser_callback"
 	// RoutePreflight answers CORS and Private Network Access preflights for
@@ -70,7 +72,8 @@ var Routes = []Route{
 	{RouteCallback, "POST", "/v1/callbacks", "Deliver a relayed or pasted callback (CallbackRequest -> CallbackResponse)."},
 	{RouteProviders, "GET", "/v1/providers", "The configured providers (-> ProvidersResponse)."},
 	{RouteToken, "GET", "/v1/providers/{provider}/token", "A valid access token, refreshed when needed (-> TokenResponse)."},
-	{RouteDisconnect, "DELETE", "/v1/providers/{provider}/token", "Remove the provider's stored token (-> DisconnectResponse)."},
+	{RouteDisconnect, "DELETE", "/v1/providers/{provider}/token", "Revoke the provider's stored token at the provider (RFC 7009) when it can, and remove it (-> DisconnectResponse)."},
+	{RouteConnections, "GET", "/v1/connections", "Every connection, or one provider's with ?provider= (-> ConnectionsResponse)."},
 	{RouteHealth, "GET", "/v1/health", "Liveness and basic facts about the daemon (-> HealthResponse)."},
 	{RouteMetrics, "GET", "/metrics", "Prometheus metrics (text exposition format)."},
 	{RouteBrowserCallback, "GET", "/oauth/callback", "The provider's redirect; answers an HTML page that tells the outcome."},
@@ -255,6 +258,11 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+	// Connection is how the connection a complete flow produced stands,
+	// from its token events alone: healthy, refresh_failing,
+	// needs_reconnect, refreshing or disconnected. Empty for flows that
+	// stored no token. (flowctl status judges expiry with the clock too.)
+	Connection string `json:"connection,omitempty"`
 }
 
 // FlowFrom converts the engine's view of a flow to its wire form.
@@ -284,6 +292,16 @@ func FlowFrom(f states.Flow) Flow {
 	}
 	if f.Reason != "" {
 		w.ReasonText = f.Reason.Describe()
+	}
+	if c := f.Conn; c != nil {
+		switch {
+		case !c.Active():
+			w.Connection = "disconnected"
+		case c.Refreshing:
+			w.Connection = "refreshing"
+		default:
+			w.Connection = string(c.HealthAt(time.Time{}))
+		}
 	}
 	if !f.Ended.IsZero() {
 		t := f.Ended.UTC()
@@ -377,6 +395,42 @@ type DisconnectResponse struct {
 	Account  string `json:"account,omitempty"`
 	// Removed is false when no token was stored: disconnecting twice is not an error.
 	Removed bool `json:"removed"`
+	// Revocation is what the provider was told: revoked, unsupported (it
+	// has no revocation endpoint; its tokens stay valid there until they
+	// expire) or failed (RevocationError says how). Empty when nothing was removed.
+	Revocation      string `json:"revocation,omitempty"`
+	RevocationError string `json:"revocation_error,omitempty"`
+}
+
+// ConnectionsResponse is the body of GET /v1/connections.
+type ConnectionsResponse struct {
+	Connections []Connection `json:"connections"`
+}
+
+// Connection is one connection: a stored token and how it stands. It
+// never carries a token.
+type Connection struct {
+	Provider string `json:"provider"`
+	// Account is the account the token is stored under; empty for the token stored under no account name.
+	Account string `json:"account,omitempty"`
+	// Flow is the state of the flow that connected (flowctl inspect it).
+	Flow        string    `json:"flow"`
+	ConnectedAt time.Time `json:"connected_at"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	// ExpiresAt is when the access token expires; absent when it does not.
+	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
+	HasRefreshToken bool       `json:"has_refresh_token"`
+	// Health is healthy, refresh_failing or needs_reconnect.
+	Health        string     `json:"health"`
+	LastRefreshAt *time.Time `json:"last_refresh_at,omitempty"`
+	Refreshes     int        `json:"refreshes,omitempty"`
+	Rotations     int        `json:"rotations,omitempty"`
+	// The last failed refresh, when Health is not healthy because of one.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	ErrorCode    string     `json:"error_code,omitempty"`
+	Message      string     `json:"message,omitempty"`
+	HTTPStatus   int        `json:"http_status,omitempty"`
+	Transient    bool       `json:"transient,omitempty"`
 }
 
 // HealthResponse is the body of GET /v1/health.
