@@ -51,7 +51,7 @@ func newRigOn(t testing.TB, c *etcdtest.Cluster) *rig {
 		prefix: fmt.Sprintf("cluster-test/%d/", prefixes.Add(1))}
 	r.cfg = engine.Config{
 		Providers: []engine.Provider{{Name: "gh", AuthURL: r.prov.AuthURL, TokenURL: r.prov.TokenURL,
-			AuthStyle: r.prov.AuthStyle, ClientID: r.prov.ClientID, ClientSecret: r.prov.ClientSecret}},
+			AuthMethod: engine.AuthMethod(r.prov.AuthMethod), ClientID: r.prov.ClientID, ClientSecret: r.prov.ClientSecret}},
 		TTL:             time.Minute,
 		ExchangeTimeout: 2 * time.Second,
 		PublicBaseURL:   "https://flowd.example.test",

@@ -13,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
@@ -78,15 +77,15 @@ func (r *engineRig) open() {
 		Providers: []engine.Provider{
 			{
 				Name: dexProvider, AuthURL: r.dex.AuthURL, TokenURL: r.dex.TokenURL,
-				AuthStyle: oauth2.AuthStyleInHeader,
-				ClientID:  dextest.ClientID, ClientSecret: dextest.ClientSecret,
+				AuthMethod: engine.AuthMethodClientSecretBasic,
+				ClientID:   dextest.ClientID, ClientSecret: dextest.ClientSecret,
 				Scopes: []string{"openid", "email", "offline_access"},
 			},
 			{
 				Name: publicProvider, AuthURL: r.dex.AuthURL, TokenURL: r.dex.TokenURL,
-				AuthStyle: oauth2.AuthStyleInParams,
-				ClientID:  dextest.PublicClientID,
-				Scopes:    []string{"openid", "offline_access"},
+				AuthMethod: engine.AuthMethodNone,
+				ClientID:   dextest.PublicClientID,
+				Scopes:     []string{"openid", "offline_access"},
 			},
 		},
 		LoopbackRedirectURL: r.dex.RedirectURIs[0],

@@ -153,6 +153,7 @@ func (r *flowdRig) relay(w http.ResponseWriter, req *http.Request) {
 	body, _ := json.Marshal(map[string]string{
 		"state": q.Get("state"), "code": q.Get("code"),
 		"error": q.Get("error"), "error_description": q.Get("error_description"),
+		"iss": q.Get("iss"), // RFC 9207: a gateway passes iss on for flowd to check
 	})
 	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost, "http://"+r.listen+"/v1/callbacks", bytes.NewReader(body))
 	if err != nil {

@@ -21,12 +21,24 @@ type Provider struct {
 	Name     string
 	AuthURL  string
 	TokenURL string
-	// AuthStyle says how the client authenticates at the token endpoint. It
-	// must be oauth2.AuthStyleInParams or oauth2.AuthStyleInHeader: the
-	// auto-detect default retries a failed exchange and sends the code twice.
-	AuthStyle    oauth2.AuthStyle
+	// AuthMethod is how the client authenticates at the token endpoint,
+	// for the code exchange and every refresh. ChooseAuthMethod picks it
+	// from the server's metadata. Empty means AuthMethodNone without a
+	// ClientSecret and AuthMethodClientSecretBasic with one. A secret-based
+	// method without a secret, or none with one, is refused at Open.
+	AuthMethod   AuthMethod
 	ClientID     string
 	ClientSecret string
+	// Issuer is the authorization server's issuer identifier (RFC 8414).
+	// When set, a redirect whose iss parameter names another issuer is
+	// refused before its code is sent anywhere (RFC 9207 section 2.4): it
+	// may come from a different server (a mix-up attack, RFC 9700 section
+	// 4.4). Compared as exact strings.
+	Issuer string
+	// RequireIssuer: the server advertises
+	// authorization_response_iss_parameter_supported, so a redirect
+	// without iss is refused too. It needs Issuer.
+	RequireIssuer bool
 	// Scopes are requested when a Start names none. With "openid" among a
 	// flow's scopes the provider is treated as an OpenID Connect provider:
 	// the authorization request carries a nonce.
@@ -176,6 +188,8 @@ type CallbackParams struct {
 	Code             string
 	Error            string
 	ErrorDescription string
+	// Issuer is the redirect's iss parameter (RFC 9207), "" when it had none.
+	Issuer string
 }
 
 // Filter selects flows for List. Zero fields match everything.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
@@ -73,7 +72,7 @@ func benchTransitions(b *testing.B, log engine.Log, workers int) {
 		Log:        log,
 		HTTPClient: &http.Client{Transport: handlerTransport{benchTokenEndpoint}},
 		Providers: []engine.Provider{{Name: "gh", AuthURL: "https://auth.example.test/authorize", TokenURL: "https://token.example.test/token",
-			AuthStyle: oauth2.AuthStyleInParams, ClientID: "id", ClientSecret: "secret"}},
+			AuthMethod: engine.AuthMethodClientSecretPost, ClientID: "id", ClientSecret: "secret"}},
 		Hooks: engine.Hooks{Transition: func(states.Record, states.Flow) { transitions.Add(1) }},
 	})
 	if err != nil {
@@ -130,7 +129,7 @@ func liveFlowHeap(tb testing.TB, n int) float64 {
 	ctx := context.Background()
 	e, err := engine.Open(ctx, engine.Config{Log: &nullLog{}, Retention: -1, Clock: fakeclock.New(epoch),
 		Providers: []engine.Provider{{Name: "gh", AuthURL: "https://auth.example.test/authorize", TokenURL: "https://token.example.test/token",
-			AuthStyle: oauth2.AuthStyleInParams, ClientID: "id", Scopes: []string{"repo", "read:user"}}}})
+			AuthMethod: engine.AuthMethodNone, ClientID: "id", Scopes: []string{"repo", "read:user"}}}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -183,7 +182,7 @@ func BenchmarkOpen(b *testing.B) {
 				Clock: clk, Retention: -1,
 				HTTPClient: &http.Client{Transport: handlerTransport{benchTokenEndpoint}},
 				Providers: []engine.Provider{{Name: "gh", AuthURL: "https://auth.example.test/authorize", TokenURL: "https://token.example.test/token",
-					AuthStyle: oauth2.AuthStyleInParams, ClientID: "id"}},
+					AuthMethod: engine.AuthMethodNone, ClientID: "id"}},
 			}
 			// Fill the log quickly (no fsync); the timed opens are durable ones.
 			db, err := persist.Open(path, persist.Options{NoSync: true})

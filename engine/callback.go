@@ -90,6 +90,18 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
 		return f, &FlowError{Flow: f, Err: ErrExpired}, false
+	case issuerProblem(f, p.Issuer) != "":
+		// Before the provider's error and before the exchange: a redirect
+		// from another server must neither end the flow as that server's
+		// denial nor have its code sent to this provider's token endpoint.
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.IssuerMismatch, Message: redact(issuerProblem(f, p.Issuer), []string{p.Code}), CodeFingerprint: fp,
+		}), e.dropFlowSecrets(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		e.logger.Warn("callback refused: issuer mismatch", "flow", states.ShortID(f.ID), "provider", f.Provider, "expected_issuer", f.Issuer)
+		return f, nil, false
 	case p.Error != "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.ProviderDenied, ErrorCode: clip(redact(p.Error, []string{p.Code}), 200), Message: clip(redact(p.ErrorDescription, []string{p.Code}), 500),
@@ -156,6 +168,23 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		return f, fmt.Errorf("callback: %w", err), false
 	}
 	return f, nil, false
+}
+
+// issuerProblem says why a redirect's iss does not fit the flow (RFC 9207
+// section 2.4: compared as exact strings, and missing counts when the
+// server promised iss), or "" when it fits. A flow with no expected issuer
+// takes any iss. The iss is the redirect's own text: clipped, it names
+// what arrived without letting a long one fill the record.
+func issuerProblem(f states.Flow, iss string) string {
+	switch {
+	case f.Issuer == "":
+		return ""
+	case iss == "" && f.IssuerRequired:
+		return fmt.Sprintf("the redirect carried no iss, but issuer %s sends one on every redirect (RFC 9207); the code was not sent to the token endpoint", f.Issuer)
+	case iss != "" && iss != f.Issuer:
+		return fmt.Sprintf("the redirect's iss is %q, not the expected issuer %s (RFC 9207): it may come from another authorization server; the code was not sent to the token endpoint", clip(iss, 200), f.Issuer)
+	}
+	return ""
 }
 
 type outcome struct {

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"flowd.local/flowd/states"
 )
 
@@ -230,9 +228,12 @@ func (e *Engine) revoke1(ctx context.Context, p *provider, token, hint string, s
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ExchangeTimeout)
 	defer cancel()
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
-	if p.AuthStyle == oauth2.AuthStyleInParams || p.ClientSecret == "" {
+	// RFC 7009 section 2.1: the client authenticates as at the token
+	// endpoint, with the same method.
+	method := authMethodOf(p.Provider)
+	if method != AuthMethodClientSecretBasic {
 		form.Set("client_id", p.ClientID)
-		if p.ClientSecret != "" {
+		if method == AuthMethodClientSecretPost {
 			form.Set("client_secret", p.ClientSecret)
 		}
 	}
@@ -241,7 +242,7 @@ func (e *Engine) revoke1(ctx context.Context, p *provider, token, hint string, s
 		return Disconnection{Revocation: states.RevocationFailed, ErrorCode: "invalid_request", Message: "the revocation URL is not usable"}, false
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if p.AuthStyle == oauth2.AuthStyleInHeader && p.ClientSecret != "" {
+	if method == AuthMethodClientSecretBasic {
 		// RFC 6749 section 2.3.1: form-encode the credentials first.
 		req.SetBasicAuth(url.QueryEscape(p.ClientID), url.QueryEscape(p.ClientSecret))
 	}

@@ -197,12 +197,8 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		if _, dup := e.providers[p.Name]; dup {
 			return nil, fmt.Errorf("engine: open: provider %q is configured twice", p.Name)
 		}
-		e.providers[p.Name] = &provider{Provider: p, oauth: oauth2.Config{
-			ClientID:     p.ClientID,
-			ClientSecret: p.ClientSecret,
-			Endpoint:     oauth2.Endpoint{AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: p.AuthStyle},
-			Scopes:       p.Scopes,
-		}}
+		p.AuthMethod = authMethodOf(p)
+		e.providers[p.Name] = &provider{Provider: p, oauth: oauthConfig(p)}
 		e.names = append(e.names, p.Name)
 	}
 	sort.Strings(e.names)
@@ -245,13 +241,13 @@ func validateProvider(p Provider) error {
 			return fmt.Errorf("provider %q: %s %q is not an absolute http(s) URL", p.Name, field, raw)
 		}
 	}
-	if p.AuthStyle != oauth2.AuthStyleInParams && p.AuthStyle != oauth2.AuthStyleInHeader {
-		return fmt.Errorf("provider %q: set AuthStyle to oauth2.AuthStyleInParams or oauth2.AuthStyleInHeader (auto-detect retries and can send a code twice)", p.Name)
-	}
 	if p.ClientID == "" {
 		return fmt.Errorf("provider %q: no client id", p.Name)
 	}
-	return nil
+	if p.RequireIssuer && p.Issuer == "" {
+		return fmt.Errorf("provider %q: RequireIssuer needs Issuer, the identifier the redirect's iss must equal", p.Name)
+	}
+	return checkAuthMethod(p)
 }
 
 func (e *Engine) loadFingerprintKey(ctx context.Context) error {

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-	"golang.org/x/oauth2"
-
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/memlog"
 )
@@ -29,7 +27,7 @@ func Example() {
 		Providers: []engine.Provider{{
 			Name: "github", ClientID: "my-client-id", ClientSecret: "my-client-secret",
 			AuthURL: "https://github.com/login/oauth/authorize", TokenURL: provider.URL,
-			AuthStyle: oauth2.AuthStyleInParams, Scopes: []string{"repo"},
+			AuthMethod: engine.AuthMethodClientSecretPost, Scopes: []string{"repo"},
 		}},
 	})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/internal/oauthtest"
@@ -73,18 +72,18 @@ func TestExchangeSendsMatchingVerifier(t *testing.T) {
 	assert.Equal(t, engine.DefaultLoopbackRedirectURL, st.RedirectURI)
 }
 
-func TestExchangeHonoursAuthStyle(t *testing.T) {
-	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
-		t.Run(map[oauth2.AuthStyle]string{oauth2.AuthStyleInParams: "in params", oauth2.AuthStyleInHeader: "in header"}[style], func(t *testing.T) {
+func TestExchangeHonoursAuthMethod(t *testing.T) {
+	for _, method := range []string{oauthtest.MethodPost, oauthtest.MethodBasic} {
+		t.Run(method, func(t *testing.T) {
 			var prov *oauthtest.Server
 			h := newHarness(t, func(c *engine.Config) {
-				prov = oauthtest.New(t, oauthtest.Options{AuthStyle: style})
+				prov = oauthtest.New(t, oauthtest.Options{AuthMethods: []string{method}})
 				c.Providers = []engine.Provider{providerConfig(prov, "gh")}
 			})
 			h.prov = prov
 			h.connect("")
 			req := prov.LastRequest()
-			if style == oauth2.AuthStyleInHeader {
+			if method == oauthtest.MethodBasic {
 				assert.True(t, req.HasBasic)
 				assert.Equal(t, clientID, req.BasicUser)
 				assert.False(t, req.Form.Has("client_secret"), "the secret must not also travel in the body")
@@ -93,7 +92,7 @@ func TestExchangeHonoursAuthStyle(t *testing.T) {
 				assert.Equal(t, clientID, req.Form.Get("client_id"))
 				assert.Equal(t, clientSecret, req.Form.Get("client_secret"))
 			}
-			assert.Equal(t, 1, prov.Calls(), "a fixed auth style never retries")
+			assert.Equal(t, 1, prov.Calls(), "a fixed auth method never retries")
 		})
 	}
 }

@@ -74,27 +74,38 @@ func (e *Engine) Status(ctx context.Context, state string) (states.Flow, error) 
 // Wait returns the flow as soon as it is terminal, woken by the commit
 // that ended it. If ctx ends first it returns the flow as it stands and
 // ctx's error.
+//
+// A flow that has already finished is returned even when ctx is done: the
+// answer is known, and reading it is a short read (made without ctx's
+// cancellation, as a done context would fail it on the bbolt log).
 func (e *Engine) Wait(ctx context.Context, state string) (states.Flow, error) {
-	lf, err := e.hold(ctx, state)
+	rctx := context.WithoutCancel(ctx)
+	lf, err := e.hold(rctx, state)
 	if err != nil {
 		return states.Flow{}, fmt.Errorf("wait for %s: %w", states.ShortID(state), err)
 	}
 	if lf != nil {
+		// A select with several cases ready picks one at random: a flow
+		// already done must win over a context already done.
 		select {
 		case <-lf.done:
-		case <-ctx.Done():
-			f, _ := e.Status(context.WithoutCancel(ctx), state)
-			return f, ctx.Err()
-		case <-e.closing:
-			f, _ := e.Status(context.WithoutCancel(ctx), state)
-			return f, ErrClosed
+		default:
+			select {
+			case <-lf.done:
+			case <-ctx.Done():
+				f, _ := e.Status(rctx, state)
+				return f, ctx.Err()
+			case <-e.closing:
+				f, _ := e.Status(rctx, state)
+				return f, ErrClosed
+			}
 		}
 		lf.mu.Lock()
 		f := lf.flow
 		lf.mu.Unlock()
 		return f, nil
 	}
-	return e.finished(ctx, state)
+	return e.finished(rctx, state)
 }
 
 // History returns a flow's records in order.

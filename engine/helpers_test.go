@@ -40,7 +40,7 @@ type testingT interface {
 func providerConfig(p *oauthtest.Server, name string) engine.Provider {
 	return engine.Provider{
 		Name: name, AuthURL: p.AuthURL, TokenURL: p.TokenURL,
-		AuthStyle: p.AuthStyle, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: []string{"repo", "read:user"},
+		AuthMethod: engine.AuthMethod(p.AuthMethod), ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: []string{"repo", "read:user"},
 	}
 }
 

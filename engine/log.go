@@ -13,6 +13,10 @@ import (
 // pass. The signatures use only states and standard types, so an
 // implementation need not import this package.
 //
+// Every method called with a done ctx returns ctx's error (errors.Is
+// matches it) and neither reads nor writes: an implementation must not
+// answer reads from memory when a durable one would refuse them.
+//
 // The interface is shaped for a distributed store too: an append is a
 // compare-and-set on the flow's last sequence, so two writers can never both
 // advance one flow.

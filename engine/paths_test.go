@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/memlog"
@@ -72,12 +71,12 @@ func TestStartGatewayWithoutPublicBaseURL(t *testing.T) {
 func TestProvidersAndUnknownProvider(t *testing.T) {
 	h := newHarness(t, func(c *engine.Config) {
 		p := c.Providers[0]
-		c.Providers = append(c.Providers, engine.Provider{Name: "google", AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: oauth2.AuthStyleInHeader, ClientID: "x"})
+		c.Providers = append(c.Providers, engine.Provider{Name: "google", AuthURL: p.AuthURL, TokenURL: p.TokenURL, ClientID: "x", ClientSecret: "s"})
 	})
 	assert.Equal(t, []string{"gh", "google"}, h.e.Providers())
 	p, err := h.e.Provider("google")
 	require.NoError(t, err)
-	assert.Equal(t, oauth2.AuthStyleInHeader, p.AuthStyle)
+	assert.Equal(t, engine.AuthMethodClientSecretBasic, p.AuthMethod, "a client with a secret defaults to client_secret_basic (RFC 6749 2.3.1)")
 
 	_, err = h.e.Start(h.ctx, engine.StartRequest{Provider: "gitlab"})
 	require.ErrorIs(t, err, engine.ErrUnknownProvider)
@@ -105,16 +104,20 @@ func TestUnknownProviderWithNoneConfigured(t *testing.T) {
 }
 
 func TestOpenRefusesInvalidProviders(t *testing.T) {
-	good := engine.Provider{Name: "gh", AuthURL: "https://a.test/auth", TokenURL: "https://a.test/token", AuthStyle: oauth2.AuthStyleInParams, ClientID: "id"}
+	good := engine.Provider{Name: "gh", AuthURL: "https://a.test/auth", TokenURL: "https://a.test/token", ClientID: "id"}
 	for name, tc := range map[string]struct {
 		mutate func(*engine.Provider)
 		want   string
 	}{
-		"auth style auto-detect": {func(p *engine.Provider) { p.AuthStyle = oauth2.AuthStyleAutoDetect }, "AuthStyle"},
-		"no name":                {func(p *engine.Provider) { p.Name = "" }, "no name"},
-		"relative token URL":     {func(p *engine.Provider) { p.TokenURL = "/token" }, "token URL"},
-		"bad auth URL scheme":    {func(p *engine.Provider) { p.AuthURL = "ftp://a.test/auth" }, "auth URL"},
-		"no client id":           {func(p *engine.Provider) { p.ClientID = "" }, "client id"},
+		"unknown auth method":     {func(p *engine.Provider) { p.AuthMethod = "private_key_jwt" }, "AuthMethod"},
+		"basic without secret":    {func(p *engine.Provider) { p.AuthMethod = engine.AuthMethodClientSecretBasic }, "needs a client secret"},
+		"post without secret":     {func(p *engine.Provider) { p.AuthMethod = engine.AuthMethodClientSecretPost }, "needs a client secret"},
+		"none with a secret":      {func(p *engine.Provider) { p.AuthMethod = engine.AuthMethodNone; p.ClientSecret = "s" }, "sends no client secret"},
+		"iss required, no issuer": {func(p *engine.Provider) { p.RequireIssuer = true }, "RequireIssuer needs Issuer"},
+		"no name":                 {func(p *engine.Provider) { p.Name = "" }, "no name"},
+		"relative token URL":      {func(p *engine.Provider) { p.TokenURL = "/token" }, "token URL"},
+		"bad auth URL scheme":     {func(p *engine.Provider) { p.AuthURL = "ftp://a.test/auth" }, "auth URL"},
+		"no client id":            {func(p *engine.Provider) { p.ClientID = "" }, "client id"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := good

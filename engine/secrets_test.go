@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
@@ -39,7 +38,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	defer db.Close()
 
 	params := oauthtest.New(t, oauthtest.Options{})
-	header := oauthtest.New(t, oauthtest.Options{AuthStyle: oauth2.AuthStyleInHeader})
+	header := oauthtest.New(t, oauthtest.Options{AuthMethods: []string{oauthtest.MethodBasic}})
 	logs := &syncbuf.Buffer{}
 	clk := fakeclock.New(epoch)
 	cfg := engine.Config{Log: db, Clock: clk, Logger: newTestLogger(logs), ExchangeTimeout: 5 * time.Second,

@@ -93,7 +93,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{
 			Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes),
-			Transport: req.Transport, RedirectURI: redirect, Deadline: &due, NonceFingerprint: nonceFP,
+			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
+			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer, NonceFingerprint: nonceFP,
 		},
 	}
 	issued := states.Record{

@@ -163,6 +163,29 @@ var recordings = []recording{
 		f := s.status(st.State)
 		s.outcome(f, states.Expired, states.ExpiredWhileDown)
 	}},
+	{"issuer_mismatch", "redirects with a wrong iss and with none from an issuer that promises iss (RFC 9207): error(issuer_mismatch) before any exchange, the code never sent; the right iss completes", func(s *session) {
+		idp := recProviderConfig(s.prov, "idp", "openid")
+		idp.Issuer, idp.RequireIssuer = recIssuer, true
+		s.cfg.Providers = append(s.cfg.Providers, idp)
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "idp"})
+		s.clk.Advance(11 * time.Second)
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Issuer: "https://attacker.example.test"})
+		require.NoError(s.t, err)
+		s.outcome(f, states.Error, states.IssuerMismatch)
+		st = s.start(engine.StartRequest{Provider: "idp", Account: "bob"})
+		s.clk.Advance(8 * time.Second)
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL)})
+		require.NoError(s.t, err)
+		s.outcome(f, states.Error, states.IssuerMismatch)
+		assert.Zero(s.t, s.prov.CodeRequests(), "no code reached the token endpoint")
+		s.tokenStored("idp", "", false)
+		st = s.start(engine.StartRequest{Provider: "idp", Account: "carol"})
+		s.clk.Advance(7 * time.Second)
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Issuer: recIssuer})
+		require.NoError(s.t, err)
+		s.outcome(f, states.Complete, states.Exchanged)
+	}},
 	{"canceled", "the user cancels the flow", func(s *session) {
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
@@ -690,12 +713,16 @@ func withRevocation(p engine.Provider, prov *oauthtest.Server) engine.Provider {
 	return p
 }
 
+// recIssuer is the issuer the idp provider of the recordings names: fixed,
+// not the fake server's URL, whose port changes every run.
+const recIssuer = "https://idp.example.test"
+
 // recProviderConfig is p as the engine's provider name, at an
 // authorization URL of its own, asking for scopes by default.
 func recProviderConfig(p *oauthtest.Server, name string, scopes ...string) engine.Provider {
 	return engine.Provider{
 		Name: name, AuthURL: "https://" + name + ".example.test/authorize", TokenURL: p.URL + "/" + name + "/token",
-		AuthStyle: p.AuthStyle, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: scopes,
+		AuthMethod: engine.AuthMethod(p.AuthMethod), ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: scopes,
 	}
 }
 

@@ -46,7 +46,8 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Account == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
-		d.RedirectURI == "" && d.Deadline == nil && d.NonceFingerprint == "" && d.Reason == "" && d.Message == "" &&
+		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.NonceFingerprint == "" &&
+		d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.Subject == "" && d.Email == "" &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" &&
@@ -66,6 +67,11 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	if d.Deadline != nil {
 		w.key("deadline")
 		w.b, w.ok = appendTime(w.b, *d.Deadline, w.ok)
+	}
+	w.str("issuer", d.Issuer)
+	if d.IssuerRequired {
+		w.key("issuer_required")
+		w.b = append(w.b, "true"...)
 	}
 	w.str("nonce_fp", d.NonceFingerprint)
 	w.str("reason", string(d.Reason))

@@ -182,6 +182,8 @@ func genRecord(t *rapid.T) (Record, bool) {
 			dl := genTime(t, "deadline")
 			d.Deadline = &dl
 		}
+		d.Issuer = genString(t, "issuer", weird)
+		d.IssuerRequired = rapid.Bool().Draw(t, "issuer_required")
 		d.Reason = Reason(genString(t, "reason", weird))
 		d.Message = genString(t, "message", weird)
 		d.ErrorCode = genString(t, "error_code", weird)

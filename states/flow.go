@@ -26,8 +26,12 @@ type Flow struct {
 	Scopes      []string
 	Transport   Transport
 	RedirectURI string
-	Created     time.Time
-	Deadline    time.Time
+	// Issuer and IssuerRequired are what the flow's redirect must carry
+	// as iss (RFC 9207), from its created record.
+	Issuer         string
+	IssuerRequired bool
+	Created        time.Time
+	Deadline       time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
 
@@ -71,6 +75,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		}
 		f.NonceFingerprint = d.NonceFingerprint
 		f.Scopes = slices.Clone(d.Scopes)
+		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:

@@ -151,6 +151,12 @@ const (
 	Superseded          Reason = "superseded"
 	DeadlineExpired     Reason = "expired"
 	ExpiredWhileDown    Reason = "expired_while_down"
+	// IssuerMismatch: the redirect's iss was not the issuer the flow
+	// expects, or was missing where the issuer promised to send it (RFC
+	// 9207 section 2.4). The code was never sent to the token endpoint:
+	// the redirect may come from another authorization server (a mix-up
+	// attack, RFC 9700 section 4.4).
+	IssuerMismatch Reason = "issuer_mismatch"
 	// IdentityInvalid: the code was exchanged, but who signed in could not
 	// be established: the ID token failed verification (signature, iss,
 	// aud, exp, nonce) or the userinfo endpoint did not answer with a
@@ -166,7 +172,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IdentityInvalid, AccountMismatch},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, IdentityInvalid, AccountMismatch},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -194,6 +200,8 @@ func (r Reason) Describe() string {
 		return "no callback arrived before the deadline"
 	case ExpiredWhileDown:
 		return "the deadline passed while flowd was not running"
+	case IssuerMismatch:
+		return "the redirect did not come from the expected authorization server (its iss did not match), so its code was not used"
 	case IdentityInvalid:
 		return "flowd could not verify who signed in, so it kept no token"
 	case AccountMismatch:

@@ -84,6 +84,14 @@ type Data struct {
 	Transport   Transport  `json:"transport,omitempty"`
 	RedirectURI string     `json:"redirect_uri,omitempty"`
 	Deadline    *time.Time `json:"deadline,omitempty"`
+	// Issuer is the authorization server's issuer identifier the flow's
+	// redirect must name in its iss parameter (RFC 9207), fixed at start
+	// so a restart checks the same one. Empty: iss is not checked.
+	Issuer string `json:"issuer,omitempty"`
+	// IssuerRequired: the server promised iss on every redirect
+	// (authorization_response_iss_parameter_supported), so a redirect
+	// without one is refused.
+	IssuerRequired bool `json:"issuer_required,omitempty"`
 	// NonceFingerprint is a keyed hash of the OpenID Connect nonce sent in
 	// the authorization request, never the nonce.
 	NonceFingerprint string `json:"nonce_fp,omitempty"`

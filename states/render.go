@@ -116,6 +116,10 @@ func FormatData(d Data) string {
 	if d.Deadline != nil {
 		add("deadline", d.Deadline.UTC().Format(time.RFC3339))
 	}
+	add("issuer", d.Issuer)
+	if d.IssuerRequired {
+		add("issuer_required", "true")
+	}
 	add("nonce_fp", d.NonceFingerprint)
 	add("message", d.Message)
 	add("error_code", d.ErrorCode)

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/states"
 )
@@ -176,7 +174,7 @@ func engineConfig(log engine.Log, clk engine.Clock) engine.Config {
 		Clock: clk,
 		Providers: []engine.Provider{{
 			Name: providerName, AuthURL: "https://auth.bench.invalid/authorize", TokenURL: "https://auth.bench.invalid/token",
-			AuthStyle: oauth2.AuthStyleInParams, ClientID: "bench-client", ClientSecret: "bench-secret", Scopes: []string{"repo"},
+			AuthMethod: engine.AuthMethodClientSecretPost, ClientID: "bench-client", ClientSecret: "bench-secret", Scopes: []string{"repo"},
 		}},
 		HTTPClient: &http.Client{Transport: tokenEndpoint{}},
 	}

@@ -15,7 +15,7 @@ import (
 func TestTokenEndpoint(t *testing.T) {
 	cfg := engineConfig(nil, nil).Providers[0]
 	oc := oauth2.Config{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		Endpoint: oauth2.Endpoint{TokenURL: cfg.TokenURL, AuthStyle: cfg.AuthStyle}}
+		Endpoint: oauth2.Endpoint{TokenURL: cfg.TokenURL, AuthStyle: oauth2.AuthStyleInParams}}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: tokenEndpoint{}})
 
 	tok, err := oc.Exchange(ctx, "a-code", oauth2.VerifierOption("a-verifier"))

@@ -265,8 +265,9 @@ func TestTokenDisconnectProviders(t *testing.T) {
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers"))
 	lines := strings.Split(strings.TrimSpace(c.stdout.String()), "\n")
 	require.Len(t, lines, 3)
-	assert.Regexp(t, `^NAME\s+PRESET\s+CLIENT ID\s+SCOPES\s+AUTH URL$`, lines[0])
-	assert.Regexp(t, `^github\s+github\s+Iv1\.abc\s+repo,read:user\s+https://github\.com/login/oauth/authorize$`, lines[1])
+	assert.Regexp(t, `^NAME\s+PRESET\s+CLIENT ID\s+SCOPES\s+TOKEN AUTH\s+ISS\s+AUTH URL$`, lines[0])
+	assert.Regexp(t, `^github\s+github\s+Iv1\.abc\s+repo,read:user\s+client_secret_post \(preset\)\s+-\s+https://github\.com/login/oauth/authorize$`, lines[1])
+	assert.Regexp(t, `^google\s+google\s+123\.apps\s+openid,email\s+client_secret_post \(preset\)\s+required\s+https://accounts`, lines[2])
 
 	c = newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers", "--json"))
@@ -274,6 +275,28 @@ func TestTokenDisconnectProviders(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(c.stdout.String()), &pr))
 	assert.Len(t, pr.Providers, 2)
 	oneJSON(t, c.stdout.String())
+}
+
+// An issuer_mismatch flow is shown as what it is: the reason, the iss that
+// arrived and the one expected, and no exchange.
+func TestInspectShowsIssuerMismatch(t *testing.T) {
+	f := newFakeFlowd(t)
+	f.addFlow("issm0123456789abcdef", "idp", states.Loopback, 5*time.Minute)
+	f.mu.Lock()
+	created := &f.history["issm0123456789abcdef"][0].Data // inspect folds the history
+	created.Issuer, created.IssuerRequired = "https://idp.example", true
+	f.mu.Unlock()
+	f.finish("issm0123456789abcdef", states.IssuerMismatch, states.Data{
+		Message: `the redirect's iss is "https://evil.example", not the expected issuer https://idp.example (RFC 9207): it may come from another authorization server; the code was not sent to the token endpoint`})
+	c := newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "inspect", "issm"), c.stderr.String())
+	out := c.stdout.String()
+	assert.Regexp(t, `created\s+\(new\) -> pending\s+.*issuer=https://idp.example issuer_required=true`, out)
+	assert.Regexp(t, `failed\s+awaiting_callback -> error\s+reason=issuer_mismatch message=`, out)
+	assert.NotContains(t, out, "exchange_started")
+	assert.Regexp(t, `reason:\s+issuer_mismatch: the redirect did not come from the expected authorization server`, out)
+	assert.Contains(t, out, `"https://evil.example", not the expected issuer https://idp.example`)
+	assert.Regexp(t, `issuer:\s+https://idp.example \(iss required\)`, out)
 }
 
 func TestInspectThroughFlowd(t *testing.T) {

@@ -248,11 +248,19 @@ func (a *app) waitManual(ctx context.Context, cl *client.Client, st wire.StartRe
 				prompt()
 				continue
 			}
+			if p.State == "" && a.issuerRequired(ctx, cl, st.State) {
+				// A bare code has lost the redirect's iss, and flowd would
+				// end the flow issuer_mismatch: ask for the whole address.
+				fmt.Fprintln(out, "This provider names itself in the redirect (iss, RFC 9207), which a bare code does not carry: paste the whole address the browser ended on.")
+				prompt()
+				continue
+			}
 			resp, err := cl.Callback(ctx, wire.CallbackRequest{
 				State:            st.State,
 				Code:             p.Code,
 				Error:            p.Error,
 				ErrorDescription: p.ErrorDescription,
+				Iss:              p.Iss,
 			})
 			if err != nil {
 				if ctx.Err() != nil {
@@ -270,6 +278,13 @@ func (a *app) waitManual(ctx context.Context, cl *client.Client, st wire.StartRe
 			fmt.Fprintln(out, "flowd took it; waiting for the flow to finish.")
 		}
 	}
+}
+
+// issuerRequired reports whether flowd refuses the flow's callback without
+// iss. If flowd cannot say, it is false: flowd still checks.
+func (a *app) issuerRequired(ctx context.Context, cl *client.Client, state string) bool {
+	f, err := cl.Status(ctx, state, 0)
+	return err == nil && f.IssuerRequired
 }
 
 // cancelInterrupted cancels the flow in flowd after Ctrl+C. The context

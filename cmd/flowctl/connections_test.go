@@ -32,7 +32,7 @@ type realFlowd struct {
 func newRealFlowd(t *testing.T, revocation bool) *realFlowd {
 	t.Helper()
 	r := &realFlowd{prov: oauthtest.New(t, oauthtest.Options{}), clk: fakeclock.New(time.Now().UTC().Truncate(time.Second))}
-	p := engine.Provider{Name: "gh", AuthURL: r.prov.AuthURL, TokenURL: r.prov.TokenURL, AuthStyle: r.prov.AuthStyle,
+	p := engine.Provider{Name: "gh", AuthURL: r.prov.AuthURL, TokenURL: r.prov.TokenURL, AuthMethod: engine.AuthMethod(r.prov.AuthMethod),
 		ClientID: r.prov.ClientID, ClientSecret: r.prov.ClientSecret, Scopes: []string{"repo"}}
 	if revocation {
 		p.RevocationURL = r.prov.URL + oauthtest.RevokePath

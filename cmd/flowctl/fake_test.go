@@ -72,8 +72,8 @@ func newFakeFlowd(t *testing.T) *fakeFlowd {
 		tokens:  map[string]wire.TokenResponse{},
 		changed: make(chan struct{}),
 		providers: []wire.Provider{
-			{Name: "github", Preset: "github", AuthURL: "https://github.com/login/oauth/authorize", TokenURL: "https://github.com/login/oauth/access_token", ClientID: "Iv1.abc", Scopes: []string{"repo", "read:user"}, AuthStyle: "in_params"},
-			{Name: "google", Preset: "google", AuthURL: "https://accounts.google.com/o/oauth2/v2/auth", TokenURL: "https://oauth2.googleapis.com/token", ClientID: "123.apps", Scopes: []string{"openid", "email"}, AuthStyle: "in_params"},
+			{Name: "github", Preset: "github", AuthURL: "https://github.com/login/oauth/authorize", TokenURL: "https://github.com/login/oauth/access_token", ClientID: "Iv1.abc", Scopes: []string{"repo", "read:user"}, AuthMethod: "client_secret_post", AuthMethodFrom: "preset"},
+			{Name: "google", Preset: "google", AuthURL: "https://accounts.google.com/o/oauth2/v2/auth", TokenURL: "https://oauth2.googleapis.com/token", ClientID: "123.apps", Scopes: []string{"openid", "email"}, AuthMethod: "client_secret_post", AuthMethodFrom: "preset", Issuer: "https://accounts.google.com", IssuerRequired: true},
 		},
 	}
 	mux := http.NewServeMux()

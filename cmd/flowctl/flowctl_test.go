@@ -333,6 +333,9 @@ func TestConnectManualPaste(t *testing.T) {
 			return "http://127.0.0.1:8085/oauth/callback?code=abc123&state=" + s + "\n"
 		}, wire.CallbackRequest{Code: "abc123"}, ExitOK},
 		{"query string only", func(s string) string { return "?state=" + s + "&code=q-code\n" }, wire.CallbackRequest{Code: "q-code"}, ExitOK},
+		{"full URL with iss", func(s string) string {
+			return "http://127.0.0.1:8085/oauth/callback?code=abc123&state=" + s + "&iss=https%3A%2F%2Fidp.example\n"
+		}, wire.CallbackRequest{Code: "abc123", Iss: "https://idp.example"}, ExitOK},
 		{"query without question mark", func(s string) string { return "code=nq&state=" + s + "\n" }, wire.CallbackRequest{Code: "nq"}, ExitOK},
 		{"bare code", func(string) string { return "  4/0AfJohXn-bare_code  \n" }, wire.CallbackRequest{Code: "4/0AfJohXn-bare_code"}, ExitOK},
 		{"empty lines, garbage, then the URL", func(s string) string {
@@ -373,6 +376,21 @@ func TestConnectManualPaste(t *testing.T) {
 		assert.Empty(t, cbs)
 		assert.Contains(t, c.stdout.String(), "Connected github.")
 	})
+	t.Run("a bare code where the provider sends iss is refused locally", func(t *testing.T) {
+		f := newFakeFlowd(t)
+		f.nextState = "issstate0123456789"
+		f.onStart = func(st wire.StartResponse) {
+			f.mu.Lock()
+			f.flows[st.State].IssuerRequired = true
+			f.mu.Unlock()
+		}
+		c := newCLI("bare-code-1\nhttp://127.0.0.1:8085/oauth/callback?code=c2&state=issstate0123456789&iss=https%3A%2F%2Fidp.example\n")
+		require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "connect", "github", "--transport", "manual", "--no-browser"))
+		assert.Contains(t, c.stdout.String(), "paste the whole address")
+		_, _, cbs := f.snapshot()
+		require.Len(t, cbs, 1, "the bare code never reached flowd, where it would have ended the flow issuer_mismatch")
+		assert.Equal(t, wire.CallbackRequest{State: "issstate0123456789", Code: "c2", Iss: "https://idp.example"}, cbs[0])
+	})
 	t.Run("flowd refuses a paste, the user pastes again", func(t *testing.T) {
 		f := newFakeFlowd(t)
 		f.nextState = "refusedstate"
@@ -409,6 +427,7 @@ func TestParsePaste(t *testing.T) {
 		{"http://localhost/cb#code=frag&state=s", pasted{State: "s", Code: "frag"}, ""},
 		{"http://localhost/cb?code=c&state=s#_=_", pasted{State: "s", Code: "c"}, ""},
 		{"error=access_denied&error_description=no+way&state=s", pasted{State: "s", Error: "access_denied", ErrorDescription: "no way"}, ""},
+		{"http://127.0.0.1:8085/oauth/callback?code=c1&state=s1&iss=https%3A%2F%2Fidp.example", pasted{State: "s1", Code: "c1", Iss: "https://idp.example"}, ""},
 		{"barecode-123_ABC/xyz", pasted{Code: "barecode-123_ABC/xyz"}, ""},
 		{"   ", pasted{}, "nothing pasted"},
 		{"two words", pasted{}, "not a URL or a code"},

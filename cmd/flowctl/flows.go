@@ -423,6 +423,13 @@ func (a *app) printFlow(w io.Writer, f wire.Flow) {
 	}
 	row("transport", f.Transport)
 	row("redirect uri", f.RedirectURI)
+	if f.Issuer != "" {
+		iss := f.Issuer + " (iss checked when sent)"
+		if f.IssuerRequired {
+			iss = f.Issuer + " (iss required)"
+		}
+		row("issuer", iss)
+	}
 	row("scopes", strings.Join(f.Scopes, ", "))
 	row("granted scopes", strings.Join(f.GrantedScopes, ", "))
 	if f.TokenStored {

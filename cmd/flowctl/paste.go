@@ -16,6 +16,9 @@ type pasted struct {
 	Code             string
 	Error            string
 	ErrorDescription string
+	// Iss is the redirect's iss (RFC 9207): flowd refuses a redirect whose
+	// iss is wrong, or missing where the provider promises it.
+	Iss string
 }
 
 // errNothingPasted is returned for an empty line; the prompt just asks again.
@@ -49,6 +52,7 @@ func parsePaste(s string) (pasted, error) {
 		Code:             q.Get("code"),
 		Error:            q.Get("error"),
 		ErrorDescription: q.Get("error_description"),
+		Iss:              q.Get("iss"),
 	}
 	if p.Code == "" && p.Error == "" {
 		return pasted{}, errors.New("that address carries neither a code nor an error: paste the address the browser ended on after you approved (it contains code=…)")

@@ -111,7 +111,9 @@ func (a *app) providersCmd() *cobra.Command {
 		Use:   "providers",
 		Short: "List the providers flowd is configured for",
 		Long: `providers lists the providers in flowd's config file, with their client id,
-default scopes and endpoints. Client secrets are never shown.`,
+default scopes, token endpoint auth method (and where it came from: setting,
+preset, discovery or default), whether the redirect's iss is required or
+checked (RFC 9207), and endpoints. Client secrets are never shown.`,
 		Example: `  flowctl providers
   flowctl providers --json`,
 		Args: argsUsage(cobra.NoArgs),
@@ -133,13 +135,34 @@ default scopes and endpoints. Client secrets are never shown.`,
 				return nil
 			}
 			tw := newTable(a.stdout, 2)
-			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tAUTH URL")
+			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tAUTH URL")
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")), p.AuthURL)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
+					authMethodText(p), issText(p), p.AuthURL)
 			}
 			return tw.Flush()
 		},
 	}
+}
+
+// authMethodText is the token endpoint auth method and where it came from
+// ("client_secret_post (preset)").
+func authMethodText(p wire.Provider) string {
+	if p.AuthMethodFrom == "" {
+		return dash(p.AuthMethod)
+	}
+	return fmt.Sprintf("%s (%s)", dash(p.AuthMethod), p.AuthMethodFrom)
+}
+
+// issText says how the redirect's iss is checked (RFC 9207).
+func issText(p wire.Provider) string {
+	switch {
+	case p.IssuerRequired:
+		return "required"
+	case p.Issuer != "":
+		return "checked"
+	}
+	return "-"
 }
 
 func (a *app) graphCmd() *cobra.Command {

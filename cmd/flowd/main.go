@@ -136,7 +136,14 @@ func checkConfig(ctx context.Context, path string, out io.Writer) int {
 	}
 	fmt.Fprintf(out, "%s: ok, %d provider(s)\n", cfg.File, len(cfg.Providers))
 	for _, p := range cfg.Providers {
-		fmt.Fprintf(out, "  %-12s %s (%s)\n", p.Name, p.AuthURL, p.AuthStyle)
+		line := fmt.Sprintf("  %-12s %s (token endpoint auth: %s, from %s", p.Name, p.AuthURL, p.AuthMethod, p.AuthMethodFrom)
+		switch {
+		case p.RequireIssuer:
+			line += "; iss required: " + p.Issuer
+		case p.Issuer != "":
+			line += "; iss checked when sent: " + p.Issuer
+		}
+		fmt.Fprintln(out, line+")")
 	}
 	return 0
 }

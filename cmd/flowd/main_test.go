@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"flowd.local/flowd/cmd/internal/server"
+	"flowd.local/flowd/internal/oauthtest"
 )
 
 func TestMain(m *testing.M) {
@@ -59,4 +61,21 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 	assert.Equal(t, 2, run([]string{"-log-level", "loud"}, &out))
 	assert.Equal(t, 0, run([]string{"-h"}, &out))
 	assert.Contains(t, out.String(), "-state-dir")
+}
+
+// -check-config shows each provider's token endpoint auth method, where it
+// came from, and how iss is checked.
+func TestCheckConfigShowsAuthMethodAndIss(t *testing.T) {
+	prov := oauthtest.New(t, oauthtest.Options{Public: true})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	body := fmt.Sprintf("[providers.github]\nclient_id = \"x\"\nclient_secret = \"s\"\n\n[providers.idp]\nissuer = %q\nclient_id = %q\n\n"+
+		"[providers.corp]\nauth_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\nclient_id = \"x\"\nclient_secret = \"s\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n",
+		prov.Issuer, prov.ClientID)
+	require.NoError(t, os.WriteFile(cfg, []byte(body), 0o600))
+	var out bytes.Buffer
+	require.Equal(t, 0, run([]string{"-check-config", "-config", cfg}, &out), out.String())
+	assert.Contains(t, out.String(), "token endpoint auth: client_secret_post, from preset)")
+	assert.Contains(t, out.String(), "token endpoint auth: none, from discovery; iss required: "+prov.Issuer+")")
+	assert.Contains(t, out.String(), "token endpoint auth: client_secret_post, from setting)")
 }

@@ -79,6 +79,7 @@ func Run(t *testing.T, open Open, opts ...Option) {
 		{"ConcurrentAppendsDistinctFlows", testConcurrentDistinct},
 		{"ConcurrentAppendsSameFlow", testConcurrentSame},
 		{"CancelledContextWritesNothing", testCancelled},
+		{"DoneContextFailsEveryMethod", testDoneContextEveryMethod},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, s.open(t)) })
@@ -637,6 +638,52 @@ func testCancelled(t *testing.T, l engine.Log) {
 	err = l.Append(dctx, []states.Record{created}, nil)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Empty(t, scanAll(t, l, 0))
+}
+
+// testDoneContextEveryMethod: every method refuses a done context with its
+// error, reads included, as the bbolt log does; a log that answered reads
+// from memory anyway would let an embedder's tests pass where the daemon
+// fails.
+func testDoneContextEveryMethod(t *testing.T, l engine.Log) {
+	f := NewFlow(Base)
+	mustAppend(t, l, map[string][]byte{"k": []byte("v")}, f.Created(), f.URLIssued())
+	ended := NewFlow(Base)
+	mustAppend(t, l, nil, ended.Complete()...)
+	canceled := f.Failed(states.Canceled)
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"canceled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(bg)
+			cancel()
+			return ctx, cancel
+		}, context.Canceled},
+		{"deadline", func() (context.Context, context.CancelFunc) { return context.WithDeadline(bg, time.Unix(0, 0)) }, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			called := false
+			h, err := l.History(ctx, f.ID)
+			assert.ErrorIs(t, err, tc.want, "History")
+			assert.Empty(t, h, "History")
+			assert.ErrorIs(t, l.Live(ctx, func([]states.Record) error { called = true; return nil }), tc.want, "Live")
+			assert.ErrorIs(t, l.Scan(ctx, 0, func(states.Record) error { called = true; return nil }), tc.want, "Scan")
+			assert.False(t, called, "no callback runs on a done context")
+			v, ok, err := l.Secret(ctx, "k")
+			assert.ErrorIs(t, err, tc.want, "Secret")
+			assert.False(t, ok, "Secret")
+			assert.Nil(t, v, "Secret")
+			n, err := l.Prune(ctx, Base.Add(24*time.Hour))
+			assert.ErrorIs(t, err, tc.want, "Prune")
+			assert.Zero(t, n, "Prune")
+			assert.ErrorIs(t, l.Append(ctx, []states.Record{canceled}, nil), tc.want, "Append")
+		})
+	}
+	assert.Len(t, history(t, l, f.ID), 2, "nothing was written")
+	assert.Len(t, history(t, l, ended.ID), 4, "nothing was pruned")
 }
 
 func testReopen(t *testing.T, l engine.Log, reopen Reopen) {

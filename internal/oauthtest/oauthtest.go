@@ -3,18 +3,35 @@
 // strict, and observable where a test needs to count or hold what reaches
 // it.
 //
-// A test plays the user at the provider with [Server.Authorize], which
+// A test plays the user at the provider with [Server.Authorize] (or
+// [Server.Redirect] and [Server.Deny] for the whole redirect URL), which
 // checks the authorization URL the engine built and issues a code bound to
-// its PKCE challenge and redirect URI. The token endpoint then
+// its PKCE challenge and redirect URI. It is strict where the specs are,
+// not lenient as Dex is, each rule with its RFC section in the code:
 //
-//   - authenticates the client exactly as [Options.AuthStyle] says (HTTP
-//     Basic only, or the form body only: a client that falls back or sends
-//     both is refused with invalid_client);
-//   - redeems an authorization code once, and only with the verifier whose
-//     S256 challenge the code was issued for and the same redirect_uri
-//     (invalid_grant otherwise, with the reason as error_description);
-//   - rotates refresh tokens: each is good for one refresh_token grant;
-//   - answers Bearer tokens with expires_in 3600 and a refresh token, and
+//   - it publishes authorization server metadata (RFC 8414) at
+//     /.well-known/oauth-authorization-server and
+//     /.well-known/openid-configuration, advertising
+//     authorization_response_iss_parameter_supported and the
+//     token_endpoint_auth_methods_supported in force, and every redirect
+//     it builds, success or error, carries iss (RFC 9207 section 2);
+//   - the token endpoint authenticates the client only by a method it
+//     advertises (one method per request), refuses HTTP Basic or a form
+//     client_secret with an empty secret, and a confidential client that
+//     sends no secret (invalid_client, HTTP 401, RFC 6749 section 5.2);
+//   - it redeems an authorization code once, and only with the verifier
+//     whose S256 challenge the code was issued for and the same
+//     redirect_uri (invalid_grant otherwise, with the reason as
+//     error_description); a code presented again after it was redeemed is
+//     refused and every token issued from it is revoked (RFC 6749 section
+//     4.1.2);
+//   - it rotates refresh tokens: each is good for one refresh_token grant,
+//     and a reused one is refused with invalid_grant and revokes the
+//     tokens of its grant (RFC 9700 section 4.14.2);
+//   - access tokens expire exactly expires_in after issue on its clock
+//     (Options.Now), with no tolerance: [Server.Active] and the /resource
+//     endpoint (RFC 6750) refuse them from that instant;
+//   - it answers Bearer tokens with expires_in 3600 and a refresh token, and
 //     no scope field, unless told otherwise ([Server.SetScope],
 //     [Server.SetExpiresIn], [Server.SetRefreshTokens]).
 //
@@ -39,7 +56,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,18 +79,37 @@ const (
 	CodePrefix = "AUTHCODE-S3CR3T-"
 )
 
+// Token endpoint auth methods (RFC 8414 token_endpoint_auth_methods_supported).
+const (
+	MethodNone   = "none"
+	MethodBasic  = "client_secret_basic"
+	MethodPost   = "client_secret_post"
+	issParameter = "iss"
+)
+
 // Options shape a Server. The zero value is a strict provider with the
-// default client credentials in the form body.
+// default client credentials in the form body (client_secret_post only).
 type Options struct {
 	// ClientID and ClientSecret are the only client credentials the token
 	// endpoint accepts (defaults DefaultClientID, DefaultClientSecret).
 	ClientID, ClientSecret string
-	// AuthStyle is where the client must send its credentials:
-	// oauth2.AuthStyleInHeader for HTTP Basic only, anything else for the
-	// form body only (Server.AuthStyle is then oauth2.AuthStyleInParams).
-	// It is fixed, as at real providers, so a client that guesses the style
-	// is seen to guess.
+	// Public makes the client a public one: it has no secret (ClientSecret
+	// is ignored) and authenticates with method none.
+	Public bool
+	// AuthMethods are the token endpoint auth methods the server advertises
+	// and accepts, nothing else. Default: [none] for a public client, else
+	// from AuthStyle.
+	AuthMethods []string
+	// AuthStyle is the older way to say AuthMethods for a confidential
+	// client: oauth2.AuthStyleInHeader for client_secret_basic only,
+	// anything else for client_secret_post only. It is fixed, as at real
+	// providers, so a client that guesses is seen to guess.
 	AuthStyle oauth2.AuthStyle
+	// Issuer is the issuer identifier it advertises and puts in iss
+	// (default: the server's URL).
+	Issuer string
+	// Now is the clock access tokens expire by (default time.Now).
+	Now func() time.Time
 	// AuthURL is the authorization endpoint to configure clients with
 	// (default DefaultAuthURL).
 	AuthURL string
@@ -119,6 +157,21 @@ type grant struct {
 	// challenge or redirect URI to check.
 	unbound bool
 	used    bool
+	// revoked: the code was presented again after it was redeemed, so
+	// every token of the grant is void (RFC 6749 section 4.1.2).
+	revoked bool
+}
+
+// refreshToken is a refresh token the server issued, of one grant.
+type refreshToken struct {
+	grant *grant
+	used  bool
+}
+
+// accessToken is an access token the server issued, of one grant.
+type accessToken struct {
+	grant  *grant
+	expiry time.Time // zero: never
 }
 
 // Server is a running fake provider. Its exported fields are what a client
@@ -129,21 +182,28 @@ type Server struct {
 	// TokenURL is its token endpoint (any path under URL serves it; this
 	// one is URL + "/token").
 	TokenURL string
-	// AuthURL, ClientID, ClientSecret and AuthStyle are the Options in
-	// force, defaults filled in.
+	// AuthURL, ClientID, ClientSecret, AuthMethods and Issuer are the
+	// Options in force, defaults filled in (ClientSecret is "" for a public
+	// client).
 	AuthURL, ClientID, ClientSecret string
-	AuthStyle                       oauth2.AuthStyle
+	AuthMethods                     []string
+	Issuer                          string
+	// AuthMethod is the method a client should be configured with: the
+	// first of AuthMethods.
+	AuthMethod string
 
 	t      testing.TB
 	srv    *httptest.Server
 	accept func(string) bool
 	delay  func()
+	now    func() time.Time
 	calls  atomic.Int64
 
 	mu       sync.Mutex
 	n        int // numbers codes and tokens
 	grants   map[string]*grant
-	refresh  map[string]bool // refresh token -> still good
+	refresh  map[string]*refreshToken
+	access   map[string]*accessToken
 	requests []Request
 	uses     map[string]int // authorization code -> times presented
 	issued   []string       // access and refresh tokens, in issue order
@@ -166,10 +226,11 @@ type Server struct {
 // New starts a fake provider; it is closed when the test ends.
 func New(t testing.TB, o Options) *Server {
 	s := &Server{
-		AuthURL: o.AuthURL, ClientID: o.ClientID, ClientSecret: o.ClientSecret, AuthStyle: o.AuthStyle,
-		t: t, accept: o.AcceptCode, delay: o.Latency,
-		grants: map[string]*grant{}, refresh: map[string]bool{}, uses: map[string]int{},
-		expiresIn: 3600,
+		AuthURL: o.AuthURL, ClientID: o.ClientID, ClientSecret: o.ClientSecret,
+		AuthMethods: slices.Clone(o.AuthMethods), Issuer: o.Issuer,
+		t: t, accept: o.AcceptCode, delay: o.Latency, now: o.Now,
+		grants: map[string]*grant{}, refresh: map[string]*refreshToken{}, access: map[string]*accessToken{},
+		uses: map[string]int{}, expiresIn: 3600,
 	}
 	if s.AuthURL == "" {
 		s.AuthURL = DefaultAuthURL
@@ -177,18 +238,92 @@ func New(t testing.TB, o Options) *Server {
 	if s.ClientID == "" {
 		s.ClientID = DefaultClientID
 	}
-	if s.ClientSecret == "" {
+	switch {
+	case o.Public:
+		s.ClientSecret = ""
+	case s.ClientSecret == "":
 		s.ClientSecret = DefaultClientSecret
 	}
-	if s.AuthStyle != oauth2.AuthStyleInHeader {
-		s.AuthStyle = oauth2.AuthStyleInParams
+	if len(s.AuthMethods) == 0 {
+		switch {
+		case o.Public:
+			s.AuthMethods = []string{MethodNone}
+		case o.AuthStyle == oauth2.AuthStyleInHeader:
+			s.AuthMethods = []string{MethodBasic}
+		default:
+			s.AuthMethods = []string{MethodPost}
+		}
 	}
-	s.seen = []string{s.ClientSecret}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serveToken))
+	s.AuthMethod = s.AuthMethods[0]
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.ClientSecret != "" {
+		s.seen = []string{s.ClientSecret}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveMetadata)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveMetadata)
+	mux.HandleFunc("/resource", s.serveResource)
+	mux.HandleFunc("/", s.serveToken)
+	s.srv = httptest.NewServer(mux)
 	s.URL = s.srv.URL
 	s.TokenURL = s.srv.URL + "/token"
+	if s.Issuer == "" {
+		s.Issuer = s.URL
+	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// Metadata is the server's authorization server metadata (RFC 8414
+// section 2), as it serves it.
+func (s *Server) Metadata() map[string]any {
+	return map[string]any{
+		"issuer":                                s.Issuer,
+		"authorization_endpoint":                s.AuthURL,
+		"token_endpoint":                        s.TokenURL,
+		"token_endpoint_auth_methods_supported": s.AuthMethods,
+		"response_types_supported":              []string{"code"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
+		"code_challenge_methods_supported":      []string{"S256"},
+		// RFC 9207 section 3: the server promises iss on every
+		// authorization response, so a client must refuse one without it.
+		"authorization_response_iss_parameter_supported": true,
+	}
+}
+
+func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s.Metadata())
+}
+
+// serveResource is a protected resource: 200 for an active access token
+// in an Authorization: Bearer header (RFC 6750 section 2.1), else 401
+// with error="invalid_token" (section 3.1).
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !s.Active(tok) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
+}
+
+// Active reports whether tok is an access token the server issued that
+// has neither expired nor been revoked. Expiry has no tolerance: a token
+// issued with expires_in 1 is inactive one second after issue on the
+// server's clock.
+func (s *Server) Active(tok string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.access[tok]
+	if a == nil || a.grant.revoked {
+		return false
+	}
+	return a.expiry.IsZero() || s.now().Before(a.expiry)
 }
 
 // Close releases any held requests and shuts the server down: later token
@@ -214,8 +349,59 @@ func S256(verifier string) string {
 // the authorization URL as a provider would (response_type=code, this
 // client's id, an S256 PKCE challenge, and no verifier in the URL) and
 // returns the URL's state and a fresh code bound to the challenge and the
-// redirect URI, as the provider would redirect back with them.
+// redirect URI, as the provider would redirect back with them (with iss,
+// [Server.Issuer]: [Server.Redirect] gives the whole redirect).
 func (s *Server) Authorize(t T, authURL string) (state, code string) {
+	t.Helper()
+	q := s.checkAuthURL(t, authURL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	code = fmt.Sprintf("%s%04d", CodePrefix, s.n)
+	s.grants[code] = &grant{challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri")}
+	s.seen = append(s.seen, code)
+	return q.Get("state"), code
+}
+
+// Redirect is Authorize returning the whole redirect the browser is sent
+// to: the authorization URL's redirect_uri with code, state and iss (RFC
+// 6749 section 4.1.2; iss on every response, RFC 9207 section 2).
+func (s *Server) Redirect(t T, authURL string) string {
+	t.Helper()
+	state, code := s.Authorize(t, authURL)
+	return s.redirectTo(t, authURL, url.Values{"code": {code}, "state": {state}, issParameter: {s.Issuer}})
+}
+
+// Deny plays the user refusing access: the redirect carries error,
+// error_description, state and iss (RFC 6749 section 4.1.2.1; RFC 9207
+// section 2 puts iss on error responses too).
+func (s *Server) Deny(t T, authURL, errCode, desc string) string {
+	t.Helper()
+	q := s.checkAuthURL(t, authURL)
+	v := url.Values{"error": {errCode}, "state": {q.Get("state")}, issParameter: {s.Issuer}}
+	if desc != "" {
+		v.Set("error_description", desc)
+	}
+	return s.redirectTo(t, authURL, v)
+}
+
+func (s *Server) redirectTo(t T, authURL string, v url.Values) string {
+	t.Helper()
+	u, _ := url.Parse(authURL)
+	to, err := url.Parse(u.Query().Get("redirect_uri"))
+	if err != nil || to.Scheme == "" || to.Host == "" {
+		t.Errorf("authorization URL has no absolute redirect_uri: %q", u.Query().Get("redirect_uri"))
+		t.FailNow()
+	}
+	q := to.Query()
+	for k, vs := range v {
+		q[k] = vs
+	}
+	to.RawQuery = q.Encode()
+	return to.String()
+}
+
+func (s *Server) checkAuthURL(t T, authURL string) url.Values {
 	t.Helper()
 	u, err := url.Parse(authURL)
 	if err != nil {
@@ -238,13 +424,7 @@ func (s *Server) Authorize(t T, authURL string) (state, code string) {
 	if q.Has("code_verifier") {
 		t.Errorf("the PKCE verifier must never be in the authorization URL")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.n++
-	code = fmt.Sprintf("%s%04d", CodePrefix, s.n)
-	s.grants[code] = &grant{challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri")}
-	s.seen = append(s.seen, code)
-	return q.Get("state"), code
+	return q
 }
 
 // SetScope makes successful token responses carry a "scope" field with
@@ -481,18 +661,28 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var g *grant
 	switch req.GrantType {
 	case "authorization_code":
-		if !s.redeem(w, req) {
+		if g = s.redeem(w, req); g == nil {
 			return
 		}
 	case "refresh_token":
-		rt := f.Get("refresh_token")
-		if !s.refresh[rt] {
-			WriteError(w, http.StatusBadRequest, "invalid_grant", "refresh token unknown or already used")
+		rt := s.refresh[f.Get("refresh_token")]
+		switch {
+		case rt == nil || rt.grant.revoked:
+			WriteError(w, http.StatusBadRequest, "invalid_grant", "refresh token unknown or revoked")
+			return
+		case rt.used:
+			// RFC 9700 section 4.14.2: a rotated refresh token presented
+			// again means it leaked; the server cannot tell who holds the
+			// good one, so it revokes them all.
+			rt.grant.revoked = true
+			WriteError(w, http.StatusBadRequest, "invalid_grant", "refresh token already used; the grant is revoked")
 			return
 		}
-		s.refresh[rt] = false // rotation: a refresh token is good once
+		rt.used = true // rotation: a refresh token is good once
+		g = rt.grant
 	default:
 		WriteError(w, http.StatusBadRequest, "unsupported_grant_type", req.GrantType)
 		return
@@ -500,12 +690,15 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	s.n++
 	tokens := []string{fmt.Sprintf("ACCESS-TOKEN-S3CR3T-%04d", s.n)}
 	body := map[string]any{"access_token": tokens[0], "token_type": "Bearer"}
+	at := &accessToken{grant: g}
 	if s.expiresIn > 0 {
 		body["expires_in"] = s.expiresIn
+		at.expiry = s.now().Add(time.Duration(s.expiresIn) * time.Second)
 	}
+	s.access[tokens[0]] = at
 	if !s.noRefresh {
 		rt := fmt.Sprintf("REFRESH-TOKEN-S3CR3T-%04d", s.n)
-		s.refresh[rt] = true
+		s.refresh[rt] = &refreshToken{grant: g}
 		tokens = append(tokens, rt)
 		body["refresh_token"] = rt
 	}
@@ -518,31 +711,79 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-// clientAuthenticated checks the client's credentials exactly as
-// AuthStyle says, and answers invalid_client when they are wrong.
+// refuseClient answers invalid_client with HTTP 401 (RFC 6749 section
+// 5.2), and a WWW-Authenticate challenge when the client tried Basic.
+func refuseClient(w http.ResponseWriter, triedBasic bool, desc string) bool {
+	if triedBasic {
+		w.Header().Set("WWW-Authenticate", `Basic realm="oauthtest"`)
+	}
+	WriteError(w, http.StatusUnauthorized, "invalid_client", desc)
+	return false
+}
+
+// clientAuthenticated checks the client's credentials by the method the
+// request uses, which must be one the server advertises, and answers
+// invalid_client when they are wrong.
 func (s *Server) clientAuthenticated(w http.ResponseWriter, req Request) bool {
+	method := MethodNone
+	switch {
+	case req.HasBasic && req.Form.Has("client_secret"):
+		// RFC 6749 section 2.3: a client MUST NOT use more than one
+		// authentication method in a request.
+		return refuseClient(w, true, "more than one client authentication method in one request")
+	case req.HasBasic:
+		method = MethodBasic
+	case req.Form.Has("client_secret"):
+		method = MethodPost
+	}
+	if !slices.Contains(s.AuthMethods, method) {
+		// RFC 8414 section 2: the methods it supports are the ones it
+		// advertises; anything else is a client guessing.
+		return refuseClient(w, req.HasBasic, fmt.Sprintf("client authentication method %s is not supported (supported: %s)", method, strings.Join(s.AuthMethods, ", ")))
+	}
 	id, secret := req.Form.Get("client_id"), req.Form.Get("client_secret")
-	if s.AuthStyle == oauth2.AuthStyleInHeader {
-		if !req.HasBasic || req.Form.Has("client_secret") {
-			WriteError(w, http.StatusUnauthorized, "invalid_client", "expected HTTP basic client authentication only")
-			return false
+	switch method {
+	case MethodBasic:
+		// RFC 6749 section 2.3.1: the id and secret are form-encoded, then
+		// used as the Basic user and password.
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(req.BasicUser)
+		secret, err2 = url.QueryUnescape(req.BasicPass)
+		if err1 != nil || err2 != nil {
+			return refuseClient(w, true, "Basic credentials are not form-encoded")
 		}
-		id, _ = url.QueryUnescape(req.BasicUser)
-		secret, _ = url.QueryUnescape(req.BasicPass)
-	} else if req.HasBasic {
-		WriteError(w, http.StatusUnauthorized, "invalid_client", "expected client credentials in the body only")
-		return false
+		if fid := req.Form.Get("client_id"); fid != "" && fid != id {
+			return refuseClient(w, true, "client_id in the form is not the Basic user")
+		}
+		if secret == "" {
+			// RFC 6749 section 5.2: an empty password authenticates
+			// nobody; a public client uses none and sends no Basic header.
+			return refuseClient(w, true, "client_secret must be provided in the Authorization header; a public client sends none")
+		}
+	case MethodPost:
+		if secret == "" {
+			return refuseClient(w, false, "empty client_secret")
+		}
+	case MethodNone:
+		// RFC 6749 section 3.2.1: a confidential client must authenticate;
+		// only a public client identifies itself by client_id alone.
+		if s.ClientSecret != "" {
+			return refuseClient(w, false, "client authentication required")
+		}
+		if id == "" {
+			return refuseClient(w, false, "a public client sends its client_id")
+		}
 	}
 	if id != s.ClientID || secret != s.ClientSecret {
-		WriteError(w, http.StatusUnauthorized, "invalid_client", "wrong client credentials")
-		return false
+		return refuseClient(w, req.HasBasic, "wrong client credentials")
 	}
 	return true
 }
 
-// redeem spends an authorization code, or answers invalid_grant saying why
-// it cannot be. The caller holds mu.
-func (s *Server) redeem(w http.ResponseWriter, req Request) bool {
+// redeem spends an authorization code and returns its grant, or answers
+// invalid_grant saying why it cannot be and returns nil. The caller holds
+// mu.
+func (s *Server) redeem(w http.ResponseWriter, req Request) *grant {
 	g := s.grants[req.Code]
 	if g == nil && req.Code != "" && s.accept != nil && s.accept(req.Code) {
 		g = &grant{unbound: true}
@@ -551,22 +792,27 @@ func (s *Server) redeem(w http.ResponseWriter, req Request) bool {
 	switch {
 	case g == nil:
 		WriteError(w, http.StatusBadRequest, "invalid_grant", "unknown code")
-		return false
+		return nil
 	case g.used:
-		WriteError(w, http.StatusBadRequest, "invalid_grant", "code already redeemed")
-		return false
+		// RFC 6749 section 4.1.2: a code used more than once is refused,
+		// and the tokens already issued from it SHOULD be revoked.
+		g.revoked = true
+		WriteError(w, http.StatusBadRequest, "invalid_grant", "code already redeemed; its tokens are revoked")
+		return nil
 	case g.unbound && req.Verifier == "":
 		WriteError(w, http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
-		return false
+		return nil
 	case !g.unbound && S256(req.Verifier) != g.challenge:
+		// RFC 7636 section 4.6.
 		WriteError(w, http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
-		return false
+		return nil
 	case !g.unbound && req.RedirectURI != g.redirectURI:
+		// RFC 6749 section 4.1.3: redirect_uri must match the authorization request's.
 		WriteError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri mismatch")
-		return false
+		return nil
 	}
 	g.used = true
-	return true
+	return g
 }
 
 // WriteError answers an OAuth error response (RFC 6749 §5.2): a JSON body

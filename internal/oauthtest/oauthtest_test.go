@@ -2,7 +2,9 @@ package oauthtest_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +20,12 @@ const redirect = "http://127.0.0.1:8085/oauth/callback"
 
 // client is what an OAuth client (flowd's engine) is configured with.
 func client(s *oauthtest.Server) *oauth2.Config {
+	style := oauth2.AuthStyleInParams
+	if s.AuthMethod == oauthtest.MethodBasic {
+		style = oauth2.AuthStyleInHeader
+	}
 	return &oauth2.Config{ClientID: s.ClientID, ClientSecret: s.ClientSecret, RedirectURL: redirect,
-		Endpoint: oauth2.Endpoint{AuthURL: s.AuthURL, TokenURL: s.TokenURL, AuthStyle: s.AuthStyle}}
+		Endpoint: oauth2.Endpoint{AuthURL: s.AuthURL, TokenURL: s.TokenURL, AuthStyle: style}}
 }
 
 // authorize builds an authorization URL as a client would and plays the
@@ -205,4 +211,139 @@ func TestHoldReleasedAtClose(t *testing.T) {
 	s.WaitEntered(t)
 	s.Close()
 	assert.Error(t, <-done)
+}
+
+// The metadata advertises iss and the auth methods in force, and every
+// redirect, success or error, carries iss (RFC 9207).
+func TestMetadataAndIssOnEveryRedirect(t *testing.T) {
+	s := oauthtest.New(t, oauthtest.Options{AuthMethods: []string{oauthtest.MethodPost, oauthtest.MethodBasic}})
+	for _, path := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		resp, err := http.Get(s.URL + path)
+		require.NoError(t, err)
+		var md map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&md))
+		resp.Body.Close()
+		assert.Equal(t, s.URL, md["issuer"], path)
+		assert.Equal(t, true, md["authorization_response_iss_parameter_supported"], path)
+		assert.Equal(t, []any{"client_secret_post", "client_secret_basic"}, md["token_endpoint_auth_methods_supported"], path)
+		assert.Equal(t, s.TokenURL, md["token_endpoint"], path)
+	}
+	assert.Zero(t, s.Calls(), "metadata is not the token endpoint")
+
+	c := client(s)
+	authURL := c.AuthCodeURL("st-1", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	u, err := url.Parse(s.Redirect(t, authURL))
+	require.NoError(t, err)
+	assert.Equal(t, redirect, u.Scheme+"://"+u.Host+u.Path)
+	assert.Equal(t, s.Issuer, u.Query().Get("iss"))
+	assert.Equal(t, "st-1", u.Query().Get("state"))
+	assert.True(t, strings.HasPrefix(u.Query().Get("code"), oauthtest.CodePrefix))
+
+	u, err = url.Parse(s.Deny(t, authURL, "access_denied", "no"))
+	require.NoError(t, err)
+	assert.Equal(t, s.Issuer, u.Query().Get("iss"))
+	assert.Equal(t, "access_denied", u.Query().Get("error"))
+	assert.Equal(t, "st-1", u.Query().Get("state"))
+	assert.False(t, u.Query().Has("code"))
+}
+
+// The token endpoint takes only the methods it advertises, one per
+// request, and never an empty secret (RFC 6749 2.3, 5.2).
+func TestClientAuthMethodsAreStrict(t *testing.T) {
+	ctx := context.Background()
+	exchange := func(s *oauthtest.Server, mutate func(c *oauth2.Config)) error {
+		c := client(s)
+		mutate(c)
+		code, verifier := authorize(t, s, c)
+		_, err := c.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+		return err
+	}
+	keep := func(*oauth2.Config) {}
+
+	public := oauthtest.New(t, oauthtest.Options{Public: true})
+	assert.Equal(t, oauthtest.MethodNone, public.AuthMethod)
+	assert.Empty(t, public.ClientSecret)
+	require.NoError(t, exchange(public, keep), "a public client sends client_id alone")
+	last := public.LastRequest()
+	assert.False(t, last.HasBasic)
+	assert.False(t, last.Form.Has("client_secret"))
+	assert.Equal(t, public.ClientID, last.Form.Get("client_id"))
+
+	err := exchange(public, func(c *oauth2.Config) { c.Endpoint.AuthStyle = oauth2.AuthStyleInHeader })
+	assert.Equal(t, "invalid_client", oauthErr(t, err), "Basic with an empty password is refused")
+	var re *oauth2.RetrieveError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, http.StatusUnauthorized, re.Response.StatusCode)
+
+	basic := oauthtest.New(t, oauthtest.Options{AuthMethods: []string{oauthtest.MethodBasic, oauthtest.MethodNone}})
+	err = exchange(basic, func(c *oauth2.Config) { c.ClientSecret = "" })
+	assert.Equal(t, "invalid_client", oauthErr(t, err), "Basic with an empty secret, even where none is advertised")
+	err = exchange(basic, func(c *oauth2.Config) {
+		c.ClientSecret = ""
+		c.Endpoint.AuthStyle = oauth2.AuthStyleInParams
+	})
+	assert.Equal(t, "invalid_client", oauthErr(t, err), "a confidential client must authenticate")
+	err = exchange(basic, func(c *oauth2.Config) { c.Endpoint.AuthStyle = oauth2.AuthStyleInParams })
+	assert.Equal(t, "invalid_client", oauthErr(t, err), "client_secret_post is not advertised")
+	require.NoError(t, exchange(basic, keep))
+
+	post := oauthtest.New(t, oauthtest.Options{AuthMethods: []string{oauthtest.MethodPost}})
+	err = exchange(post, func(c *oauth2.Config) { c.Endpoint.AuthStyle = oauth2.AuthStyleInHeader })
+	assert.Equal(t, "invalid_client", oauthErr(t, err), "client_secret_basic is not advertised")
+	require.NoError(t, exchange(post, keep))
+}
+
+// A code presented after it was redeemed is refused and revokes the
+// tokens issued for it (RFC 6749 4.1.2); access tokens expire exactly on
+// time (no tolerance); a reused refresh token is refused and revokes its
+// grant (RFC 9700 4.14.2).
+func TestReuseRevokesAndExpiryIsExact(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	s := oauthtest.New(t, oauthtest.Options{Now: func() time.Time { return now }})
+	s.SetExpiresIn(1)
+	c := client(s)
+	code, verifier := authorize(t, s, c)
+	tok, err := c.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	require.NoError(t, err)
+	assert.True(t, s.Active(tok.AccessToken))
+	now = now.Add(time.Second - time.Nanosecond)
+	assert.True(t, s.Active(tok.AccessToken))
+	now = now.Add(time.Nanosecond)
+	assert.False(t, s.Active(tok.AccessToken), "expired one second after issue, to the nanosecond")
+	req, _ := http.NewRequest("GET", s.URL+"/resource", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("WWW-Authenticate"), "invalid_token")
+
+	// Rotation: the first refresh works, its new tokens are active.
+	tok.Expiry = time.Now().Add(-time.Minute)
+	fresh, err := c.TokenSource(ctx, tok).Token()
+	require.NoError(t, err)
+	assert.True(t, s.Active(fresh.AccessToken))
+	// The code again: refused, and every token of the grant revoked.
+	_, err = c.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	assert.Equal(t, "invalid_grant", oauthErr(t, err))
+	assert.False(t, s.Active(fresh.AccessToken), "tokens of a code presented twice are revoked")
+	fresh.Expiry = time.Now().Add(-time.Minute)
+	_, err = c.TokenSource(ctx, fresh).Token()
+	assert.Equal(t, "invalid_grant", oauthErr(t, err), "the grant's refresh token is revoked too")
+
+	// A reused refresh token revokes the tokens rotated from it.
+	s.SetExpiresIn(3600)
+	code, verifier = authorize(t, s, c)
+	tok, err = c.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	require.NoError(t, err)
+	tok.Expiry = time.Now().Add(-time.Minute)
+	fresh, err = c.TokenSource(ctx, tok).Token()
+	require.NoError(t, err)
+	_, err = c.TokenSource(ctx, tok).Token()
+	assert.Equal(t, "invalid_grant", oauthErr(t, err), "a rotated refresh token is good once")
+	assert.False(t, s.Active(fresh.AccessToken), "reuse revokes what the good refresh token gave")
+	fresh.Expiry = time.Now().Add(-time.Minute)
+	_, err = c.TokenSource(ctx, fresh).Token()
+	assert.Equal(t, "invalid_grant", oauthErr(t, err))
 }

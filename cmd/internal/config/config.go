@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 )
@@ -75,9 +74,14 @@ type Provider struct {
 	ClientSecretEnv string
 	Scopes          []string
 	AuthParams      map[string]string
-	// AuthStyle is "in_params" or "in_header"; "" only until Resolve for
-	// discovered providers.
-	AuthStyle string
+	// AuthMethod is the token endpoint auth method (none,
+	// client_secret_basic, client_secret_post); "" only until Resolve for
+	// discovered providers. AuthMethodFrom says where it came from.
+	AuthMethod     string
+	AuthMethodFrom string
+	// RequireIssuer: discovery found authorization_response_iss_parameter_supported,
+	// so every redirect must carry iss = Issuer (RFC 9207).
+	RequireIssuer bool
 	// UserInfoURL is where flowd reads who signed in with the new access
 	// token (the userinfo_url setting, or a preset's). IDTokenIssuer and
 	// JWKSURL verify ID tokens (from a preset, or discovered from issuer).
@@ -91,6 +95,19 @@ type Provider struct {
 	// revocation_endpoint. Empty: the provider has none.
 	RevocationURL string
 }
+
+// Where a provider's AuthMethod came from.
+const (
+	// FromSetting: token_endpoint_auth_method (or the older auth_style) in the file.
+	FromSetting = "setting"
+	// FromPreset: chosen from what the preset's provider supports.
+	FromPreset = "preset"
+	// FromDiscovery: chosen from the issuer's token_endpoint_auth_methods_supported.
+	FromDiscovery = "discovery"
+	// FromDefault: explicit endpoints and no setting: client_secret_basic
+	// with a secret (RFC 6749 section 2.3.1), none without.
+	FromDefault = "default"
+)
 
 // LogValue keeps the client secret out of logs even when a Provider is
 // logged whole.
@@ -106,14 +123,13 @@ func (p Provider) String() string {
 }
 
 // Engine returns the provider as the engine takes it. Call it after Resolve.
+// A provider configured by issuer has its redirects' iss checked against
+// the issuer (RFC 9207), and required when discovery said it is sent.
 func (p Provider) Engine() engine.Provider {
-	style := oauth2.AuthStyleInHeader
-	if p.AuthStyle == AuthStyleInParams {
-		style = oauth2.AuthStyleInParams
-	}
 	return engine.Provider{
-		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthStyle: style,
+		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthMethod: engine.AuthMethod(p.AuthMethod),
 		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
+		Issuer: p.Issuer, RequireIssuer: p.RequireIssuer,
 		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, RevocationURL: p.RevocationURL,
 	}
 }
@@ -127,7 +143,9 @@ func (c *Config) EngineProviders() []engine.Provider {
 	return out
 }
 
-// Auth styles a provider may set.
+// Auth styles the older auth_style setting takes: in_header is
+// client_secret_basic; in_params is client_secret_post, or none for a
+// client without a secret (it sent client_id alone).
 const (
 	AuthStyleInParams = "in_params"
 	AuthStyleInHeader = "in_header"
@@ -182,6 +200,7 @@ type providerFile struct {
 	Scopes          *[]string         `toml:"scopes"`
 	AuthParams      map[string]string `toml:"auth_params"`
 	AuthStyle       string            `toml:"auth_style"`
+	AuthMethod      string            `toml:"token_endpoint_auth_method"`
 	Tenant          string            `toml:"tenant"`
 	UserInfoURL     *string           `toml:"userinfo_url"`
 	RevocationURL   string            `toml:"revocation_url"`
@@ -314,7 +333,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		return Provider{}, &Error{Field: "providers." + name, Reason: "a provider name is lower-case letters, digits, '-' and '_' (up to 63), starting with a letter or digit"}
 	}
 	p := Provider{Name: name, Preset: pf.Preset, Issuer: pf.Issuer, ClientID: pf.ClientID,
-		ClientSecret: pf.ClientSecret, ClientSecretEnv: pf.ClientSecretEnv, AuthStyle: pf.AuthStyle}
+		ClientSecret: pf.ClientSecret, ClientSecretEnv: pf.ClientSecretEnv}
 
 	// [providers.github] with no preset and no endpoints means the github preset.
 	if p.Preset == "" && pf.Issuer == "" && pf.AuthURL == "" && pf.TokenURL == "" {
@@ -333,9 +352,6 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		p.AuthURL, p.TokenURL, p.RevocationURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL
 		p.Scopes = slices.Clone(pr.Scopes)
 		p.UserInfoURL, p.IDTokenIssuer, p.JWKSURL = pr.UserInfoURL, pr.IDTokenIssuer, pr.JWKSURL
-		if p.AuthStyle == "" {
-			p.AuthStyle = pr.AuthStyle
-		}
 		if len(pr.AuthParams) > 0 {
 			p.AuthParams = map[string]string{}
 			for k, v := range pr.AuthParams {
@@ -419,15 +435,6 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		}
 		p.AuthParams[k] = pf.AuthParams[k]
 	}
-	switch p.AuthStyle {
-	case AuthStyleInParams, AuthStyleInHeader:
-	case "":
-		if pf.Issuer == "" {
-			p.AuthStyle = AuthStyleInHeader // RFC 6749 2.3.1: servers must support HTTP Basic
-		}
-	default:
-		return Provider{}, fail("auth_style", "%q is not in_params or in_header", p.AuthStyle)
-	}
 	if p.ClientID == "" {
 		return Provider{}, fail("client_id", "required: the client id of the OAuth app you registered at the provider")
 	}
@@ -440,7 +447,77 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty; export it before starting flowd", p.ClientSecretEnv)
 		}
 	}
+	hasSecret := p.ClientSecret != ""
+	method, key, err := settingAuthMethod(pf, hasSecret)
+	if err != nil {
+		return Provider{}, fail(key, "%v", err)
+	}
+	switch {
+	case method != "":
+		p.AuthMethod, p.AuthMethodFrom = string(method), FromSetting
+		if err := fitsCredentials(method, hasSecret); err != nil {
+			return Provider{}, fail(key, "%v", err)
+		}
+	case p.Preset != "":
+		m, err := engine.ChooseAuthMethod(Presets[p.Preset].AuthMethods, hasSecret)
+		if err != nil {
+			return Provider{}, fail("client_secret", "%v; set client_secret or client_secret_env (or token_endpoint_auth_method if you know the provider takes another)", err)
+		}
+		p.AuthMethod, p.AuthMethodFrom = string(m), FromPreset
+	case pf.Issuer == "":
+		// No metadata to choose from: every server takes Basic from a
+		// client with a secret (RFC 6749 section 2.3.1), and a public
+		// client identifies itself by client_id alone (section 3.2.1).
+		p.AuthMethod, p.AuthMethodFrom = string(engine.AuthMethodClientSecretBasic), FromDefault
+		if !hasSecret {
+			p.AuthMethod = string(engine.AuthMethodNone)
+		}
+	}
 	return p, nil
+}
+
+// settingAuthMethod reads the explicit method: token_endpoint_auth_method,
+// or the older auth_style. It returns "" when neither is set, and the key
+// to name in an error.
+func settingAuthMethod(pf providerFile, hasSecret bool) (engine.AuthMethod, string, error) {
+	var fromStyle engine.AuthMethod
+	switch pf.AuthStyle {
+	case "":
+	case AuthStyleInHeader:
+		fromStyle = engine.AuthMethodClientSecretBasic
+	case AuthStyleInParams:
+		fromStyle = engine.AuthMethodClientSecretPost
+		if !hasSecret {
+			fromStyle = engine.AuthMethodNone
+		}
+	default:
+		return "", "auth_style", fmt.Errorf("%q is not in_params or in_header (or use token_endpoint_auth_method = \"none\", \"client_secret_basic\" or \"client_secret_post\")", pf.AuthStyle)
+	}
+	if pf.AuthMethod == "" {
+		return fromStyle, "auth_style", nil
+	}
+	m := engine.AuthMethod(pf.AuthMethod)
+	if !m.Valid() {
+		return "", "token_endpoint_auth_method", fmt.Errorf("%q is not none, client_secret_basic or client_secret_post", pf.AuthMethod)
+	}
+	if fromStyle != "" && fromStyle != m {
+		return "", "token_endpoint_auth_method", fmt.Errorf("%s contradicts auth_style = %q; remove auth_style", m, pf.AuthStyle)
+	}
+	return m, "token_endpoint_auth_method", nil
+}
+
+// fitsCredentials refuses a method the client's credentials cannot use: a
+// secret-based one without a secret would send an empty one, which strict
+// servers refuse (RFC 6749 section 5.2), and none would never send a
+// secret that is set.
+func fitsCredentials(m engine.AuthMethod, hasSecret bool) error {
+	switch {
+	case m == engine.AuthMethodNone && hasSecret:
+		return fmt.Errorf("none sends no client secret, but one is set: remove client_secret/client_secret_env, or use client_secret_basic or client_secret_post")
+	case m != engine.AuthMethodNone && !hasSecret:
+		return fmt.Errorf("%s needs a client secret: set client_secret or client_secret_env, or use none for a public client", m)
+	}
+	return nil
 }
 
 // checkURL accepts https URLs, and http only for loopback hosts (local test

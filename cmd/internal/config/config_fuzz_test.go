@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"flowd.local/flowd/engine"
 	"net"
 	"strings"
 	"testing"
@@ -87,8 +88,8 @@ func FuzzParse(f *testing.F) {
 						t.Fatalf("provider %s: accepted endpoint %q", p.Name, u)
 					}
 				}
-				if p.AuthStyle != AuthStyleInParams && p.AuthStyle != AuthStyleInHeader {
-					t.Fatalf("provider %s: accepted auth style %q (auto-detect sends codes twice)", p.Name, p.AuthStyle)
+				if m := engine.AuthMethod(p.AuthMethod); !m.Valid() || fitsCredentials(m, p.ClientSecret != "") != nil {
+					t.Fatalf("provider %s: accepted auth method %q with secret=%v", p.Name, p.AuthMethod, p.ClientSecret != "")
 				}
 			}
 			for _, s := range p.Scopes {

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"flowd.local/flowd/engine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -43,7 +43,8 @@ client_secret_env = "GH_SECRET"
 	assert.Equal(t, "https://github.com/login/oauth/authorize", p.AuthURL)
 	assert.Equal(t, "s3cret", p.ClientSecret)
 	e := p.Engine()
-	assert.Equal(t, oauth2.AuthStyleInParams, e.AuthStyle)
+	assert.Equal(t, engine.AuthMethodClientSecretPost, e.AuthMethod)
+	assert.Equal(t, FromPreset, p.AuthMethodFrom)
 	assert.NotContains(t, fmt.Sprintf("%v %+v", p, p), "s3cret", "printing a provider must not show its secret")
 }
 
@@ -54,7 +55,7 @@ func TestEveryPresetLoads(t *testing.T) {
 		p := c.Providers[0]
 		assert.NotEmpty(t, p.AuthURL, name)
 		assert.NotEmpty(t, p.TokenURL, name)
-		assert.Contains(t, []string{AuthStyleInParams, AuthStyleInHeader}, p.AuthStyle, name)
+		assert.Equal(t, "none", p.AuthMethod, "%s: a preset without a secret sends client_id alone, as it always did", name)
 	}
 	for _, want := range []string{"github", "google", "microsoft", "gitlab", "slack"} {
 		assert.Contains(t, Presets, want)
@@ -87,7 +88,8 @@ auth_params = { prompt = "login" }
 	assert.Equal(t, 10*time.Minute, c.TTL)
 	assert.Negative(t, c.Retention)
 	p := c.Providers[0]
-	assert.Equal(t, AuthStyleInHeader, p.AuthStyle, "a custom provider defaults to HTTP Basic")
+	assert.Equal(t, "client_secret_basic", p.AuthMethod, "a custom provider with a secret defaults to HTTP Basic")
+	assert.Equal(t, FromDefault, p.AuthMethodFrom)
 	assert.Equal(t, []string{"openid", "offline_access"}, p.Scopes)
 	assert.Equal(t, map[string]string{"prompt": "login"}, p.AuthParams)
 }
@@ -145,13 +147,14 @@ func TestOIDCDiscovery(t *testing.T) {
 			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token")
 	}))
 	defer srv.Close()
-	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/dex")), nil)
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\nclient_secret = \"s\"\n", srv.URL+"/dex")), nil)
 	require.NoError(t, err)
 	require.NoError(t, c.Resolve(context.Background(), srv.Client(), time.Second))
 	p := c.Providers[0]
 	assert.Equal(t, srv.URL+"/dex/auth", p.AuthURL)
 	assert.Equal(t, srv.URL+"/dex/token", p.TokenURL)
-	assert.Equal(t, AuthStyleInParams, p.AuthStyle)
+	assert.Equal(t, "client_secret_post", p.AuthMethod, "the only secret method the metadata lists")
+	assert.Equal(t, FromDiscovery, p.AuthMethodFrom)
 
 	c, err = Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/other")), nil)
 	require.NoError(t, err)
@@ -198,7 +201,7 @@ func TestRevocationURL(t *testing.T) {
 			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token", srv.URL+"/dex/revoke")
 	}))
 	defer srv.Close()
-	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/dex")), nil)
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\nclient_secret = \"s\"\n", srv.URL+"/dex")), nil)
 	require.NoError(t, err)
 	require.NoError(t, c.Resolve(context.Background(), srv.Client(), time.Second))
 	assert.Equal(t, srv.URL+"/dex/revoke", c.Providers[0].Engine().RevocationURL)
@@ -218,4 +221,99 @@ func TestRevocationURL(t *testing.T) {
 	var ce *Error
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, "providers.github.revocation_url", ce.Field)
+}
+
+// token_endpoint_auth_method wins over the choice; auth_style still
+// works; a method the credentials cannot use is refused naming the key.
+func TestTokenEndpointAuthMethodSetting(t *testing.T) {
+	parse := func(body string) (Provider, error) {
+		c, err := Parse("f.toml", []byte(body), nil)
+		if err != nil {
+			return Provider{}, err
+		}
+		return c.Providers[0], nil
+	}
+	custom := "[providers.corp]\nauth_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\nclient_id = \"x\"\n"
+	for _, tc := range []struct {
+		name, toml, method, from string
+	}{
+		{"preset, setting wins", "[providers.github]\nclient_id = \"x\"\nclient_secret = \"s\"\ntoken_endpoint_auth_method = \"client_secret_basic\"\n", "client_secret_basic", FromSetting},
+		{"preset, chosen", "[providers.github]\nclient_id = \"x\"\nclient_secret = \"s\"\n", "client_secret_post", FromPreset},
+		{"public custom client", custom, "none", FromDefault},
+		{"confidential custom client", custom + "client_secret = \"s\"\n", "client_secret_basic", FromDefault},
+		{"explicit none", custom + "token_endpoint_auth_method = \"none\"\n", "none", FromSetting},
+		{"explicit post", custom + "client_secret = \"s\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n", "client_secret_post", FromSetting},
+		{"auth_style in_header", custom + "client_secret = \"s\"\nauth_style = \"in_header\"\n", "client_secret_basic", FromSetting},
+		{"auth_style in_params", custom + "client_secret = \"s\"\nauth_style = \"in_params\"\n", "client_secret_post", FromSetting},
+		{"auth_style in_params, public", custom + "auth_style = \"in_params\"\n", "none", FromSetting},
+		{"both agree", custom + "client_secret = \"s\"\nauth_style = \"in_params\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n", "client_secret_post", FromSetting},
+	} {
+		p, err := parse(tc.toml)
+		require.NoError(t, err, tc.name)
+		assert.Equal(t, tc.method, p.AuthMethod, tc.name)
+		assert.Equal(t, tc.from, p.AuthMethodFrom, tc.name)
+		assert.Equal(t, engine.AuthMethod(tc.method), p.Engine().AuthMethod, tc.name)
+	}
+	for _, tc := range []struct{ name, toml, field, reason string }{
+		{"unknown", custom + "token_endpoint_auth_method = \"private_key_jwt\"\n", "providers.corp.token_endpoint_auth_method", "not none"},
+		{"basic, no secret", custom + "token_endpoint_auth_method = \"client_secret_basic\"\n", "providers.corp.token_endpoint_auth_method", "needs a client secret"},
+		{"in_header, no secret", custom + "auth_style = \"in_header\"\n", "providers.corp.auth_style", "needs a client secret"},
+		{"none, secret", custom + "client_secret = \"s\"\ntoken_endpoint_auth_method = \"none\"\n", "providers.corp.token_endpoint_auth_method", "sends no client secret"},
+		{"contradiction", custom + "client_secret = \"s\"\nauth_style = \"in_header\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n", "providers.corp.token_endpoint_auth_method", "contradicts"},
+	} {
+		_, err := parse(tc.toml)
+		var ce *Error
+		require.True(t, errors.As(err, &ce), "%s: %v", tc.name, err)
+		assert.Equal(t, tc.field, ce.Field, tc.name)
+		assert.Contains(t, err.Error(), tc.reason, tc.name)
+	}
+}
+
+// Discovery reads the issuer (exactly the configured one, RFC 8414 3.3),
+// whether iss is sent (RFC 9207), and chooses the auth method from the
+// advertised list; the engine provider then checks iss.
+func TestDiscoveryIssuerAndAuthMethod(t *testing.T) {
+	var srv *httptest.Server
+	methods := `["client_secret_basic","client_secret_post"]`
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"token_endpoint_auth_methods_supported":%s,"authorization_response_iss_parameter_supported":true}`,
+			srv.URL, srv.URL+"/auth", srv.URL+"/token", methods)
+	}))
+	defer srv.Close()
+	resolve := func(extra string) (Provider, error) {
+		c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.idp]\nissuer = %q\nclient_id = \"x\"\n%s", srv.URL, extra)), nil)
+		require.NoError(t, err)
+		if err := c.Resolve(context.Background(), srv.Client(), time.Second); err != nil {
+			return Provider{}, err
+		}
+		return c.Providers[0], nil
+	}
+	p, err := resolve("client_secret = \"s\"\n")
+	require.NoError(t, err)
+	assert.Equal(t, "client_secret_basic", p.AuthMethod, "basic is preferred when listed")
+	assert.Equal(t, FromDiscovery, p.AuthMethodFrom)
+	assert.True(t, p.RequireIssuer)
+	e := p.Engine()
+	assert.Equal(t, srv.URL, e.Issuer)
+	assert.True(t, e.RequireIssuer)
+
+	_, err = resolve("")
+	require.Error(t, err, "a public client where none is not advertised")
+	assert.Contains(t, err.Error(), "providers.idp.issuer")
+	assert.Contains(t, err.Error(), "token_endpoint_auth_method")
+	p, err = resolve("token_endpoint_auth_method = \"none\"\n")
+	require.NoError(t, err, "the setting wins over the metadata")
+	assert.Equal(t, "none", p.AuthMethod)
+	assert.Equal(t, FromSetting, p.AuthMethodFrom)
+
+	methods = `["none","client_secret_basic"]`
+	p, err = resolve("")
+	require.NoError(t, err)
+	assert.Equal(t, "none", p.AuthMethod)
+
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.idp]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/")), nil)
+	require.NoError(t, err)
+	err = c.Resolve(context.Background(), srv.Client(), time.Second)
+	require.Error(t, err, "the issuer must be identical, trailing slash included")
+	assert.Contains(t, err.Error(), "exactly")
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
+
+	"flowd.local/flowd/engine"
 )
 
 // DefaultDiscoveryTimeout bounds the discovery of one issuer.
@@ -17,9 +18,9 @@ const DefaultDiscoveryTimeout = 10 * time.Second
 // maxDiscoveryBytes bounds a discovery document; real ones are a few KiB.
 const maxDiscoveryBytes = 1 << 20
 
-// Resolve fills AuthURL, TokenURL and (when unset) AuthStyle of every
-// provider configured by issuer, from the issuer's
-// .well-known/openid-configuration. Each fetch is bounded by timeout (0
+// Resolve fills AuthURL, TokenURL, RequireIssuer and (when not set in the
+// file) AuthMethod of every provider configured by issuer, from the
+// issuer's .well-known/openid-configuration. Each fetch is bounded by timeout (0
 // means DefaultDiscoveryTimeout). client nil means http.DefaultClient.
 func (c *Config) Resolve(ctx context.Context, client *http.Client, timeout time.Duration) error {
 	if client == nil {
@@ -48,6 +49,8 @@ type discoveryDoc struct {
 	JWKSURI               string   `json:"jwks_uri"`
 	// RevocationEndpoint is RFC 8414 section 2's revocation_endpoint.
 	RevocationEndpoint string `json:"revocation_endpoint"`
+	// RFC 9207 section 3: the server puts iss on every authorization response.
+	IssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 }
 
 func discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
@@ -74,9 +77,12 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxDiscoveryBytes)).Decode(&doc); err != nil {
 		return fmt.Errorf("OIDC discovery at %s: not a discovery document: %v", where, err)
 	}
-	// OpenID Connect Discovery 1.0 section 4.3: the document's issuer must
-	// be the one asked for, or the endpoints may belong to someone else.
-	if strings.TrimRight(doc.Issuer, "/") != strings.TrimRight(p.Issuer, "/") {
+	// RFC 8414 section 3.3 and OpenID Connect Discovery 1.0 section 4.3:
+	// the document's issuer must be identical to the one asked for, or the
+	// endpoints may belong to someone else. It is also what iss must
+	// equal, compared as exact strings (RFC 9207 section 2.4), so no
+	// trailing slash is forgiven.
+	if doc.Issuer != p.Issuer {
 		return fmt.Errorf("OIDC discovery at %s: the document names issuer %q, not %q; set issuer to exactly the provider's issuer", where, doc.Issuer, p.Issuer)
 	}
 	if _, err := checkURL(doc.AuthorizationEndpoint); err != nil {
@@ -100,13 +106,16 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		}
 		p.RevocationURL = doc.RevocationEndpoint
 	}
-	if p.AuthStyle == "" {
-		// The spec's default when the field is absent is client_secret_basic.
-		p.AuthStyle = AuthStyleInHeader
-		if len(doc.AuthMethods) > 0 && !slices.Contains(doc.AuthMethods, "client_secret_basic") &&
-			slices.Contains(doc.AuthMethods, "client_secret_post") {
-			p.AuthStyle = AuthStyleInParams
+	p.RequireIssuer = doc.IssParameterSupported
+	if p.AuthMethod == "" {
+		// Chosen once, from the metadata (absent means
+		// client_secret_basic, RFC 8414 section 2): never by trying one
+		// and then another with a single-use code.
+		m, err := engine.ChooseAuthMethod(doc.AuthMethods, p.ClientSecret != "")
+		if err != nil {
+			return fmt.Errorf("OIDC discovery at %s: %v; set client_secret, or token_endpoint_auth_method if the provider takes a method it does not advertise (Dex takes none from public clients)", where, err)
 		}
+		p.AuthMethod, p.AuthMethodFrom = string(m), FromDiscovery
 	}
 	return nil
 }

@@ -8,11 +8,14 @@ import (
 // Preset is a provider's well-known endpoints and sensible defaults, so a
 // user supplies only a client id and secret.
 type Preset struct {
-	AuthURL    string
-	TokenURL   string
-	AuthStyle  string
-	Scopes     []string
-	AuthParams map[string]string
+	AuthURL  string
+	TokenURL string
+	// AuthMethods are the token endpoint auth methods the provider takes,
+	// as its token_endpoint_auth_methods_supported would list them; the
+	// method is chosen from them as from discovered metadata.
+	AuthMethods []string
+	Scopes      []string
+	AuthParams  map[string]string
 	// UserInfoURL is where the signed-in user is read with the access
 	// token, for providers that issue no ID token (GitHub).
 	UserInfoURL string
@@ -25,14 +28,18 @@ type Preset struct {
 	RevocationURL string
 }
 
-// Presets by name. Auth styles are set explicitly: oauth2's auto-detection
-// retries a failed exchange and would send the code twice.
+// Presets by name. Each lists the auth methods flowd has always used with
+// the provider: the form body, with the secret when there is one and
+// client_id alone (none) when there is not, whether or not the provider
+// takes public clients (Microsoft and GitLab do, for PKCE apps). The
+// method is fixed before any request: oauth2's auto-detection would retry
+// a failed exchange and send the code twice.
 var Presets = map[string]Preset{
 	"github": {
-		AuthURL:   "https://github.com/login/oauth/authorize",
-		TokenURL:  "https://github.com/login/oauth/access_token",
-		AuthStyle: AuthStyleInParams,
-		Scopes:    []string{"read:user"},
+		AuthURL:     "https://github.com/login/oauth/authorize",
+		TokenURL:    "https://github.com/login/oauth/access_token",
+		AuthMethods: post,
+		Scopes:      []string{"read:user"},
 		// GitHub issues no ID token; its REST API names the user (login).
 		UserInfoURL: "https://api.github.com/user",
 	},
@@ -41,7 +48,7 @@ var Presets = map[string]Preset{
 		TokenURL: "https://oauth2.googleapis.com/token",
 		// Google's discovery document names it as revocation_endpoint.
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
-		AuthStyle:     AuthStyleInParams,
+		AuthMethods:   post,
 		Scopes:        []string{"openid", "email", "profile"},
 		// Without these Google issues no refresh token after the first consent.
 		AuthParams:    map[string]string{"access_type": "offline", "prompt": "consent"},
@@ -50,10 +57,10 @@ var Presets = map[string]Preset{
 	},
 	"microsoft": {
 		// "common" is replaced by the provider's tenant when one is set.
-		AuthURL:   "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
-		TokenURL:  "https://login.microsoftonline.com/common/oauth2/v2.0/token",
-		AuthStyle: AuthStyleInParams,
-		Scopes:    []string{"openid", "profile", "email", "offline_access"},
+		AuthURL:     "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+		TokenURL:    "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+		AuthMethods: post,
+		Scopes:      []string{"openid", "profile", "email", "offline_access"},
 	},
 	"gitlab": {
 		// read_user reads the user, named by its username.
@@ -62,16 +69,20 @@ var Presets = map[string]Preset{
 		TokenURL:    "https://gitlab.com/oauth/token",
 		// Doorkeeper's RFC 7009 endpoint (GitLab's discovery names it too).
 		RevocationURL: "https://gitlab.com/oauth/revoke",
-		AuthStyle:     AuthStyleInParams,
+		AuthMethods:   post,
 		Scopes:        []string{"read_user"},
 	},
 	"slack": {
-		AuthURL:   "https://slack.com/oauth/v2/authorize",
-		TokenURL:  "https://slack.com/api/oauth.v2.access",
-		AuthStyle: AuthStyleInParams,
-		Scopes:    []string{"users:read"},
+		AuthURL:     "https://slack.com/oauth/v2/authorize",
+		TokenURL:    "https://slack.com/api/oauth.v2.access",
+		AuthMethods: post,
+		Scopes:      []string{"users:read"},
 	},
 }
+
+// post is what every preset's provider takes: client_secret_post from a
+// confidential client, none from a public one.
+var post = []string{"client_secret_post", "none"}
 
 // PresetNames returns the preset names, sorted.
 func PresetNames() []string {

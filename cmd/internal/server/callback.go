@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
@@ -19,6 +20,7 @@ type pageKind string
 const (
 	pageConnected   pageKind = "connected"
 	pageDenied      pageKind = "denied"
+	pageWrongIssuer pageKind = "wrong_issuer"
 	pageFailed      pageKind = "failed"
 	pageExpired     pageKind = "expired"
 	pageAlreadyUsed pageKind = "already_used"
@@ -58,6 +60,12 @@ func (s *Server) deliver(r *http.Request, p engine.CallbackParams) result {
 			res.kind, res.outcome = pageConnected, wire.OutcomeConnected
 		case f.Reason == states.ProviderDenied:
 			res.kind, res.outcome = pageDenied, wire.OutcomeDenied
+		case f.Reason == states.IssuerMismatch:
+			// Not the provider's doing and not an exchange failure: the
+			// redirect named another issuer (or none), so its code was
+			// never used.
+			res.kind, res.outcome = pageWrongIssuer, wire.OutcomeFailed
+			res.pageStatus = http.StatusBadRequest
 		default:
 			res.kind, res.outcome = pageFailed, wire.OutcomeFailed
 			res.pageStatus = http.StatusBadGateway
@@ -110,6 +118,10 @@ func (res result) text() string {
 			said += ": " + f.Message
 		}
 		return fmt.Sprintf("%s denied the request (%s). Nothing was stored. %s", f.Provider, said, again)
+	case pageWrongIssuer:
+		return fmt.Sprintf("Not connected: this redirect did not come from %s's authorization server as flowd expected (%s). "+
+			"Its code was not used and nothing was stored. If you did not just sign in to %s, someone may be trying to trick flowd. %s",
+			f.Provider, f.Message, f.Provider, again)
 	case pageFailed:
 		msg := fmt.Sprintf("Not connected: %s.", f.Reason.Describe())
 		if f.Message != "" {
@@ -140,6 +152,7 @@ func (res result) text() string {
 var titles = map[pageKind]string{
 	pageConnected:   "Connected",
 	pageDenied:      "Not connected: access denied",
+	pageWrongIssuer: "Not connected: response from the wrong server",
 	pageFailed:      "Not connected",
 	pageExpired:     "Not connected: link expired",
 	pageAlreadyUsed: "Already used",
@@ -180,12 +193,19 @@ func (s *Server) writePage(w http.ResponseWriter, res result) {
 // listener: GET /oauth/callback?state=...&code=... (or error=...).
 func (s *Server) handleBrowserCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"), ErrorDescription: q.Get("error_description")}
+	p := callbackParamsOf(q)
 	if msg := checkCallbackParams(p); msg != "" {
 		s.writePage(w, result{kind: pageMalformed, pageStatus: http.StatusBadRequest, detail: msg})
 		return
 	}
 	s.writePage(w, s.deliver(r, p))
+}
+
+// callbackParamsOf reads a redirect's query, iss included (RFC 9207): the
+// engine checks it against the issuer the flow expects.
+func callbackParamsOf(q url.Values) engine.CallbackParams {
+	return engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"),
+		ErrorDescription: q.Get("error_description"), Issuer: q.Get("iss")}
 }
 
 // handlePreflight answers a CORS or Private Network Access preflight for

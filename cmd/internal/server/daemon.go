@@ -265,7 +265,8 @@ func WireProviders(ps []config.Provider) []wire.Provider {
 	out := make([]wire.Provider, len(ps))
 	for i, p := range ps {
 		out[i] = wire.Provider{Name: p.Name, Preset: p.Preset, AuthURL: p.AuthURL, TokenURL: p.TokenURL,
-			Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes, AuthStyle: p.AuthStyle}
+			Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes,
+			AuthMethod: p.AuthMethod, AuthMethodFrom: p.AuthMethodFrom, IssuerRequired: p.RequireIssuer}
 	}
 	return out
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/memlog"
@@ -21,7 +20,7 @@ import (
 func fuzzServer(f *testing.F) *Server {
 	eng, err := engine.Open(context.Background(), engine.Config{Log: memlog.New(), Providers: []engine.Provider{{
 		Name: "fake", AuthURL: "https://example.test/auth", TokenURL: "http://127.0.0.1:1/token",
-		AuthStyle: oauth2.AuthStyleInParams, ClientID: "cid",
+		AuthMethod: engine.AuthMethodNone, ClientID: "cid",
 	}}})
 	require.NoError(f, err)
 	f.Cleanup(func() { _ = eng.Close() })

@@ -309,10 +309,10 @@ func (s *Server) handleRelayCallback(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeJSON(w, r, &req) {
 		return
 	}
-	p := engine.CallbackParams{State: req.State, Code: req.Code, Error: req.Error, ErrorDescription: req.ErrorDescription}
+	p := engine.CallbackParams{State: req.State, Code: req.Code, Error: req.Error, ErrorDescription: req.ErrorDescription, Issuer: req.Iss}
 	if req.URL != "" {
-		if req.State != "" || req.Code != "" || req.Error != "" || req.ErrorDescription != "" {
-			s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "give either url or the state, code and error fields, not both")
+		if req.State != "" || req.Code != "" || req.Error != "" || req.ErrorDescription != "" || req.Iss != "" {
+			s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "give either url or the state, code, error and iss fields, not both")
 			return
 		}
 		u, err := url.Parse(strings.TrimSpace(req.URL))
@@ -320,8 +320,7 @@ func (s *Server) handleRelayCallback(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "url is not a URL; paste the whole address the browser ended on")
 			return
 		}
-		q := u.Query()
-		p = engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"), ErrorDescription: q.Get("error_description")}
+		p = callbackParamsOf(u.Query())
 		if p.State == "" {
 			s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "the url has no state parameter; paste the whole address the browser ended on, including everything after '?'")
 			return
@@ -361,6 +360,8 @@ func checkCallbackParams(p engine.CallbackParams) string {
 		return "the error parameter is over 256 bytes"
 	case len(p.ErrorDescription) > wire.MaxErrorDescriptionLen:
 		return fmt.Sprintf("error_description is over %d bytes", wire.MaxErrorDescriptionLen)
+	case len(p.Issuer) > wire.MaxIssuerLen:
+		return fmt.Sprintf("iss is over %d bytes", wire.MaxIssuerLen)
 	}
 	return ""
 }

@@ -96,7 +96,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	ecfg := engine.Config{
 		Log: memlog.New(),
 		Providers: []engine.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token",
-			AuthStyle: oauth2.AuthStyleInParams, ClientID: "cid", ClientSecret: clientSecret, Scopes: []string{"read"}}},
+			AuthMethod: engine.AuthMethodClientSecretPost, ClientID: "cid", ClientSecret: clientSecret, Scopes: []string{"read"}}},
 		LoopbackRedirectURL: "http://" + h.tcp + engine.CallbackPath,
 		Logger:              logger.With("component", "engine"),
 		Hooks:               h.metrics.Hooks(engine.Hooks{}),
@@ -114,7 +114,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.counting = &countingEngine{Engine: h.eng}
 	h.srv, err = New(Config{
 		Engine: h.counting, ServiceToken: serviceTok, Metrics: h.metrics, Logger: logger, Version: "test",
-		Providers: []wire.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token", ClientID: "cid", AuthStyle: "in_params"}},
+		Providers: []wire.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token", ClientID: "cid", AuthMethod: "client_secret_post"}},
 		Listen:    h.tcp, LoopbackRedirectURI: ecfg.LoopbackRedirectURL, UID: o.uid, ShutdownGrace: 5 * time.Second,
 	})
 	require.NoError(t, err)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/oauth2"
-
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/memlog"
@@ -37,7 +35,7 @@ func newHostileServer(f *testing.F) *hostileServer {
 	l := memlog.New()
 	eng, err := engine.Open(context.Background(), engine.Config{Log: l, Retention: -1, PublicBaseURL: "https://gw.example.test",
 		Providers: []engine.Provider{{Name: "fake", AuthURL: "https://auth.example.test/a", TokenURL: tokenSrv.URL + "/token",
-			AuthStyle: oauth2.AuthStyleInParams, ClientID: "cid"}}})
+			AuthMethod: engine.AuthMethodNone, ClientID: "cid"}}})
 	if err != nil {
 		f.Fatal(err)
 	}

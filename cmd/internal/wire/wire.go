@@ -117,6 +117,8 @@ const (
 	MaxCodeLen = 4096
 	// MaxErrorDescriptionLen bounds a provider's error_description.
 	MaxErrorDescriptionLen = 2048
+	// MaxIssuerLen bounds a redirect's iss; issuer identifiers are URLs.
+	MaxIssuerLen = 2048
 	// MaxQueryBytes bounds the raw query string of any request.
 	MaxQueryBytes = 8 << 10
 	// MaxWait caps ?wait= on GET /v1/flows/{state}; longer waits are cut to
@@ -239,16 +241,20 @@ type Flow struct {
 	Account string `json:"account,omitempty"`
 	// Subject and Email identify who signed in (a verified ID token, or
 	// the provider's userinfo), once complete.
-	Subject       string     `json:"subject,omitempty"`
-	Email         string     `json:"email,omitempty"`
-	Scopes        []string   `json:"scopes,omitempty"`
-	Transport     string     `json:"transport"`
-	RedirectURI   string     `json:"redirect_uri,omitempty"`
-	CreatedAt     time.Time  `json:"created_at"`
-	ExpiresAt     time.Time  `json:"expires_at"`
-	EndedAt       *time.Time `json:"ended_at,omitempty"`
-	GrantedScopes []string   `json:"granted_scopes,omitempty"`
-	TokenStored   bool       `json:"token_stored,omitempty"`
+	Subject     string   `json:"subject,omitempty"`
+	Email       string   `json:"email,omitempty"`
+	Scopes      []string `json:"scopes,omitempty"`
+	Transport   string   `json:"transport"`
+	RedirectURI string   `json:"redirect_uri,omitempty"`
+	// Issuer is the issuer the redirect's iss must name; IssuerRequired
+	// says a redirect without iss is refused (RFC 9207).
+	Issuer         string     `json:"issuer,omitempty"`
+	IssuerRequired bool       `json:"issuer_required,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	GrantedScopes  []string   `json:"granted_scopes,omitempty"`
+	TokenStored    bool       `json:"token_stored,omitempty"`
 	// Message is the provider's own text (error_description) or a short detail.
 	Message string `json:"message,omitempty"`
 	// ErrorCode is the provider's error code.
@@ -280,6 +286,8 @@ func FlowFrom(f states.Flow) Flow {
 		Scopes:           f.Scopes,
 		Transport:        string(f.Transport),
 		RedirectURI:      f.RedirectURI,
+		Issuer:           f.Issuer,
+		IssuerRequired:   f.IssuerRequired,
 		CreatedAt:        f.Created.UTC(),
 		ExpiresAt:        f.Deadline.UTC(),
 		GrantedScopes:    f.GrantedScopes,
@@ -331,6 +339,9 @@ type CallbackRequest struct {
 	Code             string `json:"code,omitempty"`
 	Error            string `json:"error,omitempty"`
 	ErrorDescription string `json:"error_description,omitempty"`
+	// Iss is the redirect's iss parameter (RFC 9207), which flowd checks
+	// against the provider's issuer; a relay must pass it on.
+	Iss string `json:"iss,omitempty"`
 }
 
 // Outcome is what a delivered callback did, as the callback page tells it.
@@ -358,14 +369,20 @@ type CallbackResponse struct {
 
 // Provider describes a configured provider. It never carries the client secret.
 type Provider struct {
-	Name      string   `json:"name"`
-	Preset    string   `json:"preset,omitempty"`
-	AuthURL   string   `json:"auth_url"`
-	TokenURL  string   `json:"token_url"`
-	Issuer    string   `json:"issuer,omitempty"`
-	ClientID  string   `json:"client_id"`
-	Scopes    []string `json:"scopes,omitempty"`
-	AuthStyle string   `json:"auth_style"`
+	Name     string   `json:"name"`
+	Preset   string   `json:"preset,omitempty"`
+	AuthURL  string   `json:"auth_url"`
+	TokenURL string   `json:"token_url"`
+	Issuer   string   `json:"issuer,omitempty"`
+	ClientID string   `json:"client_id"`
+	Scopes   []string `json:"scopes,omitempty"`
+	// AuthMethod is the token endpoint auth method: none,
+	// client_secret_basic or client_secret_post.
+	AuthMethod string `json:"token_endpoint_auth_method"`
+	// AuthMethodFrom says where it came from: setting, preset, discovery or default.
+	AuthMethodFrom string `json:"token_endpoint_auth_method_from,omitempty"`
+	// IssuerRequired: redirects must carry iss equal to Issuer (RFC 9207).
+	IssuerRequired bool `json:"issuer_required,omitempty"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
