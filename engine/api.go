@@ -102,6 +102,10 @@ type Config struct {
 	// redirect URI is PublicBaseURL + "/oauth/callback". Empty disables the
 	// gateway transport.
 	PublicBaseURL string
+	// LaunchTTL is how long a flow's one-time launch link (Started.LaunchURL)
+	// may be opened. Default DefaultLaunchTTL: long enough for a browser to
+	// start, short enough that a link read from a process list is stale.
+	LaunchTTL time.Duration
 	// ManualRedirectURL is the redirect URI of the manual transport. Default
 	// LoopbackRedirectURL: the browser lands on a page that may not load, and
 	// the user pastes its URL.
@@ -143,6 +147,12 @@ type StartRequest struct {
 	Account string
 	// TTL overrides Config.TTL for this flow when positive.
 	TTL time.Duration
+	// Launch asks for a one-time launch link (Started.LaunchURL): open it
+	// in the user's browser instead of AuthURL, so no process list shows
+	// the authorization URL and the flow is bound to that browser; a
+	// loopback callback from anyone else on the machine changes nothing.
+	// The link is served on the loopback listener whatever the transport.
+	Launch bool
 }
 
 // Started is what Start returns: everything needed to send the user off.
@@ -158,6 +168,13 @@ type Started struct {
 	// the account's stored token was already granted (a step-up never
 	// asks for fewer than the connection holds).
 	Scopes []string
+	// LaunchURL is the flow's one-time launch link on the loopback
+	// listener, when StartRequest.Launch asked for one: an opaque value,
+	// not the state, that may be passed to a browser opener's command line
+	// (which every local user can read). It is useless once opened and
+	// after Config.LaunchTTL. Serve it with Engine.Launch (package
+	// engine/redirect does).
+	LaunchURL string
 }
 
 // Identity is who signed in at the provider, as Config.Identify
@@ -182,7 +199,21 @@ type Identity struct {
 // is recorded, with any token or the nonce redacted from it.
 type IdentifyFunc func(ctx context.Context, p Provider, tok *oauth2.Token, nonce string) (Identity, error)
 
-// CallbackParams are the query parameters of the provider's redirect.
+// Launched is what opening a launch link gives the browser: the binding
+// cookie's value and the provider's authorization URL to go on to.
+type Launched struct {
+	// State is the flow's id; the binding cookie is named after it.
+	State string
+	// AuthURL is the provider's authorization URL.
+	AuthURL string
+	// Binding is the secret the browser keeps as the flow's binding
+	// cookie. Only its keyed fingerprint is recorded (browser_bound).
+	Binding  string
+	Deadline time.Time
+}
+
+// CallbackParams are the query parameters of the provider's redirect, and
+// what the channel it came by vouches for.
 type CallbackParams struct {
 	State            string
 	Code             string
@@ -190,6 +221,17 @@ type CallbackParams struct {
 	ErrorDescription string
 	// Issuer is the redirect's iss parameter (RFC 9207), "" when it had none.
 	Issuer string
+	// Binding is the value of the flow's binding cookie the browser sent
+	// with the redirect ("" when none). A flow bound to a browser
+	// (browser_bound) refuses a callback without the right one, unless
+	// Authenticated.
+	Binding string
+	// Authenticated says the callback came by a channel that authenticates
+	// its sender on its own: flowd's unix socket by the peer's uid (a
+	// pasted callback), the gateway relay by its service token. Such a
+	// callback is not checked against the browser binding. Leave it false
+	// for anything any local user can reach, like a loopback listener.
+	Authenticated bool
 }
 
 // Filter selects flows for List. Zero fields match everything.
@@ -220,6 +262,18 @@ var (
 	ErrNoToken = errors.New("no token stored")
 	// ErrClosed: the engine was closed.
 	ErrClosed = errors.New("engine closed")
+	// ErrBindingMissing: the flow is bound to the browser that opened its
+	// launch link and the callback carried no binding. Returned in a
+	// *FlowError; the flow is unchanged and still awaits its callback.
+	ErrBindingMissing = errors.New("callback without the flow's browser binding")
+	// ErrBindingMismatch: the callback carried a binding that is not the
+	// flow's. Returned in a *FlowError; the flow is unchanged.
+	ErrBindingMismatch = errors.New("callback with another flow's or a forged browser binding")
+	// ErrLaunchUnknown: no launch link has this value, or it expired.
+	ErrLaunchUnknown = errors.New("unknown or expired launch link")
+	// ErrLaunchUsed: the launch link was already opened once. Nothing
+	// changes: the browser that opened it first keeps the binding.
+	ErrLaunchUsed = errors.New("launch link already used")
 )
 
 // UnknownProviderError is returned for a provider name that is not configured.
@@ -240,7 +294,8 @@ func (e *UnknownProviderError) Is(target error) bool { return target == ErrUnkno
 
 // FlowError is returned by Callback and Cancel when the flow exists but
 // cannot take the request. Flow is the flow as it stands; Err is
-// ErrNotAwaiting, ErrExpired or ErrExchangeInProgress.
+// ErrNotAwaiting, ErrExpired, ErrExchangeInProgress, ErrBindingMissing or
+// ErrBindingMismatch.
 type FlowError struct {
 	Flow states.Flow
 	Err  error

@@ -90,6 +90,19 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
 		return f, &FlowError{Flow: f, Err: ErrExpired}, false
+	}
+	// A bound flow hears only its own browser, for an error as much as for
+	// a code: a forged error=access_denied (or a forged iss) must not end it
+	// either. So the binding is checked before anything the callback says.
+	if kind, refused := e.checkBinding(f, p); refused != nil {
+		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: kind, CodeFingerprint: fp}), nil)
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		e.logger.Warn("callback refused: not from the browser the flow is bound to", "flow", states.ShortID(f.ID), "provider", f.Provider, "why", kind)
+		return f, &FlowError{Flow: f, Err: refused}, false
+	}
+	switch {
 	case issuerProblem(f, p.Issuer) != "":
 		// Before the provider's error and before the exchange: a redirect
 		// from another server must neither end the flow as that server's

@@ -28,6 +28,12 @@ const (
 	DefaultLoopbackRedirectURL = "http://127.0.0.1:8085/oauth/callback"
 	// CallbackPath is the path of every transport's redirect URI.
 	CallbackPath = "/oauth/callback"
+	// LaunchPath is the path of a flow's launch link on the loopback
+	// listener; the link's value is its query parameter LaunchParam.
+	LaunchPath  = "/oauth/launch"
+	LaunchParam = "t"
+	// DefaultLaunchTTL is how long a launch link may be opened.
+	DefaultLaunchTTL = 30 * time.Second
 )
 
 // pruneEvery is how often finished flows past retention are deleted.
@@ -72,6 +78,13 @@ type Engine struct {
 	// starting holds the flows this engine is starting, so the watch of a
 	// shared log does not adopt them before Start does.
 	starting map[string]bool
+	// launches are the launch links handed out and not yet expired, in
+	// the order they expire (one TTL for all): swept from the front on
+	// every new link and every use, so the map never outgrows one TTL's
+	// worth of starts.
+	launches     map[string]*launch
+	launchQueue  []*launch
+	launchPrefix string
 
 	// shared is the Log as a Watcher when several engines share it; nil
 	// otherwise. stopWatch and watchDone end and await its watch.
@@ -155,6 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		live:     map[string]*liveFlow{},
 		owners:   map[ownerKey]map[string]*liveFlow{},
 		starting: map[string]bool{},
+		launches: map[string]*launch{},
 		closing:  make(chan struct{}),
 	}
 	e.shared, _ = cfg.Log.(Watcher)
@@ -173,6 +187,14 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.ManualRedirectURL == "" {
 		cfg.ManualRedirectURL = cfg.LoopbackRedirectURL
 	}
+	if cfg.LaunchTTL <= 0 {
+		cfg.LaunchTTL = DefaultLaunchTTL
+	}
+	lb, err := url.Parse(cfg.LoopbackRedirectURL)
+	if err != nil || lb.Host == "" {
+		return nil, fmt.Errorf("engine: open: LoopbackRedirectURL %q is not an absolute URL", cfg.LoopbackRedirectURL)
+	}
+	e.launchPrefix = (&url.URL{Scheme: lb.Scheme, Host: lb.Host, Path: LaunchPath}).String() + "?" + LaunchParam + "="
 	e.cfg = cfg
 	if e.tokens == nil {
 		e.tokens = &logTokens{log: cfg.Log}

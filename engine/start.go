@@ -116,6 +116,13 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	born := e.adopt(lf)
 	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due, Scopes: slices.Clone(scopes)}
+	if req.Launch {
+		// After the commit: a link never names a flow the log lacks.
+		if started.LaunchURL, err = e.newLaunch(state, authURL, now); err != nil {
+			// The flow stands; the caller still has AuthURL, unbound.
+			e.logger.Warn("no launch link for flow", "flow", states.ShortID(state), "err", err)
+		}
+	}
 	// From here on another Start may supersede lf and rewrite lf.flow under
 	// lf.mu: supersede works from the values this Start already knows.
 	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Account}, state, born)

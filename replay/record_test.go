@@ -303,6 +303,31 @@ var recordings = []recording{
 		s.outcome(f, states.Error, states.IdentityInvalid)
 		s.tokenStored("google", "", false)
 	}},
+	{"browser_bound", "the launch link binds the flow to the browser that opened it; a forged error and an injected code from another local user without the binding cookie are ignored (binding_missing), a wrong cookie too (binding_mismatch), the flow keeps waiting across a restart, and the browser's own callback completes", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github", Launch: true})
+		u, err := url.Parse(st.LaunchURL)
+		require.NoError(s.t, err)
+		s.clk.Advance(900 * time.Millisecond)
+		l, err := s.eng.Launch(s.ctx, u.Query().Get(engine.LaunchParam))
+		require.NoError(s.t, err)
+		s.clk.Advance(3 * time.Second)
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Error: "access_denied", ErrorDescription: "forged"})
+		require.ErrorIs(s.t, err, engine.ErrBindingMissing)
+		injected := s.authorize(st.AuthURL)
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: injected})
+		require.ErrorIs(s.t, err, engine.ErrBindingMissing)
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: injected, Binding: "not-the-binding"})
+		require.ErrorIs(s.t, err, engine.ErrBindingMismatch)
+		assert.Zero(s.t, s.prov.CodeRequests(), "nothing reached the token endpoint")
+		s.restart()
+		s.clk.Advance(14 * time.Second)
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Binding: l.Binding})
+		require.NoError(s.t, err)
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, 3, f.IgnoredCallbacks)
+		s.tokenStored("github", "", true)
+	}},
 	{"restart_every_step", "the loopback happy path with flowd restarted (Close, 2s down, Open) before, between and after every step: same outcome as without", func(s *session) {
 		s.open()
 		for _, step := range happySteps() {

@@ -50,7 +50,7 @@ func (d Data) IsZero() bool {
 		d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.Subject == "" && d.Email == "" &&
-		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" &&
+		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
 		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
 }
 
@@ -91,6 +91,7 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	w.str("binding_fp", d.BindingFingerprint)
 	if d.TokenExpiry != nil {
 		w.key("token_expiry")
 		w.b, w.ok = appendTime(w.b, *d.TokenExpiry, w.ok)

@@ -193,6 +193,7 @@ func genRecord(t *rapid.T) (Record, bool) {
 		d.SupersededBy = genString(t, "superseded", weird)
 		d.CodeFingerprint = genString(t, "fp", weird)
 		d.Ignored = Ignored(genString(t, "ignored", weird))
+		d.BindingFingerprint = genString(t, "binding_fp", weird)
 		if rapid.Bool().Draw(t, "has-token-expiry") {
 			te := genTime(t, "token_expiry")
 			d.TokenExpiry = &te

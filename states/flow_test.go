@@ -40,8 +40,12 @@ func guardAllows(p position, e Event, variant string) bool {
 			return p.Exchanging
 		case IgnoredFinished:
 			return p.State.Terminal()
+		case IgnoredBindingMissing, IgnoredBindingMismatch:
+			return p.State == AwaitingCallback && p.Bound && !p.Exchanging
 		}
 		return false
+	case BrowserBound:
+		return !p.Bound && !p.Exchanging
 	}
 	return true
 }
@@ -52,7 +56,7 @@ func guardAllows(p position, e Event, variant string) bool {
 // transition, the flow is unchanged, and the error names the record.
 func TestApplyEveryPair(t *testing.T) {
 	pos := reachable(t)
-	require.Len(t, pos, 1+len(AllStates)+1, "the new pseudo-state, the five states, and awaiting_callback while exchanging")
+	require.Len(t, pos, 1+len(AllStates)+3, "the new pseudo-state, the five states, and awaiting_callback while exchanging, bound, and both")
 	keys := make([]position, 0, len(pos))
 	for p := range pos {
 		keys = append(keys, p)

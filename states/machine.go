@@ -62,6 +62,11 @@ const (
 	// CallbackIgnored records a callback that changed nothing: the flow had
 	// finished, or an exchange was already under way.
 	CallbackIgnored Event = "callback_ignored"
+	// BrowserBound: the flow's one-time launch link was opened, and the
+	// browser that opened it got the flow's binding cookie. From then on a
+	// callback on the loopback listener must carry that cookie. The record
+	// carries a keyed fingerprint of the cookie's value, never the value.
+	BrowserBound Event = "browser_bound"
 
 	// Token events: what happened to the connection a complete flow
 	// produced (its stored token). They are self-loops on complete, recorded
@@ -108,6 +113,7 @@ var Table = []Transition{
 	{Event: Failed, From: []State{Pending, AwaitingCallback}, To: Error},
 	{Event: DeadlinePassed, From: []State{Pending, AwaitingCallback}, To: Expired},
 	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
+	{Event: BrowserBound, From: []State{AwaitingCallback}, To: ""},
 	{Event: RefreshStarted, From: []State{Complete}, To: ""},
 	{Event: TokenRefreshed, From: []State{Complete}, To: ""},
 	{Event: RefreshFailed, From: []State{Complete}, To: ""},

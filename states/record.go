@@ -38,6 +38,13 @@ const (
 	IgnoredInProgress Ignored = "exchange_in_progress"
 	// IgnoredFinished: the flow had already ended (a late or repeated callback).
 	IgnoredFinished Ignored = "flow_finished"
+	// IgnoredBindingMissing: the flow is bound to the browser that opened
+	// its launch link, and the loopback callback carried no binding cookie
+	// (another browser, or another local user).
+	IgnoredBindingMissing Ignored = "binding_missing"
+	// IgnoredBindingMismatch: the callback carried a binding cookie that is
+	// not the flow's.
+	IgnoredBindingMismatch Ignored = "binding_mismatch"
 )
 
 // Record is one entry of the event log: one fact about one flow. Records
@@ -119,6 +126,10 @@ type Data struct {
 	CodeFingerprint string  `json:"code_fp,omitempty"`
 	Ignored         Ignored `json:"ignored,omitempty"`
 
+	// BindingFingerprint (browser_bound) is a keyed hash of the secret the
+	// launch page set as the flow's binding cookie, never the secret: a
+	// loopback callback must carry the cookie whose hash this is.
+	BindingFingerprint string `json:"binding_fp,omitempty"`
 	// Connections (exchange_succeeded and the token events)
 	// TokenExpiry is when the stored access token expires; absent when the
 	// provider gave no expiry.

@@ -135,6 +135,7 @@ func FormatData(d Data) string {
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
+	add("binding_fp", d.BindingFingerprint)
 	if d.TokenExpiry != nil {
 		add("token_expiry", d.TokenExpiry.UTC().Format(time.RFC3339))
 	}

@@ -33,6 +33,11 @@ func (a *app) connectCmd() *cobra.Command {
 provider's page in your browser (or prints its URL when there is no display,
 over SSH, or with --no-browser), and waits until flowd reports the flow's end.
 
+The browser is opened on a one-time launch link of flowd's, never on the
+provider's URL (other users can read a browser opener's command line). It
+binds the flow to that browser: a callback from anywhere else changes
+nothing. A printed URL opened by hand works too, but is not browser-bound.
+
 Transports say how the provider's redirect gets back to flowd:
   loopback  to flowd's loopback listener (the browser runs on this machine)
   gateway   to a public gateway that relays it to flowd
@@ -118,21 +123,33 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	return a.reportOutcome(flow, st.AuthURL)
 }
 
-// sendToBrowser opens the authorization URL, or prints it when no browser
-// would be seen (--no-browser, no display, SSH) or opening failed.
+// sendToBrowser opens the flow's one-time launch link, or prints the
+// authorization URL when no browser would be seen (--no-browser, no
+// display, SSH), opening failed, or flowd gave no launch link.
+//
+// The opener's command line is readable by every local user (ps), so only
+// the launch link ever goes there: it carries no state, no PKCE challenge
+// and no provider URL, works once and for seconds, and the browser that
+// opens it gets the cookie that binds the flow to it. A printed URL is for
+// the user's eyes; a flow finished from it is not bound to a browser.
 func (a *app) sendToBrowser(out io.Writer, st wire.StartResponse, noBrowser bool) {
 	opened := false
-	if !noBrowser && hasDisplay(a.goos, a.getenv) {
-		if err := a.browser.Open(st.AuthURL); err != nil {
+	if !noBrowser && st.LaunchURL != "" && hasDisplay(a.goos, a.getenv) {
+		if err := a.browser.Open(st.LaunchURL); err != nil {
 			fmt.Fprintf(out, "Could not open a browser (%v).\n", err)
 		} else {
 			opened = true
 		}
 	}
 	if opened {
-		fmt.Fprintf(out, "Opened your browser to connect %s. If it did not appear, open this URL:\n\n  %s\n\n", st.Provider, st.AuthURL)
-	} else {
-		fmt.Fprintf(out, "Open this URL in a browser to connect %s:\n\n  %s\n\n", st.Provider, st.AuthURL)
+		fmt.Fprintf(out, "Opened your browser to connect %s; only that browser can finish this sign-in.\n"+
+			"If no browser appeared, open this URL by hand instead (while no browser has opened flowd's launch link,\n"+
+			"flowd takes the first callback for it, from any browser):\n\n  %s\n\n", st.Provider, st.AuthURL)
+		return
+	}
+	fmt.Fprintf(out, "Open this URL in a browser to connect %s:\n\n  %s\n\n", st.Provider, st.AuthURL)
+	if st.Transport == string(states.Loopback) {
+		fmt.Fprintf(out, "This sign-in is not bound to a browser: flowd takes the first callback that comes back for it.\n\n")
 	}
 }
 

@@ -159,8 +159,15 @@ func TestConnectLoopbackOpensBrowserAndWaitsForCompletion(t *testing.T) {
 	assert.Empty(t, cancels)
 	urls := c.browser.urls()
 	require.Len(t, urls, 1)
-	assert.Contains(t, urls[0], "https://provider.example/authorize?")
+	// The opener's argv is public: it gets the one-time launch link, never
+	// the provider's URL with the state and PKCE challenge.
+	assert.True(t, strings.HasPrefix(urls[0], "http://127.0.0.1:8085/oauth/launch?t=opaque-"), urls[0])
+	assert.NotContains(t, urls[0], "provider.example")
+	for _, st := range f.order {
+		assert.NotContains(t, urls[0], st)
+	}
 	assert.Contains(t, c.stdout.String(), "Opened your browser")
+	assert.Contains(t, c.stdout.String(), "only that browser can finish this sign-in")
 	assert.Contains(t, c.stdout.String(), "Connected github. Granted scopes: repo, read:user.")
 	assert.NotContains(t, c.stdout.String(), clearLine, "no live line when stdout is not a terminal")
 }
@@ -188,6 +195,7 @@ func TestConnectPrintsURLWithoutDisplayOrOverSSH(t *testing.T) {
 		require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "connect", "github", "--no-browser"))
 		assert.Empty(t, c.browser.urls())
 		assert.Contains(t, c.stdout.String(), "Open this URL")
+		assert.Contains(t, c.stdout.String(), "This sign-in is not bound to a browser", "a hand-copied URL is said to be unbound")
 	})
 	t.Run("macOS has a display without DISPLAY", func(t *testing.T) {
 		assert.True(t, hasDisplay("darwin", func(string) string { return "" }))

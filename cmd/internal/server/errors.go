@@ -90,6 +90,9 @@ func flowErrorStatus(fe *engine.FlowError) (int, string, string) {
 	id := states.ShortID(f.ID)
 	again := fmt.Sprintf("start a new one with: flowctl connect %s", f.Provider)
 	switch {
+	case errors.Is(fe.Err, engine.ErrBindingMissing), errors.Is(fe.Err, engine.ErrBindingMismatch):
+		return http.StatusForbidden, wire.CodeNotBound,
+			fmt.Sprintf("flow %s is bound to the browser that opened its launch link, and this callback did not come from it; nothing changed and the flow still waits; paste its URL to flowctl instead: flowctl connect prints the prompt with --transport manual", id)
 	case errors.Is(fe.Err, engine.ErrExchangeInProgress), !f.State.Terminal():
 		return http.StatusConflict, wire.CodeExchangeInProgress,
 			fmt.Sprintf("flow %s is exchanging its authorization code right now; wait for the outcome with: flowctl wait %s", id, f.ID)

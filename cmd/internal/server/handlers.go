@@ -15,6 +15,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/states"
 )
 
@@ -116,9 +117,11 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
+	// Every loopback flow gets a launch link: flowctl opens it instead of
+	// the authorization URL, so nothing in the opener's argv is usable.
 	st, err := s.cfg.Engine.Start(r.Context(), engine.StartRequest{
 		Provider: req.Provider, Scopes: req.Scopes, Transport: states.Transport(req.Transport),
-		Account: req.Account, TTL: ttl,
+		Account: req.Account, TTL: ttl, Launch: true,
 	})
 	if err != nil {
 		s.engineError(w, r, err)
@@ -131,6 +134,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, wire.StartResponse{
 		State: st.State, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
 		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded, Scopes: st.Scopes,
+		LaunchURL: st.LaunchURL,
 	})
 }
 
@@ -334,12 +338,20 @@ func (s *Server) handleRelayCallback(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusBadRequest, code, msg)
 		return
 	}
-	res := s.deliver(r, p)
-	if res.outcome != "" {
-		writeJSON(w, http.StatusOK, wire.CallbackResponse{Outcome: res.outcome, Message: res.text(), Flow: wire.FlowFrom(res.flow)})
+	// The socket's peer uid or the gateway's service token vouch for the
+	// sender: a pasted or relayed callback needs no browser binding.
+	p.Authenticated = true
+	// Without the request's cancellation: once a code is being exchanged,
+	// a client going away must not cut the exchange.
+	f, err := s.cfg.Engine.Callback(context.WithoutCancel(r.Context()), p)
+	res := redirect.Classify(f, err)
+	s.observeRelay(res)
+	if outcome, ok := relayOutcome(res); ok {
+		writeJSON(w, http.StatusOK, wire.CallbackResponse{Outcome: outcome, Message: pageText(res), Flow: wire.FlowFrom(res.Flow)})
 		return
 	}
-	s.writeError(w, r, res.apiStatus, res.apiCode, res.apiMessage)
+	status, code, msg := classify(err)
+	s.writeError(w, r, status, code, msg)
 }
 
 // checkCallbackParams bounds a callback before it reaches any flow. It

@@ -39,6 +39,7 @@ var Policy = map[string][]Principal{
 	wire.RouteHealth:          {Local},
 	wire.RouteMetrics:         {Local},
 	wire.RouteBrowserCallback: {Local, Browser},
+	wire.RouteLaunch:          {Local, Browser},
 	wire.RoutePreflight:       {Local, Browser},
 }
 

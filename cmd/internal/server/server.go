@@ -22,6 +22,7 @@ import (
 	"flowd.local/flowd/cmd/internal/metrics"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/states"
 )
 
@@ -30,6 +31,7 @@ import (
 type Engine interface {
 	Start(ctx context.Context, req engine.StartRequest) (engine.Started, error)
 	Callback(ctx context.Context, p engine.CallbackParams) (states.Flow, error)
+	Launch(ctx context.Context, token string) (engine.Launched, error)
 	Cancel(ctx context.Context, state string) (states.Flow, error)
 	Status(ctx context.Context, state string) (states.Flow, error)
 	Wait(ctx context.Context, state string) (states.Flow, error)
@@ -76,6 +78,8 @@ type Server struct {
 	mux      *http.ServeMux
 	started  time.Time
 	handlers map[string]http.HandlerFunc
+	// browser serves the loopback listener's browser routes.
+	browser *redirect.Handler
 
 	// stopping is canceled by Shutdown so long-polls return at once instead
 	// of holding the shutdown for up to wire.MaxWait.
@@ -104,6 +108,7 @@ func New(cfg Config) (*Server, error) {
 		s.uid = *cfg.UID
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.browser = &redirect.Handler{Engine: cfg.Engine, Pages: flowdPages{}, Observe: s.observe}
 	s.handlers = map[string]http.HandlerFunc{
 		wire.RouteStart:           s.handleStart,
 		wire.RouteList:            s.handleList,
@@ -118,8 +123,9 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteConnections:     s.handleConnections,
 		wire.RouteHealth:          s.handleHealth,
 		wire.RouteMetrics:         s.handleMetrics,
-		wire.RouteBrowserCallback: s.handleBrowserCallback,
-		wire.RoutePreflight:       s.handlePreflight,
+		wire.RouteBrowserCallback: s.browser.ServeCallback,
+		wire.RouteLaunch:          s.browser.ServeLaunch,
+		wire.RoutePreflight:       s.browser.ServePreflight,
 	}
 	for _, rt := range wire.Routes {
 		h, ok := s.handlers[rt.Name]

@@ -53,6 +53,9 @@ const (
 	RouteMetrics     = "metrics"
 	// RouteBrowserCallback is the provider's redirect, opened by the browser.
 	RouteBrowserCallback = "browser_callback"
+	// RouteLaunch is a flow's one-time launch link, opened by the browser:
+	// it sets the flow's binding cookie and redirects to the provider.
+	RouteLaunch = "browser_launch"
 	// RoutePreflight answers CORS and Private Network Access preflights for
 	// the redirect without touching any flow.
 	RoutePreflight = "browser_callback_preflight"
@@ -77,6 +80,7 @@ var Routes = []Route{
 	{RouteHealth, "GET", "/v1/health", "Liveness and basic facts about the daemon (-> HealthResponse)."},
 	{RouteMetrics, "GET", "/metrics", "Prometheus metrics (text exposition format)."},
 	{RouteBrowserCallback, "GET", "/oauth/callback", "The provider's redirect; answers an HTML page that tells the outcome."},
+	{RouteLaunch, "GET", "/oauth/launch", "A flow's one-time launch link (query t=<value>): sets the flow's binding cookie and redirects (303) to the provider's authorization URL."},
 	{RoutePreflight, "OPTIONS", "/oauth/callback", "CORS / Private Network Access preflight; touches no flow."},
 }
 
@@ -164,6 +168,9 @@ const (
 	CodeFlowExpired = "flow_expired"
 	// CodeExchangeInProgress (409): the flow's code is being exchanged right now.
 	CodeExchangeInProgress = "exchange_in_progress"
+	// CodeNotBound (403): the flow is bound to the browser that opened its
+	// launch link, and the callback did not come from it; nothing changed.
+	CodeNotBound = "not_browser_bound"
 	// CodeGatewayNotConfigured (400): the gateway transport needs public_base_url in the config.
 	CodeGatewayNotConfigured = "gateway_not_configured"
 	// CodeUnknownTransport (400): transport is not loopback, gateway or manual.
@@ -218,6 +225,11 @@ type StartResponse struct {
 	// Scopes are the scopes asked for: those requested plus those the
 	// account's connection was already granted (a step-up).
 	Scopes []string `json:"scopes,omitempty"`
+	// LaunchURL is the loopback flow's one-time launch link: open it in a
+	// browser on this machine instead of AuthURL, and the flow is bound to
+	// that browser. It reveals nothing of the flow, works once and for
+	// seconds. AuthURL opened by hand leaves the flow unbound.
+	LaunchURL string `json:"launch_url,omitempty"`
 }
 
 // Flow is a flow as it stands: the body of GET /v1/flows/{state}, of cancel,
@@ -269,6 +281,9 @@ type Flow struct {
 	// needs_reconnect, refreshing or disconnected. Empty for flows that
 	// stored no token. (flowctl status judges expiry with the clock too.)
 	Connection string `json:"connection,omitempty"`
+	// BrowserBound is true once the flow's launch link was opened: only the
+	// browser that opened it may deliver its loopback callback.
+	BrowserBound bool `json:"browser_bound,omitempty"`
 }
 
 // FlowFrom converts the engine's view of a flow to its wire form.
@@ -297,6 +312,7 @@ func FlowFrom(f states.Flow) Flow {
 		HTTPStatus:       f.HTTPStatus,
 		SupersededBy:     f.SupersededBy,
 		IgnoredCallbacks: f.IgnoredCallbacks,
+		BrowserBound:     f.Bound(),
 	}
 	if f.Reason != "" {
 		w.ReasonText = f.Reason.Describe()
