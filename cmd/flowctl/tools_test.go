@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,9 +74,9 @@ func gitCredential(t *testing.T, socket, op, input string, extra ...string) (str
 func TestGitCredentialHelper(t *testing.T) {
 	f := newFakeFlowd(t)
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	f.tokens["github/octocat"] = wire.TokenResponse{Provider: "github", Account: "octocat", AccessToken: "gho_0CT0CAT", Expiry: exp}
-	f.tokens["gitlab"] = wire.TokenResponse{Provider: "gitlab", AccessToken: "glpat_L4B"}
-	f.tokens["forgejo"] = wire.TokenResponse{Provider: "forgejo", AccessToken: "fj_F0RG3"}
+	f.setToken("github/octocat", wire.TokenResponse{Provider: "github", Account: "octocat", AccessToken: "gho_0CT0CAT", Expiry: exp})
+	f.setToken("gitlab", wire.TokenResponse{Provider: "gitlab", AccessToken: "glpat_L4B"})
+	f.setToken("forgejo", wire.TokenResponse{Provider: "forgejo", AccessToken: "fj_F0RG3"})
 
 	out, stderr, err := gitCredential(t, f.socket, "fill", "protocol=https\nhost=github.com\npath=octo/repo.git\n\n")
 	require.NoError(t, err, "git credential fill: %s", stderr)
@@ -91,28 +92,36 @@ func TestGitCredentialHelper(t *testing.T) {
 	require.NoError(t, err, "a --host mapping: %s", stderr)
 	assert.Contains(t, out, "password=fj_F0RG3\n")
 
-	f.tokens["github/hubot"] = wire.TokenResponse{Provider: "github", Account: "hubot", AccessToken: "gho_HUB0T"}
+	f.setToken("github/hubot", wire.TokenResponse{Provider: "github", Account: "hubot", AccessToken: "gho_HUB0T"})
 	out, stderr, err = gitCredential(t, f.socket, "fill", "protocol=https\nhost=github.com\nusername=hubot\n\n")
 	require.NoError(t, err, "git credential fill: %s", stderr)
 	assert.Contains(t, out, "password=gho_HUB0T\n", "https://hubot@github.com/... picks hubot's token")
+	f.mu.Lock()
 	assert.Equal(t, "account=hubot", f.tokenQs[len(f.tokenQs)-1])
+	f.mu.Unlock()
 
 	_, stderr, err = gitCredential(t, f.socket, "fill", "protocol=https\nhost=github.com\n\n")
 	assert.Error(t, err, "two accounts and no username: git gets no password")
 	assert.Contains(t, stderr, "hubot, octocat", "the error names the accounts")
 
+	f.mu.Lock()
 	calls := len(f.tokenQs)
+	f.mu.Unlock()
 	out, _, err = gitCredential(t, f.socket, "fill", "protocol=https\nhost=example.org\n\n")
 	assert.Error(t, err, "an unmapped host: flowctl answers nothing and git, which may not prompt, fails")
 	assert.NotContains(t, out, "password=")
 	_, _, err = gitCredential(t, f.socket, "fill", "protocol=http\nhost=github.com\n\n")
 	assert.Error(t, err, "no token over plain http")
+	f.mu.Lock()
 	assert.Equal(t, calls, len(f.tokenQs), "neither asked flowd")
+	f.mu.Unlock()
 
 	for _, op := range []string{"approve", "reject"} {
 		_, stderr, err := gitCredential(t, f.socket, op, "protocol=https\nhost=github.com\nusername=octocat\npassword=gho_0CT0CAT\n\n")
 		require.NoError(t, err, "git credential %s: %s", op, stderr)
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	assert.Len(t, f.tokens, 4, "store and erase change nothing in flowd")
 	assert.Empty(t, f.removed)
 }
@@ -122,7 +131,7 @@ func TestGitCredentialHelper(t *testing.T) {
 func TestTokenFormatKubectl(t *testing.T) {
 	f := newFakeFlowd(t)
 	exp := time.Date(2031, 5, 6, 7, 8, 9, 500, time.UTC)
-	f.tokens["dex"] = wire.TokenResponse{Provider: "dex", AccessToken: "k8s-T0KEN", Expiry: exp}
+	f.setToken("dex", wire.TokenResponse{Provider: "dex", AccessToken: "k8s-T0KEN", Expiry: exp})
 	c := newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "token", "dex", "--format", "kubectl"), c.stderr.String())
 	var cred struct {
@@ -153,11 +162,14 @@ func TestKubectlUsesExecCredential(t *testing.T) {
 		t.Skip("kubectl is not installed; TestTokenFormatKubectl checks the ExecCredential's fields")
 	}
 	f := newFakeFlowd(t)
-	f.tokens["dex"] = wire.TokenResponse{Provider: "dex", AccessToken: "k8s-T0KEN", Expiry: time.Now().Add(time.Hour)}
+	f.setToken("dex", wire.TokenResponse{Provider: "dex", AccessToken: "k8s-T0KEN", Expiry: time.Now().Add(time.Hour)})
+	var mu sync.Mutex
 	var got []string
 	// TLS: kubectl sends no exec credential to a plain-http server.
 	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		got = append(got, r.Header.Get("Authorization"))
+		mu.Unlock()
 		if r.Header.Get("Authorization") != "Bearer k8s-T0KEN" {
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
@@ -191,6 +203,8 @@ current-context: fake
 	cmd := exec.Command(kubectl, "--kubeconfig", cfg, "--request-timeout", "20s", "get", "--raw", "/flowd-check")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	out, err := cmd.CombinedOutput()
+	mu.Lock()
+	defer mu.Unlock()
 	require.NoError(t, err, "kubectl: %s (Authorization headers seen: %q)", out, got)
 	assert.Equal(t, "flowd-ok", strings.TrimSpace(string(out)))
 	assert.Contains(t, got, "Bearer k8s-T0KEN")
@@ -200,9 +214,9 @@ current-context: fake
 // on; a token that cannot be had stops the command from running.
 func TestExecRunsWithTokens(t *testing.T) {
 	f := newFakeFlowd(t)
-	f.tokens["github/octocat"] = wire.TokenResponse{Provider: "github", Account: "octocat", AccessToken: "gho_0CT0CAT"}
-	f.tokens["github/hubot"] = wire.TokenResponse{Provider: "github", Account: "hubot", AccessToken: "gho_HUB0T"}
-	f.tokens["google"] = wire.TokenResponse{Provider: "google", AccessToken: "ya29.G00GLE"}
+	f.setToken("github/octocat", wire.TokenResponse{Provider: "github", Account: "octocat", AccessToken: "gho_0CT0CAT"})
+	f.setToken("github/hubot", wire.TokenResponse{Provider: "github", Account: "hubot", AccessToken: "gho_HUB0T"})
+	f.setToken("google", wire.TokenResponse{Provider: "google", AccessToken: "ya29.G00GLE"})
 
 	c := newCLI("")
 	code := c.run(testCtx(t), f.socket, "exec", "--env", "GH_TOKEN=github:hubot", "--env", "G=google", "--",
@@ -227,7 +241,7 @@ func TestExecRunsWithTokens(t *testing.T) {
 // status is the command's own.
 func TestExecReplacesFlowctl(t *testing.T) {
 	f := newFakeFlowd(t)
-	f.tokens["google"] = wire.TokenResponse{Provider: "google", AccessToken: "ya29.G00GLE"}
+	f.setToken("google", wire.TokenResponse{Provider: "google", AccessToken: "ya29.G00GLE"})
 	cmd := exec.Command(flowctlExe(t), "--socket", f.socket, "exec", "--env", "TOKEN=google", "--",
 		"sh", "-c", `printf '%s' "$TOKEN"; kill -TERM $$`)
 	cmd.Env = append(os.Environ(), asFlowctlEnv+"=1")
@@ -269,12 +283,21 @@ func TestConnectNamesTheAccount(t *testing.T) {
 	assert.Contains(t, c.stderr.String(), `signed in as "hubot"`)
 	assert.Contains(t, c.stderr.String(), "To add that account beside the others instead: flowctl connect github")
 
-	f.tokens["github/octocat"] = wire.TokenResponse{Provider: "github", Account: "octocat", AccessToken: "gho_0CT0CAT"}
-	f.tokens["github/hubot"] = wire.TokenResponse{Provider: "github", Account: "hubot", AccessToken: "gho_HUB0T"}
+	f.setToken("github/octocat", wire.TokenResponse{Provider: "github", Account: "octocat", AccessToken: "gho_0CT0CAT"})
+	f.setToken("github/hubot", wire.TokenResponse{Provider: "github", Account: "hubot", AccessToken: "gho_HUB0T"})
 	c = newCLI("")
 	assert.Equal(t, ExitFailed, c.run(testCtx(t), f.socket, "token", "github"))
 	assert.Contains(t, c.stderr.String(), "hubot, octocat", "several accounts: the error lists them")
 	c = newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "token", "github", "--account", "hubot"))
 	assert.Equal(t, "gho_HUB0T\n", c.stdout.String())
+}
+
+// setToken stores a token in the fake under its lock: the flowctl that
+// reads it may be another process, whose request the race detector cannot
+// see follow this write.
+func (f *fakeFlowd) setToken(key string, tok wire.TokenResponse) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokens[key] = tok
 }
