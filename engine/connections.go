@@ -71,14 +71,42 @@ func connectionOf(c states.Connection, now time.Time) Connection {
 // Connections lists every connection the log holds, sorted by provider and
 // account: for each, the latest connect that was not disconnected. It
 // reads the whole log (as an export does), so its cost grows with the log,
-// which retention bounds. The records of a connect older than
-// Config.Retention are pruned with its flow: its token still works, but
-// Connections no longer lists it.
+// which retention bounds. Retention keeps the flow of a connection that
+// still holds its token (on a Log that is an engine.KeepingPruner, as
+// every Log of this module is).
 func (e *Engine) Connections(ctx context.Context) ([]Connection, error) {
 	if err := e.enter(); err != nil {
 		return nil, err
 	}
 	defer e.inflight.Done()
+	active, err := e.activeConnections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := e.clock.Now()
+	var out []Connection
+	for _, c := range active {
+		out = append(out, connectionOf(c, now))
+	}
+	return out, nil
+}
+
+// connectionFlows is the set of flows whose connection still holds its
+// token: the flows retention must keep.
+func (e *Engine) connectionFlows(ctx context.Context) (map[string]bool, error) {
+	active, err := e.activeConnections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keep := make(map[string]bool, len(active))
+	for _, c := range active {
+		keep[c.Flow] = true
+	}
+	return keep, nil
+}
+
+// activeConnections folds the whole log into its connections.
+func (e *Engine) activeConnections(ctx context.Context) ([]states.Connection, error) {
 	flows := map[string]states.Flow{}
 	err := e.log.Scan(ctx, 0, func(rec states.Record) error {
 		f, ok := flows[rec.Flow]
@@ -93,12 +121,7 @@ func (e *Engine) Connections(ctx context.Context) ([]Connection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connections: scan the log: %w", err)
 	}
-	now := e.clock.Now()
-	var out []Connection
-	for _, c := range states.Connections(flows) {
-		out = append(out, connectionOf(c, now))
-	}
-	return out, nil
+	return states.Connections(flows), nil
 }
 
 // connectionChanged calls Hooks.Connection with f's connection. The
@@ -227,15 +250,16 @@ func (e *Engine) revoke(ctx context.Context, p *provider, st StoredToken) Discon
 func (e *Engine) revoke1(ctx context.Context, p *provider, token, hint string, st StoredToken) (Disconnection, bool) {
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ExchangeTimeout)
 	defer cancel()
-	form := url.Values{"token": {token}, "token_type_hint": {hint}}
 	// RFC 7009 section 2.1: the client authenticates as at the token
 	// endpoint, with the same method.
 	method := authMethodOf(p.Provider)
-	if method != AuthMethodClientSecretBasic {
+	form := url.Values{"token": {token}, "token_type_hint": {hint}}
+	switch method {
+	case AuthMethodNone:
 		form.Set("client_id", p.ClientID)
-		if method == AuthMethodClientSecretPost {
-			form.Set("client_secret", p.ClientSecret)
-		}
+	case AuthMethodClientSecretPost:
+		form.Set("client_id", p.ClientID)
+		form.Set("client_secret", p.ClientSecret)
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, p.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {

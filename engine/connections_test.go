@@ -12,6 +12,7 @@ import (
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/internal/oauthtest"
+	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
 )
 
@@ -133,7 +134,7 @@ func TestRefreshFailuresAreRecorded(t *testing.T) {
 // an expired token: one request reaches the token endpoint, and every
 // caller gets the winner's token.
 func TestRefreshSingleFlightAcrossEngines(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{Log: memlog.New()} })
 	h.connect("")
 	other, err := engine.Open(h.ctx, h.cfg)
 	require.NoError(t, err)
@@ -277,4 +278,100 @@ func decodeAll(t *testing.T, b []byte) []states.Record {
 		out = append(out, r)
 	}
 	return out
+}
+
+// A process that stopped between refresh_started and its outcome leaves a
+// claim in the log. The next process, sole writer of its log, takes it
+// over at once rather than waiting for it to time out (the claim holds
+// for twice the exchange timeout, and the fake clock does not move).
+func TestRefreshClaimOfAStoppedProcessIsTakenOver(t *testing.T) {
+	h := newHarness(t)
+	f := h.connect("")
+	h.clk.Advance(2 * time.Hour)
+	// What a process killed mid-refresh leaves: refresh_started, no outcome.
+	hist, err := h.log.History(h.ctx, f.ID)
+	require.NoError(t, err)
+	last := hist[len(hist)-1]
+	require.NoError(t, h.log.Append(h.ctx, []states.Record{{Version: states.SchemaVersion, Flow: f.ID, FlowSeq: last.FlowSeq + 1,
+		Event: states.RefreshStarted, From: states.Complete, To: states.Complete, Time: h.clk.Now().UTC()}}, nil))
+	h.restart()
+
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := h.e.Token(h.ctx, "gh")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new process waits for the claim of a stopped one")
+	}
+	evs := eventsOf(t, h, f.ID)
+	assert.Equal(t, []states.Event{states.RefreshStarted, states.RefreshStarted, states.TokenRefreshed}, evs[len(evs)-3:],
+		"the claim was taken over with a refresh_started of its own")
+}
+
+// Retention prunes finished flows, but not the flow of a connection that
+// still holds its token: its refreshes go on being recorded and status
+// goes on listing it. A disconnected connection's flow is pruned as any.
+func TestRetentionKeepsActiveConnections(t *testing.T) {
+	h := newHarness(t, func(c *engine.Config) { c.Retention = 24 * time.Hour })
+	kept := h.connect("")
+	gone := h.connect("bob")
+	_, err := h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "bob"})
+	require.NoError(t, err)
+	canceled := h.start("carol")
+	_, err = h.e.Cancel(h.ctx, canceled.State)
+	require.NoError(t, err)
+
+	h.clk.Advance(48 * time.Hour)
+	h.restart() // Open prunes at once
+	for _, id := range []string{gone.ID, canceled.State} {
+		hist, err := h.e.History(h.ctx, id)
+		if err == nil {
+			assert.Empty(t, hist, "flow %s is past retention", id)
+		}
+	}
+	_, _, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	evs := eventsOf(t, h, kept.ID)
+	assert.Equal(t, states.TokenRefreshed, evs[len(evs)-1], "the refresh of a connection older than retention is recorded")
+	cs, err := h.e.Connections(h.ctx)
+	require.NoError(t, err)
+	require.Len(t, cs, 1)
+	assert.Equal(t, kept.ID, cs[0].Flow)
+}
+
+// A refresh that outlives its claim on a shared log: another engine takes
+// the claim over and both reach the provider. Whatever order their
+// outcomes land in, the history stays legal (no outcome without its
+// refresh_started) and no call fails for want of a place to record.
+func TestRefreshOutlivingItsClaimKeepsTheHistoryLegal(t *testing.T) {
+	h := newHarness(t, func(c *engine.Config) { c.Log = sharedLog{Log: memlog.New()} })
+	f := h.connect("")
+	other, err := engine.Open(h.ctx, h.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	h.clk.Advance(2 * time.Hour)
+	release := h.prov.Hold()
+	errs := make(chan error, 2)
+	go func() { _, _, err := h.e.Token(h.ctx, "gh"); errs <- err }()
+	h.prov.WaitEntered(t)
+	h.clk.Advance(11 * time.Second) // past the claim: twice the 5 s exchange timeout
+	go func() { _, _, err := other.Token(h.ctx, "gh"); errs <- err }()
+	h.prov.WaitEntered(t)
+	release()
+	for range 2 {
+		if err := <-errs; err != nil {
+			assert.NotContains(t, err.Error(), "illegal transition")
+			var re *engine.RefreshError
+			assert.ErrorAs(t, err, &re, "a refresh either returns a token or the provider's refusal")
+		}
+	}
+	hist, err := h.log.History(h.ctx, f.ID)
+	require.NoError(t, err)
+	g, err := states.Fold(hist)
+	require.NoError(t, err, "the history replays")
+	assert.False(t, g.Conn.Refreshing, "both refreshes recorded an outcome or yielded to the other's")
 }

@@ -322,7 +322,11 @@ func (e *Engine) claimRefresh(ctx context.Context, key TokenKey, st StoredToken,
 	if err != nil || !ok {
 		return nil, st, err
 	}
-	if c := f.Conn; c.Refreshing && e.clock.Now().Before(c.RefreshingSince.Add(e.refreshClaimTTL())) {
+	// A claim with no outcome holds only on a log other engines share
+	// (a Watcher): on a log this engine alone writes, this engine holds
+	// the token's refresh lock, so the claim is an earlier process's that
+	// stopped mid-refresh, and is taken over at once.
+	if c := f.Conn; c.Refreshing && e.shared != nil && e.clock.Now().Before(c.RefreshingSince.Add(e.refreshClaimTTL())) {
 		if err := e.awaitRefresh(ctx, key, f); err != nil {
 			return nil, st, err
 		}
@@ -415,7 +419,16 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 		rerr := &RefreshError{Provider: key.Provider, Account: key.Account, ErrorCode: d.ErrorCode, Message: d.Message, HTTPStatus: d.HTTPStatus, Transient: d.Transient, Err: err}
 		e.logger.Warn("token refresh failed", "provider", key.Provider, "error_code", d.ErrorCode, "http_status", d.HTTPStatus, "transient", d.Transient)
 		if cl != nil {
-			if _, cerr := e.commitOutcome(bg, cl, states.RefreshFailed, d, nil); cerr != nil {
+			_, cerr := e.commitOutcome(bg, cl, states.RefreshFailed, d, nil)
+			if errors.Is(cerr, errClaimLost) {
+				// Another engine's refresh was recorded first: if it
+				// stored a fresh token, that is the answer.
+				if cur, lerr := e.tokens.LoadToken(bg, key); lerr == nil && !e.refreshDue(cur, "") {
+					return oauthToken(cur), cur, nil, nil
+				}
+				return nil, st, nil, rerr
+			}
+			if cerr != nil {
 				return nil, st, nil, errors.Join(rerr, fmt.Errorf("record the failed refresh: %w", cerr))
 			}
 			return nil, st, &cl.flow, rerr
@@ -467,10 +480,23 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 }
 
 // commitOutcome records a refresh's outcome on cl, after any record
-// another writer appended meanwhile (a callback ignored on the flow).
+// another writer appended meanwhile (a callback ignored on the flow). If
+// the refresh outlived its claim and another engine's outcome was
+// recorded first, a success is recorded all the same, with a
+// refresh_started of its own (the provider issued this token last: with
+// rotating refresh tokens the other refresh failed or its token is
+// already replaced), and a failure returns errClaimLost unrecorded: the
+// other engine's outcome stands.
 func (e *Engine) commitOutcome(ctx context.Context, cl *claim, ev states.Event, d states.Data, secrets map[string][]byte) (states.Flow, error) {
+	reclaimed := false
 	for attempt := 0; ; attempt++ {
-		f, err := e.commit(ctx, cl, e.record(cl, ev, d), secrets)
+		recs := e.record(cl, ev, d)
+		if reclaimed {
+			start := e.record(cl, states.RefreshStarted, states.Data{})
+			recs[0].FlowSeq++
+			recs = append(start, recs...)
+		}
+		f, err := e.commit(ctx, cl, recs, secrets)
 		if err == nil || !conflict(err) || attempt == outcomeRetries {
 			return f, err
 		}
@@ -479,8 +505,18 @@ func (e *Engine) commitOutcome(ctx context.Context, cl *claim, ev states.Event, 
 			return f, err
 		}
 		cl.flow = g
+		if !g.Conn.Refreshing {
+			if ev != states.TokenRefreshed {
+				return g, errClaimLost
+			}
+			reclaimed = true
+		}
 	}
 }
+
+// errClaimLost: a refresh outlived its claim, and another engine's
+// refresh of the same token was recorded first.
+var errClaimLost = errors.New("the refresh outlived its claim; another engine's refresh was recorded first")
 
 // transient classifies a failed refresh: no answer, a timeout, or an
 // HTTP 5xx or 429 may pass; an OAuth error answer is the provider's

@@ -196,3 +196,20 @@ func TestSeveralAccountsWithFlowctl(t *testing.T) {
 	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "token", "gh"), "one account left: %s", c.stderr.String())
 	assert.Equal(t, issued[0]+"\n", c.stdout.String())
 }
+
+// flowctl token --force renews a token that has not expired (an API
+// answered 401 to it); the refresh is recorded.
+func TestTokenForce(t *testing.T) {
+	r := newRealFlowd(t, false)
+	f := r.connect(t)
+	ctx := testCtx(t)
+	c := newCLI("")
+	require.Equal(t, ExitOK, c.run(ctx, r.socket, "token", "gh"))
+	assert.Equal(t, r.prov.Issued()[0]+"\n", c.stdout.String(), "valid: handed out as it is")
+	c = newCLI("")
+	require.Equal(t, ExitOK, c.run(ctx, r.socket, "token", "gh", "--force"), c.stderr.String())
+	assert.Equal(t, r.prov.Issued()[2]+"\n", c.stdout.String(), "forced: a new access token")
+	hist, err := r.eng.History(context.Background(), f.ID)
+	require.NoError(t, err)
+	assert.Equal(t, states.TokenRefreshed, hist[len(hist)-1].Event)
+}

@@ -12,6 +12,7 @@ import (
 
 func (a *app) tokenCmd() *cobra.Command {
 	var account, format string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "token <provider>",
 		Short: "Print a valid access token for a connected account",
@@ -19,13 +20,15 @@ func (a *app) tokenCmd() *cobra.Command {
 in $(...). flowd refreshes it first when it has expired or is about to.
 With --json it prints the token with its type, expiry and scopes; the refresh
 token never leaves flowd. --format kubectl prints a kubectl exec credential
-(client.authentication.k8s.io/v1 ExecCredential) instead.
+(client.authentication.k8s.io/v1 ExecCredential) instead. --force refreshes
+it although it has not expired, for an API that answered 401 to it.
 
 A provider with several connected accounts needs --account; the error lists
 them. With one, it is used.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
   flowctl token github --account octocat
   flowctl token google --json
+  flowctl token github --force     # the API said 401: get a new one
   flowctl token dex --format kubectl      # in a kubeconfig's users[].user.exec`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -34,7 +37,11 @@ them. With one, it is used.`,
 			}
 			cl := a.client()
 			defer cl.Close()
-			tok, err := cl.Token(cmd.Context(), args[0], account)
+			get := cl.Token
+			if force {
+				get = cl.ForceRefresh
+			}
+			tok, err := get(cmd.Context(), args[0], account)
 			if err != nil {
 				return fmt.Errorf("get a token for %s: %w", accountLabel(args[0], account), err)
 			}
@@ -50,6 +57,7 @@ them. With one, it is used.`,
 	}
 	cmd.Flags().StringVar(&account, "account", "", "the connected account to use (GitHub login, email, ...), when the provider has several")
 	cmd.Flags().StringVar(&format, "format", "raw", "raw (the bare token), or kubectl (an ExecCredential for kubectl's exec plugin)")
+	cmd.Flags().BoolVar(&force, "force", false, "refresh the token although it has not expired")
 	return cmd
 }
 

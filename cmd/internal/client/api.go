@@ -103,6 +103,20 @@ func (c *Client) Token(ctx context.Context, provider, account string) (wire.Toke
 	return out, err
 }
 
+// ForceRefresh has flowd refresh the account's token at provider
+// (account as for Token) although it has not expired (an API answered 401
+// to it) and returns the new one.
+func (c *Client) ForceRefresh(ctx context.Context, provider, account string) (wire.TokenResponse, error) {
+	var out wire.TokenResponse
+	q := accountQuery(account)
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("force", "true")
+	err := c.route(ctx, wire.RouteToken, []string{provider}, q, nil, &out, 30*time.Second)
+	return out, err
+}
+
 // Disconnect revokes the account's stored token at provider (account as
 // for Token) at the provider when it can and removes it; the response
 // says what the provider was told.

@@ -197,11 +197,11 @@ func TestExampleConfigLoads(t *testing.T) {
 func TestRevocationURL(t *testing.T) {
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"revocation_endpoint":%q}`,
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"revocation_endpoint":%q,"token_endpoint_auth_methods_supported":["none"]}`,
 			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token", srv.URL+"/dex/revoke")
 	}))
 	defer srv.Close()
-	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\nclient_secret = \"s\"\n", srv.URL+"/dex")), nil)
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/dex")), nil)
 	require.NoError(t, err)
 	require.NoError(t, c.Resolve(context.Background(), srv.Client(), time.Second))
 	assert.Equal(t, srv.URL+"/dex/revoke", c.Providers[0].Engine().RevocationURL)

@@ -393,11 +393,20 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
+	get := s.cfg.Engine.TokenFor
+	switch r.URL.Query().Get("force") {
+	case "", "false":
+	case "true":
+		get = s.cfg.Engine.ForceRefresh // an API refused the token before it expired
+	default:
+		s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "force must be true or false")
+		return
+	}
 	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
 	var tok *oauth2.Token
 	var st engine.StoredToken
 	if err == nil {
-		tok, st, err = s.cfg.Engine.TokenFor(r.Context(), key)
+		tok, st, err = get(r.Context(), key)
 	}
 	if err != nil {
 		status, code, msg := tokenError(err, key)

@@ -285,6 +285,11 @@ func (c *countingEngine) TokenFor(ctx context.Context, k engine.TokenKey) (*oaut
 	return c.Engine.TokenFor(ctx, k)
 }
 
+func (c *countingEngine) ForceRefresh(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
+	c.calls.Add(1)
+	return c.Engine.ForceRefresh(ctx, k)
+}
+
 func (c *countingEngine) DisconnectFor(ctx context.Context, k engine.TokenKey) (engine.Disconnection, error) {
 	c.calls.Add(1)
 	return c.Engine.DisconnectFor(ctx, k)

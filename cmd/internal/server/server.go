@@ -39,6 +39,7 @@ type Engine interface {
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
 	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
+	ForceRefresh(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
 	DisconnectFor(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
 	Connections(ctx context.Context) ([]engine.Connection, error)
 	ResolveAccount(ctx context.Context, key engine.TokenKey) (engine.TokenKey, error)

@@ -276,14 +276,14 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+	// BrowserBound is true once the flow's launch link was opened: only the
+	// browser that opened it may deliver its loopback callback.
+	BrowserBound bool `json:"browser_bound,omitempty"`
 	// Connection is how the connection a complete flow produced stands,
 	// from its token events alone: healthy, refresh_failing,
 	// needs_reconnect, refreshing or disconnected. Empty for flows that
 	// stored no token. (flowctl status judges expiry with the clock too.)
 	Connection string `json:"connection,omitempty"`
-	// BrowserBound is true once the flow's launch link was opened: only the
-	// browser that opened it may deliver its loopback callback.
-	BrowserBound bool `json:"browser_bound,omitempty"`
 }
 
 // FlowFrom converts the engine's view of a flow to its wire form.
