@@ -266,7 +266,9 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	}
 	d := states.Data{
 		Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true,
-		Account: account, Subject: id.Subject, Email: id.Email,
+		// The account is recorded when the identity named it; otherwise it
+		// is the created record's (records stay small on the hot path).
+		Account: id.Account, Subject: id.Subject, Email: id.Email,
 	}
 	if !st.Expiry.IsZero() {
 		exp := st.Expiry
