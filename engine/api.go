@@ -81,11 +81,12 @@ type Hooks struct {
 	Connection func(c Connection)
 }
 
-// Config configures an Engine. Only Log and Providers are required.
+// Config configures an Engine. Only Log is required.
 type Config struct {
 	// Log is the durable event log. The caller opens and closes it.
 	Log Log
-	// Providers are the authorization servers flows may start against.
+	// Providers are the authorization servers flows may start against at
+	// first; SetProviders, AddProvider and RemoveProvider change them later.
 	Providers []Provider
 	// Tokens stores tokens of completed flows. Default: sealed in Log's secrets.
 	Tokens TokenStore

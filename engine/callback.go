@@ -132,6 +132,20 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		return f, nil, false
 	}
+	// The provider is read once, here: the exchange uses these settings
+	// even if the providers change while it runs. A provider removed while
+	// the flow waited ends it before exchange_started: its code is never
+	// sent to a server the engine no longer trusts with it.
+	prov, err := e.provider(f.Provider)
+	if err != nil {
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.ProviderRemoved, Message: fmt.Sprintf("provider %q was removed before the callback arrived; the code was not used", clip(f.Provider, 100)),
+		}), e.dropFlowSecrets(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		return f, nil, false
+	}
 	verifier, ok := lf.verifier, lf.verifier != ""
 	if !ok {
 		plain, found, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
@@ -149,7 +163,6 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		nonce = string(plain)
 	}
-	var err error
 	// Only the engine whose exchange_started lands redeems the code.
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
 		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
@@ -162,7 +175,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	locked = false
 	// The outcome is recorded even if the caller goes away: the code is spent.
 	bg := context.WithoutCancel(ctx)
-	outcome := e.exchange(bg, f, p.Code, verifier, ok, nonce)
+	outcome := e.exchange(bg, prov, f, p.Code, verifier, ok, nonce)
 	lf.mu.Lock()
 	locked = true
 	lf.exchanging = false
@@ -211,7 +224,7 @@ type outcome struct {
 // in (Config.Identify), and stores the token, or, when tokens are kept in
 // the log, returns it in the outcome's secrets. A token whose user is not
 // established is not stored: an earlier connection of the account stays.
-func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool, nonce string) outcome {
+func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code, verifier string, haveVerifier bool, nonce string) outcome {
 	failed := func(d states.Data) outcome {
 		d.Reason = states.ExchangeFailed
 		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
@@ -219,10 +232,6 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	}
 	if !haveVerifier {
 		return failed(states.Data{ErrorCode: "verifier_missing", Message: "the flow's PKCE verifier is missing from the sealed store; start a new connect"})
-	}
-	p, err := e.provider(f.Provider)
-	if err != nil {
-		return failed(states.Data{ErrorCode: "unknown_provider", Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)})
 	}
 	oc := p.oauth
 	oc.RedirectURL = f.RedirectURI

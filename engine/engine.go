@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,15 +51,17 @@ const (
 // of it. Live flows are held in memory, one small struct each; finished
 // flows are read back from the Log on demand.
 type Engine struct {
-	log       Log
-	tokens    TokenStore
-	clock     Clock
-	rand      io.Reader
-	logger    *slog.Logger
-	hooks     Hooks
-	http      *http.Client
-	providers map[string]*provider
-	names     []string
+	log    Log
+	tokens TokenStore
+	clock  Clock
+	rand   io.Reader
+	logger *slog.Logger
+	hooks  Hooks
+	http   *http.Client
+	// providers is the current providerSet; provMu serializes the
+	// writers that replace it (readers only load it).
+	providers atomic.Pointer[providerSet]
+	provMu    sync.Mutex
 	cfg       Config
 	fpKey     []byte
 	// fpMACs pools HMAC states keyed with fpKey: keying one hashes the
@@ -211,19 +212,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.http == nil {
 		e.http = &http.Client{Timeout: cfg.ExchangeTimeout}
 	}
-	e.providers = map[string]*provider{}
-	for _, p := range cfg.Providers {
-		if err := validateProvider(p); err != nil {
-			return nil, fmt.Errorf("engine: open: %w", err)
-		}
-		if _, dup := e.providers[p.Name]; dup {
-			return nil, fmt.Errorf("engine: open: provider %q is configured twice", p.Name)
-		}
-		p.AuthMethod = authMethodOf(p)
-		e.providers[p.Name] = &provider{Provider: p, oauth: oauthConfig(p)}
-		e.names = append(e.names, p.Name)
+	set, err := newProviderSet(cfg.Providers)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open: %w", err)
 	}
-	sort.Strings(e.names)
+	e.providers.Store(set)
 	if err := e.loadFingerprintKey(ctx); err != nil {
 		return nil, err
 	}
@@ -331,8 +324,9 @@ func (e *Engine) enter() error {
 	return nil
 }
 
-// Providers lists the configured providers' names, sorted.
-func (e *Engine) Providers() []string { return slices.Clone(e.names) }
+// Providers lists the configured providers' names, sorted. Providers can
+// change at run time (SetProviders): the list is a snapshot.
+func (e *Engine) Providers() []string { return slices.Clone(e.providers.Load().names) }
 
 // Provider returns the named provider's configuration.
 func (e *Engine) Provider(name string) (Provider, error) {
@@ -344,9 +338,10 @@ func (e *Engine) Provider(name string) (Provider, error) {
 }
 
 func (e *Engine) provider(name string) (*provider, error) {
-	p, ok := e.providers[name]
+	set := e.providers.Load()
+	p, ok := set.byName[name]
 	if !ok {
-		return nil, &UnknownProviderError{Name: name, Known: slices.Clone(e.names)}
+		return nil, &UnknownProviderError{Name: name, Known: slices.Clone(set.names)}
 	}
 	return p, nil
 }

@@ -144,25 +144,27 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, born uint64) []string {
 	e.mu.Lock()
 	var older []*liveFlow
+	var olderIDs []string
 	var self, newest *liveFlow
+	var newestID string // the map's key: newest.flow is guarded by newest.mu, not e.mu
 	for id, o := range e.owners[owner] {
 		switch {
 		case id == newID:
 			self = o
 		case o.born < born:
-			older = append(older, o)
+			older, olderIDs = append(older, o), append(olderIDs, id)
 		case newest == nil || o.born > newest.born:
-			newest = o
+			newest, newestID = o, id
 		}
 	}
 	e.mu.Unlock()
 	if self != nil && newest != nil {
-		e.endSuperseded(ctx, self, newest.flow.ID)
+		e.endSuperseded(ctx, self, newestID)
 	}
 	var ended []string
-	for _, o := range older {
+	for i, o := range older {
 		if e.endSuperseded(ctx, o, newID) {
-			ended = append(ended, o.flow.ID)
+			ended = append(ended, olderIDs[i])
 		}
 	}
 	sort.Strings(ended)
@@ -197,11 +199,27 @@ func sortedKeys(m map[string]string) []string {
 // before encoding: 32 random bytes, 43 URL-safe characters.
 const tokenBytes = 32
 
+// maxStateRedraws bounds the redraws of a state's first byte, so a broken
+// random source is an error rather than a hang. A working one needs a
+// redraw once in 64 flows, two in a row once in 4096.
+const maxStateRedraws = 64
+
+// ErrRandomSource: the random source keeps producing bytes no state can
+// begin with; it is not random.
+var ErrRandomSource = errors.New("random source is not random")
+
 // newFlowSecrets returns a new flow's state, PKCE verifier and, when
 // withNonce, its OpenID Connect nonce, each tokenBytes random bytes from
 // the engine's source, URL-safe encoded, drawn in one read (one getrandom
 // call for all on the system source). Flows without a nonce draw exactly
 // what they drew before nonces existed, so recorded runs stay the same.
+//
+// A state never begins with '-': command lines take such an argument for
+// flags (flowctl status -3fa9...). base64url encodes the first byte's top
+// six bits as the first character, '-' being 62 (0xF8-0xFB); that byte is
+// drawn again until it encodes otherwise. The state stays 43 characters of
+// the URL-safe alphabet, uniform over those not beginning with '-': 255.98
+// bits of entropy instead of 256.
 func (e *Engine) newFlowSecrets(withNonce bool) (state, verifier, nonce string, err error) {
 	var buf [3 * tokenBytes]byte
 	b := buf[:2*tokenBytes]
@@ -210,6 +228,14 @@ func (e *Engine) newFlowSecrets(withNonce bool) (state, verifier, nonce string, 
 	}
 	if _, err := io.ReadFull(e.rand, b); err != nil {
 		return "", "", "", err
+	}
+	for i := 0; b[0]>>2 == 62; i++ {
+		if i == maxStateRedraws {
+			return "", "", "", fmt.Errorf("%w: %d draws in a row would begin the state with '-'", ErrRandomSource, maxStateRedraws+1)
+		}
+		if _, err := io.ReadFull(e.rand, b[:1]); err != nil {
+			return "", "", "", err
+		}
 	}
 	enc := base64.RawURLEncoding.EncodeToString
 	state, verifier = enc(b[:tokenBytes]), enc(b[tokenBytes:2*tokenBytes])

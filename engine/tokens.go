@@ -437,6 +437,8 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 	}
 	rotated := fresh.RefreshToken != "" && fresh.RefreshToken != st.RefreshToken
 	st.AccessToken, st.Expiry = fresh.AccessToken, e.expiry(fresh)
+	// A new access token: obtained_at says how old the one in hand is.
+	st.Obtained = e.clock.Now().UTC()
 	if fresh.TokenType != "" {
 		st.TokenType = fresh.TokenType
 	}

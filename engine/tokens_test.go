@@ -263,3 +263,24 @@ func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
 	release()
 	require.NoError(t, <-done)
 }
+
+// obtained_at tells a user how old the access token in hand is: a refresh
+// gets a new access token, so it is obtained anew.
+func TestTokenRefreshUpdatesObtained(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	_, st, err := h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	connected := st.Obtained
+	require.False(t, connected.IsZero())
+
+	h.clk.Advance(time.Hour)
+	_, st, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, st.Obtained.Sub(connected), "a refreshed token was obtained at the refresh")
+
+	// And it is what is stored, not only what this call returned.
+	_, st, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, st.Obtained.Sub(connected))
+}

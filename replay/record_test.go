@@ -194,6 +194,16 @@ var recordings = []recording{
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.Canceled)
 	}},
+	{"provider_removed", "the flow's provider is removed while the user is at its login page; the callback ends the flow without exchange_started, the code unsent", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(9 * time.Second)
+		code := s.authorize(st.AuthURL)
+		require.NoError(s.t, s.eng.RemoveProvider("github"))
+		f := s.callback(st, code)
+		s.outcome(f, states.Error, states.ProviderRemoved)
+		assert.Zero(s.t, s.prov.CodeRequests(), "the code was not sent")
+	}},
 	{"superseded", "a second connect for the same account ends the first (superseded, naming the second), which then completes", func(s *session) {
 		s.open()
 		first := s.start(engine.StartRequest{Provider: "github", Account: "alice"})

@@ -157,6 +157,10 @@ const (
 	Superseded          Reason = "superseded"
 	DeadlineExpired     Reason = "expired"
 	ExpiredWhileDown    Reason = "expired_while_down"
+	// ProviderRemoved: the flow's provider was removed from the engine
+	// while the flow waited; its callback ended it without sending the
+	// code anywhere.
+	ProviderRemoved Reason = "provider_removed"
 	// IssuerMismatch: the redirect's iss was not the issuer the flow
 	// expects, or was missing where the issuer promised to send it (RFC
 	// 9207 section 2.4). The code was never sent to the token endpoint:
@@ -178,7 +182,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, IdentityInvalid, AccountMismatch},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, ProviderRemoved, IdentityInvalid, AccountMismatch},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -206,6 +210,8 @@ func (r Reason) Describe() string {
 		return "no callback arrived before the deadline"
 	case ExpiredWhileDown:
 		return "the deadline passed while flowd was not running"
+	case ProviderRemoved:
+		return "the provider was removed from the configuration before the callback arrived; the code was not used"
 	case IssuerMismatch:
 		return "the redirect did not come from the expected authorization server (its iss did not match), so its code was not used"
 	case IdentityInvalid:

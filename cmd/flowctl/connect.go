@@ -21,7 +21,10 @@ type connectOpts struct {
 	scopes    []string
 	transport string
 	noBrowser bool
-	timeout   time.Duration
+	// timeout is sent only when --timeout was given: otherwise flowd's
+	// configured ttl applies.
+	timeout    time.Duration
+	timeoutSet bool
 }
 
 func (a *app) connectCmd() *cobra.Command {
@@ -56,6 +59,7 @@ do the browser part and then run: flowctl wait <state>.
   flowctl connect github --no-browser --json       # script the browser part`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.timeoutSet = cmd.Flags().Changed("timeout")
 			return a.connect(cmd.Context(), args[0], o)
 		},
 	}
@@ -64,7 +68,7 @@ do the browser part and then run: flowctl wait <state>.
 	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated, on top of those the account was already granted (default: the provider's configured scopes)")
 	f.StringVar(&o.transport, "transport", string(states.Loopback), "how the redirect reaches flowd: loopback, gateway or manual")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
-	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the flow waits for your approval")
+	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
 	return cmd
 }
 
@@ -72,8 +76,12 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	if !states.Transport(o.transport).Valid() {
 		return usagef("unknown transport %q: use loopback, gateway or manual", o.transport)
 	}
-	if o.timeout <= 0 {
-		return usagef("--timeout must be positive, like 5m")
+	ttl := ""
+	if o.timeoutSet {
+		if o.timeout <= 0 {
+			return usagef("--timeout must be positive, like 5m")
+		}
+		ttl = o.timeout.String()
 	}
 	cl := a.client()
 	defer cl.Close()
@@ -82,7 +90,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 		Account:   o.account,
 		Scopes:    splitList(o.scopes),
 		Transport: o.transport,
-		TTL:       o.timeout.String(),
+		TTL:       ttl,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -109,7 +117,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	} else {
 		var cd *countdown
 		if !a.json && a.isTerminal(a.stdout) {
-			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", st.ExpiresAt, a.now, a.tick)
+			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", "cancels", st.ExpiresAt, a.now, a.tick)
 		}
 		flow, err = a.waitFlow(ctx, cl, st.State, st.ExpiresAt, cd)
 		cd.Stop()

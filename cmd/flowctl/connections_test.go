@@ -19,19 +19,19 @@ import (
 	"flowd.local/flowd/states"
 )
 
-// realFlowd is flowd's real server and engine (memlog, a fake clock) on a
+// engineFlowd is flowd's real server and engine (memlog, a fake clock) on a
 // unix socket, with one provider "gh" at a fake OAuth server, for the
 // commands whose output comes from the engine's records.
-type realFlowd struct {
+type engineFlowd struct {
 	socket string
 	eng    *engine.Engine
 	prov   *oauthtest.Server
 	clk    *fakeclock.Clock
 }
 
-func newRealFlowd(t *testing.T, revocation bool) *realFlowd {
+func newEngineFlowd(t *testing.T, revocation bool) *engineFlowd {
 	t.Helper()
-	r := &realFlowd{prov: oauthtest.New(t, oauthtest.Options{}), clk: fakeclock.New(time.Now().UTC().Truncate(time.Second))}
+	r := &engineFlowd{prov: oauthtest.New(t, oauthtest.Options{}), clk: fakeclock.New(time.Now().UTC().Truncate(time.Second))}
 	p := engine.Provider{Name: "gh", AuthURL: r.prov.AuthURL, TokenURL: r.prov.TokenURL, AuthMethod: engine.AuthMethod(r.prov.AuthMethod),
 		ClientID: r.prov.ClientID, ClientSecret: r.prov.ClientSecret, Scopes: []string{"repo"}}
 	if revocation {
@@ -57,7 +57,7 @@ func newRealFlowd(t *testing.T, revocation bool) *realFlowd {
 }
 
 // connect completes a connect for gh without a browser.
-func (r *realFlowd) connect(t *testing.T) states.Flow {
+func (r *engineFlowd) connect(t *testing.T) states.Flow {
 	t.Helper()
 	st, err := r.eng.Start(context.Background(), engine.StartRequest{Provider: "gh"})
 	require.NoError(t, err)
@@ -73,7 +73,7 @@ func (r *realFlowd) connect(t *testing.T) states.Flow {
 // shows the refresh events and the connection; disconnect says the
 // provider revoked the token.
 func TestStatusListsConnections(t *testing.T) {
-	r := newRealFlowd(t, true)
+	r := newEngineFlowd(t, true)
 	ctx := testCtx(t)
 	c := newCLI("")
 	require.Equal(t, ExitOK, c.run(ctx, r.socket, "status"))
@@ -144,7 +144,7 @@ func TestStatusListsConnections(t *testing.T) {
 // A provider without a revocation endpoint: disconnect says the token
 // stays valid there.
 func TestDisconnectWithoutRevocationSaysSo(t *testing.T) {
-	r := newRealFlowd(t, false)
+	r := newEngineFlowd(t, false)
 	r.connect(t)
 	c := newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "disconnect", "gh"))
@@ -152,7 +152,7 @@ func TestDisconnectWithoutRevocationSaysSo(t *testing.T) {
 }
 
 // connectAs completes a connect for gh's account.
-func (r *realFlowd) connectAs(t *testing.T, account string) states.Flow {
+func (r *engineFlowd) connectAs(t *testing.T, account string) states.Flow {
 	t.Helper()
 	st, err := r.eng.Start(context.Background(), engine.StartRequest{Provider: "gh", Account: account})
 	require.NoError(t, err)
@@ -167,7 +167,7 @@ func (r *realFlowd) connectAs(t *testing.T, account string) states.Flow {
 // connections; status, token and disconnect pick one with --account, and
 // token without it names both.
 func TestSeveralAccountsWithFlowctl(t *testing.T) {
-	r := newRealFlowd(t, false)
+	r := newEngineFlowd(t, false)
 	r.connectAs(t, "octocat")
 	r.connectAs(t, "hubot")
 	issued := r.prov.Issued()
@@ -200,7 +200,7 @@ func TestSeveralAccountsWithFlowctl(t *testing.T) {
 // flowctl token --force renews a token that has not expired (an API
 // answered 401 to it); the refresh is recorded.
 func TestTokenForce(t *testing.T) {
-	r := newRealFlowd(t, false)
+	r := newEngineFlowd(t, false)
 	f := r.connect(t)
 	ctx := testCtx(t)
 	c := newCLI("")

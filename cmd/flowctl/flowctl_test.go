@@ -511,3 +511,25 @@ func TestTablesHaveNoTrailingBlanks(t *testing.T) {
 		}
 	}
 }
+
+// The config's ttl applies to flowctl connect unless --timeout is given:
+// flowctl sends no ttl of its own by default (issue 11, part 3).
+func TestConnectUsesConfiguredTTLUnlessTimeoutGiven(t *testing.T) {
+	socket, _ := realFlowd(t, "ttl = \"3s\"\n"+staticProvider)
+	lifetime := func(args ...string) time.Duration {
+		t.Helper()
+		c := newCLI("")
+		require.Equal(t, ExitOK, c.run(testCtx(t), socket, append([]string{"connect", "fake", "--no-browser", "--json"}, args...)...), c.stderr.String())
+		state := oneJSON(t, c.stdout.String())["state"].(string)
+		c = newCLI("")
+		require.Equal(t, ExitOK, c.run(testCtx(t), socket, "status", state, "--json"), c.stderr.String())
+		m := oneJSON(t, c.stdout.String())
+		created, err := time.Parse(time.RFC3339Nano, m["created_at"].(string))
+		require.NoError(t, err)
+		expires, err := time.Parse(time.RFC3339Nano, m["expires_at"].(string))
+		require.NoError(t, err)
+		return expires.Sub(created)
+	}
+	require.Equal(t, 3*time.Second, lifetime(), "no --timeout: the config's ttl")
+	require.Equal(t, 90*time.Second, lifetime("--timeout", "90s"), "--timeout overrides the config")
+}

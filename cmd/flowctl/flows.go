@@ -18,7 +18,9 @@ import (
 )
 
 const stateArgHelp = `<state> is a flow's state, a unique prefix of it (as 'flowctl list' shows),
-or the whole callback URL the browser ended on.`
+or the whole callback URL the browser ended on. A state beginning with '-'
+(older flowd issued some) is taken as the state, not as flags; a shorter
+prefix beginning with '-' needs "--" before it: flowctl status -- -3fa9`
 
 func (a *app) statusCmd() *cobra.Command {
 	var wait time.Duration
@@ -261,7 +263,7 @@ flow running in flowd.
 			if err == nil && !f.Terminal {
 				var cd *countdown
 				if !a.json && a.isTerminal(a.stdout) {
-					cd = startCountdown(a.stdout, "Waiting for flow "+shortID(f.State)+":", f.ExpiresAt, a.now, a.tick)
+					cd = startCountdown(a.stdout, "Waiting for flow "+shortID(f.State)+":", "stops waiting", f.ExpiresAt, a.now, a.tick)
 				}
 				f, err = a.waitFlow(ctx, cl, f.State, f.ExpiresAt, cd)
 				cd.Stop()

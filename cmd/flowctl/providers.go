@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -118,37 +120,127 @@ func (a *app) providersCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "providers",
 		Short: "List the providers flowd is configured for",
-		Long: `providers lists the providers in flowd's config file, with their client id,
-default scopes, token endpoint auth method (and where it came from: setting,
-preset, discovery or default), whether the redirect's iss is required or
-checked (RFC 9207), and endpoints. Client secrets are never shown.`,
+		Long: `providers lists the providers in flowd's config file, with their status,
+client id, default scopes, token endpoint auth method (and where it came from:
+setting, preset, discovery or default), whether the redirect's iss is required
+or checked (RFC 9207), and endpoints. Client secrets are never shown.
+
+A provider configured by OIDC issuer is unavailable while its issuer has not
+answered discovery: flowd started without it, retries in the background, and
+adds it without a restart once the issuer answers. The reason (the last
+discovery error) is printed below the table, and is in --json as unavailable.`,
 		Example: `  flowctl providers
   flowctl providers --json`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl := a.client()
 			defer cl.Close()
-			ps, err := cl.Providers(cmd.Context())
+			info, err := cl.ProvidersInfo(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("list providers: %w", err)
 			}
+			ps := info.Providers
 			if ps == nil {
 				ps = []wire.Provider{}
 			}
 			if a.json {
-				return a.writeJSON(wire.ProvidersResponse{Providers: ps})
+				info.Providers = ps
+				return a.writeJSON(info)
 			}
 			if len(ps) == 0 {
-				fmt.Fprintln(a.stdout, "No providers are configured; add one to flowd's config file and restart flowd.")
+				fmt.Fprintln(a.stdout, noProvidersMessage(info))
 				return nil
 			}
 			tw := newTable(a.stdout, 2)
-			fmt.Fprintln(tw, "NAME\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tAUTH URL")
+			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tAUTH URL")
+			var down []wire.Provider
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
-					authMethodText(p), issText(p), p.AuthURL)
+				authURL, status := p.AuthURL, cmp.Or(p.Status, wire.ProviderAvailable)
+				if p.Unavailable != nil {
+					down = append(down, p)
+					authURL = "(discovering " + p.Issuer + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
+					authMethodText(p), issText(p), authURL)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, p := range down {
+				u := p.Unavailable
+				next := ""
+				if !u.NextAttempt.IsZero() {
+					next = ", next at " + u.NextAttempt.Local().Format(time.TimeOnly)
+				}
+				fmt.Fprintf(a.stdout, "\n%s is unavailable since %s (%d discovery attempt(s)%s; flowd keeps retrying and adds it without a restart):\n  %s\n",
+					p.Name, u.Since.Local().Format(time.TimeOnly), u.Attempts, next, u.Reason)
+			}
+			return nil
+		},
+	}
+}
+
+// noProvidersMessage says which file to edit and how to apply it.
+func noProvidersMessage(info wire.ProvidersResponse) string {
+	switch {
+	case info.ConfigFile == "":
+		// An older flowd that does not say which file it read.
+		return "No providers are configured; add one to flowd's config file (flowd -help-config shows how), then run: flowctl reload"
+	case !info.ConfigFileFound:
+		return fmt.Sprintf("No providers are configured: flowd found no config file at %s. Create it with a provider (flowd -help-config shows how), then run: flowctl reload", info.ConfigFile)
+	}
+	return fmt.Sprintf("No providers are configured in %s, the config file flowd read. Add one (flowd -help-config shows how), then run: flowctl reload", info.ConfigFile)
+}
+
+func (a *app) reloadCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload",
+		Short: "Make flowd re-read its config file, without a restart",
+		Long: `reload asks flowd to read its config file again and apply it while flows
+run (as SIGHUP to flowd does). The whole file is checked first: if it is
+invalid, flowd says which file, field and reason, keeps the config it had,
+and reload exits 1. Settings that apply only when flowd starts (listen,
+socket, state_dir, ...) are named; restart flowd for those.
+
+` + exitCodesHelp,
+		Example: `  flowctl reload
+  flowctl reload --json`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := a.client()
+			defer cl.Close()
+			res, err := cl.Reload(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("reload: %w", err)
+			}
+			if a.json {
+				return a.writeJSON(res)
+			}
+			where := res.ConfigFile
+			if !res.ConfigFileFound {
+				where += " (no such file: no providers)"
+			}
+			fmt.Fprintf(a.stdout, "Reloaded %s.\n", where)
+			if len(res.Providers) == 0 {
+				fmt.Fprintln(a.stdout, "Providers: none.")
+			} else {
+				fmt.Fprintf(a.stdout, "Providers: %s.\n", strings.Join(res.Providers, ", "))
+			}
+			for _, c := range []struct {
+				what  string
+				names []string
+			}{{"Added", res.Added}, {"Removed", res.Removed}, {"Changed", res.Changed}} {
+				if len(c.names) > 0 {
+					fmt.Fprintf(a.stdout, "%s: %s.\n", c.what, strings.Join(c.names, ", "))
+				}
+			}
+			if len(res.Unavailable) > 0 {
+				fmt.Fprintf(a.stdout, "Unavailable: %s (the OIDC issuer did not answer; flowd keeps retrying and adds it once it does: see flowctl providers).\n", strings.Join(res.Unavailable, ", "))
+			}
+			if len(res.RestartNeeded) > 0 {
+				fmt.Fprintf(a.stdout, "Restart flowd to apply: %s (these apply only when it starts).\n", strings.Join(res.RestartNeeded, ", "))
+			}
+			return nil
 		},
 	}
 }

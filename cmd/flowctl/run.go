@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"flowd.local/flowd/cmd/internal/client"
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 )
 
@@ -117,7 +118,7 @@ type app struct {
 func runWith(ctx context.Context, args []string, d *deps) int {
 	a := &app{deps: d}
 	root := a.rootCmd()
-	root.SetArgs(args)
+	root.SetArgs(stateArgsLast(root, args))
 	_, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
@@ -240,6 +241,11 @@ func (a *app) socket() string {
 	if s := a.getenv(wire.SocketEnv); s != "" {
 		return s
 	}
+	// A flowd started with FLOWD_STATE_DIR keeps its socket there when
+	// there is no XDG_RUNTIME_DIR: look where it does.
+	if d := a.getenv(wire.StateDirEnv); d != "" {
+		return wire.SocketPathIn(d)
+	}
 	return wire.DefaultSocketPath()
 }
 
@@ -262,22 +268,25 @@ first (run: flowd).
   flowctl exec --env GITHUB_TOKEN=github -- gh repo list`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("flowctl {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else $XDG_STATE_HOME/flowd/flowd.sock, else ~/.local/state/flowd/flowd.sock)")
+	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in $"+wire.StateDirEnv+", $XDG_STATE_HOME/flowd or ~/.local/state/flowd)")
 	pf.BoolVar(&a.json, "json", false, "print exactly one JSON object on stdout (log export: JSON lines)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
 	root.AddCommand(
 		a.connectCmd(),
-		a.statusCmd(),
-		a.waitCmd(),
-		a.cancelCmd(),
+		takesState(a.statusCmd()),
+		takesState(a.waitCmd()),
+		takesState(a.cancelCmd()),
 		a.listCmd(),
 		a.tokenCmd(),
 		a.disconnectCmd(),
 		a.providersCmd(),
-		a.inspectCmd(),
+		a.reloadCmd(),
+		takesState(a.inspectCmd()),
 		a.logCmd(),
 		a.replayCmd(),
 		a.graphCmd(),
@@ -290,6 +299,7 @@ first (run: flowd).
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.InitDefaultCompletionCmd()
+	a.registerCompletions(root)
 	markRunErrors(root)
 	return root
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -23,15 +22,9 @@ import (
 )
 
 // asFlowctlEnv makes this test binary run as flowctl, so real git and
-// kubectl can call it as their helper.
-const asFlowctlEnv = "FLOWCTL_TEST_AS_FLOWCTL"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(asFlowctlEnv) == "1" {
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
+// kubectl can call it as their helper (TestMain). A FLOWD_TEST_ knob: the
+// hermetic environment keeps it.
+const asFlowctlEnv = "FLOWD_TEST_AS_FLOWCTL"
 
 // flowctlExe is this test binary, which runs as flowctl with asFlowctlEnv set.
 func flowctlExe(t *testing.T) string {

@@ -47,7 +47,8 @@ type Provider struct {
 	// ClientID is the audience an ID token must be issued to.
 	ClientID string
 	// IDTokenIssuer and JWKSURL verify ID tokens: iss must be the issuer,
-	// and the signature a key the JWKS publishes. Both, or neither.
+	// and the signature a key the JWKS publishes. Without JWKSURL the
+	// issuer's discovery document names it, fetched on first use.
 	IDTokenIssuer string
 	JWKSURL       string
 	// UserInfoURL is read with the access token when no ID token decides
@@ -98,7 +99,7 @@ func (i *identifier) identify(ctx context.Context, p engine.Provider, tok *oauth
 	raw, _ := tok.Extra("id_token").(string)
 	oidcFlow := nonce != "" || raw != ""
 	switch {
-	case oidcFlow && cp.IDTokenIssuer != "" && cp.JWKSURL != "":
+	case oidcFlow && cp.IDTokenIssuer != "":
 		if raw == "" {
 			return engine.Identity{}, ErrNoIDToken
 		}
@@ -109,25 +110,41 @@ func (i *identifier) identify(ctx context.Context, p engine.Provider, tok *oauth
 	return engine.Identity{}, nil
 }
 
-func (i *identifier) verifier(cp Provider) *oidc.IDTokenVerifier {
+func (i *identifier) verifier(ctx context.Context, cp Provider) (*oidc.IDTokenVerifier, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	v := i.verifiers[cp.Name]
-	if v == nil {
-		// The key set keeps this context for every fetch of the JWKS: a
-		// long-lived one carrying flowd's HTTP client.
-		keys := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), i.opts.HTTPClient), cp.JWKSURL)
-		v = oidc.NewVerifier(cp.IDTokenIssuer, keys, &oidc.Config{ClientID: cp.ClientID, Now: i.opts.Now})
-		i.verifiers[cp.Name] = v
+	if v := i.verifiers[cp.Name]; v != nil {
+		return v, nil
 	}
-	return v
+	// The key set keeps this context for every fetch of the JWKS: a
+	// long-lived one carrying flowd's HTTP client.
+	keysCtx := oidc.ClientContext(context.Background(), i.opts.HTTPClient)
+	cfg := &oidc.Config{ClientID: cp.ClientID, Now: i.opts.Now}
+	var v *oidc.IDTokenVerifier
+	if cp.JWKSURL != "" {
+		v = oidc.NewVerifier(cp.IDTokenIssuer, oidc.NewRemoteKeySet(keysCtx, cp.JWKSURL), cfg)
+	} else {
+		// Discovery names jwks_uri (and checks the issuer is exactly the
+		// one asked for). Not cached on failure: the next sign-in asks again.
+		op, err := oidc.NewProvider(oidc.ClientContext(ctx, i.opts.HTTPClient), cp.IDTokenIssuer)
+		if err != nil {
+			return nil, fmt.Errorf("find the issuer's keys: %w", err)
+		}
+		v = op.VerifierContext(keysCtx, cfg)
+	}
+	i.verifiers[cp.Name] = v
+	return v, nil
 }
 
 // verifyIDToken checks the ID token as OpenID Connect Core 1.0 section
 // 3.1.3.7 asks: signature by a key of the issuer's JWKS, iss, aud (this
 // client), exp, and the nonce the authorization request carried.
 func (i *identifier) verifyIDToken(ctx context.Context, cp Provider, raw, nonce string) (engine.Identity, error) {
-	idt, err := i.verifier(cp).Verify(ctx, raw)
+	v, err := i.verifier(ctx, cp)
+	if err != nil {
+		return engine.Identity{}, fmt.Errorf("verify the ID token: %w", err)
+	}
+	idt, err := v.Verify(ctx, raw)
 	if err != nil {
 		return engine.Identity{}, fmt.Errorf("verify the ID token: %w", err)
 	}

@@ -44,6 +44,12 @@ func newIssuer(t *testing.T) *issuer {
 	is.forger, err = rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"issuer": is.url, "jwks_uri": is.url + "/keys",
+				"authorization_endpoint": is.url + "/auth", "token_endpoint": is.url + "/token"})
+			return
+		}
 		if r.URL.Path != "/keys" {
 			http.NotFound(w, r)
 			return
@@ -171,4 +177,18 @@ func TestUserInfo(t *testing.T) {
 	none, err := identify(context.Background(), engine.Provider{Name: "unconfigured"}, &oauth2.Token{AccessToken: "x"}, "")
 	require.NoError(t, err)
 	assert.Equal(t, engine.Identity{}, none, "a provider with no way to identify users names no one")
+}
+
+// An issuer whose JWKS URL flowd was not told (discovery had not answered
+// when flowd started) is discovered on first use.
+func TestDiscoversKeysWhenNotGiven(t *testing.T) {
+	is := newIssuer(t)
+	p := is.provider()
+	p.JWKSURL = ""
+	identify := identity.New([]identity.Provider{p}, identity.Options{})
+	id, err := identify(context.Background(), engine.Provider{Name: "oidc"}, withIDToken(is.sign(is.key, is.claims("n1"))), "n1")
+	require.NoError(t, err)
+	assert.Equal(t, "alice@example.com", id.Account)
+	_, err = identify(context.Background(), engine.Provider{Name: "oidc"}, withIDToken(is.sign(is.forger, is.claims("n1"))), "n1")
+	assert.Error(t, err, "still checked against the discovered keys")
 }

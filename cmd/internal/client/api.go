@@ -93,6 +93,23 @@ func (c *Client) Providers(ctx context.Context) ([]wire.Provider, error) {
 	return out.Providers, err
 }
 
+// ProvidersInfo is Providers with the config file flowd reads them from.
+func (c *Client) ProvidersInfo(ctx context.Context) (wire.ProvidersResponse, error) {
+	var out wire.ProvidersResponse
+	err := c.route(ctx, wire.RouteProviders, nil, nil, nil, &out, 0)
+	return out, err
+}
+
+// Reload asks flowd to re-read its config file and apply it. An invalid
+// file is an *APIError with code invalid_config naming the file, the field
+// and the reason; flowd then keeps the config it had.
+func (c *Client) Reload(ctx context.Context) (wire.ReloadResponse, error) {
+	var out wire.ReloadResponse
+	// OIDC discovery may take its timeout per issuer.
+	err := c.route(ctx, wire.RouteReload, nil, nil, nil, &out, time.Minute)
+	return out, err
+}
+
 // Token returns a valid access token for the account at provider,
 // refreshed by flowd when needed. account "" lets flowd pick the
 // provider's one account (and refuse, naming them, when it has several).

@@ -252,6 +252,20 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 	fail := func(field, format string, args ...any) error {
 		return &Error{File: name, Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
+	// The shape first (keys known, values of the right type), so errors
+	// say what was expected; then the typed decode.
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: name, Line: pe.Position.Line, Field: pe.LastKey, Reason: pe.Message}
+		}
+		return nil, fail("", "%v", err)
+	}
+	if se := checkShape(raw); se != nil {
+		se.File = name
+		return nil, se
+	}
 	var f file
 	md, err := toml.Decode(string(data), &f)
 	if err != nil {
@@ -266,7 +280,7 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fail(keys[0], "unknown setting (see docs/config.md for the settings there are)")
+		return nil, fail(keys[0], "unknown setting ("+HelpHint+")")
 	}
 
 	c := &Config{File: name, Listen: DefaultListen, TTL: DefaultTTL, Retention: DefaultRetention,
@@ -444,7 +458,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 	if p.ClientSecretEnv != "" {
 		p.ClientSecret = getenv(p.ClientSecretEnv)
 		if p.ClientSecret == "" {
-			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty; export it before starting flowd", p.ClientSecretEnv)
+			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty in flowd's environment (flowd reads its own, fixed when it starts, not flowctl's); export it before starting flowd, or put client_secret in the file (mode 0600)", p.ClientSecretEnv)
 		}
 	}
 	hasSecret := p.ClientSecret != ""

@@ -41,6 +41,20 @@ func (c *Config) Resolve(ctx context.Context, client *http.Client, timeout time.
 	return nil
 }
 
+// Discover fills p's AuthURL, TokenURL and (when unset) AuthStyle from its
+// issuer's discovery document, as Resolve does for every provider, so a
+// provider whose issuer did not answer can be retried on its own. The
+// error says where discovery failed and why.
+func Discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	if timeout <= 0 {
+		timeout = DefaultDiscoveryTimeout
+	}
+	return discover(ctx, client, timeout, p)
+}
+
 type discoveryDoc struct {
 	Issuer                string   `json:"issuer"`
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`

@@ -39,8 +39,20 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, status int, 
 // engineError answers an error from the engine with the status, code and
 // next step it calls for.
 func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code, msg := classify(err)
+	status, code, msg := s.classify(err)
 	s.writeError(w, r, status, code, msg)
+}
+
+// classify is classify with what only the server knows: a provider that
+// is configured but not usable yet is unavailable, not unknown.
+func (s *Server) classify(err error) (status int, code, msg string) {
+	var upe *engine.UnknownProviderError
+	if status := s.providers.Load().status; status != nil && errors.As(err, &upe) {
+		if why, ok := status.Unavailable(upe.Name); ok {
+			return http.StatusServiceUnavailable, wire.CodeProviderUnavailable, why
+		}
+	}
+	return classify(err)
 }
 
 // classify maps an engine error to the API's status, code and message.

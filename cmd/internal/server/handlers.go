@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"flowd.local/flowd/cmd/internal/config"
 	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/cmd/internal/wire"
@@ -379,12 +380,41 @@ func checkCallbackParams(p engine.CallbackParams) string {
 }
 
 func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
-	ps := slices.Clone(s.cfg.Providers)
+	v := s.providers.Load()
+	ps := slices.Clone(v.providers)
 	if ps == nil {
 		ps = []wire.Provider{}
 	}
+	if v.status != nil {
+		ps = v.status.Describe(ps)
+	}
 	slices.SortFunc(ps, func(a, b wire.Provider) int { return strings.Compare(a.Name, b.Name) })
-	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps})
+	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps, ConfigFile: v.configFile, ConfigFileFound: v.configFileFound})
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Reload == nil {
+		s.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "this flowd cannot reload its config; restart it to apply changes")
+		return
+	}
+	resp, err := s.cfg.Reload(r.Context())
+	var ce *config.Error
+	switch {
+	case errors.As(err, &ce):
+		// The message is the file, the field and the reason: written for
+		// the user, and carrying no secret (config errors never quote values).
+		s.writeError(w, r, http.StatusUnprocessableEntity, wire.CodeInvalidConfig,
+			ce.Error()+"; flowd goes on with the config it had: fix the file and reload again")
+		return
+	case errors.Is(err, engine.ErrInvalidProvider):
+		s.writeError(w, r, http.StatusUnprocessableEntity, wire.CodeInvalidConfig,
+			err.Error()+"; flowd goes on with the config it had: fix the file and reload again")
+		return
+	case err != nil:
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
@@ -409,7 +439,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		tok, st, err = get(r.Context(), key)
 	}
 	if err != nil {
-		status, code, msg := tokenError(err, key)
+		status, code, msg := s.tokenError(err, key)
 		s.writeError(w, r, status, code, msg)
 		return
 	}
@@ -500,7 +530,7 @@ func connectionFrom(c engine.Connection) wire.Connection {
 
 // tokenError maps a token call's error to the API's answer, adding the
 // advice the engine leaves to flowd: what the user runs next.
-func tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
+func (s *Server) tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
 	again := "flowctl connect " + key.Provider
 	var re *engine.RefreshError
 	switch {
@@ -523,8 +553,9 @@ func tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
 		}
 		return http.StatusBadGateway, wire.CodeProviderError, msg
 	}
-	return classify(err)
+	return s.classify(err)
 }
+
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.HealthResponse{
 		Status: "ok", Version: s.cfg.Version, StartedAt: s.started, Listen: s.cfg.Listen,

@@ -24,6 +24,7 @@ import (
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/internal/hermetic"
 	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/internal/syncbuf"
 	"flowd.local/flowd/persist/memlog"
@@ -31,7 +32,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(hermetic.Wrap(m))
 }
 
 // Secrets the tests deal in; none may reach a log. goodCode is a code the

@@ -37,6 +37,7 @@ var Policy = map[string][]Principal{
 	wire.RouteDisconnect:      {Local},
 	wire.RouteConnections:     {Local},
 	wire.RouteHealth:          {Local},
+	wire.RouteReload:          {Local},
 	wire.RouteMetrics:         {Local},
 	wire.RouteBrowserCallback: {Local, Browser},
 	wire.RouteLaunch:          {Local, Browser},

@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -52,8 +54,23 @@ var _ Engine = (*engine.Engine)(nil)
 type Config struct {
 	// Engine runs the flows (required).
 	Engine Engine
-	// Providers describe the configured providers for GET /v1/providers.
+	// Providers describe the configured providers for GET /v1/providers;
+	// SetProviders replaces them after a reload.
 	Providers []wire.Provider
+	// ConfigFile is the config file flowd reads (or looked for), and
+	// ConfigFileFound whether it exists: GET /v1/providers names it, so
+	// "no providers" says which file to edit.
+	ConfigFile      string
+	ConfigFileFound bool
+	// Reload, if set, serves POST /v1/reload: it re-reads the config and
+	// applies it, or returns an error (a *config.Error for an invalid
+	// file) having changed nothing.
+	Reload func(ctx context.Context) (wire.ReloadResponse, error)
+	// ProviderStatus, if set, reports configured providers that cannot be
+	// used yet (SetProviders replaces it after a reload) (an OIDC issuer that has not answered discovery): GET
+	// /v1/providers shows them unavailable with the reason, and requests
+	// naming them get provider_unavailable instead of unknown_provider.
+	ProviderStatus ProviderStatus
 	// ServiceToken authenticates the gateway on the TCP listener. Empty
 	// disables the svc_gateway principal.
 	ServiceToken string
@@ -89,6 +106,28 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*http.Server
+	// shutDown is set by Shutdown: a Serve that starts after it must not
+	// start an HTTP server nobody will stop.
+	shutDown bool
+
+	// providers is what GET /v1/providers serves, replaced whole by
+	// SetProviders.
+	providers atomic.Pointer[providersView]
+}
+
+// providersView is one config's providers as GET /v1/providers shows them.
+type providersView struct {
+	providers       []wire.Provider
+	configFile      string
+	configFileFound bool
+	// status reports those not usable yet (nil: all are).
+	status ProviderStatus
+}
+
+// SetProviders replaces what GET /v1/providers serves, and the status of
+// those not usable yet, after a reload.
+func (s *Server) SetProviders(ps []wire.Provider, configFile string, found bool, status ProviderStatus) {
+	s.providers.Store(&providersView{providers: slices.Clone(ps), configFile: configFile, configFileFound: found, status: status})
 }
 
 // New builds the server and its router from wire.Routes. It fails if a
@@ -109,6 +148,7 @@ func New(cfg Config) (*Server, error) {
 		s.uid = *cfg.UID
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.SetProviders(cfg.Providers, cfg.ConfigFile, cfg.ConfigFileFound, cfg.ProviderStatus)
 	s.browser = &redirect.Handler{Engine: cfg.Engine, Pages: flowdPages{}, Observe: s.observe}
 	s.handlers = map[string]http.HandlerFunc{
 		wire.RouteStart:           s.handleStart,
@@ -123,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteDisconnect:      s.handleDisconnect,
 		wire.RouteConnections:     s.handleConnections,
 		wire.RouteHealth:          s.handleHealth,
+		wire.RouteReload:          s.handleReload,
 		wire.RouteMetrics:         s.handleMetrics,
 		wire.RouteBrowserCallback: s.browser.ServeCallback,
 		wire.RouteLaunch:          s.browser.ServeLaunch,
@@ -336,21 +377,31 @@ func (s *Server) newHTTPServer(unix bool) *http.Server {
 		hs.WriteTimeout = wire.MaxWait + time.Minute
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutDown {
+		return nil
+	}
 	s.servers = append(s.servers, hs)
-	s.mu.Unlock()
 	return hs
 }
 
 // ServeUnix serves the API on a unix-socket listener until Shutdown. Peers
 // are identified by SO_PEERCRED: only flowd's own uid is Local.
-func (s *Server) ServeUnix(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(true).Serve(l))
-}
+func (s *Server) ServeUnix(l net.Listener) error { return s.serve(l, true) }
 
 // ServeTCP serves the loopback listener (browser callback, gateway relay)
 // until Shutdown.
-func (s *Server) ServeTCP(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(false).Serve(l))
+func (s *Server) ServeTCP(l net.Listener) error { return s.serve(l, false) }
+
+// serve serves l, or closes it when Shutdown came first (a daemon stopped
+// at once: its Serve goroutines may start after Shutdown has run).
+func (s *Server) serve(l net.Listener, unix bool) error {
+	hs := s.newHTTPServer(unix)
+	if hs == nil {
+		_ = l.Close()
+		return nil
+	}
+	return ignoreClosed(hs.Serve(l))
 }
 
 func ignoreClosed(err error) error {
@@ -367,6 +418,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 	defer cancel()
 	s.mu.Lock()
+	s.shutDown = true
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
 	var errs []error

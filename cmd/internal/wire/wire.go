@@ -61,6 +61,8 @@ const (
 	RoutePreflight = "browser_callback_preflight"
 	// RouteExport streams the event log as JSON lines.
 	RouteExport = "export"
+	// RouteReload re-reads the config file and applies it without a restart.
+	RouteReload = "reload"
 )
 
 // Routes is every route flowd serves, on either listener. Which principal
@@ -77,6 +79,7 @@ var Routes = []Route{
 	{RouteToken, "GET", "/v1/providers/{provider}/token", "A valid access token, refreshed when needed (-> TokenResponse)."},
 	{RouteDisconnect, "DELETE", "/v1/providers/{provider}/token", "Revoke the provider's stored token at the provider (RFC 7009) when it can, and remove it (-> DisconnectResponse)."},
 	{RouteConnections, "GET", "/v1/connections", "Every connection, or one provider's with ?provider= (-> ConnectionsResponse)."},
+	{RouteReload, "POST", "/v1/reload", "Re-read the config file and apply its providers without a restart; an invalid file changes nothing (-> ReloadResponse)."},
 	{RouteHealth, "GET", "/v1/health", "Liveness and basic facts about the daemon (-> HealthResponse)."},
 	{RouteMetrics, "GET", "/metrics", "Prometheus metrics (text exposition format)."},
 	{RouteBrowserCallback, "GET", "/oauth/callback", "The provider's redirect; answers an HTML page that tells the outcome."},
@@ -182,12 +185,19 @@ const (
 	CodeAccountRequired = "account_required"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
+	// CodeProviderUnavailable (503): the provider is configured but its
+	// OIDC issuer has not answered discovery yet; flowd keeps retrying and
+	// adds it without a restart. The message names the issuer and the last error.
+	CodeProviderUnavailable = "provider_unavailable"
 	// CodeUnavailable (503): flowd is shutting down, or its store (etcd in
 	// cluster mode) has no quorum; retry later.
 	CodeUnavailable = "unavailable"
 	// CodeStorageFull (507): the disk holding flowd's database is full;
 	// nothing was changed. Free space and retry.
 	CodeStorageFull = "storage_full"
+	// CodeInvalidConfig (422): a reload found the config file invalid (the
+	// message names the file, the field and the reason); nothing changed.
+	CodeInvalidConfig = "invalid_config"
 	// CodeInternal (500): a bug or a storage failure; the daemon log has details.
 	CodeInternal = "internal"
 )
@@ -399,11 +409,59 @@ type Provider struct {
 	AuthMethodFrom string `json:"token_endpoint_auth_method_from,omitempty"`
 	// IssuerRequired: redirects must carry iss equal to Issuer (RFC 9207).
 	IssuerRequired bool `json:"issuer_required,omitempty"`
+	// Status is ProviderAvailable, or ProviderUnavailable while its OIDC
+	// issuer has not answered discovery (flowd retries in the background).
+	Status string `json:"status,omitempty"`
+	// Unavailable says why, when Status is ProviderUnavailable.
+	Unavailable *Unavailability `json:"unavailable,omitempty"`
+}
+
+// Provider statuses.
+const (
+	ProviderAvailable   = "available"
+	ProviderUnavailable = "unavailable"
+)
+
+// Unavailability is why a provider cannot be used yet.
+type Unavailability struct {
+	// Reason is the last discovery error: where, and what went wrong.
+	Reason string `json:"reason"`
+	// Since is when discovery first failed.
+	Since time.Time `json:"since"`
+	// Attempts counts the discovery attempts so far.
+	Attempts int `json:"attempts"`
+	// NextAttempt is when flowd tries again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
 type ProvidersResponse struct {
 	Providers []Provider `json:"providers"`
+	// ConfigFile is the config file flowd reads its providers from, or
+	// looked for (see ConfigFileFound).
+	ConfigFile string `json:"config_file,omitempty"`
+	// ConfigFileFound is false when flowd found no file at ConfigFile and
+	// runs on its defaults.
+	ConfigFileFound bool `json:"config_file_found"`
+}
+
+// ReloadResponse is the body of POST /v1/reload: the config now in force.
+type ReloadResponse struct {
+	// ConfigFile is the file read (or looked for), as in ProvidersResponse.
+	ConfigFile      string `json:"config_file"`
+	ConfigFileFound bool   `json:"config_file_found"`
+	// Providers are the names configured now, sorted.
+	Providers []string `json:"providers"`
+	// Added, Removed and Changed compare with the config before.
+	Added   []string `json:"added,omitempty"`
+	Removed []string `json:"removed,omitempty"`
+	Changed []string `json:"changed,omitempty"`
+	// Unavailable are providers whose OIDC issuer did not answer: flowd
+	// runs without them and keeps retrying, as at start-up.
+	Unavailable []string `json:"unavailable,omitempty"`
+	// RestartNeeded lists settings that changed in the file but apply
+	// only when flowd starts (listen, socket, state_dir, ...).
+	RestartNeeded []string `json:"restart_needed,omitempty"`
 }
 
 // TokenResponse is the body of GET /v1/providers/{provider}/token. It never
@@ -486,17 +544,32 @@ type HealthResponse struct {
 // for both flowd and flowctl.
 const SocketEnv = "FLOWD_SOCKET"
 
+// StateDirEnv names the environment variable that sets flowd's state
+// directory; flowctl reads it too, to find a socket kept there.
+const StateDirEnv = "FLOWD_STATE_DIR"
+
 // DefaultSocketPath is where flowd listens and flowctl connects when no
 // flag or FLOWD_SOCKET says otherwise: $XDG_RUNTIME_DIR/flowd.sock, else
-// flowd.sock in the state directory (DefaultStateDir).
+// flowd.sock in the state directory ($FLOWD_STATE_DIR, else
+// DefaultStateDir).
 func DefaultSocketPath() string {
 	if p := os.Getenv(SocketEnv); p != "" {
 		return p
 	}
+	dir := os.Getenv(StateDirEnv)
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	return SocketPathIn(dir)
+}
+
+// SocketPathIn is the default socket of a flowd whose state directory is
+// stateDir: $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in stateDir.
+func SocketPathIn(stateDir string) string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "flowd.sock")
 	}
-	return filepath.Join(DefaultStateDir(), "flowd.sock")
+	return filepath.Join(stateDir, "flowd.sock")
 }
 
 // DefaultStateDir is $XDG_STATE_HOME/flowd, else ~/.local/state/flowd. It
