@@ -86,17 +86,19 @@ func (e *Engine) ResolveAccount(ctx context.Context, key TokenKey) (TokenKey, er
 		return key, err
 	}
 	defer e.inflight.Done()
-	if _, err := e.provider(key.Provider); err != nil {
+	p, err := e.resolve(ctx, key.Provider)
+	if err != nil {
 		return key, err
 	}
-	return e.resolve(ctx, key)
+	key.Provider = p.Name // an MCP server's canonical URL; a provider's own name otherwise
+	return e.resolveAccount(ctx, key)
 }
 
-// resolve names the account a key without one means: the token stored
+// resolveAccount names the account a key without one means: the token stored
 // under no account name if there is one, else the provider's only
 // connected account. Several give an *AccountRequiredError, none an error
 // wrapping ErrNoToken.
-func (e *Engine) resolve(ctx context.Context, key TokenKey) (TokenKey, error) {
+func (e *Engine) resolveAccount(ctx context.Context, key TokenKey) (TokenKey, error) {
 	if key.Account != "" {
 		return key, nil
 	}

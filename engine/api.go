@@ -49,6 +49,10 @@ type Provider struct {
 	// (revocation_endpoint in its metadata). Empty: the provider has none,
 	// and Disconnect only deletes the local copy (and says so).
 	RevocationURL string
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization request and on every token request (exchange and
+	// refresh), binding tokens to that resource. Empty sends none.
+	Resource string
 }
 
 // Clock is the engine's time source. Tests inject engine/fakeclock to step time.
@@ -128,12 +132,23 @@ type Config struct {
 	// it sends a nonce to providers whose scopes include openid and hands
 	// it here. Nil stores tokens under the account the flow was started for.
 	Identify IdentifyFunc
+	// MCP configures connects by MCP server URL.
+	MCP MCPConfig
 }
 
 // StartRequest asks for a new flow.
 type StartRequest struct {
-	// Provider names a configured provider.
+	// Provider names a configured provider. Empty when Resource is set.
 	Provider string
+	// Resource is an MCP server URL to connect to instead of a configured
+	// provider: flowd discovers its authorization server, registers a
+	// client there (or reuses one) and binds the token to the resource.
+	// Its flows and token are named by the URL, canonical.
+	Resource string
+	// Challenge is the WWW-Authenticate header the resource answered the
+	// caller with (a 401, or a 403 insufficient_scope to step up); empty
+	// makes flowd probe the resource itself.
+	Challenge string
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string
 	// Transport says how the callback comes back. Default loopback.

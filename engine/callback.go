@@ -136,7 +136,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	// even if the providers change while it runs. A provider removed while
 	// the flow waited ends it before exchange_started: its code is never
 	// sent to a server the engine no longer trusts with it.
-	prov, err := e.provider(f.Provider)
+	prov, err := e.resolve(ctx, f.Provider)
 	if err != nil {
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.ProviderRemoved, Message: fmt.Sprintf("provider %q was removed before the callback arrived; the code was not used", clip(f.Provider, 100)),
@@ -236,9 +236,13 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 	oc := p.oauth
 	oc.RedirectURL = f.RedirectURI
 	oc.Scopes = f.Scopes
-	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 	defer cancel()
-	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
+	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
+	if p.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", p.Resource))
+	}
+	tok, err := oc.Exchange(xctx, code, opts...)
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}

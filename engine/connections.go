@@ -163,11 +163,12 @@ func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) (Disconnection
 		return Disconnection{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(key.Provider)
+	p, err := e.resolve(ctx, key.Provider)
 	if err != nil {
 		return Disconnection{}, err
 	}
-	if key, err = e.resolve(ctx, key); err != nil {
+	key.Provider = p.Name // an MCP server's canonical URL; a provider's own name otherwise
+	if key, err = e.resolveAccount(ctx, key); err != nil {
 		return Disconnection{}, err
 	}
 	// No refresh of this token may run meanwhile: it would store a token

@@ -96,6 +96,13 @@ type Engine struct {
 	closing  chan struct{}
 	inflight sync.WaitGroup
 	wakeups  atomic.Int64
+	// mcp holds the providers of MCP connections by resource URL (guarded
+	// by mcpMu, which also serializes updates of their sealed index).
+	mcpMu sync.Mutex
+	mcp   map[string]*provider
+	// mcpStarting holds one *sync.Mutex per MCP resource URL, held while
+	// a Start discovers and registers for it.
+	mcpStarting sync.Map
 	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
 	// token are serialized, other tokens are not held up behind them.
 	refreshing sync.Map
@@ -169,6 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		live:     map[string]*liveFlow{},
 		owners:   map[ownerKey]map[string]*liveFlow{},
 		starting: map[string]bool{},
+		mcp:      map[string]*provider{},
 		launches: map[string]*launch{},
 		closing:  make(chan struct{}),
 	}
@@ -330,7 +338,7 @@ func (e *Engine) Providers() []string { return slices.Clone(e.providers.Load().n
 
 // Provider returns the named provider's configuration.
 func (e *Engine) Provider(name string) (Provider, error) {
-	p, err := e.provider(name)
+	p, err := e.resolve(context.Background(), name)
 	if err != nil {
 		return Provider{}, err
 	}

@@ -29,9 +29,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(req.Provider)
-	if err != nil {
-		return Started{}, err
+	if req.Provider == "" && req.Resource != "" {
+		req.Provider = req.Resource // what errors name until discovery finds the canonical URL
 	}
 	if req.Transport == "" {
 		req.Transport = states.Loopback
@@ -50,10 +49,25 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	default:
 		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
 	}
-	scopes := req.Scopes
-	if len(scopes) == 0 {
+	var (
+		p      *provider
+		scopes = req.Scopes
+		extra  states.Data
+		err    error
+	)
+	if req.Resource != "" {
+		if p, scopes, extra, err = e.startMCP(ctx, req, redirect); err != nil {
+			return Started{}, err
+		}
+	} else if p, err = e.provider(req.Provider); err != nil {
+		return Started{}, err
+	}
+	switch {
+	case req.Resource != "":
+		// An MCP server's scopes (and its step-up) are startMCP's.
+	case len(scopes) == 0:
 		scopes = p.Scopes
-	} else {
+	default:
 		// Only explicit scopes can step up: a connect with the defaults
 		// reads no stored token, which keeps Start off the token store.
 		scopes = e.stepUp(ctx, TokenKey{Provider: p.Name, Account: req.Account}, scopes)
@@ -86,6 +100,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	for _, k := range sortedKeys(p.AuthParams) {
 		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
 	}
+	if p.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", p.Resource))
+	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
 	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier, nonce: nonce}
@@ -95,6 +112,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 			Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
 			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer, NonceFingerprint: nonceFP,
+			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL,
+			ServerMetadataURL: extra.ServerMetadataURL, Registration: extra.Registration, ClientID: extra.ClientID,
+			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
 		},
 	}
 	issued := states.Record{
@@ -250,7 +270,7 @@ func (e *Engine) newFlowSecrets(withNonce bool) (state, verifier, nonce string, 
 // without an account steps up the provider's only account; with several,
 // which one the user signs in as is not known yet, and none is.
 func (e *Engine) stepUp(ctx context.Context, key TokenKey, requested []string) []string {
-	key, err := e.resolve(ctx, key)
+	key, err := e.resolveAccount(ctx, key)
 	if errors.Is(err, ErrAccountRequired) {
 		return requested
 	}

@@ -238,11 +238,14 @@ func (e *Engine) token(ctx context.Context, key TokenKey, forced string) (*oauth
 		return nil, StoredToken{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(key.Provider)
+	p, err := e.resolve(ctx, key.Provider)
 	if err != nil {
 		return nil, StoredToken{}, err
 	}
-	if key, err = e.resolve(ctx, key); err != nil {
+	if IsResourceURL(key.Provider) {
+		key.Provider = p.Name // an MCP server's tokens are kept under its canonical URL
+	}
+	if key, err = e.resolveAccount(ctx, key); err != nil {
 		return nil, StoredToken{}, err
 	}
 	// One refresh of a token at a time in this engine: the callers queued
@@ -408,7 +411,7 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 	// The outcome is recorded even if the caller goes away: the refresh
 	// token may be spent.
 	bg := context.WithoutCancel(ctx)
-	rctx, cancel := context.WithTimeout(context.WithValue(bg, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	rctx, cancel := context.WithTimeout(context.WithValue(bg, oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 	defer cancel()
 	expired := oauthToken(st)
 	expired.Expiry = time.Unix(1, 0) // force the refresh whatever oauth2's own clock says

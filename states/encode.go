@@ -47,7 +47,9 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Account == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
 		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.NonceFingerprint == "" &&
-		d.Reason == "" && d.Message == "" &&
+		d.Resource == "" &&
+		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
+		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.Subject == "" && d.Email == "" &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
@@ -74,6 +76,14 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.b = append(w.b, "true"...)
 	}
 	w.str("nonce_fp", d.NonceFingerprint)
+	w.str("resource", d.Resource)
+	w.str("resource_metadata", d.ResourceMetadataURL)
+	w.str("server_metadata", d.ServerMetadataURL)
+	w.str("registration", d.Registration)
+	w.str("client_id", d.ClientID)
+	w.str("token_auth", d.TokenAuth)
+	w.str("scope_source", d.ScopeSource)
+	w.list("discovery", d.Discovery)
 	w.str("reason", string(d.Reason))
 	w.str("message", d.Message)
 	w.str("error_code", d.ErrorCode)

@@ -34,6 +34,8 @@ type Flow struct {
 	Deadline       time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
+	// Resource is the resource indicator of a connect by MCP server URL.
+	Resource string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -84,6 +86,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.NonceFingerprint = d.NonceFingerprint
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
+		f.Resource = d.Resource
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:

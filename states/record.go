@@ -103,6 +103,30 @@ type Data struct {
 	// the authorization request, never the nonce.
 	NonceFingerprint string `json:"nonce_fp,omitempty"`
 
+	// Created, for a connect by MCP server URL: what discovery found, so
+	// inspect shows why the connect went where it went (Issuer is the
+	// authorization server it chose). None is a secret.
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization and token requests.
+	Resource string `json:"resource,omitempty"`
+	// ResourceMetadataURL is where the Protected Resource Metadata (RFC 9728) was found.
+	ResourceMetadataURL string `json:"resource_metadata,omitempty"`
+	// ServerMetadataURL is where the authorization server metadata was found.
+	ServerMetadataURL string `json:"server_metadata,omitempty"`
+	// Registration is how the client is registered there: pre_registered,
+	// client_id_metadata_document, dynamic, or dynamic_reused.
+	Registration string `json:"registration,omitempty"`
+	// ClientID is the client id used (public, never the secret).
+	ClientID string `json:"client_id,omitempty"`
+	// TokenAuth is the token endpoint auth method: none,
+	// client_secret_basic or client_secret_post.
+	TokenAuth string `json:"token_auth,omitempty"`
+	// ScopeSource says where Scopes came from: www_authenticate,
+	// scopes_supported, omitted, or step_up (granted plus required).
+	ScopeSource string `json:"scope_source,omitempty"`
+	// Discovery lists the requests discovery made, with their outcome.
+	Discovery []string `json:"discovery,omitempty"`
+
 	// Terminal events
 	Reason Reason `json:"reason,omitempty"`
 	// Message is the provider's own text (error_description) or a short detail.

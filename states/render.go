@@ -121,6 +121,14 @@ func FormatData(d Data) string {
 		add("issuer_required", "true")
 	}
 	add("nonce_fp", d.NonceFingerprint)
+	add("resource", d.Resource)
+	add("resource_metadata", d.ResourceMetadataURL)
+	add("server_metadata", d.ServerMetadataURL)
+	add("registration", d.Registration)
+	add("client_id", d.ClientID)
+	add("token_auth", d.TokenAuth)
+	add("scope_source", d.ScopeSource)
+	add("discovery", strings.Join(d.Discovery, "; "))
 	add("message", d.Message)
 	add("error_code", d.ErrorCode)
 	if d.HTTPStatus != 0 {

@@ -25,12 +25,13 @@ type connectOpts struct {
 	// configured ttl applies.
 	timeout    time.Duration
 	timeoutSet bool
+	challenge  string
 }
 
 func (a *app) connectCmd() *cobra.Command {
 	var o connectOpts
 	cmd := &cobra.Command{
-		Use:   "connect <provider>",
+		Use:   "connect <provider | MCP server URL>",
 		Short: "Connect an account: flowd starts the flow, you approve in the browser",
 		Long: `connect asks flowd to start a connect flow for the provider, opens the
 provider's page in your browser (or prints its URL when there is no display,
@@ -56,7 +57,8 @@ do the browser part and then run: flowctl wait <state>.
   flowctl connect github --account octocat --scopes gist   # step up: asks for gist and what octocat has
   flowctl connect google --scopes openid,email,profile
   flowctl connect github --transport manual        # over SSH: paste the final URL
-  flowctl connect github --no-browser --json       # script the browser part`,
+  flowctl connect github --no-browser --json       # script the browser part
+  flowctl connect https://mcp.example.com/mcp      # an MCP server: discovery, registration, resource-bound token`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.timeoutSet = cmd.Flags().Changed("timeout")
@@ -69,6 +71,7 @@ do the browser part and then run: flowctl wait <state>.
 	f.StringVar(&o.transport, "transport", string(states.Loopback), "how the redirect reaches flowd: loopback, gateway or manual")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
 	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
+	f.StringVar(&o.challenge, "challenge", "", "for an MCP server URL: the WWW-Authenticate header it answered with (a 403 insufficient_scope steps up)")
 	return cmd
 }
 
@@ -89,6 +92,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 		Provider:  provider,
 		Account:   o.account,
 		Scopes:    splitList(o.scopes),
+		Challenge: o.challenge,
 		Transport: o.transport,
 		TTL:       ttl,
 	})

@@ -16,7 +16,7 @@ func (a *app) tokenCmd() *cobra.Command {
 	var account, format string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "token <provider>",
+		Use:   "token <provider | MCP server URL>",
 		Short: "Print a valid access token for a connected account",
 		Long: `token prints the account's access token and nothing else, so it can be used
 in $(...). flowd refreshes it first when it has expired or is about to.
@@ -29,6 +29,7 @@ A provider with several connected accounts needs --account; the error lists
 them. With one, it is used.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
   flowctl token github --account octocat
+  flowctl token https://mcp.example.com/mcp
   flowctl token google --json
   flowctl token github --force     # the API said 401: get a new one
   flowctl token dex --format kubectl      # in a kubeconfig's users[].user.exec`,
@@ -66,7 +67,7 @@ them. With one, it is used.`,
 func (a *app) disconnectCmd() *cobra.Command {
 	var account string
 	cmd := &cobra.Command{
-		Use:   "disconnect <provider>",
+		Use:   "disconnect <provider | MCP server URL>",
 		Short: "Revoke an account's token and remove it",
 		Long: `disconnect asks the provider to revoke the stored tokens (RFC 7009) when it has
 a revocation endpoint (revocation_url in the config, or revocation_endpoint in
@@ -128,7 +129,10 @@ or checked (RFC 9207), and endpoints. Client secrets are never shown.
 A provider configured by OIDC issuer is unavailable while its issuer has not
 answered discovery: flowd started without it, retries in the background, and
 adds it without a restart once the issuer answers. The reason (the last
-discovery error) is printed below the table, and is in --json as unavailable.`,
+discovery error) is printed below the table, and is in --json as unavailable.
+
+MCP servers connected by URL follow (PRESET mcp:<how the client was
+registered>, NAME the server's URL).`,
 		Example: `  flowctl providers
   flowctl providers --json`,
 		Args: argsUsage(cobra.NoArgs),
@@ -155,12 +159,17 @@ discovery error) is printed below the table, and is in --json as unavailable.`,
 			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tAUTH URL")
 			var down []wire.Provider
 			for _, p := range ps {
+				preset := p.Preset
+				if p.MCP != nil {
+					// An MCP server connected by URL: how the client got registered.
+					preset = "mcp:" + p.MCP.Registration
+				}
 				authURL, status := p.AuthURL, cmp.Or(p.Status, wire.ProviderAvailable)
 				if p.Unavailable != nil {
 					down = append(down, p)
 					authURL = "(discovering " + p.Issuer + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(p.Preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
 					authMethodText(p), issText(p), authURL)
 			}
 			if err := tw.Flush(); err != nil {

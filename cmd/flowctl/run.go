@@ -153,6 +153,22 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
+// stateAsFlag explains an unknown flag that is a flow's state: one state
+// in 64 starts with '-' (state tokens are base64url), and the flag parser
+// takes it for a flag.
+func stateAsFlag(err error) error {
+	msg := err.Error()
+	i := strings.LastIndex(msg, " in -")
+	if !strings.HasPrefix(msg, "unknown shorthand flag") || i < 0 || len(msg)-i-len(" in ") < minStateLen {
+		return err
+	}
+	return fmt.Errorf("%w; a state that starts with '-' goes after --, like: flowctl wait -- %s", err, msg[i+len(" in "):])
+}
+
+// minStateLen is the shortest argument stateAsFlag takes for a state: a
+// state is 43 characters, a prefix of it (inspect) shorter.
+const minStateLen = 8
+
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
@@ -274,7 +290,7 @@ first (run: flowd).
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in $"+wire.StateDirEnv+", $XDG_STATE_HOME/flowd or ~/.local/state/flowd)")
 	pf.BoolVar(&a.json, "json", false, "print exactly one JSON object on stdout (log export: JSON lines)")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{stateAsFlag(err)} })
 
 	root.AddCommand(
 		a.connectCmd(),

@@ -57,6 +57,8 @@ type Config struct {
 	Socket   string
 	// Providers, sorted by name.
 	Providers []Provider
+	// MCP configures connects by MCP server URL.
+	MCP engine.MCPConfig
 }
 
 // Provider is one configured authorization server.
@@ -187,6 +189,25 @@ type file struct {
 	StateDir         string                  `toml:"state_dir"`
 	Socket           string                  `toml:"socket"`
 	Providers        map[string]providerFile `toml:"providers"`
+	MCP              mcpFile                 `toml:"mcp"`
+}
+
+// mcpFile is the [mcp] table: how flowd registers its client at the
+// authorization servers of MCP servers it connects to by URL.
+type mcpFile struct {
+	ClientName        string                   `toml:"client_name"`
+	ClientMetadataURL string                   `toml:"client_metadata_url"`
+	NoOfflineAccess   bool                     `toml:"no_offline_access"`
+	Clients           map[string]mcpClientFile `toml:"clients"`
+}
+
+// mcpClientFile is a pre-registered client, keyed by the authorization
+// server's issuer or the MCP server's URL.
+type mcpClientFile struct {
+	ClientID        string `toml:"client_id"`
+	ClientSecret    string `toml:"client_secret"`
+	ClientSecretEnv string `toml:"client_secret_env"`
+	AuthMethod      string `toml:"auth_method"`
 }
 
 type providerFile struct {
@@ -333,7 +354,58 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 		c.Providers = append(c.Providers, p)
 	}
 	slices.SortFunc(c.Providers, func(a, b Provider) int { return strings.Compare(a.Name, b.Name) })
+	if err := c.parseMCP(f.MCP, getenv); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+func (c *Config) parseMCP(f mcpFile, getenv func(string) string) error {
+	fail := func(field, format string, args ...any) error {
+		return &Error{File: c.File, Field: "mcp." + field, Reason: fmt.Sprintf(format, args...)}
+	}
+	c.MCP = engine.MCPConfig{ClientName: f.ClientName, NoOfflineAccess: f.NoOfflineAccess}
+	if f.ClientMetadataURL != "" {
+		u, err := url.Parse(f.ClientMetadataURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.Path == "" || u.Path == "/" || u.Fragment != "" {
+			return fail("client_metadata_url", "%q is not an https URL with a path; a client ID metadata document's URL is its client_id (e.g. \"https://example.com/flowd/client.json\")", f.ClientMetadataURL)
+		}
+		c.MCP.ClientMetadataURL = f.ClientMetadataURL
+	}
+	servers := make([]string, 0, len(f.Clients))
+	for s := range f.Clients {
+		servers = append(servers, s)
+	}
+	slices.Sort(servers)
+	for _, server := range servers {
+		cf := f.Clients[server]
+		field := fmt.Sprintf("clients.%q.", server)
+		if u, err := url.Parse(server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fail(fmt.Sprintf("clients.%q", server), "the key is the authorization server's issuer or the MCP server's URL, an absolute https URL")
+		}
+		if cf.ClientID == "" {
+			return fail(field+"client_id", "required")
+		}
+		secret := cf.ClientSecret
+		if cf.ClientSecretEnv != "" {
+			if secret != "" {
+				return fail(field+"client_secret_env", "set client_secret or client_secret_env, not both")
+			}
+			if secret = getenv(cf.ClientSecretEnv); secret == "" {
+				return fail(field+"client_secret_env", "environment variable %s is empty or unset", cf.ClientSecretEnv)
+			}
+		}
+		switch cf.AuthMethod {
+		case "", "none", "client_secret_basic", "client_secret_post":
+		default:
+			return fail(field+"auth_method", "%q is not none, client_secret_basic or client_secret_post", cf.AuthMethod)
+		}
+		if cf.AuthMethod != "" && cf.AuthMethod != "none" && secret == "" {
+			return fail(field+"auth_method", "%s needs client_secret or client_secret_env", cf.AuthMethod)
+		}
+		c.MCP.Clients = append(c.MCP.Clients, engine.MCPClient{Server: strings.TrimSuffix(server, "/"), ClientID: cf.ClientID, ClientSecret: secret, AuthMethod: cf.AuthMethod})
+	}
+	return nil
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

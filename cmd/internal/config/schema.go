@@ -21,6 +21,7 @@ const (
 	kindStringList
 	kindStringTable
 	kindTable
+	kindBool
 )
 
 // setting is one key a config table may hold: its type and an example a
@@ -42,6 +43,7 @@ var (
 		"state_dir":          {kindString, `"/var/lib/flowd"`},
 		"socket":             {kindString, `"/run/flowd/flowd.sock"`},
 		"providers":          {kindTable, `[providers.github] with client_id = "..."`},
+		"mcp":                {kindTable, `[mcp] with client_metadata_url = "https://..."`},
 	}
 	providerSettings = map[string]setting{
 		"preset":                     {kindString, `"github"`},
@@ -59,6 +61,18 @@ var (
 		"revocation_url":             {kindString, `"https://example.com/oauth/revoke"`},
 		"userinfo_url":               {kindString, `"https://api.github.com/user"`},
 	}
+	mcpSettings = map[string]setting{
+		"client_name":         {kindString, `"flowd"`},
+		"client_metadata_url": {kindString, `"https://flowd.example.com/client.json"`},
+		"no_offline_access":   {kindBool, `true`},
+		"clients":             {kindTable, `[mcp.clients."https://auth.example.com"] with client_id = "..."`},
+	}
+	mcpClientSettings = map[string]setting{
+		"client_id":         {kindString, `"my-client-id"`},
+		"client_secret":     {kindString, `"..." (better: client_secret_env)`},
+		"client_secret_env": {kindString, `"MCP_CLIENT_SECRET"`},
+		"auth_method":       {kindString, `"client_secret_basic", "client_secret_post" or "none"`},
+	}
 )
 
 // checkShape walks the decoded file against the settings flowd knows,
@@ -71,6 +85,9 @@ func checkShape(raw map[string]any) *Error {
 	if err := checkTable("", raw, topSettings); err != nil {
 		return err
 	}
+	if err := checkMCPShape(raw); err != nil {
+		return err
+	}
 	provs, ok := raw["providers"].(map[string]any)
 	if !ok {
 		return nil
@@ -81,6 +98,31 @@ func checkShape(raw map[string]any) *Error {
 			return &Error{Field: "providers." + name, Reason: fmt.Sprintf("expected a table, like [providers.%s] with client_id = \"...\" on the lines below; found %s", name, describe(provs[name]))}
 		}
 		if err := checkTable("providers."+name+".", p, providerSettings); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkMCPShape checks the [mcp] table and its pre-registered clients.
+func checkMCPShape(raw map[string]any) *Error {
+	m, ok := raw["mcp"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	if err := checkTable("mcp.", m, mcpSettings); err != nil {
+		return err
+	}
+	clients, ok := m["clients"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	for _, server := range sortedKeys(clients) {
+		c, ok := clients[server].(map[string]any)
+		if !ok {
+			return &Error{Field: fmt.Sprintf("mcp.clients.%q", server), Reason: fmt.Sprintf("expected a table, like [mcp.clients.%q] with client_id = \"...\" on the lines below; found %s", server, describe(clients[server]))}
+		}
+		if err := checkTable(fmt.Sprintf("mcp.clients.%q.", server), c, mcpClientSettings); err != nil {
 			return err
 		}
 	}
@@ -139,6 +181,10 @@ func (s setting) check(v any) string {
 	case kindTable:
 		if _, ok := v.(map[string]any); !ok {
 			return fmt.Sprintf("expected a table, like %s; found %s", s.example, describe(v))
+		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return fmt.Sprintf("expected true or false, like %s; found %s", s.example, describe(v))
 		}
 	}
 	return ""
@@ -221,6 +267,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // without the "providers.<name>." prefix; not the providers table itself),
 // for documentation checks.
 func SettingNames() []string {
-	top := slices.DeleteFunc(sortedKeys(topSettings), func(k string) bool { return k == "providers" })
-	return append(top, sortedKeys(providerSettings)...)
+	top := slices.DeleteFunc(sortedKeys(topSettings), func(k string) bool { return k == "providers" || k == "mcp" })
+	top = append(top, sortedKeys(providerSettings)...)
+	top = append(top, slices.DeleteFunc(sortedKeys(mcpSettings), func(k string) bool { return k == "clients" })...)
+	return append(top, sortedKeys(mcpClientSettings)...)
 }

@@ -78,4 +78,6 @@ func TestShapeMatchesTheFileStruct(t *testing.T) {
 	}
 	assert.ElementsMatch(t, tags(file{}), sortedKeys(topSettings))
 	assert.ElementsMatch(t, tags(providerFile{}), sortedKeys(providerSettings))
+	assert.ElementsMatch(t, tags(mcpFile{}), sortedKeys(mcpSettings))
+	assert.ElementsMatch(t, tags(mcpClientFile{}), sortedKeys(mcpClientSettings))
 }

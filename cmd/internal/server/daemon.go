@@ -223,7 +223,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
 	ecfg := engine.Config{
-		Log: db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention,
+		Log: db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention, MCP: cfg.MCP,
 		LoopbackRedirectURL: loopback, PublicBaseURL: cfg.PublicBaseURL,
 		Logger: lg.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
 	}

@@ -12,6 +12,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/mcpauth"
 	"flowd.local/flowd/persist/etcdlog"
 	"flowd.local/flowd/states"
 )
@@ -75,6 +76,17 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, engine.ErrUnknownState):
 		return http.StatusNotFound, wire.CodeUnknownState,
 			"no flow has this state: it may be mistyped, belong to another flowd, or have been pruned after the retention period; list flows with: flowctl list, or start a new one with: flowctl connect <provider>"
+	case errors.Is(err, mcpauth.ErrBadResource):
+		return http.StatusBadRequest, wire.CodeBadRequest, err.Error()
+	case errors.Is(err, mcpauth.ErrResourceMismatch), errors.Is(err, mcpauth.ErrIssuerMismatch), errors.Is(err, mcpauth.ErrNoS256):
+		return http.StatusBadGateway, wire.CodeMCPRefused, err.Error()
+	case errors.Is(err, mcpauth.ErrNoResourceMetadata), errors.Is(err, mcpauth.ErrNoAuthServer),
+		errors.Is(err, mcpauth.ErrNoServerMetadata), errors.Is(err, mcpauth.ErrRegistration):
+		return http.StatusBadGateway, wire.CodeMCPDiscovery, err.Error()
+	case errors.Is(err, engine.ErrNoClient):
+		return http.StatusBadGateway, wire.CodeMCPDiscovery, err.Error() + `; add one to flowd's config: [mcp.clients."<issuer>"] client_id = "..."`
+	case errors.Is(err, engine.ErrStepUpFutile):
+		return http.StatusConflict, wire.CodeStepUpFutile, err.Error() + "; the server keeps refusing scopes it was granted: check its configuration, or run flowctl disconnect and connect again"
 	case errors.Is(err, engine.ErrNoGateway):
 		return http.StatusBadRequest, wire.CodeGatewayNotConfigured, err.Error()
 	case errors.Is(err, engine.ErrBadTransport):

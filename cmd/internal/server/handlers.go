@@ -28,7 +28,11 @@ const (
 	maxAccount     = 256
 	maxTTL         = 24 * time.Hour
 	minTTL         = time.Second
-	maxProviderArg = 128
+	maxProviderArg = maxResourceLen
+	// maxResourceLen bounds an MCP server URL; maxChallengeLen the
+	// WWW-Authenticate header relayed with it.
+	maxResourceLen  = 2048
+	maxChallengeLen = 4096
 )
 
 // stateParam reads and bounds the {state} path value. ok is false if an
@@ -87,8 +91,17 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if len(req.Provider) > maxNameLen {
-		bad(wire.CodeTooLarge, "provider is over %d bytes", maxNameLen)
+	resource := engine.IsResourceURL(req.Provider)
+	if limit := map[bool]int{false: maxNameLen, true: maxResourceLen}[resource]; len(req.Provider) > limit {
+		bad(wire.CodeTooLarge, "provider is over %d bytes", limit)
+		return
+	}
+	if len(req.Challenge) > maxChallengeLen {
+		bad(wire.CodeTooLarge, "challenge is over %d bytes", maxChallengeLen)
+		return
+	}
+	if req.Challenge != "" && !resource {
+		bad(wire.CodeBadRequest, "challenge applies only to an MCP server URL (https://...)")
 		return
 	}
 	if req.Transport != "" && !states.Transport(req.Transport).Valid() {
@@ -120,10 +133,14 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	}
 	// Every loopback flow gets a launch link: flowctl opens it instead of
 	// the authorization URL, so nothing in the opener's argv is usable.
-	st, err := s.cfg.Engine.Start(r.Context(), engine.StartRequest{
+	sreq := engine.StartRequest{
 		Provider: req.Provider, Scopes: req.Scopes, Transport: states.Transport(req.Transport),
 		Account: req.Account, TTL: ttl, Launch: true,
-	})
+	}
+	if resource {
+		sreq.Provider, sreq.Resource, sreq.Challenge = "", req.Provider, req.Challenge
+	}
+	st, err := s.cfg.Engine.Start(r.Context(), sreq)
 	if err != nil {
 		s.engineError(w, r, err)
 		return
@@ -387,6 +404,22 @@ func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
 	}
 	if v.status != nil {
 		ps = v.status.Describe(ps)
+	}
+	if m, ok := s.cfg.Engine.(interface {
+		MCPConnections(context.Context) ([]engine.MCPConnection, error)
+	}); ok {
+		conns, err := m.MCPConnections(r.Context())
+		if err != nil {
+			s.engineError(w, r, err)
+			return
+		}
+		for _, c := range conns {
+			ps = append(ps, wire.Provider{
+				Name: c.Resource, AuthURL: c.AuthURL, TokenURL: c.TokenURL, Issuer: c.AuthServer, ClientID: c.ClientID,
+				AuthMethod: c.TokenAuth, AuthMethodFrom: "discovery", IssuerRequired: c.IssInRedirect,
+				MCP: &wire.MCPConnection{Resource: c.ResourceIndicator, AuthServer: c.AuthServer, Registration: c.Registration, TokenAuth: c.TokenAuth},
+			})
+		}
 	}
 	slices.SortFunc(ps, func(a, b wire.Provider) int { return strings.Compare(a.Name, b.Name) })
 	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps, ConfigFile: v.configFile, ConfigFileFound: v.configFileFound})

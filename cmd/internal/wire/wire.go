@@ -183,6 +183,16 @@ const (
 	// CodeAccountRequired (409): the provider has several connected
 	// accounts and the request named none; the message lists them.
 	CodeAccountRequired = "account_required"
+	// CodeMCPRefused (502): connecting to an MCP server by URL was refused
+	// as unsafe: its metadata names another resource or issuer, or its
+	// authorization server does not support PKCE with S256.
+	CodeMCPRefused = "mcp_refused"
+	// CodeMCPDiscovery (502): the MCP server's authorization could not be
+	// discovered, or no client could be registered there.
+	CodeMCPDiscovery = "mcp_discovery_failed"
+	// CodeStepUpFutile (409): a step-up would ask for no scope the stored
+	// token lacks.
+	CodeStepUpFutile = "step_up_futile"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
 	// CodeProviderUnavailable (503): the provider is configured but its
@@ -204,10 +214,15 @@ const (
 
 // StartRequest is the body of POST /v1/flows.
 type StartRequest struct {
-	// Provider names a configured provider (required).
+	// Provider names a configured provider, or is an MCP server URL
+	// (https://...) to connect to by discovery (required).
 	Provider string `json:"provider"`
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string `json:"scopes,omitempty"`
+	// Challenge is, for an MCP server URL, the WWW-Authenticate header the
+	// server answered with (a 401, or a 403 insufficient_scope to step
+	// up); empty makes flowd probe the server.
+	Challenge string `json:"challenge,omitempty"`
 	// Transport is loopback (default), gateway or manual.
 	Transport string `json:"transport,omitempty"`
 	// TTL overrides the configured flow lifetime, as a Go duration ("10m").
@@ -414,6 +429,9 @@ type Provider struct {
 	Status string `json:"status,omitempty"`
 	// Unavailable says why, when Status is ProviderUnavailable.
 	Unavailable *Unavailability `json:"unavailable,omitempty"`
+	// MCP is set for an MCP server connected by URL (Name is the URL):
+	// the authorization server discovery chose and the client used there.
+	MCP *MCPConnection `json:"mcp,omitempty"`
 }
 
 // Provider statuses.
@@ -432,6 +450,15 @@ type Unavailability struct {
 	Attempts int `json:"attempts"`
 	// NextAttempt is when flowd tries again.
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// MCPConnection is what flowd keeps about an MCP server connected by URL.
+type MCPConnection struct {
+	// Resource is the resource indicator (RFC 8707) tokens are bound to.
+	Resource     string `json:"resource"`
+	AuthServer   string `json:"auth_server"`
+	Registration string `json:"registration"`
+	TokenAuth    string `json:"token_auth"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
