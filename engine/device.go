@@ -137,7 +137,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: %w", p.Name, err)
 	}
-	state, _, err := e.newStateAndVerifier()
+	state, _, _, err := e.newFlowSecrets(false)
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: make state token: %w", p.Name, err)
 	}
@@ -164,7 +164,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 	lf := &liveFlow{done: make(chan struct{}), index: -1, dev: &deviceState{secret: secret, pollAt: first}}
 	created := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
-		Data: states.Data{Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes), Transport: states.Device, Deadline: &due},
+		Data: states.Data{Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes), Transport: states.Device, Deadline: &due},
 	}
 	authorized := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.DeviceAuthorized,
@@ -188,7 +188,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 		State: state, Deadline: due, PollInterval: interval,
 		Device: &DeviceCode{UserCode: da.UserCode, VerificationURI: da.VerificationURI, VerificationURIComplete: da.VerificationURIComplete},
 	}
-	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
+	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Account}, state, born)
 	e.logger.Info("flow started", "flow", states.ShortID(state), "provider", p.Name, "transport", states.Device, "deadline", due, "poll_interval", interval)
 	return started, nil
 }
@@ -306,6 +306,7 @@ func (e *Engine) pollToken(ctx context.Context, p *provider, code string) pollAn
 		RefreshToken     string `json:"refresh_token"`
 		ExpiresIn        int64  `json:"expires_in"`
 		Scope            any    `json:"scope"`
+		IDToken          string `json:"id_token"`
 		ErrorCode        string `json:"error"`
 		ErrorDescription string `json:"error_description"`
 	}
@@ -319,7 +320,7 @@ func (e *Engine) pollToken(ctx context.Context, p *provider, code string) pollAn
 		return pollAnswer{status: status, errorCode: "invalid_response", description: "the token endpoint's answer is not a token"}
 	}
 	tok := (&oauth2.Token{AccessToken: tr.AccessToken, TokenType: tr.TokenType, RefreshToken: tr.RefreshToken, ExpiresIn: tr.ExpiresIn}).
-		WithExtra(map[string]any{"scope": tr.Scope})
+		WithExtra(map[string]any{"scope": tr.Scope, "id_token": tr.IDToken})
 	return pollAnswer{status: status, token: tok}
 }
 
@@ -361,7 +362,7 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 		}
 		if !found {
 			_, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.ExchangeFailed, ErrorCode: "device_code_missing",
-				Message: "the flow's device code is missing from the sealed store; start a new connect"}), e.dropVerifier(lf))
+				Message: "the flow's device code is missing from the sealed store; start a new connect"}), e.dropFlowSecrets(lf))
 			lf.mu.Unlock()
 			if err != nil {
 				retry(lf, now.Add(time.Second))
@@ -373,7 +374,7 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 	p, err := e.provider(f.Provider)
 	if err != nil {
 		_, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.ExchangeFailed, ErrorCode: "unknown_provider",
-			Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)}), e.dropVerifier(lf))
+			Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)}), e.dropFlowSecrets(lf))
 		lf.mu.Unlock()
 		if err != nil {
 			retry(lf, now.Add(time.Second))
@@ -416,21 +417,21 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 			ErrorCode: ans.errorCode, Message: ans.description})
 	case "access_denied":
 		recs = e.record(lf, states.Failed, states.Data{Reason: states.ProviderDenied, ErrorCode: ans.errorCode, Message: ans.description})
-		secrets = e.dropVerifier(lf)
+		secrets = e.dropFlowSecrets(lf)
 	case "expired_token":
 		recs = e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired, ErrorCode: ans.errorCode, Message: ans.description})
-		secrets = e.dropVerifier(lf)
+		secrets = e.dropFlowSecrets(lf)
 	case "":
-		out := e.storeToken(ctx, f, ans.token)
+		out := e.storeToken(ctx, p, f, ans.token, "", code)
 		recs = e.record(lf, out.event, out.data)
-		secrets = e.dropVerifier(lf)
+		secrets = e.dropFlowSecrets(lf)
 		for k, v := range out.secrets {
 			secrets[k] = v
 		}
 	default:
 		e.logger.Warn("device poll failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", ans.status, "error_code", ans.errorCode)
 		recs = e.record(lf, states.Failed, states.Data{Reason: states.ExchangeFailed, HTTPStatus: ans.status, ErrorCode: ans.errorCode, Message: ans.description})
-		secrets = e.dropVerifier(lf)
+		secrets = e.dropFlowSecrets(lf)
 	}
 	if _, err := e.commit(ctx, lf, recs, secrets); err != nil {
 		e.logger.Error("could not record a device poll's outcome; polling again in a second", "flow", states.ShortID(f.ID), "err", err)

@@ -97,7 +97,7 @@ func (b *Bench) deviceRun(ctx context.Context, dir string, n int) (deviceResult,
 	var sample string
 	for i := range n {
 		starts[i] = clk.Now()
-		st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Principal: fmt.Sprintf("user-%d", i), Transport: states.Device})
+		st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Account: fmt.Sprintf("user-%d", i), Transport: states.Device})
 		if err != nil {
 			return r, fmt.Errorf("start device flow %d: %w", i, err)
 		}

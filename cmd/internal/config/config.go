@@ -88,6 +88,14 @@ type Provider struct {
 	// the preset, the config (device_auth_url) or discovery
 	// (device_authorization_endpoint); empty when there is none.
 	DeviceAuthURL string
+	// UserInfoURL is where flowd reads who signed in with the new access
+	// token (the userinfo_url setting, or a preset's). IDTokenIssuer and
+	// JWKSURL verify ID tokens (from a preset, or discovered from issuer).
+	// When a flow asks for openid and both are known, the ID token decides;
+	// otherwise UserInfoURL does; with neither, flowd identifies no one.
+	UserInfoURL   string
+	IDTokenIssuer string
+	JWKSURL       string
 	// RevocationURL is the RFC 7009 revocation endpoint disconnect calls:
 	// revocation_url, the preset's, or the discovery document's
 	// revocation_endpoint. Empty: the provider has none.
@@ -220,6 +228,7 @@ type providerFile struct {
 	AuthMethod      string            `toml:"token_endpoint_auth_method"`
 	Tenant          string            `toml:"tenant"`
 	DeviceAuthURL   string            `toml:"device_auth_url"`
+	UserInfoURL     *string           `toml:"userinfo_url"`
 	RevocationURL   string            `toml:"revocation_url"`
 }
 
@@ -433,6 +442,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		}
 		p.AuthURL, p.TokenURL, p.RevocationURL, p.DeviceAuthURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL, pr.DeviceAuthURL
 		p.Scopes = slices.Clone(pr.Scopes)
+		p.UserInfoURL, p.IDTokenIssuer, p.JWKSURL = pr.UserInfoURL, pr.IDTokenIssuer, pr.JWKSURL
 		if len(pr.AuthParams) > 0 {
 			p.AuthParams = map[string]string{}
 			for k, v := range pr.AuthParams {
@@ -488,6 +498,16 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 			return Provider{}, fail("device_auth_url", "%v", err)
 		}
 		p.DeviceAuthURL = pf.DeviceAuthURL
+	}
+	if pf.UserInfoURL != nil {
+		// "" turns a preset's off: flowd then names accounts by what
+		// connect asks for.
+		p.UserInfoURL = *pf.UserInfoURL
+		if p.UserInfoURL != "" {
+			if _, err := checkURL(p.UserInfoURL); err != nil {
+				return Provider{}, fail("userinfo_url", "%v", err)
+			}
+		}
 	}
 	if pf.RevocationURL != "" {
 		if _, err := checkURL(pf.RevocationURL); err != nil {

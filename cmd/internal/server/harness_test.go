@@ -61,6 +61,8 @@ type harnessOpts struct {
 	clock     *fakeclock.Clock
 	// device configures the fake provider's device endpoint.
 	device bool
+	// identify is the engine's Config.Identify.
+	identify engine.IdentifyFunc
 }
 
 // harness is a Server on a real unix socket and a real loopback TCP
@@ -112,6 +114,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.clock != nil {
 		ecfg.Clock = o.clock
 	}
+	ecfg.Identify = o.identify
 	h.eng, err = engine.Open(context.Background(), ecfg)
 	require.NoError(t, err)
 	h.counting = &countingEngine{Engine: h.eng}
