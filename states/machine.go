@@ -174,9 +174,6 @@ var (
 	ErrDuplicateSequence  = errors.New("duplicated sequence")
 	ErrUnsupportedVersion = errors.New("unsupported schema version")
 	ErrUndecodable        = errors.New("undecodable record")
-	// ErrConflict is returned by a log when an append does not continue the
-	// flow's last sequence: another writer advanced the flow first.
-	ErrConflict = errors.New("flow sequence conflict")
 )
 
 // fsmEvents is the table in looplab/fsm's form. New flows start in the

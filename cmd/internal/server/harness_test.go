@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -58,6 +59,8 @@ type harnessOpts struct {
 	noGateway bool
 	uid       *int
 	clock     *fakeclock.Clock
+	// log, when set, is the engine's log instead of a fresh memlog.
+	log *memlog.Log
 }
 
 // harness is a Server on a real unix socket and a real loopback TCP
@@ -92,7 +95,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ecfg := engine.Config{
-		Log: memlog.New(),
+		Log: cmp.Or(o.log, memlog.New()),
 		Providers: []engine.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token",
 			AuthMethod: engine.AuthMethodClientSecretPost, ClientID: "cid", ClientSecret: clientSecret, Scopes: []string{"read"}}},
 		LoopbackRedirectURL: "http://" + h.tcp + engine.CallbackPath,
