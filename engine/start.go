@@ -94,7 +94,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
 	}
 	born := e.adopt(lf)
-	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
+	started := Started{ID: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
 	// From here on another Start may supersede lf and rewrite lf.flow under
 	// lf.mu: supersede works from the values this Start already knows.
 	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)

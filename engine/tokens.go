@@ -94,21 +94,15 @@ func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
 	return nil
 }
 
-// Token returns a valid access token for provider, refreshing it through
-// the provider's token endpoint when it has expired. A rotated refresh
-// token is saved before Token returns. The second value is the stored
-// token's metadata (scopes, expiry) after any refresh.
+// Token returns a valid access token for key, refreshing it through the
+// provider's token endpoint when it has expired. A rotated refresh token is
+// saved before Token returns. The second value is the stored token's
+// metadata (scopes, expiry) after any refresh.
 //
-// It is the token of flows started without a Principal; TokenFor names
-// the principal.
-func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, StoredToken, error) {
-	return e.TokenFor(ctx, TokenKey{Provider: provider})
-}
-
-// TokenFor is Token for the principal key.Account: a flow started with
-// StartRequest.Principal stores its token under that account, so one
-// principal's connect never replaces another's token.
-func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
+// key.Account is the StartRequest.Principal of the flow that obtained the
+// token, so one principal's connect never replaces another's token;
+// TokenKey{Provider: name} is the token of flows started without one.
+func (e *Engine) Token(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
 	if err := e.enter(); err != nil {
 		return nil, StoredToken{}, err
 	}
@@ -179,15 +173,10 @@ func (e *Engine) expiry(tok *oauth2.Token) time.Time {
 // does not expire in the caller's hands.
 const tokenExpiryDelta = 10 * time.Second
 
-// Disconnect deletes the provider's stored token (of flows started
-// without a Principal). It returns an error wrapping ErrNoToken when there
-// is none.
-func (e *Engine) Disconnect(ctx context.Context, provider string) error {
-	return e.DisconnectFor(ctx, TokenKey{Provider: provider})
-}
-
-// DisconnectFor is Disconnect for the principal key.Account.
-func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) error {
+// Disconnect deletes key's stored token (TokenKey{Provider: name} for
+// flows started without a Principal). It returns an error wrapping
+// ErrNoToken when there is none.
+func (e *Engine) Disconnect(ctx context.Context, key TokenKey) error {
 	if err := e.enter(); err != nil {
 		return err
 	}

@@ -30,14 +30,14 @@ func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
 	first := h.prov.Issued() // access, refresh
 	require.Len(t, first, 2)
 
-	tok, st, err := h.e.Token(h.ctx, "gh")
+	tok, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, first[0], tok.AccessToken, "a valid token is returned as it is")
 	assert.Equal(t, time.Hour, st.Expiry.Sub(h.clk.Now()), "the expiry follows the engine's clock")
 	assert.Equal(t, 1, h.prov.Calls())
 
 	h.clk.Advance(time.Hour)
-	tok, st, err = h.e.Token(h.ctx, "gh")
+	tok, st, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	second := h.prov.Issued()[2:]
 	assert.Equal(t, second[0], tok.AccessToken)
@@ -49,7 +49,7 @@ func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
 	// and the spent one is never sent again.
 	h.restart()
 	h.clk.Advance(2 * time.Hour)
-	tok, _, err = h.e.Token(h.ctx, "gh")
+	tok, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[4], tok.AccessToken)
 	sent := refreshTokensSent(h.prov)
@@ -60,7 +60,7 @@ func TestTokenRefreshesShortlyBeforeExpiry(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	h.clk.Advance(time.Hour - 5*time.Second)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Len(t, refreshTokensSent(h.prov), 1, "a token about to expire is refreshed, not handed out")
 }
@@ -75,7 +75,7 @@ func TestTokenConcurrentRefreshOnce(t *testing.T) {
 	got := make([]string, 8)
 	for i := range got {
 		wg.Go(func() {
-			tok, _, err := h.e.Token(h.ctx, "gh")
+			tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 			assert.NoError(t, err)
 			if tok != nil {
 				got[i] = tok.AccessToken
@@ -94,7 +94,7 @@ func TestTokenExpiredWithoutRefreshToken(t *testing.T) {
 	h.prov.SetRefreshTokens(false)
 	h.connect("")
 	h.clk.Advance(2 * time.Hour)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no refresh token")
 	assert.Contains(t, err.Error(), "flowctl connect gh", "the error says what to do")
@@ -106,7 +106,7 @@ func TestTokenWithoutExpiryNeverRefreshes(t *testing.T) {
 	h.prov.SetExpiresIn(0)
 	h.connect("")
 	h.clk.Advance(1000 * time.Hour)
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[0], tok.AccessToken)
 	assert.Empty(t, refreshTokensSent(h.prov))
@@ -117,7 +117,7 @@ func TestTokenRefreshRefused(t *testing.T) {
 	h.connect("")
 	h.prov.Refuse("invalid_grant", "The refresh token was revoked.")
 	h.clk.Advance(2 * time.Hour)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "invalid_grant")
 	assert.Contains(t, err.Error(), "flowctl connect gh")
@@ -126,24 +126,24 @@ func TestTokenRefreshRefused(t *testing.T) {
 	}
 	// The stored token is untouched: once the provider is back, it works.
 	h.prov.SetOverride(nil)
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 }
 
 func TestDisconnect(t *testing.T) {
 	h := newHarness(t)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "never connected")
 	assert.Contains(t, err.Error(), "connect")
 
 	h.connect("")
-	require.NoError(t, h.e.Disconnect(h.ctx, "gh"))
-	_, _, err = h.e.Token(h.ctx, "gh")
+	require.NoError(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"}))
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
-	require.ErrorIs(t, h.e.Disconnect(h.ctx, "gh"), engine.ErrNoToken)
+	require.ErrorIs(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"}), engine.ErrNoToken)
 	h.restart()
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "the deletion is durable")
 }
 
@@ -152,7 +152,7 @@ func TestReconnectReplacesToken(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	second := h.connect("")
-	tok, st, err := h.e.Token(h.ctx, "gh")
+	tok, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, second.ID, st.Flow)
@@ -164,19 +164,19 @@ func TestTokensPerPrincipal(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	alice := h.connect("alice")
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[0], tok.AccessToken, "the local user's token")
 
-	tok, st, err := h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	tok, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, alice.ID, st.Flow)
 
-	require.NoError(t, h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"}))
-	_, _, err = h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	require.NoError(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"}))
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err, "the local user's token stays")
 }
 
@@ -235,18 +235,18 @@ func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gl"})
 	require.NoError(t, err)
 	_, code := gl.Authorize(t, st.AuthURL)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 
 	h.clk.Advance(2 * time.Hour)
 	release := h.prov.Hold()
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := h.e.Token(h.ctx, "gh")
+		_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 		done <- err
 	}()
 	h.prov.WaitEntered(t) // gh's refresh is stuck at its provider
-	tok, _, err := h.e.Token(h.ctx, "gl")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gl"})
 	require.NoError(t, err, "gl's token is refreshed while gh's refresh hangs")
 	assert.Equal(t, gl.Issued()[2], tok.AccessToken)
 	release()

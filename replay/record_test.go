@@ -95,7 +95,7 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(9 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Error: "access_denied",
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied",
 			ErrorDescription: "The user has denied your application access."})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.ProviderDenied)
@@ -132,10 +132,10 @@ var recordings = []recording{
 		res := <-done
 		require.Error(s.t, res.err, "the dead engine cannot record the exchange's outcome")
 		require.NoError(s.t, zombie.Close())
-		f := s.status(st.State)
+		f := s.status(st.ID)
 		s.outcome(f, states.Error, states.ExchangeInterrupted)
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the code went to the provider once")
-		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting, "the browser's retry is refused")
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the retry did not redeem the code again")
 		s.tokenStored("github", "", false)
@@ -144,7 +144,7 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(engine.DefaultTTL)
-		f, err := s.eng.Wait(s.ctx, st.State)
+		f, err := s.eng.Wait(s.ctx, st.ID)
 		require.NoError(s.t, err)
 		s.outcome(f, states.Expired, states.DeadlineExpired)
 		assert.Equal(s.t, f.Deadline, f.Ended, "expired at its deadline, not later")
@@ -156,7 +156,7 @@ var recordings = []recording{
 		s.close()
 		s.clk.Advance(2*time.Hour + 17*time.Minute)
 		s.open()
-		f := s.status(st.State)
+		f := s.status(st.ID)
 		s.outcome(f, states.Expired, states.ExpiredWhileDown)
 	}},
 	{"issuer_mismatch", "redirects with a wrong iss and with none from an issuer that promises iss (RFC 9207): error(issuer_mismatch) before any exchange, the code never sent; the right iss completes", func(s *session) {
@@ -166,19 +166,19 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "idp"})
 		s.clk.Advance(11 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Issuer: "https://attacker.example.test"})
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Issuer: "https://attacker.example.test"})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.IssuerMismatch)
 		st = s.start(engine.StartRequest{Provider: "idp", Principal: "bob"})
 		s.clk.Advance(8 * time.Second)
-		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL)})
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL)})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.IssuerMismatch)
 		assert.Zero(s.t, s.prov.CodeRequests(), "no code reached the token endpoint")
 		s.tokenStored("idp", "", false)
 		st = s.start(engine.StartRequest{Provider: "idp", Principal: "carol"})
 		s.clk.Advance(7 * time.Second)
-		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Issuer: recIssuer})
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Issuer: recIssuer})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Complete, states.Exchanged)
 	}},
@@ -186,7 +186,7 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(6 * time.Second)
-		f, err := s.eng.Cancel(s.ctx, st.State)
+		f, err := s.eng.Cancel(s.ctx, st.ID)
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.Canceled)
 	}},
@@ -195,10 +195,10 @@ var recordings = []recording{
 		first := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
 		s.clk.Advance(40 * time.Second)
 		second := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
-		require.Equal(s.t, []string{first.State}, second.Superseded)
-		f := s.status(first.State)
+		require.Equal(s.t, []string{first.ID}, second.Superseded)
+		f := s.status(first.ID)
 		s.outcome(f, states.Error, states.Superseded)
-		assert.Equal(s.t, second.State, f.SupersededBy)
+		assert.Equal(s.t, second.ID, f.SupersededBy)
 		s.clk.Advance(11 * time.Second)
 		f = s.callback(second, s.authorize(second.AuthURL))
 		s.outcome(f, states.Complete, states.Exchanged)
@@ -211,7 +211,7 @@ var recordings = []recording{
 		code := s.authorize(a.AuthURL)
 		s.outcome(s.callback(a, code), states.Complete, states.Exchanged)
 		s.clk.Advance(4 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: a.State, Code: code})
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: a.ID, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the replayed code was not redeemed again")
@@ -219,7 +219,7 @@ var recordings = []recording{
 		b := s.start(engine.StartRequest{Provider: "google", Principal: "bob@example.com", Transport: states.Gateway, Scopes: []string{"openid"}})
 		late := s.authorize(b.AuthURL)
 		s.clk.Advance(engine.DefaultTTL + 90*time.Second)
-		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.State, Code: late})
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.ID, Code: late})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		s.outcome(f, states.Expired, states.DeadlineExpired)
 		assert.Equal(s.t, 1, f.IgnoredCallbacks)
@@ -234,7 +234,7 @@ var recordings = []recording{
 		done := s.callbackAsync(st, code)
 		s.prov.WaitEntered(s.t)
 		s.clk.Advance(40 * time.Millisecond)
-		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		release()
 		res := <-done
@@ -254,7 +254,7 @@ var recordings = []recording{
 		s.snapshot()
 		release()
 		require.NoError(s.t, (<-done).err)
-		assert.Equal(s.t, states.AwaitingCallback, s.status(a.State).State)
+		assert.Equal(s.t, states.AwaitingCallback, s.status(a.ID).State)
 	}},
 	{"restart_every_step", "the loopback happy path with flowd restarted (Close, 2s down, Open) before, between and after every step: same outcome as without", func(s *session) {
 		s.open()
@@ -270,9 +270,9 @@ var recordings = []recording{
 		for _, step := range happySteps() {
 			step(base)
 		}
-		got, want := s.status(s.last.State), base.status(base.last.State)
+		got, want := s.status(s.last.ID), base.status(base.last.ID)
 		assert.Equal(s.t, outcomeOf(want), outcomeOf(got))
-		assert.Equal(s.t, events(base.history(base.last.State)), events(s.history(s.last.State)))
+		assert.Equal(s.t, events(base.history(base.last.ID)), events(s.history(s.last.ID)))
 		assert.Equal(s.t, want.Deadline.Sub(want.Created), got.Deadline.Sub(got.Created), "the deadline survived the restarts")
 		s.tokenStored("github", "", true)
 	}},
@@ -296,7 +296,7 @@ func happySteps() []func(s *session) {
 		},
 		func(s *session) {
 			s.clk.Advance(5 * time.Second)
-			s.outcome(s.status(s.last.State), states.Complete, states.Exchanged)
+			s.outcome(s.status(s.last.ID), states.Complete, states.Exchanged)
 			s.tokenStored("github", "", true)
 		},
 	}
@@ -414,7 +414,7 @@ func (s *session) start(req engine.StartRequest) engine.Started {
 
 func (s *session) callback(st engine.Started, code string) states.Flow {
 	s.t.Helper()
-	f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(s.t, err)
 	return f
 }
@@ -430,7 +430,7 @@ func (s *session) callbackAsync(st engine.Started, code string) <-chan callbackR
 	done := make(chan callbackResult, 1)
 	eng := s.eng
 	go func() {
-		f, err := eng.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: code})
+		f, err := eng.Callback(context.Background(), engine.CallbackParams{State: st.ID, Code: code})
 		done <- callbackResult{f, err}
 	}()
 	return done
@@ -461,7 +461,7 @@ func (s *session) outcome(f states.Flow, st states.State, reason states.Reason) 
 // provider and principal.
 func (s *session) tokenStored(provider, principal string, want bool) {
 	s.t.Helper()
-	_, _, err := s.eng.TokenFor(s.ctx, engine.TokenKey{Provider: provider, Account: principal})
+	_, _, err := s.eng.Token(s.ctx, engine.TokenKey{Provider: provider, Account: principal})
 	if want {
 		require.NoError(s.t, err, "a token is stored for %s", provider)
 	} else {

@@ -37,7 +37,7 @@ func newHandler(e *engine.Engine, apiKey string) http.Handler {
 			fail(w, err)
 			return
 		}
-		reply(w, http.StatusCreated, map[string]any{"state": st.State, "auth_url": st.AuthURL, "deadline": st.Deadline})
+		reply(w, http.StatusCreated, map[string]any{"state": st.ID, "auth_url": st.AuthURL, "deadline": st.Deadline})
 	}))
 
 	// The status route answers once the flow has ended, or after ?wait
@@ -86,7 +86,7 @@ func newHandler(e *engine.Engine, apiKey string) http.Handler {
 	})
 
 	mux.HandleFunc("GET /token/{provider}", guard(func(w http.ResponseWriter, r *http.Request) {
-		tok, _, err := e.Token(r.Context(), r.PathValue("provider"))
+		tok, _, err := e.Token(r.Context(), engine.TokenKey{Provider: r.PathValue("provider")})
 		if err != nil {
 			fail(w, err)
 			return

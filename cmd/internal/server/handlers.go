@@ -127,7 +127,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		transport = string(states.Loopback)
 	}
 	writeJSON(w, http.StatusCreated, wire.StartResponse{
-		State: st.State, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
+		State: st.ID, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
 		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded,
 	})
 }
@@ -379,7 +379,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	tok, st, err := s.cfg.Engine.TokenFor(r.Context(), key)
+	tok, st, err := s.cfg.Engine.Token(r.Context(), key)
 	if err != nil {
 		status, code, msg := classify(err)
 		if code == wire.CodeInternal {
@@ -410,7 +410,7 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	err := s.cfg.Engine.DisconnectFor(r.Context(), key)
+	err := s.cfg.Engine.Disconnect(r.Context(), key)
 	if errors.Is(err, engine.ErrNoToken) {
 		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Removed: false})
 		return

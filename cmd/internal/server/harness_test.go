@@ -280,12 +280,12 @@ func (c *countingEngine) List(ctx context.Context, f engine.Filter) ([]states.Fl
 	return c.Engine.List(ctx, f)
 }
 
-func (c *countingEngine) TokenFor(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
+func (c *countingEngine) Token(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
 	c.calls.Add(1)
-	return c.Engine.TokenFor(ctx, k)
+	return c.Engine.Token(ctx, k)
 }
 
-func (c *countingEngine) DisconnectFor(ctx context.Context, k engine.TokenKey) error {
+func (c *countingEngine) Disconnect(ctx context.Context, k engine.TokenKey) error {
 	c.calls.Add(1)
-	return c.Engine.DisconnectFor(ctx, k)
+	return c.Engine.Disconnect(ctx, k)
 }

@@ -71,7 +71,7 @@ func (h *hostileServer) start(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.State
+	return st.ID
 }
 
 // refusals that must leave the log exactly as it was: the request never

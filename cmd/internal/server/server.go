@@ -36,8 +36,8 @@ type Engine interface {
 	History(ctx context.Context, state string) ([]states.Record, error)
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
-	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
-	DisconnectFor(ctx context.Context, key engine.TokenKey) error
+	Token(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
+	Disconnect(ctx context.Context, key engine.TokenKey) error
 	Providers() []string
 }
 
