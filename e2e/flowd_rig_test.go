@@ -54,6 +54,9 @@ type flowdRig struct {
 	gatewayURL string
 
 	proc *flowdProc
+	// user is the user's browser: one cookie jar for the whole test, so
+	// the binding cookie a launch link sets goes with the callback.
+	user *dextest.Browser
 }
 
 type rigOptions struct {
@@ -112,6 +115,7 @@ func newFlowdRig(t *testing.T, opts rigOptions) *flowdRig {
 		r.writeConfig(r.configHome, r.listen, extra)
 		err := r.tryStart()
 		if err == nil {
+			r.user = r.dex.Browser()
 			return r
 		}
 		if attempt == 3 || !strings.Contains(err.Error(), "already in use") {
@@ -377,6 +381,7 @@ func (r *flowdRig) flowctlJSON(v any, args ...string) result {
 type started struct {
 	State       string    `json:"state"`
 	AuthURL     string    `json:"auth_url"`
+	LaunchURL   string    `json:"launch_url"`
 	RedirectURI string    `json:"redirect_uri"`
 	ExpiresAt   time.Time `json:"expires_at"`
 }
@@ -403,13 +408,14 @@ func (r *flowdRig) startConnect(args ...string) started {
 	return st
 }
 
-// browse does the user's part at Dex and returns where Dex redirected the
-// browser: flowd's callback, not yet loaded.
+// browse does the user's part at Dex in the user's browser and returns
+// where Dex redirected it: flowd's callback, not yet loaded. authURL may
+// be the flow's launch link, which binds the flow to the user's browser.
 func (r *flowdRig) browse(authURL string) *url.URL {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	final, err := r.dex.Browser().Authorize(ctx, authURL)
+	final, err := r.user.Authorize(ctx, authURL)
 	require.NoError(r.t, err, "browser")
 	return final
 }
@@ -420,13 +426,25 @@ func (r *flowdRig) land(final *url.URL) (int, string) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, final.String(), nil)
-	require.NoError(r.t, err)
-	resp, err := http.DefaultClient.Do(req)
+	status, page, err := r.user.Land(ctx, final)
 	require.NoError(r.t, err, "load flowd's callback page")
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	// The binding cookie is a secret too: the scan at the end checks it
+	// reached no log, database or export.
+	for _, c := range r.user.Jar.Cookies(final) {
+		r.dex.Secrets.Add("binding_cookie", c.Value)
+	}
+	return status, page
+}
+
+// landElsewhere loads the redirect from a client without the user's
+// cookies: another browser, or another user on the machine.
+func (r *flowdRig) landElsewhere(final *url.URL) (int, string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	status, page, err := (&dextest.Browser{}).Land(ctx, final)
+	require.NoError(r.t, err, "load flowd's callback page")
+	return status, page
 }
 
 // wait runs `flowctl wait <state> --json`.
@@ -469,7 +487,7 @@ func (r *flowdRig) token() string {
 func (r *flowdRig) connect() string {
 	r.t.Helper()
 	st := r.startConnect()
-	status, page := r.land(r.browse(st.AuthURL))
+	status, page := r.land(r.browse(st.LaunchURL))
 	assert.Equal(r.t, http.StatusOK, status, "callback page: %s", page)
 	f, res := r.wait(st.State)
 	require.Equal(r.t, 0, res.code, "wait: %s", res.stderr)

@@ -24,10 +24,18 @@ func TestFlowdConnectLoopback(t *testing.T) {
 	r := newFlowdRig(t, rigOptions{})
 	st := r.startConnect()
 	assert.True(t, strings.HasPrefix(st.AuthURL, r.dex.AuthURL), "auth_url %s is dex's", st.AuthURL)
+	assert.True(t, strings.HasPrefix(st.LaunchURL, "http://"+r.listen+"/oauth/launch?t="), "launch_url %s is on the loopback listener", st.LaunchURL)
+	assert.NotContains(t, st.LaunchURL, st.State)
 
-	final := r.browse(st.AuthURL)
+	// The user's browser opens the launch link, which binds the flow to it.
+	final := r.browse(st.LaunchURL)
 	assert.Equal(t, r.listen, final.Host, "dex sends the browser to flowd's loopback listener")
-	status, page := r.land(final)
+	// The same redirect without the browser's cookie changes nothing.
+	status, page := r.landElsewhere(final)
+	assert.Equal(t, http.StatusForbidden, status, "a callback without the binding cookie is refused: %s", page)
+	assert.Equal(t, "awaiting_callback", r.status(st.State).Status, "and the flow still waits")
+	assert.Zero(t, r.dex.TokenRequests("authorization_code"), "and its code was not redeemed")
+	status, page = r.land(final)
 	assert.Equal(t, http.StatusOK, status, "callback page: %s", page)
 	assert.True(t, saysConnected(page), "the page tells the user they are connected: %s", page)
 
@@ -109,7 +117,7 @@ func TestFlowdRefreshRotatesAndSurvivesRestart(t *testing.T) {
 func TestFlowdDenied(t *testing.T) {
 	r := newFlowdRig(t, rigOptions{})
 	st := r.startConnect("--scopes", "openid,"+dextest.DeniedScope)
-	final := r.browse(st.AuthURL)
+	final := r.browse(st.LaunchURL)
 	require.NotEmpty(t, final.Query().Get("error"), "dex redirects with an error")
 	status, page := r.land(final)
 	t.Logf("denied callback page: HTTP %d", status)
@@ -193,10 +201,19 @@ func TestFlowdManualTransport(t *testing.T) {
 func TestFlowdFlowSurvivesSIGKILL(t *testing.T) {
 	r := newFlowdRig(t, rigOptions{})
 	st := r.startConnect()
+	// The browser opened the launch link before the kill: the binding is
+	// in the log, so after the restart the flow still wants the cookie.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	authURL, err := r.user.Launch(ctx, st.LaunchURL)
+	require.NoError(t, err)
 	r.kill()
 	r.start()
 
-	status, page := r.land(r.browse(st.AuthURL))
+	final := r.browse(authURL)
+	status, page := r.landElsewhere(final)
+	assert.Equal(t, http.StatusForbidden, status, "after a restart a callback without the binding is still refused: %s", page)
+	status, page = r.land(final)
 	assert.Equal(t, http.StatusOK, status, "callback page: %s", page)
 	f, res := r.wait(st.State)
 	require.Equal(t, 0, res.code, "wait: %s", res.stderr)

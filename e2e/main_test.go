@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"flowd.local/flowd/internal/hermetic"
 )
 
 // binDir holds the flowd and flowctl binaries built once for this run.
@@ -20,7 +22,7 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := hermetic.Run(m)
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
 	}

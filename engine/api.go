@@ -40,6 +40,14 @@ type Provider struct {
 	Scopes []string
 	// AuthParams are extra authorize-URL parameters (prompt=consent, access_type=offline, ...).
 	AuthParams map[string]string
+	// RevocationURL is the provider's RFC 7009 token revocation endpoint
+	// (revocation_endpoint in its metadata). Empty: the provider has none,
+	// and Disconnect only deletes the local copy (and says so).
+	RevocationURL string
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization request and on every token request (exchange and
+	// refresh), binding tokens to that resource. Empty sends none.
+	Resource string
 }
 
 // Clock is the engine's time source. Tests inject engine/fakeclock to step time.
@@ -65,13 +73,19 @@ type Hooks struct {
 	UnknownCallback func()
 	// Append is called after every append with its latency and error.
 	Append func(d time.Duration, err error)
+	// Connection is called after a connection changed and the change was
+	// recorded: connected, refreshed, a refresh failed, disconnected. It
+	// runs with no flow's or token's lock held, on the goroutine of the
+	// call that made the change, so it may call the engine.
+	Connection func(c Connection)
 }
 
-// Config configures an Engine. Only Log and Providers are required.
+// Config configures an Engine. Only Log is required.
 type Config struct {
 	// Log is the durable event log. The caller opens and closes it.
 	Log Log
-	// Providers are the authorization servers flows may start against.
+	// Providers are the authorization servers flows may start against at
+	// first; SetProviders, AddProvider and RemoveProvider change them later.
 	Providers []Provider
 	// Tokens stores tokens of completed flows. Default: sealed in Log's secrets.
 	Tokens TokenStore
@@ -88,6 +102,10 @@ type Config struct {
 	// redirect URI is PublicBaseURL + "/oauth/callback". Empty disables the
 	// gateway transport.
 	PublicBaseURL string
+	// LaunchTTL is how long a flow's one-time launch link (Started.LaunchURL)
+	// may be opened. Default DefaultLaunchTTL: long enough for a browser to
+	// start, short enough that a link read from a process list is stale.
+	LaunchTTL time.Duration
 	// ManualRedirectURL is the redirect URI of the manual transport. Default
 	// LoopbackRedirectURL: the browser lands on a page that may not load, and
 	// the user pastes its URL.
@@ -103,12 +121,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks observe the engine.
 	Hooks Hooks
+	// MCP configures connects by MCP server URL.
+	MCP MCPConfig
 }
 
 // StartRequest asks for a new flow.
 type StartRequest struct {
-	// Provider names a configured provider.
+	// Provider names a configured provider. Empty when Resource is set.
 	Provider string
+	// Resource is an MCP server URL to connect to instead of a configured
+	// provider: flowd discovers its authorization server, registers a
+	// client there (or reuses one) and binds the token to the resource.
+	// Its flows and token are named by the URL, canonical.
+	Resource string
+	// Challenge is the WWW-Authenticate header the resource answered the
+	// caller with (a 401, or a 403 insufficient_scope to step up); empty
+	// makes flowd probe the resource itself.
+	Challenge string
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string
 	// Transport says how the callback comes back. Default loopback.
@@ -118,6 +147,12 @@ type StartRequest struct {
 	Principal string
 	// TTL overrides Config.TTL for this flow when positive.
 	TTL time.Duration
+	// Launch asks for a one-time launch link (Started.LaunchURL): open it
+	// in the user's browser instead of AuthURL, so no process list shows
+	// the authorization URL and the flow is bound to that browser; a
+	// loopback callback from anyone else on the machine changes nothing.
+	// The link is served on the loopback listener whatever the transport.
+	Launch bool
 }
 
 // Started is what Start returns: everything needed to send the user off.
@@ -130,9 +165,30 @@ type Started struct {
 	Deadline    time.Time
 	// Superseded lists the earlier live flows this one ended.
 	Superseded []string
+	// LaunchURL is the flow's one-time launch link on the loopback
+	// listener, when StartRequest.Launch asked for one: an opaque value,
+	// not the state, that may be passed to a browser opener's command line
+	// (which every local user can read). It is useless once opened and
+	// after Config.LaunchTTL. Serve it with Engine.Launch (package
+	// engine/redirect does).
+	LaunchURL string
 }
 
-// CallbackParams are the query parameters of the provider's redirect.
+// Launched is what opening a launch link gives the browser: the binding
+// cookie's value and the provider's authorization URL to go on to.
+type Launched struct {
+	// State is the flow's id; the binding cookie is named after it.
+	State string
+	// AuthURL is the provider's authorization URL.
+	AuthURL string
+	// Binding is the secret the browser keeps as the flow's binding
+	// cookie. Only its keyed fingerprint is recorded (browser_bound).
+	Binding  string
+	Deadline time.Time
+}
+
+// CallbackParams are the query parameters of the provider's redirect, and
+// what the channel it came by vouches for.
 type CallbackParams struct {
 	State            string
 	Code             string
@@ -140,6 +196,17 @@ type CallbackParams struct {
 	ErrorDescription string
 	// Issuer is the redirect's iss parameter (RFC 9207), "" when it had none.
 	Issuer string
+	// Binding is the value of the flow's binding cookie the browser sent
+	// with the redirect ("" when none). A flow bound to a browser
+	// (browser_bound) refuses a callback without the right one, unless
+	// Authenticated.
+	Binding string
+	// Authenticated says the callback came by a channel that authenticates
+	// its sender on its own: flowd's unix socket by the peer's uid (a
+	// pasted callback), the gateway relay by its service token. Such a
+	// callback is not checked against the browser binding. Leave it false
+	// for anything any local user can reach, like a loopback listener.
+	Authenticated bool
 }
 
 // Filter selects flows for List. Zero fields match everything.
@@ -170,6 +237,18 @@ var (
 	ErrNoToken = errors.New("no token stored")
 	// ErrClosed: the engine was closed.
 	ErrClosed = errors.New("engine closed")
+	// ErrBindingMissing: the flow is bound to the browser that opened its
+	// launch link and the callback carried no binding. Returned in a
+	// *FlowError; the flow is unchanged and still awaits its callback.
+	ErrBindingMissing = errors.New("callback without the flow's browser binding")
+	// ErrBindingMismatch: the callback carried a binding that is not the
+	// flow's. Returned in a *FlowError; the flow is unchanged.
+	ErrBindingMismatch = errors.New("callback with another flow's or a forged browser binding")
+	// ErrLaunchUnknown: no launch link has this value, or it expired.
+	ErrLaunchUnknown = errors.New("unknown or expired launch link")
+	// ErrLaunchUsed: the launch link was already opened once. Nothing
+	// changes: the browser that opened it first keeps the binding.
+	ErrLaunchUsed = errors.New("launch link already used")
 )
 
 // UnknownProviderError is returned for a provider name that is not configured.
@@ -190,7 +269,8 @@ func (e *UnknownProviderError) Is(target error) bool { return target == ErrUnkno
 
 // FlowError is returned by Callback and Cancel when the flow exists but
 // cannot take the request. Flow is the flow as it stands; Err is
-// ErrNotAwaiting, ErrExpired or ErrExchangeInProgress.
+// ErrNotAwaiting, ErrExpired, ErrExchangeInProgress, ErrBindingMissing or
+// ErrBindingMismatch.
 type FlowError struct {
 	Flow states.Flow
 	Err  error

@@ -48,6 +48,9 @@ func (e *Engine) Callback(ctx context.Context, p CallbackParams) (states.Flow, e
 	for attempt := 0; ; attempt++ {
 		f, err, again := e.callback(ctx, lf, p, fp)
 		if !again || attempt == conflictRetries {
+			if err == nil && f.State == states.Complete {
+				e.connectionChanged(f) // this callback connected: the flow's lock is released
+			}
 			return f, err
 		}
 		// Another engine on a shared log advanced the flow first; lf now
@@ -87,6 +90,19 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
 		return f, &FlowError{Flow: f, Err: ErrExpired}, false
+	}
+	// A bound flow hears only its own browser, for an error as much as for
+	// a code: a forged error=access_denied (or a forged iss) must not end it
+	// either. So the binding is checked before anything the callback says.
+	if kind, refused := e.checkBinding(f, p); refused != nil {
+		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: kind, CodeFingerprint: fp}), nil)
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		e.logger.Warn("callback refused: not from the browser the flow is bound to", "flow", states.ShortID(f.ID), "provider", f.Provider, "why", kind)
+		return f, &FlowError{Flow: f, Err: refused}, false
+	}
+	switch {
 	case issuerProblem(f, p.Issuer) != "":
 		// Before the provider's error and before the exchange: a redirect
 		// from another server must neither end the flow as that server's
@@ -116,6 +132,20 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		return f, nil, false
 	}
+	// The provider is read once, here: the exchange uses these settings
+	// even if the providers change while it runs. A provider removed while
+	// the flow waited ends it before exchange_started: its code is never
+	// sent to a server the engine no longer trusts with it.
+	prov, err := e.resolve(ctx, f.Provider)
+	if err != nil {
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
+			Reason: states.ProviderRemoved, Message: fmt.Sprintf("provider %q was removed before the callback arrived; the code was not used", clip(f.Provider, 100)),
+		}), e.dropVerifier(lf))
+		if err != nil {
+			return f, fmt.Errorf("callback: %w", err), conflict(err)
+		}
+		return f, nil, false
+	}
 	verifier, ok := lf.verifier, lf.verifier != ""
 	if !ok {
 		plain, found, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
@@ -124,7 +154,6 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		verifier, ok = string(plain), found
 	}
-	var err error
 	// Only the engine whose exchange_started lands redeems the code.
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
 		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
@@ -137,7 +166,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	locked = false
 	// The outcome is recorded even if the caller goes away: the code is spent.
 	bg := context.WithoutCancel(ctx)
-	outcome := e.exchange(bg, f, p.Code, verifier, ok)
+	outcome := e.exchange(bg, prov, f, p.Code, verifier, ok)
 	lf.mu.Lock()
 	locked = true
 	lf.exchanging = false
@@ -184,7 +213,7 @@ type outcome struct {
 
 // exchange redeems the code at the token endpoint and stores the token, or,
 // when tokens are kept in the log, returns it in the outcome's secrets.
-func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier string, haveVerifier bool) outcome {
+func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code, verifier string, haveVerifier bool) outcome {
 	failed := func(d states.Data) outcome {
 		d.Reason = states.ExchangeFailed
 		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
@@ -193,16 +222,16 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	if !haveVerifier {
 		return failed(states.Data{ErrorCode: "verifier_missing", Message: "the flow's PKCE verifier is missing from the sealed store; start a new connect"})
 	}
-	p, err := e.provider(f.Provider)
-	if err != nil {
-		return failed(states.Data{ErrorCode: "unknown_provider", Message: fmt.Sprintf("provider %q is no longer configured", f.Provider)})
-	}
 	oc := p.oauth
 	oc.RedirectURL = f.RedirectURI
 	oc.Scopes = f.Scopes
-	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	xctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.tokenClient(p)), e.cfg.ExchangeTimeout)
 	defer cancel()
-	tok, err := oc.Exchange(xctx, code, oauth2.VerifierOption(verifier))
+	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
+	if p.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", p.Resource))
+	}
+	tok, err := oc.Exchange(xctx, code, opts...)
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}
@@ -229,7 +258,15 @@ func (e *Engine) exchange(ctx context.Context, f states.Flow, code, verifier str
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
 		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
 	}
-	return outcome{event: states.ExchangeSucceeded, data: states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}, secrets: secrets}
+	d := states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}
+	if !st.Expiry.IsZero() {
+		exp := st.Expiry
+		d.TokenExpiry = &exp
+	}
+	if st.RefreshToken != "" {
+		d.RefreshFP = e.fingerprint(st.RefreshToken)
+	}
+	return outcome{event: states.ExchangeSucceeded, data: d, secrets: secrets}
 }
 
 // describeExchangeError turns an exchange error into record data. It keeps

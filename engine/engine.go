@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +27,12 @@ const (
 	DefaultLoopbackRedirectURL = "http://127.0.0.1:8085/oauth/callback"
 	// CallbackPath is the path of every transport's redirect URI.
 	CallbackPath = "/oauth/callback"
+	// LaunchPath is the path of a flow's launch link on the loopback
+	// listener; the link's value is its query parameter LaunchParam.
+	LaunchPath  = "/oauth/launch"
+	LaunchParam = "t"
+	// DefaultLaunchTTL is how long a launch link may be opened.
+	DefaultLaunchTTL = 30 * time.Second
 )
 
 // pruneEvery is how often finished flows past retention are deleted.
@@ -45,15 +50,17 @@ const (
 // of it. Live flows are held in memory, one small struct each; finished
 // flows are read back from the Log on demand.
 type Engine struct {
-	log       Log
-	tokens    TokenStore
-	clock     Clock
-	rand      io.Reader
-	logger    *slog.Logger
-	hooks     Hooks
-	http      *http.Client
-	providers map[string]*provider
-	names     []string
+	log    Log
+	tokens TokenStore
+	clock  Clock
+	rand   io.Reader
+	logger *slog.Logger
+	hooks  Hooks
+	http   *http.Client
+	// providers is the current providerSet; provMu serializes the
+	// writers that replace it (readers only load it).
+	providers atomic.Pointer[providerSet]
+	provMu    sync.Mutex
 	cfg       Config
 	fpKey     []byte
 	// fpMACs pools HMAC states keyed with fpKey: keying one hashes the
@@ -71,6 +78,13 @@ type Engine struct {
 	// starting holds the flows this engine is starting, so the watch of a
 	// shared log does not adopt them before Start does.
 	starting map[string]bool
+	// launches are the launch links handed out and not yet expired, in
+	// the order they expire (one TTL for all): swept from the front on
+	// every new link and every use, so the map never outgrows one TTL's
+	// worth of starts.
+	launches     map[string]*launch
+	launchQueue  []*launch
+	launchPrefix string
 
 	// shared is the Log as a Watcher when several engines share it; nil
 	// otherwise. stopWatch and watchDone end and await its watch.
@@ -81,6 +95,13 @@ type Engine struct {
 	closing  chan struct{}
 	inflight sync.WaitGroup
 	wakeups  atomic.Int64
+	// mcp holds the providers of MCP connections by resource URL (guarded
+	// by mcpMu, which also serializes updates of their sealed index).
+	mcpMu sync.Mutex
+	mcp   map[string]*provider
+	// mcpStarting holds one *sync.Mutex per MCP resource URL, held while
+	// a Start discovers and registers for it.
+	mcpStarting sync.Map
 	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
 	// token are serialized, other tokens are not held up behind them.
 	refreshing sync.Map
@@ -146,6 +167,8 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		live:     map[string]*liveFlow{},
 		owners:   map[ownerKey]map[string]*liveFlow{},
 		starting: map[string]bool{},
+		mcp:      map[string]*provider{},
+		launches: map[string]*launch{},
 		closing:  make(chan struct{}),
 	}
 	e.shared, _ = cfg.Log.(Watcher)
@@ -164,6 +187,14 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.ManualRedirectURL == "" {
 		cfg.ManualRedirectURL = cfg.LoopbackRedirectURL
 	}
+	if cfg.LaunchTTL <= 0 {
+		cfg.LaunchTTL = DefaultLaunchTTL
+	}
+	lb, err := url.Parse(cfg.LoopbackRedirectURL)
+	if err != nil || lb.Host == "" {
+		return nil, fmt.Errorf("engine: open: LoopbackRedirectURL %q is not an absolute URL", cfg.LoopbackRedirectURL)
+	}
+	e.launchPrefix = (&url.URL{Scheme: lb.Scheme, Host: lb.Host, Path: LaunchPath}).String() + "?" + LaunchParam + "="
 	e.cfg = cfg
 	if e.tokens == nil {
 		e.tokens = &logTokens{log: cfg.Log}
@@ -180,19 +211,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.http == nil {
 		e.http = &http.Client{Timeout: cfg.ExchangeTimeout}
 	}
-	e.providers = map[string]*provider{}
-	for _, p := range cfg.Providers {
-		if err := validateProvider(p); err != nil {
-			return nil, fmt.Errorf("engine: open: %w", err)
-		}
-		if _, dup := e.providers[p.Name]; dup {
-			return nil, fmt.Errorf("engine: open: provider %q is configured twice", p.Name)
-		}
-		p.AuthMethod = authMethodOf(p)
-		e.providers[p.Name] = &provider{Provider: p, oauth: oauthConfig(p)}
-		e.names = append(e.names, p.Name)
+	set, err := newProviderSet(cfg.Providers)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open: %w", err)
 	}
-	sort.Strings(e.names)
+	e.providers.Store(set)
 	if err := e.loadFingerprintKey(ctx); err != nil {
 		return nil, err
 	}
@@ -300,12 +323,13 @@ func (e *Engine) enter() error {
 	return nil
 }
 
-// Providers lists the configured providers' names, sorted.
-func (e *Engine) Providers() []string { return slices.Clone(e.names) }
+// Providers lists the configured providers' names, sorted. Providers can
+// change at run time (SetProviders): the list is a snapshot.
+func (e *Engine) Providers() []string { return slices.Clone(e.providers.Load().names) }
 
 // Provider returns the named provider's configuration.
 func (e *Engine) Provider(name string) (Provider, error) {
-	p, err := e.provider(name)
+	p, err := e.resolve(context.Background(), name)
 	if err != nil {
 		return Provider{}, err
 	}
@@ -313,9 +337,10 @@ func (e *Engine) Provider(name string) (Provider, error) {
 }
 
 func (e *Engine) provider(name string) (*provider, error) {
-	p, ok := e.providers[name]
+	set := e.providers.Load()
+	p, ok := set.byName[name]
 	if !ok {
-		return nil, &UnknownProviderError{Name: name, Known: slices.Clone(e.names)}
+		return nil, &UnknownProviderError{Name: name, Known: slices.Clone(set.names)}
 	}
 	return p, nil
 }

@@ -103,3 +103,14 @@ type Watcher interface {
 	// live flows again from a new Head). fn must not call Watch.
 	Watch(ctx context.Context, after uint64, fn func(recs []states.Record)) error
 }
+
+// KeepingPruner is implemented by a Log whose Prune can spare flows: the
+// engine keeps the flow of every connection that still holds its token,
+// so its token events go on being recorded and Connections goes on
+// listing it after the retention period. Every Log of this module
+// implements it; on a Log that does not, connections older than the
+// retention period are pruned with their flows.
+type KeepingPruner interface {
+	// PruneKeeping is Prune, sparing every flow for which keep is true.
+	PruneKeeping(ctx context.Context, endedBefore time.Time, keep func(flow string) bool) (int, error)
+}

@@ -4,10 +4,12 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"flowd.local/flowd/internal/hermetic"
 )
 
 // TestMain fails the package if a test leaves a goroutine behind: the
 // engine promises that Close stops its timers and waits for its work.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(hermetic.Wrap(m))
 }

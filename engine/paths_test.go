@@ -89,7 +89,8 @@ func TestProvidersAndUnknownProvider(t *testing.T) {
 	assert.ErrorIs(t, err, engine.ErrUnknownProvider)
 	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gitlab"})
 	assert.ErrorIs(t, err, engine.ErrUnknownProvider)
-	assert.ErrorIs(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gitlab"}), engine.ErrUnknownProvider)
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gitlab"})
+	assert.ErrorIs(t, err, engine.ErrUnknownProvider)
 }
 
 func TestUnknownProviderWithNoneConfigured(t *testing.T) {

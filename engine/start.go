@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,9 +24,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, err
 	}
 	defer e.inflight.Done()
-	p, err := e.provider(req.Provider)
-	if err != nil {
-		return Started{}, err
+	if req.Provider == "" && req.Resource != "" {
+		req.Provider = req.Resource // what errors name until discovery finds the canonical URL
 	}
 	if req.Transport == "" {
 		req.Transport = states.Loopback
@@ -44,8 +44,20 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	default:
 		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
 	}
-	scopes := req.Scopes
-	if len(scopes) == 0 {
+	var (
+		p      *provider
+		scopes = req.Scopes
+		extra  states.Data
+		err    error
+	)
+	if req.Resource != "" {
+		if p, scopes, extra, err = e.startMCP(ctx, req, redirect); err != nil {
+			return Started{}, err
+		}
+	} else if p, err = e.provider(req.Provider); err != nil {
+		return Started{}, err
+	}
+	if len(scopes) == 0 && req.Resource == "" {
 		scopes = p.Scopes
 	}
 	ttl := req.TTL
@@ -65,6 +77,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	for _, k := range sortedKeys(p.AuthParams) {
 		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
 	}
+	if p.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", p.Resource))
+	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
 	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier}
@@ -74,6 +89,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
 			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer,
+			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL,
+			ServerMetadataURL: extra.ServerMetadataURL, Registration: extra.Registration, ClientID: extra.ClientID,
+			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
 		},
 	}
 	issued := states.Record{
@@ -95,6 +113,13 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	born := e.adopt(lf)
 	started := Started{ID: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
+	if req.Launch {
+		// After the commit: a link never names a flow the log lacks.
+		if started.LaunchURL, err = e.newLaunch(state, authURL, now); err != nil {
+			// The flow stands; the caller still has AuthURL, unbound.
+			e.logger.Warn("no launch link for flow", "flow", states.ShortID(state), "err", err)
+		}
+	}
 	// From here on another Start may supersede lf and rewrite lf.flow under
 	// lf.mu: supersede works from the values this Start already knows.
 	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
@@ -116,25 +141,27 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 func (e *Engine) supersede(ctx context.Context, owner ownerKey, newID string, born uint64) []string {
 	e.mu.Lock()
 	var older []*liveFlow
+	var olderIDs []string
 	var self, newest *liveFlow
+	var newestID string // the map's key: newest.flow is guarded by newest.mu, not e.mu
 	for id, o := range e.owners[owner] {
 		switch {
 		case id == newID:
 			self = o
 		case o.born < born:
-			older = append(older, o)
+			older, olderIDs = append(older, o), append(olderIDs, id)
 		case newest == nil || o.born > newest.born:
-			newest = o
+			newest, newestID = o, id
 		}
 	}
 	e.mu.Unlock()
 	if self != nil && newest != nil {
-		e.endSuperseded(ctx, self, newest.flow.ID)
+		e.endSuperseded(ctx, self, newestID)
 	}
 	var ended []string
-	for _, o := range older {
+	for i, o := range older {
 		if e.endSuperseded(ctx, o, newID) {
-			ended = append(ended, o.flow.ID)
+			ended = append(ended, olderIDs[i])
 		}
 	}
 	sort.Strings(ended)
@@ -169,13 +196,37 @@ func sortedKeys(m map[string]string) []string {
 // before encoding: 32 random bytes, 43 URL-safe characters.
 const tokenBytes = 32
 
+// maxStateRedraws bounds the redraws of a state's first byte, so a broken
+// random source is an error rather than a hang. A working one needs a
+// redraw once in 64 flows, two in a row once in 4096.
+const maxStateRedraws = 64
+
+// ErrRandomSource: the random source keeps producing bytes no state can
+// begin with; it is not random.
+var ErrRandomSource = errors.New("random source is not random")
+
 // newStateAndVerifier returns a new flow's state and PKCE verifier, each tokenBytes
 // random bytes from the engine's source, URL-safe encoded, drawn in one
 // read (one getrandom call for both on the system source).
+//
+// A state never begins with '-': command lines take such an argument for
+// flags (flowctl status -3fa9...). base64url encodes the first byte's top
+// six bits as the first character, '-' being 62 (0xF8-0xFB); that byte is
+// drawn again until it encodes otherwise. The state stays 43 characters of
+// the URL-safe alphabet, uniform over those not beginning with '-': 255.98
+// bits of entropy instead of 256.
 func (e *Engine) newStateAndVerifier() (state, verifier string, err error) {
 	var b [2 * tokenBytes]byte
 	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
 		return "", "", err
+	}
+	for i := 0; b[0]>>2 == 62; i++ {
+		if i == maxStateRedraws {
+			return "", "", fmt.Errorf("%w: %d draws in a row would begin the state with '-'", ErrRandomSource, maxStateRedraws+1)
+		}
+		if _, err := io.ReadFull(e.rand, b[:1]); err != nil {
+			return "", "", err
+		}
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:tokenBytes]), base64.RawURLEncoding.EncodeToString(b[tokenBytes:]), nil
 }

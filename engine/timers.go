@@ -180,7 +180,18 @@ func (e *Engine) prune() {
 	}
 	defer e.inflight.Done()
 	cutoff := e.clock.Now().Add(-e.cfg.Retention)
-	n, err := e.log.Prune(context.Background(), cutoff)
+	var n int
+	var err error
+	if kp, ok := e.log.(KeepingPruner); ok {
+		// A connection that still holds its token keeps its flow: its
+		// token events go on being recorded there.
+		var keep map[string]bool
+		if keep, err = e.connectionFlows(context.Background()); err == nil {
+			n, err = kp.PruneKeeping(context.Background(), cutoff, func(flow string) bool { return keep[flow] })
+		}
+	} else {
+		n, err = e.log.Prune(context.Background(), cutoff)
+	}
 	if err != nil {
 		e.logger.Error("retention: could not delete old flows", "err", err)
 	} else if n > 0 {

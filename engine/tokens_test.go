@@ -9,8 +9,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"golang.org/x/oauth2"
+
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/internal/oauthtest"
+	"flowd.local/flowd/states"
 )
 
 // refreshTokensSent lists the refresh tokens p was asked to redeem.
@@ -95,9 +98,8 @@ func TestTokenExpiredWithoutRefreshToken(t *testing.T) {
 	h.connect("")
 	h.clk.Advance(2 * time.Hour)
 	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "no refresh token")
-	assert.Contains(t, err.Error(), "flowctl connect gh", "the error says what to do")
+	require.ErrorIs(t, err, engine.ErrNoRefreshToken)
+	assert.NotContains(t, err.Error(), "flowctl", "product advice is flowd's, not the engine's")
 	assert.Equal(t, 1, h.prov.Calls(), "nothing to refresh with: the endpoint is not called")
 }
 
@@ -118,9 +120,15 @@ func TestTokenRefreshRefused(t *testing.T) {
 	h.prov.Refuse("invalid_grant", "The refresh token was revoked.")
 	h.clk.Advance(2 * time.Hour)
 	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "invalid_grant")
-	assert.Contains(t, err.Error(), "flowctl connect gh")
+	var re *engine.RefreshError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "invalid_grant", re.ErrorCode)
+	assert.True(t, re.Rejected())
+	assert.True(t, re.NeedsReconnect())
+	var rte *oauth2.RetrieveError
+	require.ErrorAs(t, err, &rte, "the provider's answer is kept for the embedder")
+	assert.Equal(t, "invalid_grant", rte.ErrorCode)
+	assert.NotContains(t, err.Error(), "flowctl")
 	for _, s := range h.prov.Issued() {
 		assert.NotContains(t, err.Error(), s)
 	}
@@ -135,13 +143,15 @@ func TestDisconnect(t *testing.T) {
 	h := newHarness(t)
 	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "never connected")
-	assert.Contains(t, err.Error(), "connect")
 
 	h.connect("")
-	require.NoError(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"}))
+	res, err := h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.NoError(t, err)
+	assert.Equal(t, states.RevocationUnsupported, res.Revocation, "the provider has no revocation endpoint, and Disconnect says so")
 	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
-	require.ErrorIs(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"}), engine.ErrNoToken)
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.ErrorIs(t, err, engine.ErrNoToken)
 	h.restart()
 	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "the deletion is durable")
@@ -173,7 +183,8 @@ func TestTokensPerPrincipal(t *testing.T) {
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, alice.ID, st.Flow)
 
-	require.NoError(t, h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"}))
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	require.NoError(t, err)
 	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
 	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
@@ -251,4 +262,25 @@ func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
 	assert.Equal(t, gl.Issued()[2], tok.AccessToken)
 	release()
 	require.NoError(t, <-done)
+}
+
+// obtained_at tells a user how old the access token in hand is: a refresh
+// gets a new access token, so it is obtained anew.
+func TestTokenRefreshUpdatesObtained(t *testing.T) {
+	h := newHarness(t)
+	h.connect("")
+	_, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.NoError(t, err)
+	connected := st.Obtained
+	require.False(t, connected.IsZero())
+
+	h.clk.Advance(time.Hour)
+	_, st, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, st.Obtained.Sub(connected), "a refreshed token was obtained at the refresh")
+
+	// And it is what is stored, not only what this call returned.
+	_, st, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, st.Obtained.Sub(connected))
 }

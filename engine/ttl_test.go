@@ -256,7 +256,11 @@ func TestVerifierDeletedWhenFlowEnds(t *testing.T) {
 
 func TestRetentionPrunesFinishedFlows(t *testing.T) {
 	h := newHarness(t, func(c *engine.Config) { c.Retention = 2 * time.Hour })
-	done := h.connect("a") // ends at epoch
+	// Canceled, not connected: a connection that holds its token keeps its
+	// flow (TestRetentionKeepsActiveConnections).
+	started := h.start("a")
+	done, err := h.e.Cancel(h.ctx, started.ID) // ends at epoch
+	require.NoError(t, err)
 	long, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "b", TTL: 90 * time.Minute})
 	require.NoError(t, err)
 	h.clk.Advance(3 * time.Hour) // the pruner runs hourly; at +3h it cuts at +1h

@@ -525,6 +525,13 @@ const pruneChunk = 256
 // end time up to endedBefore, deleting in transactions of pruneChunk flows;
 // if ctx ends between two, it returns what it pruned so far with ctx's error.
 func (db *DB) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
+	return db.PruneKeeping(ctx, endedBefore, nil)
+}
+
+// PruneKeeping implements engine.KeepingPruner: Prune, sparing the flows
+// keep (nil: none) names. A spared flow stays in the ended index, to be
+// looked at again by the next Prune.
+func (db *DB) PruneKeeping(ctx context.Context, endedBefore time.Time, keep func(flow string) bool) (int, error) {
 	if db.opts.ReadOnly {
 		return 0, fmt.Errorf("prune: %w", ErrReadOnly)
 	}
@@ -572,6 +579,11 @@ func (db *DB) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
 					// Its last record is not terminal (a record after its
 					// end): live flows are never pruned.
 					continue
+				}
+				if keep != nil {
+					if v := b.events.Get(num); v != nil && keep(firstFlow(decodeSeq(num), v)) {
+						continue
+					}
 				}
 				deleted, err := b.deleteFlow(num)
 				if err != nil {

@@ -9,6 +9,8 @@ import (
 	"flag"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,6 +192,16 @@ var recordings = []recording{
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.Canceled)
 	}},
+	{"provider_removed", "the flow's provider is removed while the user is at its login page; the callback ends the flow without exchange_started, the code unsent", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(9 * time.Second)
+		code := s.authorize(st.AuthURL)
+		require.NoError(s.t, s.eng.RemoveProvider("github"))
+		f := s.callback(st, code)
+		s.outcome(f, states.Error, states.ProviderRemoved)
+		assert.Zero(s.t, s.prov.CodeRequests(), "the code was not sent")
+	}},
 	{"superseded", "a second connect by the same principal ends the first (superseded, naming the second), which then completes", func(s *session) {
 		s.open()
 		first := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
@@ -256,6 +268,31 @@ var recordings = []recording{
 		require.NoError(s.t, (<-done).err)
 		assert.Equal(s.t, states.AwaitingCallback, s.status(a.ID).State)
 	}},
+	{"browser_bound", "the launch link binds the flow to the browser that opened it; a forged error and an injected code from another local user without the binding cookie are ignored (binding_missing), a wrong cookie too (binding_mismatch), the flow keeps waiting across a restart, and the browser's own callback completes", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github", Launch: true})
+		u, err := url.Parse(st.LaunchURL)
+		require.NoError(s.t, err)
+		s.clk.Advance(900 * time.Millisecond)
+		l, err := s.eng.Launch(s.ctx, u.Query().Get(engine.LaunchParam))
+		require.NoError(s.t, err)
+		s.clk.Advance(3 * time.Second)
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied", ErrorDescription: "forged"})
+		require.ErrorIs(s.t, err, engine.ErrBindingMissing)
+		injected := s.authorize(st.AuthURL)
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: injected})
+		require.ErrorIs(s.t, err, engine.ErrBindingMissing)
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: injected, Binding: "not-the-binding"})
+		require.ErrorIs(s.t, err, engine.ErrBindingMismatch)
+		assert.Zero(s.t, s.prov.CodeRequests(), "nothing reached the token endpoint")
+		s.restart()
+		s.clk.Advance(14 * time.Second)
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Binding: l.Binding})
+		require.NoError(s.t, err)
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, 3, f.IgnoredCallbacks)
+		s.tokenStored("github", "", true)
+	}},
 	{"restart_every_step", "the loopback happy path with flowd restarted (Close, 2s down, Open) before, between and after every step: same outcome as without", func(s *session) {
 		s.open()
 		for _, step := range happySteps() {
@@ -276,6 +313,56 @@ var recordings = []recording{
 		assert.Equal(s.t, want.Deadline.Sub(want.Created), got.Deadline.Sub(got.Created), "the deadline survived the restarts")
 		s.tokenStored("github", "", true)
 	}},
+	{"token_refresh_rotated", "a connection refreshed twice with rotating refresh tokens, across a restart, then disconnected at a provider without a revocation endpoint", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(7 * time.Second)
+		s.outcome(s.callback(st, s.authorize(st.AuthURL)), states.Complete, states.Exchanged)
+		s.clk.Advance(61 * time.Minute)
+		s.token("github")
+		s.restart()
+		s.clk.Advance(2 * time.Hour)
+		s.token("github")
+		res, err := s.eng.Disconnect(s.ctx, engine.TokenKey{Provider: "github"})
+		require.NoError(s.t, err)
+		assert.Equal(s.t, states.RevocationUnsupported, res.Revocation)
+		s.tokenStored("github", "", false)
+	}},
+	{"token_refresh_failed", "a refresh that fails transiently (HTTP 503), one rejected with invalid_grant (needs_reconnect), then a disconnect revoked at the provider (RFC 7009)", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "google", Principal: "alice@example.com"})
+		s.clk.Advance(11 * time.Second)
+		s.outcome(s.callback(st, s.authorize(st.AuthURL)), states.Complete, states.Exchanged)
+		key := engine.TokenKey{Provider: "google", Account: "alice@example.com"}
+		s.clk.Advance(2 * time.Hour)
+		s.prov.SetOverride(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+		_, _, err := s.eng.Token(s.ctx, key)
+		var re *engine.RefreshError
+		require.ErrorAs(s.t, err, &re)
+		assert.True(s.t, re.Transient)
+		s.clk.Advance(5 * time.Minute)
+		s.prov.Refuse("invalid_grant", "Token has been expired or revoked.")
+		_, _, err = s.eng.Token(s.ctx, key)
+		require.ErrorAs(s.t, err, &re)
+		assert.True(s.t, re.NeedsReconnect())
+		cs, err := s.eng.Connections(s.ctx)
+		require.NoError(s.t, err)
+		require.Len(s.t, cs, 1)
+		assert.Equal(s.t, states.NeedsReconnect, cs[0].Health)
+		s.prov.SetOverride(nil)
+		s.clk.Advance(time.Minute)
+		res, err := s.eng.Disconnect(s.ctx, key)
+		require.NoError(s.t, err)
+		assert.Equal(s.t, states.RevocationDone, res.Revocation)
+		s.tokenStored("google", "alice@example.com", false)
+	}},
+}
+
+// token gets provider's token, refreshing it when due.
+func (s *session) token(provider string) {
+	s.t.Helper()
+	_, _, err := s.eng.Token(s.ctx, engine.TokenKey{Provider: provider})
+	require.NoError(s.t, err, "token for %s", provider)
 }
 
 // happySteps are the steps of a loopback connect, as restart_every_step
@@ -305,6 +392,11 @@ func happySteps() []func(s *session) {
 // outcomeOf is a flow without its id and times.
 func outcomeOf(f states.Flow) states.Flow {
 	f.ID, f.Created, f.Deadline, f.Ended = "", time.Time{}, time.Time{}, time.Time{}
+	if f.Conn != nil {
+		c := *f.Conn
+		c.Flow, c.Connected, c.TokenExpiry, c.RefreshFP = "", time.Time{}, time.Time{}, ""
+		f.Conn = &c
+	}
 	return f
 }
 
@@ -345,7 +437,7 @@ func newSession(t *testing.T, name string) *session {
 		Rand: newSeeded(name),
 		Providers: []engine.Provider{
 			recProviderConfig(s.prov, "github", "repo", "read:user"),
-			recProviderConfig(s.prov, "google", "openid", "email"),
+			withRevocation(recProviderConfig(s.prov, "google", "openid", "email"), s.prov),
 		},
 		PublicBaseURL:   recPublicBase,
 		ExchangeTimeout: 10 * time.Second,
@@ -603,6 +695,12 @@ func (s *seeded) Read(p []byte) (int, error) {
 func newRecProvider(t *testing.T, clk *fakeclock.Clock) *oauthtest.Server {
 	return oauthtest.New(t, oauthtest.Options{ClientID: recClientID, ClientSecret: recClientSecret,
 		Latency: func() { clk.Advance(recLatency) }})
+}
+
+// withRevocation gives p the fake provider's RFC 7009 revocation endpoint.
+func withRevocation(p engine.Provider, prov *oauthtest.Server) engine.Provider {
+	p.RevocationURL = prov.URL + oauthtest.RevokePath
+	return p
 }
 
 // recIssuer is the issuer the idp provider of the recordings names: fixed,

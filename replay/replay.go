@@ -303,6 +303,11 @@ func writeFinal(w io.Writer, sum Summary) {
 		if f.IgnoredCallbacks > 0 {
 			field("ignored_callbacks", fmt.Sprint(f.IgnoredCallbacks))
 		}
+		if c := f.Conn; c != nil && (c.Refreshes > 0 || c.LastFailure != nil || c.Refreshing || !c.Active()) {
+			// Only a connection with token events: the output of logs from
+			// before they existed stays as it was.
+			field("connection", connectionSummary(*c))
+		}
 		field("created", stamp(f.Created))
 		field("deadline", stamp(f.Deadline))
 		field("ended", stamp(f.Ended))
@@ -310,6 +315,23 @@ func writeFinal(w io.Writer, sum Summary) {
 			field("took", f.Ended.Sub(f.Created).Round(time.Millisecond).String())
 		}
 	}
+}
+
+// connectionSummary is a connection's standing from its records alone:
+// its health without the clock (an expired token without a refresh token
+// is not judged), refreshes, the last failure, the disconnect.
+func connectionSummary(c states.Connection) string {
+	if !c.Active() {
+		return fmt.Sprintf("disconnected %s (revocation %s; %d refreshes, %d rotated)", stamp(c.Disconnected), c.Revocation, c.Refreshes, c.Rotations)
+	}
+	out := fmt.Sprintf("%s (%d refreshes, %d rotated", c.HealthAt(time.Time{}), c.Refreshes, c.Rotations)
+	if f := c.LastFailure; f != nil {
+		out += fmt.Sprintf("; last failure %s http_status=%d transient=%t, failing since %s", f.ErrorCode, f.HTTPStatus, f.Transient, stamp(c.FailingSince))
+	}
+	if c.Refreshing {
+		out += "; a refresh has no outcome when the log ends"
+	}
+	return out + ")"
 }
 
 func stamp(t time.Time) string {

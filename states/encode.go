@@ -46,9 +46,12 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
-		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Reason == "" && d.Message == "" &&
+		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Resource == "" &&
+		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
+		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
-		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == ""
+		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
+		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
 }
 
 // appendData writes Data's fields in declaration order, each left out
@@ -69,6 +72,14 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("issuer_required")
 		w.b = append(w.b, "true"...)
 	}
+	w.str("resource", d.Resource)
+	w.str("resource_metadata", d.ResourceMetadataURL)
+	w.str("server_metadata", d.ServerMetadataURL)
+	w.str("registration", d.Registration)
+	w.str("client_id", d.ClientID)
+	w.str("token_auth", d.TokenAuth)
+	w.str("scope_source", d.ScopeSource)
+	w.list("discovery", d.Discovery)
 	w.str("reason", string(d.Reason))
 	w.str("message", d.Message)
 	w.str("error_code", d.ErrorCode)
@@ -84,6 +95,21 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	w.str("binding_fp", d.BindingFingerprint)
+	if d.TokenExpiry != nil {
+		w.key("token_expiry")
+		w.b, w.ok = appendTime(w.b, *d.TokenExpiry, w.ok)
+	}
+	w.str("refresh_fp", d.RefreshFP)
+	if d.Rotated {
+		w.key("rotated")
+		w.b = append(w.b, "true"...)
+	}
+	if d.Transient {
+		w.key("transient")
+		w.b = append(w.b, "true"...)
+	}
+	w.str("revocation", string(d.Revocation))
 	return append(w.b, '}'), w.ok
 }
 

@@ -192,6 +192,15 @@ func genRecord(t *rapid.T) (Record, bool) {
 		d.SupersededBy = genString(t, "superseded", weird)
 		d.CodeFingerprint = genString(t, "fp", weird)
 		d.Ignored = Ignored(genString(t, "ignored", weird))
+		d.BindingFingerprint = genString(t, "binding_fp", weird)
+		if rapid.Bool().Draw(t, "has-token-expiry") {
+			te := genTime(t, "token_expiry")
+			d.TokenExpiry = &te
+		}
+		d.RefreshFP = genString(t, "refresh_fp", weird)
+		d.Rotated = rapid.Bool().Draw(t, "rotated")
+		d.Transient = rapid.Bool().Draw(t, "transient")
+		d.Revocation = Revocation(genString(t, "revocation", weird))
 	}
 	return r, weird
 }

@@ -32,6 +32,8 @@ type Flow struct {
 	Deadline       time.Time
 	// Ended is when the flow became terminal.
 	Ended time.Time
+	// Resource is the resource indicator of a connect by MCP server URL.
+	Resource string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -41,7 +43,20 @@ type Flow struct {
 	SupersededBy  string
 	// IgnoredCallbacks counts callbacks recorded as changing nothing.
 	IgnoredCallbacks int
+	// BindingFingerprint is set once the flow is bound to the browser that
+	// opened its launch link (browser_bound): the keyed fingerprint of the
+	// binding cookie a loopback callback must carry.
+	BindingFingerprint string
+
+	// Conn is the connection the flow produced: set by an
+	// exchange_succeeded that stored a token, advanced by the token events.
+	// Nil for every other flow.
+	Conn *Connection
 }
+
+// Bound reports whether the flow is bound to a browser: its loopback
+// callbacks must carry the binding cookie.
+func (f Flow) Bound() bool { return f.BindingFingerprint != "" }
 
 // Apply checks rec against the machine and f, and returns f advanced by it.
 // f is the zero Flow for a flow's first record. On error f is unchanged and
@@ -59,6 +74,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
+		f.Resource = d.Resource
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:
@@ -70,8 +86,19 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Message, f.ErrorCode, f.HTTPStatus, f.SupersededBy = d.Message, d.ErrorCode, d.HTTPStatus, d.SupersededBy
 		f.GrantedScopes = slices.Clone(d.GrantedScopes)
 		f.TokenStored = d.TokenStored
+		if rec.Event == ExchangeSucceeded && d.TokenStored {
+			f.Conn = newConnection(f, rec)
+		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
+	case BrowserBound:
+		f.BindingFingerprint = d.BindingFingerprint
+	default:
+		if rec.Event.TokenEvent() {
+			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
+			c.apply(rec)
+			f.Conn = &c
+		}
 	}
 	return f, nil
 }
@@ -140,14 +167,31 @@ func (f Flow) check(rec Record) error {
 		// exchange under way or a finished flow turns a callback away.
 		// Anything else means the engine dropped a callback it should
 		// have acted on.
+		// A callback without the flow's binding is turned away only from
+		// a bound flow that is still waiting for its callback.
 		switch {
+		case d.Ignored == IgnoredBindingMissing || d.Ignored == IgnoredBindingMismatch:
+			if f.State != AwaitingCallback || f.Exchanging || !f.Bound() {
+				return fmt.Errorf("%w: callback_ignored(%s) from a flow that is not bound and awaiting its callback", ErrIllegalTransition, d.Ignored)
+			}
 		case d.Ignored != IgnoredInProgress && d.Ignored != IgnoredFinished:
-			return fmt.Errorf("%w: callback_ignored with ignored=%q (want %s or %s)", ErrBadReason, d.Ignored, IgnoredInProgress, IgnoredFinished)
+			return fmt.Errorf("%w: callback_ignored with ignored=%q (want %s, %s, %s or %s)", ErrBadReason, d.Ignored, IgnoredInProgress, IgnoredFinished, IgnoredBindingMissing, IgnoredBindingMismatch)
 		case d.Ignored == IgnoredInProgress && !f.Exchanging:
 			return fmt.Errorf("%w: callback_ignored(%s) without an exchange under way", ErrIllegalTransition, d.Ignored)
 		case d.Ignored == IgnoredFinished && !f.State.Terminal():
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
+	case BrowserBound:
+		switch {
+		case d.BindingFingerprint == "":
+			return fmt.Errorf("%w: browser_bound without a binding fingerprint", ErrBadReason)
+		case f.Bound():
+			return fmt.Errorf("%w: browser_bound twice: a launch link binds one browser", ErrIllegalTransition)
+		case f.Exchanging:
+			return fmt.Errorf("%w: browser_bound while an exchange is under way", ErrIllegalTransition)
+		}
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return f.checkTokenEvent(rec)
 	case Failed, DeadlinePassed:
 		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted
 		if exchangeOutcome != f.Exchanging {

@@ -23,14 +23,25 @@ func guardAllows(p position, e Event, variant string) bool {
 	case Failed, DeadlinePassed:
 		byExchange := Reason(variant) == ExchangeFailed || Reason(variant) == ExchangeInterrupted
 		return byExchange == p.Exchanging
+	case RefreshStarted, Revoked, Disconnected:
+		// Every reachable complete flow stored a token and holds it.
+		return true
+	case TokenRefreshed, RefreshFailed:
+		// Reachable flows have no refresh under way: an outcome needs its
+		// refresh_started (TestConnection* cover the rest).
+		return false
 	case CallbackIgnored:
 		switch Ignored(variant) {
 		case IgnoredInProgress:
 			return p.Exchanging
 		case IgnoredFinished:
 			return p.State.Terminal()
+		case IgnoredBindingMissing, IgnoredBindingMismatch:
+			return p.State == AwaitingCallback && p.Bound && !p.Exchanging
 		}
 		return false
+	case BrowserBound:
+		return !p.Bound && !p.Exchanging
 	}
 	return true
 }
@@ -41,7 +52,7 @@ func guardAllows(p position, e Event, variant string) bool {
 // transition, the flow is unchanged, and the error names the record.
 func TestApplyEveryPair(t *testing.T) {
 	pos := reachable(t)
-	require.Len(t, pos, 1+len(AllStates)+1, "the new pseudo-state, the five states, and awaiting_callback while exchanging")
+	require.Len(t, pos, 1+len(AllStates)+3, "the new pseudo-state, the five states, and awaiting_callback while exchanging, bound, and both")
 	keys := make([]position, 0, len(pos))
 	for p := range pos {
 		keys = append(keys, p)
@@ -272,6 +283,7 @@ func TestFoldHappyPath(t *testing.T) {
 		RedirectURI: "http://127.0.0.1:8085/oauth/callback",
 		Created:     h[0].Time, Deadline: t0.Add(5 * time.Minute), Ended: h[3].Time,
 		GrantedScopes: []string{"repo"}, TokenStored: true, IgnoredCallbacks: 1,
+		Conn: &Connection{Flow: testFlow, Provider: "github", Connected: h[3].Time, Scopes: []string{"repo"}},
 	}, f)
 }
 

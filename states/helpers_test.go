@@ -66,6 +66,19 @@ func dataFor(e Event, variant string) Data {
 		return Data{Reason: Reason(variant), GrantedScopes: []string{"repo"}, TokenStored: true}
 	case CallbackIgnored:
 		return Data{Ignored: Ignored(variant), CodeFingerprint: "fp1:77aa01c2e3f49b10"}
+	case BrowserBound:
+		return Data{BindingFingerprint: "hmac:5b1c0e9a77d24f3e81a2c4d6"}
+	case RefreshStarted:
+		return Data{RefreshFP: "hmac:0123456789abcdef01234567"}
+	case TokenRefreshed:
+		te := t0.Add(2 * time.Hour)
+		return Data{TokenExpiry: &te}
+	case RefreshFailed:
+		return Data{ErrorCode: "invalid_grant", HTTPStatus: 400}
+	case Revoked:
+		return Data{}
+	case Disconnected:
+		return Data{Revocation: Revocation(variant)}
 	}
 	d := Data{Reason: Reason(variant)}
 	switch Reason(variant) {
@@ -90,7 +103,10 @@ func variants(e Event) []string {
 		return out
 	}
 	if e == CallbackIgnored {
-		return []string{string(IgnoredInProgress), string(IgnoredFinished)}
+		return []string{string(IgnoredInProgress), string(IgnoredFinished), string(IgnoredBindingMissing), string(IgnoredBindingMismatch)}
+	}
+	if e == Disconnected {
+		return []string{string(RevocationDone), string(RevocationUnsupported), string(RevocationFailed)}
 	}
 	return []string{""}
 }
@@ -150,20 +166,30 @@ func rec(f Flow, e Event, to State, d Data) Record {
 }
 
 // position is where a flow can stand as far as the checks are concerned:
-// its state, and whether an exchange is under way.
+// its state, whether an exchange is under way, and whether a flow still
+// waiting for its callback is bound to a browser.
 type position struct {
 	State      State
 	Exchanging bool
+	Bound      bool
+}
+
+func positionOf(f Flow) position {
+	return position{f.State, f.Exchanging, f.Bound() && f.State == AwaitingCallback}
 }
 
 func (p position) String() string {
 	if p.State == "" {
 		return "(new)"
 	}
-	if p.Exchanging {
-		return string(p.State) + "+exchanging"
+	s := string(p.State)
+	if p.Bound {
+		s += "+bound"
 	}
-	return string(p.State)
+	if p.Exchanging {
+		s += "+exchanging"
+	}
+	return s
 }
 
 // reachable explores the machine from a new flow, trying every event and
@@ -187,7 +213,7 @@ func reachable(t *testing.T) map[position]Flow {
 				if err != nil {
 					continue
 				}
-				p := position{g.State, g.Exchanging}
+				p := positionOf(g)
 				if _, ok := seen[p]; !ok {
 					seen[p] = g
 					queue = append(queue, g)

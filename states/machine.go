@@ -33,7 +33,8 @@ var AllStates = []State{Pending, AwaitingCallback, Complete, Error, Expired}
 // Valid reports whether s is one of the five states.
 func (s State) Valid() bool { return slices.Contains(AllStates, s) }
 
-// Terminal reports whether no event other than callback_ignored can leave s.
+// Terminal reports whether s is final: only self-loops follow it
+// (callback_ignored, and on complete the token events about its connection).
 func (s State) Terminal() bool { return s == Complete || s == Error || s == Expired }
 
 // Live reports whether s is a valid, non-terminal state.
@@ -61,6 +62,36 @@ const (
 	// CallbackIgnored records a callback that changed nothing: the flow had
 	// finished, or an exchange was already under way.
 	CallbackIgnored Event = "callback_ignored"
+	// BrowserBound: the flow's one-time launch link was opened, and the
+	// browser that opened it got the flow's binding cookie. From then on a
+	// callback on the loopback listener must carry that cookie. The record
+	// carries a keyed fingerprint of the cookie's value, never the value.
+	BrowserBound Event = "browser_bound"
+
+	// Token events: what happened to the connection a complete flow
+	// produced (its stored token). They are self-loops on complete, recorded
+	// on the flow whose exchange stored the token, so a connection's whole
+	// life is one history that inspect shows and replay checks.
+
+	// RefreshStarted is recorded before the token endpoint is called to
+	// refresh, as exchange_started is before an exchange: its
+	// compare-and-set on the flow's sequence lets one writer (of all the
+	// engines sharing a log) spend the refresh token; the others wait for
+	// its outcome.
+	RefreshStarted Event = "refresh_started"
+	// TokenRefreshed: the provider returned a new access token and it was
+	// stored; rotated says a new refresh token was saved too.
+	TokenRefreshed Event = "token_refreshed"
+	// RefreshFailed: the refresh did not yield a token. transient says
+	// whether trying again later may work (network, timeout, 5xx) or the
+	// provider rejected it (an OAuth error such as invalid_grant).
+	RefreshFailed Event = "refresh_failed"
+	// Revoked: the provider's revocation endpoint (RFC 7009) accepted the
+	// revocation of the connection's tokens.
+	Revoked Event = "revoked"
+	// Disconnected: the stored token was deleted; revocation says what the
+	// provider was told. No token event follows it on the flow.
+	Disconnected Event = "disconnected"
 )
 
 // Transition is one row of the machine's table.
@@ -82,6 +113,22 @@ var Table = []Transition{
 	{Event: Failed, From: []State{Pending, AwaitingCallback}, To: Error},
 	{Event: DeadlinePassed, From: []State{Pending, AwaitingCallback}, To: Expired},
 	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
+	{Event: BrowserBound, From: []State{AwaitingCallback}, To: ""},
+	{Event: RefreshStarted, From: []State{Complete}, To: ""},
+	{Event: TokenRefreshed, From: []State{Complete}, To: ""},
+	{Event: RefreshFailed, From: []State{Complete}, To: ""},
+	{Event: Revoked, From: []State{Complete}, To: ""},
+	{Event: Disconnected, From: []State{Complete}, To: ""},
+}
+
+// TokenEvent reports whether e is one of the events about a complete
+// flow's connection.
+func (e Event) TokenEvent() bool {
+	switch e {
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return true
+	}
+	return false
 }
 
 // AllEvents lists every event in table order.
@@ -110,6 +157,10 @@ const (
 	Superseded          Reason = "superseded"
 	DeadlineExpired     Reason = "expired"
 	ExpiredWhileDown    Reason = "expired_while_down"
+	// ProviderRemoved: the flow's provider was removed from the engine
+	// while the flow waited; its callback ended it without sending the
+	// code anywhere.
+	ProviderRemoved Reason = "provider_removed"
 	// IssuerMismatch: the redirect's iss was not the issuer the flow
 	// expects, or was missing where the issuer promised to send it (RFC
 	// 9207 section 2.4). The code was never sent to the token endpoint:
@@ -123,7 +174,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, ProviderRemoved},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -151,6 +202,8 @@ func (r Reason) Describe() string {
 		return "no callback arrived before the deadline"
 	case ExpiredWhileDown:
 		return "the deadline passed while flowd was not running"
+	case ProviderRemoved:
+		return "the provider was removed from the configuration before the callback arrived; the code was not used"
 	case IssuerMismatch:
 		return "the redirect did not come from the expected authorization server (its iss did not match), so its code was not used"
 	}

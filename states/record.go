@@ -38,6 +38,13 @@ const (
 	IgnoredInProgress Ignored = "exchange_in_progress"
 	// IgnoredFinished: the flow had already ended (a late or repeated callback).
 	IgnoredFinished Ignored = "flow_finished"
+	// IgnoredBindingMissing: the flow is bound to the browser that opened
+	// its launch link, and the loopback callback carried no binding cookie
+	// (another browser, or another local user).
+	IgnoredBindingMissing Ignored = "binding_missing"
+	// IgnoredBindingMismatch: the callback carried a binding cookie that is
+	// not the flow's.
+	IgnoredBindingMismatch Ignored = "binding_mismatch"
 )
 
 // Record is one entry of the event log: one fact about one flow. Records
@@ -86,6 +93,30 @@ type Data struct {
 	// without one is refused.
 	IssuerRequired bool `json:"issuer_required,omitempty"`
 
+	// Created, for a connect by MCP server URL: what discovery found, so
+	// inspect shows why the connect went where it went (Issuer is the
+	// authorization server it chose). None is a secret.
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization and token requests.
+	Resource string `json:"resource,omitempty"`
+	// ResourceMetadataURL is where the Protected Resource Metadata (RFC 9728) was found.
+	ResourceMetadataURL string `json:"resource_metadata,omitempty"`
+	// ServerMetadataURL is where the authorization server metadata was found.
+	ServerMetadataURL string `json:"server_metadata,omitempty"`
+	// Registration is how the client is registered there: pre_registered,
+	// client_id_metadata_document, dynamic, or dynamic_reused.
+	Registration string `json:"registration,omitempty"`
+	// ClientID is the client id used (public, never the secret).
+	ClientID string `json:"client_id,omitempty"`
+	// TokenAuth is the token endpoint auth method: none,
+	// client_secret_basic or client_secret_post.
+	TokenAuth string `json:"token_auth,omitempty"`
+	// ScopeSource says where Scopes came from: www_authenticate,
+	// scopes_supported, omitted, or step_up (granted plus required).
+	ScopeSource string `json:"scope_source,omitempty"`
+	// Discovery lists the requests discovery made, with their outcome.
+	Discovery []string `json:"discovery,omitempty"`
+
 	// Terminal events
 	Reason Reason `json:"reason,omitempty"`
 	// Message is the provider's own text (error_description) or a short detail.
@@ -103,6 +134,47 @@ type Data struct {
 	// CodeFingerprint is a keyed hash of the authorization code, never the code.
 	CodeFingerprint string  `json:"code_fp,omitempty"`
 	Ignored         Ignored `json:"ignored,omitempty"`
+
+	// BindingFingerprint (browser_bound) is a keyed hash of the secret the
+	// launch page set as the flow's binding cookie, never the secret: a
+	// loopback callback must carry the cookie whose hash this is.
+	BindingFingerprint string `json:"binding_fp,omitempty"`
+	// Connections (exchange_succeeded and the token events)
+	// TokenExpiry is when the stored access token expires; absent when the
+	// provider gave no expiry.
+	TokenExpiry *time.Time `json:"token_expiry,omitempty"`
+	// RefreshFP is a keyed fingerprint of the refresh token held after the
+	// event (exchange_succeeded, token_refreshed) or about to be spent
+	// (refresh_started); absent when none is held. Never the token.
+	RefreshFP string `json:"refresh_fp,omitempty"`
+	// Rotated: the provider returned a new refresh token and it was saved.
+	Rotated bool `json:"rotated,omitempty"`
+	// Transient: a refresh_failed that trying later may cure (network,
+	// timeout, HTTP 5xx or 429); without it the provider rejected the refresh.
+	Transient bool `json:"transient,omitempty"`
+	// Revocation says what the provider was told on disconnect.
+	Revocation Revocation `json:"revocation,omitempty"`
+}
+
+// Revocation is the outcome of asking the provider to revoke a
+// connection's tokens (RFC 7009) on disconnect.
+type Revocation string
+
+// Revocation outcomes.
+const (
+	// RevocationDone: the revocation endpoint accepted the request.
+	RevocationDone Revocation = "revoked"
+	// RevocationUnsupported: the provider has no revocation endpoint; its
+	// tokens stay valid at the provider until they expire.
+	RevocationUnsupported Revocation = "unsupported"
+	// RevocationFailed: the revocation endpoint refused or did not answer;
+	// error_code, http_status and message say how.
+	RevocationFailed Revocation = "failed"
+)
+
+// Valid reports whether r is a known revocation outcome.
+func (r Revocation) Valid() bool {
+	return r == RevocationDone || r == RevocationUnsupported || r == RevocationFailed
 }
 
 // RecordError names the record a check failed on.

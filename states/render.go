@@ -119,6 +119,14 @@ func FormatData(d Data) string {
 	if d.IssuerRequired {
 		add("issuer_required", "true")
 	}
+	add("resource", d.Resource)
+	add("resource_metadata", d.ResourceMetadataURL)
+	add("server_metadata", d.ServerMetadataURL)
+	add("registration", d.Registration)
+	add("client_id", d.ClientID)
+	add("token_auth", d.TokenAuth)
+	add("scope_source", d.ScopeSource)
+	add("discovery", strings.Join(d.Discovery, "; "))
 	add("message", d.Message)
 	add("error_code", d.ErrorCode)
 	if d.HTTPStatus != 0 {
@@ -131,6 +139,18 @@ func FormatData(d Data) string {
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
+	add("binding_fp", d.BindingFingerprint)
+	if d.TokenExpiry != nil {
+		add("token_expiry", d.TokenExpiry.UTC().Format(time.RFC3339))
+	}
+	add("refresh_fp", d.RefreshFP)
+	if d.Rotated {
+		add("rotated", "true")
+	}
+	if d.Transient {
+		add("transient", "true")
+	}
+	add("revocation", string(d.Revocation))
 	return strings.Join(parts, " ")
 }
 
@@ -175,5 +195,45 @@ func FormatFlow(f Flow, now time.Time) string {
 		}
 	}
 	b.WriteByte('\n')
+	if f.Conn != nil {
+		b.WriteString(FormatConnection(*f.Conn, now))
+	}
+	return b.String()
+}
+
+// FormatConnection renders what a complete flow's connection holds and how
+// it stands at now: the lines inspect prints under the flow.
+func FormatConnection(c Connection, now time.Time) string {
+	var b strings.Builder
+	if !c.Active() {
+		fmt.Fprintf(&b, "connection: disconnected %s (revocation: %s)\n", c.Disconnected.UTC().Format(time.RFC3339), c.Revocation)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "connection: %s", c.HealthAt(now))
+	if f := c.LastFailure; f != nil {
+		kind := "rejected"
+		if f.Transient {
+			kind = "transient"
+		}
+		fmt.Fprintf(&b, " (%s %s", kind, f.ErrorCode)
+		if f.HTTPStatus != 0 {
+			fmt.Fprintf(&b, ", HTTP %d", f.HTTPStatus)
+		}
+		fmt.Fprintf(&b, ", failing since %s)", c.FailingSince.UTC().Format(time.RFC3339))
+	}
+	if c.Refreshing {
+		fmt.Fprintf(&b, " (refresh under way since %s)", c.RefreshingSince.UTC().Format(time.RFC3339))
+	}
+	b.WriteByte('\n')
+	expiry := "none"
+	if !c.TokenExpiry.IsZero() {
+		expiry = c.TokenExpiry.UTC().Format(time.RFC3339)
+	}
+	last := "never"
+	if !c.LastRefresh.IsZero() {
+		last = c.LastRefresh.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(&b, "token:    expires %s, refresh token %s, last refresh %s (%d refreshes, %d rotated)\n",
+		expiry, map[bool]string{true: "held", false: "none"}[c.HasRefreshToken()], last, c.Refreshes, c.Rotations)
 	return b.String()
 }

@@ -75,14 +75,16 @@ func TestFormatFlow(t *testing.T) {
 
 	done := mustFold(t, h...)
 	out = FormatFlow(done, t0.Add(time.Hour))
-	assert.Equal(t, "state:    complete (exchanged: connected)\ndeadline: 2026-03-01T10:05:00Z\n", out, "a finished flow has no time left")
+	assert.Equal(t, "state:    complete (exchanged: connected)\ndeadline: 2026-03-01T10:05:00Z\n"+
+		"connection: healthy\ntoken:    expires none, refresh token none, last refresh never (0 refreshes, 0 rotated)\n", out,
+		"a finished flow has no time left; a complete one shows its connection")
 }
 
 func TestFormatHistory(t *testing.T) {
 	h := happy(testFlow, 1, t0)
 	out := FormatHistory(h, t0)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	require.Len(t, lines, len(h)+2)
+	require.Len(t, lines, len(h)+4, "the records, state, deadline, and the connection's two lines")
 	assert.Contains(t, lines[1], "+1s")
 	assert.Equal(t, "state:    complete (exchanged: connected)", lines[4])
 

@@ -94,6 +94,7 @@ func (b *Bench) Run(ctx context.Context) ([]*Row, error) {
 		{[]string{"3", "7"}, b.liveFlows},
 		{[]string{"4"}, b.wakeup},
 		{[]string{"6"}, b.api},
+		{[]string{"8"}, b.refresh},
 	}
 	for _, s := range steps {
 		selected := false

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
@@ -132,7 +135,11 @@ func TestWait(t *testing.T) {
 	ctx, interrupt := context.WithCancel(testCtx(t))
 	time.AfterFunc(80*time.Millisecond, interrupt)
 	c = newCLI("")
+	c.d.isTerminal = func(io.Writer) bool { return true }
 	require.Equal(t, ExitInterrupted, c.run(ctx, f.socket, "wait", "keep0123456789"))
+	// The live line says what Ctrl+C does here: wait does not cancel.
+	assert.Regexp(t, regexp.MustCompile(`Waiting for flow keep01234567: \dm\d\ds left \(Ctrl\+C stops waiting\)`), c.stdout.String())
+	assert.NotContains(t, c.stdout.String(), "Ctrl+C cancels")
 	assert.Contains(t, c.stderr.String(), "stopped waiting; the flow goes on in flowd (re-attach: flowctl wait keep0123456789)")
 	_, cancels, _ := f.snapshot()
 	assert.Empty(t, cancels)
@@ -265,9 +272,9 @@ func TestTokenDisconnectProviders(t *testing.T) {
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers"))
 	lines := strings.Split(strings.TrimSpace(c.stdout.String()), "\n")
 	require.Len(t, lines, 3)
-	assert.Regexp(t, `^NAME\s+PRESET\s+CLIENT ID\s+SCOPES\s+TOKEN AUTH\s+ISS\s+AUTH URL$`, lines[0])
-	assert.Regexp(t, `^github\s+github\s+Iv1\.abc\s+repo,read:user\s+client_secret_post \(preset\)\s+-\s+https://github\.com/login/oauth/authorize$`, lines[1])
-	assert.Regexp(t, `^google\s+google\s+123\.apps\s+openid,email\s+client_secret_post \(preset\)\s+required\s+https://accounts`, lines[2])
+	assert.Regexp(t, `^NAME\s+STATUS\s+PRESET\s+CLIENT ID\s+SCOPES\s+TOKEN AUTH\s+ISS\s+AUTH URL$`, lines[0])
+	assert.Regexp(t, `^github\s+available\s+github\s+Iv1\.abc\s+repo,read:user\s+client_secret_post \(preset\)\s+-\s+https://github\.com/login/oauth/authorize$`, lines[1])
+	assert.Regexp(t, `^google\s+available\s+google\s+123\.apps\s+openid,email\s+client_secret_post \(preset\)\s+required\s+https://accounts`, lines[2])
 
 	c = newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers", "--json"))
@@ -490,4 +497,25 @@ func TestGraph(t *testing.T) {
 	m := oneJSON(t, c.stdout.String())
 	assert.Equal(t, "mermaid", m["format"])
 	assert.Equal(t, states.Mermaid(), m["graph"])
+}
+
+// --version needs no flowd and names the build, as flowd -version does.
+func TestVersionFlag(t *testing.T) {
+	c := newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), "", "--version"))
+	out := strings.TrimSpace(c.stdout.String())
+	assert.True(t, strings.HasPrefix(out, "flowctl "), out)
+	assert.NotContains(t, out, "(devel)")
+	assert.Equal(t, "flowctl "+version.String(), out)
+}
+
+// flowd keeps its socket in FLOWD_STATE_DIR when there is no
+// XDG_RUNTIME_DIR; flowctl looks there with the same variable.
+func TestSocketFollowsFlowdStateDir(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("FLOWD_SOCKET", "")
+	c := newCLI("")
+	c.env["FLOWD_STATE_DIR"] = "/srv/flowd-state"
+	assert.Equal(t, ExitUnreachable, c.run(testCtx(t), "", "providers"))
+	assert.Contains(t, c.stderr.String(), "/srv/flowd-state/flowd.sock")
 }

@@ -20,17 +20,26 @@ type connectOpts struct {
 	scopes    []string
 	transport string
 	noBrowser bool
-	timeout   time.Duration
+	// timeout is sent only when --timeout was given: otherwise flowd's
+	// configured ttl applies.
+	timeout    time.Duration
+	timeoutSet bool
+	challenge  string
 }
 
 func (a *app) connectCmd() *cobra.Command {
 	var o connectOpts
 	cmd := &cobra.Command{
-		Use:   "connect <provider>",
+		Use:   "connect <provider | MCP server URL>",
 		Short: "Connect an account: flowd starts the flow, you approve in the browser",
 		Long: `connect asks flowd to start a connect flow for the provider, opens the
 provider's page in your browser (or prints its URL when there is no display,
 over SSH, or with --no-browser), and waits until flowd reports the flow's end.
+
+The browser is opened on a one-time launch link of flowd's, never on the
+provider's URL (other users can read a browser opener's command line). It
+binds the flow to that browser: a callback from anywhere else changes
+nothing. A printed URL opened by hand works too, but is not browser-bound.
 
 Transports say how the provider's redirect gets back to flowd:
   loopback  to flowd's loopback listener (the browser runs on this machine)
@@ -45,9 +54,11 @@ do the browser part and then run: flowctl wait <state>.
 		Example: `  flowctl connect github
   flowctl connect google --scopes openid,email,profile
   flowctl connect github --transport manual        # over SSH: paste the final URL
-  flowctl connect github --no-browser --json       # script the browser part`,
+  flowctl connect github --no-browser --json       # script the browser part
+  flowctl connect https://mcp.example.com/mcp      # an MCP server: discovery, registration, resource-bound token`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.timeoutSet = cmd.Flags().Changed("timeout")
 			return a.connect(cmd.Context(), args[0], o)
 		},
 	}
@@ -55,7 +66,8 @@ do the browser part and then run: flowctl wait <state>.
 	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated (default: the provider's configured scopes)")
 	f.StringVar(&o.transport, "transport", string(states.Loopback), "how the redirect reaches flowd: loopback, gateway or manual")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
-	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the flow waits for your approval")
+	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
+	f.StringVar(&o.challenge, "challenge", "", "for an MCP server URL: the WWW-Authenticate header it answered with (a 403 insufficient_scope steps up)")
 	return cmd
 }
 
@@ -63,16 +75,21 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	if !states.Transport(o.transport).Valid() {
 		return usagef("unknown transport %q: use loopback, gateway or manual", o.transport)
 	}
-	if o.timeout <= 0 {
-		return usagef("--timeout must be positive, like 5m")
+	ttl := ""
+	if o.timeoutSet {
+		if o.timeout <= 0 {
+			return usagef("--timeout must be positive, like 5m")
+		}
+		ttl = o.timeout.String()
 	}
 	cl := a.client()
 	defer cl.Close()
 	st, err := cl.Start(ctx, wire.StartRequest{
 		Provider:  provider,
 		Scopes:    splitList(o.scopes),
+		Challenge: o.challenge,
 		Transport: o.transport,
-		TTL:       o.timeout.String(),
+		TTL:       ttl,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -99,7 +116,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	} else {
 		var cd *countdown
 		if !a.json && a.isTerminal(a.stdout) {
-			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", st.ExpiresAt, a.now, a.tick)
+			cd = startCountdown(a.stdout, "Waiting for you to approve in the browser:", "cancels", st.ExpiresAt, a.now, a.tick)
 		}
 		flow, err = a.waitFlow(ctx, cl, st.State, st.ExpiresAt, cd)
 		cd.Stop()
@@ -113,21 +130,33 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	return a.reportOutcome(flow, st.AuthURL)
 }
 
-// sendToBrowser opens the authorization URL, or prints it when no browser
-// would be seen (--no-browser, no display, SSH) or opening failed.
+// sendToBrowser opens the flow's one-time launch link, or prints the
+// authorization URL when no browser would be seen (--no-browser, no
+// display, SSH), opening failed, or flowd gave no launch link.
+//
+// The opener's command line is readable by every local user (ps), so only
+// the launch link ever goes there: it carries no state, no PKCE challenge
+// and no provider URL, works once and for seconds, and the browser that
+// opens it gets the cookie that binds the flow to it. A printed URL is for
+// the user's eyes; a flow finished from it is not bound to a browser.
 func (a *app) sendToBrowser(out io.Writer, st wire.StartResponse, noBrowser bool) {
 	opened := false
-	if !noBrowser && hasDisplay(a.goos, a.getenv) {
-		if err := a.browser.Open(st.AuthURL); err != nil {
+	if !noBrowser && st.LaunchURL != "" && hasDisplay(a.goos, a.getenv) {
+		if err := a.browser.Open(st.LaunchURL); err != nil {
 			fmt.Fprintf(out, "Could not open a browser (%v).\n", err)
 		} else {
 			opened = true
 		}
 	}
 	if opened {
-		fmt.Fprintf(out, "Opened your browser to connect %s. If it did not appear, open this URL:\n\n  %s\n\n", st.Provider, st.AuthURL)
-	} else {
-		fmt.Fprintf(out, "Open this URL in a browser to connect %s:\n\n  %s\n\n", st.Provider, st.AuthURL)
+		fmt.Fprintf(out, "Opened your browser to connect %s; only that browser can finish this sign-in.\n"+
+			"If no browser appeared, open this URL by hand instead (while no browser has opened flowd's launch link,\n"+
+			"flowd takes the first callback for it, from any browser):\n\n  %s\n\n", st.Provider, st.AuthURL)
+		return
+	}
+	fmt.Fprintf(out, "Open this URL in a browser to connect %s:\n\n  %s\n\n", st.Provider, st.AuthURL)
+	if st.Transport == string(states.Loopback) {
+		fmt.Fprintf(out, "This sign-in is not bound to a browser: flowd takes the first callback that comes back for it.\n\n")
 	}
 }
 

@@ -11,9 +11,12 @@ import (
 // redraws one line in place with a carriage return; Say prints a message
 // above it without garbling it.
 type countdown struct {
-	mu       sync.Mutex
-	w        io.Writer
-	label    string
+	mu    sync.Mutex
+	w     io.Writer
+	label string
+	// ctrlC says what Ctrl+C does: connect cancels the flow, wait only
+	// stops waiting.
+	ctrlC    string
 	deadline time.Time
 	now      func() time.Time
 	stopped  bool
@@ -24,8 +27,8 @@ type countdown struct {
 // startCountdown draws the line every tick until Stop. A nil countdown
 // (no terminal, --json) accepts Say and Stop and does nothing else but
 // print Say's message, so callers need no branches.
-func startCountdown(w io.Writer, label string, deadline time.Time, now func() time.Time, tick time.Duration) *countdown {
-	c := &countdown{w: w, label: label, deadline: deadline, now: now, done: make(chan struct{}), exited: make(chan struct{})}
+func startCountdown(w io.Writer, label, ctrlC string, deadline time.Time, now func() time.Time, tick time.Duration) *countdown {
+	c := &countdown{w: w, label: label, ctrlC: ctrlC, deadline: deadline, now: now, done: make(chan struct{}), exited: make(chan struct{})}
 	c.draw()
 	go func() {
 		defer close(c.exited)
@@ -53,7 +56,7 @@ func (c *countdown) draw() {
 		return
 	}
 	left := c.deadline.Sub(c.now())
-	fmt.Fprintf(c.w, "%s%s %s left (Ctrl+C cancels)", clearLine, c.label, formatLeft(left))
+	fmt.Fprintf(c.w, "%s%s %s left (Ctrl+C %s)", clearLine, c.label, formatLeft(left), c.ctrlC)
 }
 
 // formatLeft renders time left the way a countdown reads: "4m05s", "42s", "0s".

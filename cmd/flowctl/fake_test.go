@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -241,7 +242,8 @@ func (f *fakeFlowd) handleStart(w http.ResponseWriter, r *http.Request) {
 	fl := f.addFlow(state, req.Provider, tr, ttl)
 	st := wire.StartResponse{State: state, Provider: req.Provider, Transport: string(tr),
 		AuthURL:     "https://provider.example/authorize?client_id=x&state=" + state,
-		RedirectURI: fl.RedirectURI, ExpiresAt: fl.ExpiresAt}
+		RedirectURI: fl.RedirectURI, ExpiresAt: fl.ExpiresAt,
+		LaunchURL: "http://127.0.0.1:8085/oauth/launch?t=opaque-" + strconv.Itoa(len(f.order))}
 	writeJSONResp(w, 201, st)
 	if f.onStart != nil {
 		go f.onStart(st)

@@ -90,7 +90,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{"list", "--nope"}, "unknown flag: --nope"},
 		{[]string{"connect"}, "accepts 1 arg(s), received 0"},
-		{[]string{"status", "a", "b"}, "accepts 1 arg(s), received 2"},
+		{[]string{"status", "a", "b"}, "accepts at most 1 arg(s), received 2"},
 		{[]string{"connect", "github", "--transport", "carrier-pigeon"}, `unknown transport "carrier-pigeon"`},
 		{[]string{"connect", "github", "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"connect", "github", "--timeout", "soon"}, "invalid argument"},
@@ -159,8 +159,15 @@ func TestConnectLoopbackOpensBrowserAndWaitsForCompletion(t *testing.T) {
 	assert.Empty(t, cancels)
 	urls := c.browser.urls()
 	require.Len(t, urls, 1)
-	assert.Contains(t, urls[0], "https://provider.example/authorize?")
+	// The opener's argv is public: it gets the one-time launch link, never
+	// the provider's URL with the state and PKCE challenge.
+	assert.True(t, strings.HasPrefix(urls[0], "http://127.0.0.1:8085/oauth/launch?t=opaque-"), urls[0])
+	assert.NotContains(t, urls[0], "provider.example")
+	for _, st := range f.order {
+		assert.NotContains(t, urls[0], st)
+	}
 	assert.Contains(t, c.stdout.String(), "Opened your browser")
+	assert.Contains(t, c.stdout.String(), "only that browser can finish this sign-in")
 	assert.Contains(t, c.stdout.String(), "Connected github. Granted scopes: repo, read:user.")
 	assert.NotContains(t, c.stdout.String(), clearLine, "no live line when stdout is not a terminal")
 }
@@ -188,6 +195,7 @@ func TestConnectPrintsURLWithoutDisplayOrOverSSH(t *testing.T) {
 		require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "connect", "github", "--no-browser"))
 		assert.Empty(t, c.browser.urls())
 		assert.Contains(t, c.stdout.String(), "Open this URL")
+		assert.Contains(t, c.stdout.String(), "This sign-in is not bound to a browser", "a hand-copied URL is said to be unbound")
 	})
 	t.Run("macOS has a display without DISPLAY", func(t *testing.T) {
 		assert.True(t, hasDisplay("darwin", func(string) string { return "" }))
@@ -502,4 +510,26 @@ func TestTablesHaveNoTrailingBlanks(t *testing.T) {
 			assert.Equal(t, strings.TrimRight(l, " \t"), l, "%v: trailing blanks", args)
 		}
 	}
+}
+
+// The config's ttl applies to flowctl connect unless --timeout is given:
+// flowctl sends no ttl of its own by default (issue 11, part 3).
+func TestConnectUsesConfiguredTTLUnlessTimeoutGiven(t *testing.T) {
+	socket, _ := realFlowd(t, "ttl = \"3s\"\n"+staticProvider)
+	lifetime := func(args ...string) time.Duration {
+		t.Helper()
+		c := newCLI("")
+		require.Equal(t, ExitOK, c.run(testCtx(t), socket, append([]string{"connect", "fake", "--no-browser", "--json"}, args...)...), c.stderr.String())
+		state := oneJSON(t, c.stdout.String())["state"].(string)
+		c = newCLI("")
+		require.Equal(t, ExitOK, c.run(testCtx(t), socket, "status", state, "--json"), c.stderr.String())
+		m := oneJSON(t, c.stdout.String())
+		created, err := time.Parse(time.RFC3339Nano, m["created_at"].(string))
+		require.NoError(t, err)
+		expires, err := time.Parse(time.RFC3339Nano, m["expires_at"].(string))
+		require.NoError(t, err)
+		return expires.Sub(created)
+	}
+	require.Equal(t, 3*time.Second, lifetime(), "no --timeout: the config's ttl")
+	require.Equal(t, 90*time.Second, lifetime("--timeout", "90s"), "--timeout overrides the config")
 }

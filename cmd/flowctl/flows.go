@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -17,22 +18,34 @@ import (
 )
 
 const stateArgHelp = `<state> is a flow's state, a unique prefix of it (as 'flowctl list' shows),
-or the whole callback URL the browser ended on.`
+or the whole callback URL the browser ended on. A state beginning with '-'
+(older flowd issued some) is taken as the state, not as flags; a shorter
+prefix beginning with '-' needs "--" before it: flowctl status -- -3fa9`
 
 func (a *app) statusCmd() *cobra.Command {
 	var wait time.Duration
 	cmd := &cobra.Command{
-		Use:   "status <state>",
-		Short: "Show a flow as it stands",
-		Long: `status shows a flow's status, provider, scopes, deadline and, once it has
-ended, why. With --wait it waits up to that long for the flow to end first.
+		Use:   "status [<provider> | <state>]",
+		Short: "Show your connections, or a flow as it stands",
+		Long: `status with no argument lists every connection flowd holds: provider,
+account, granted scopes, when the access token expires, whether a refresh
+token is held, health and the last refresh. Health is healthy,
+refresh_failing (the provider's error and since when) or needs_reconnect
+(the provider rejected the refresh token with invalid_grant, or the token
+expired with no refresh token). status <provider> lists that provider's.
+
+status <state> shows a flow's status, provider, scopes, deadline and, once it
+has ended, why. With --wait it waits up to that long for the flow to end first.
 
 ` + stateArgHelp + `
 
-Exit code 1 when the flow ended in error or expired.`,
-		Example: `  flowctl status 3fa9c1d2
+Exit code 1 when the flow ended in error or expired, or when a listed
+connection is not healthy.`,
+		Example: `  flowctl status
+  flowctl status github --json
+  flowctl status 3fa9c1d2
   flowctl status 3fa9c1d2 --wait 2m --json`,
-		Args: argsUsage(cobra.ExactArgs(1)),
+		Args: argsUsage(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if wait < 0 {
 				return usagef("--wait must not be negative")
@@ -40,6 +53,14 @@ Exit code 1 when the flow ended in error or expired.`,
 			ctx := cmd.Context()
 			cl := a.client()
 			defer cl.Close()
+			if len(args) == 0 {
+				return a.connections(ctx, cl, "")
+			}
+			// A provider's name lists its connections; anything flowd does
+			// not know as a provider is taken for a flow's state.
+			if cs, err := cl.Connections(ctx, args[0]); !isUnknownProvider(err) {
+				return a.printConnectionsResult(cs, err, args[0])
+			}
 			f, err := withState(ctx, a, cl, args[0], func(state string) (wire.Flow, error) {
 				return a.statusWait(ctx, cl, state, wait)
 			})
@@ -64,6 +85,116 @@ Exit code 1 when the flow ended in error or expired.`,
 	}
 	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the flow to end (e.g. 30s, 2m)")
 	return cmd
+}
+
+// isUnknownProvider reports whether flowd answered unknown_provider, or
+// has no connections route at all (an older flowd: 404 without a code).
+func isUnknownProvider(err error) bool {
+	var ae *client.APIError
+	return errors.As(err, &ae) && (ae.Code == wire.CodeUnknownProvider || ae.Status == http.StatusNotFound && ae.Code == "")
+}
+
+// connections prints the connections, all or provider's.
+func (a *app) connections(ctx context.Context, cl *client.Client, provider string) error {
+	cs, err := cl.Connections(ctx, provider)
+	return a.printConnectionsResult(cs, err, provider)
+}
+
+// printConnectionsResult prints what Connections returned; exit code 1
+// when a connection is not healthy.
+func (a *app) printConnectionsResult(cs []wire.Connection, err error, provider string) error {
+	if err != nil {
+		return fmt.Errorf("list connections: %w", err)
+	}
+	if a.json {
+		if err := a.writeJSON(wire.ConnectionsResponse{Connections: cs}); err != nil {
+			return err
+		}
+	} else {
+		a.printConnections(a.stdout, cs, provider)
+	}
+	for _, c := range cs {
+		if c.Health != string(states.Healthy) {
+			return silentExit(ExitFailed)
+		}
+	}
+	return nil
+}
+
+// printConnections prints one block per connection.
+func (a *app) printConnections(w io.Writer, cs []wire.Connection, provider string) {
+	if len(cs) == 0 {
+		what := "any provider"
+		if provider != "" {
+			what = provider
+		}
+		fmt.Fprintf(w, "Not connected to %s. Connect with: flowctl connect <provider>\n", what)
+		return
+	}
+	now := a.now()
+	when := func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		d := t.Sub(now)
+		if d >= 0 {
+			return fmt.Sprintf("%s (in %s)", t.Local().Format(time.DateTime), formatAgo(d))
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.DateTime), formatAgo(-d))
+	}
+	for i, c := range cs {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		tw := newTable(w, 1)
+		row := func(k, v string) {
+			if v != "" {
+				fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			}
+		}
+		row("provider", c.Provider)
+		account := c.Account
+		if account == "" {
+			account = "(local user)"
+		}
+		row("account", account)
+		health := c.Health
+		switch c.Health {
+		case string(states.RefreshFailing), string(states.NeedsReconnect):
+			if c.ErrorCode != "" {
+				kind := "rejected"
+				if c.Transient {
+					kind = "transient"
+				}
+				health += fmt.Sprintf(": %s %s", kind, c.ErrorCode)
+				if c.HTTPStatus != 0 {
+					health += fmt.Sprintf(" (HTTP %d)", c.HTTPStatus)
+				}
+				if c.Message != "" {
+					health += ": " + c.Message
+				}
+				health += ", since " + when(c.FailingSince)
+			}
+			if c.Health == string(states.NeedsReconnect) {
+				health += "; reconnect: flowctl connect " + c.Provider
+			}
+		}
+		row("health", health)
+		row("scopes", dash(strings.Join(c.Scopes, " ")))
+		if c.ExpiresAt == nil {
+			row("token expires", "no expiry")
+		} else {
+			row("token expires", when(c.ExpiresAt))
+		}
+		row("refresh token", map[bool]string{true: "held", false: "none"}[c.HasRefreshToken])
+		last := when(c.LastRefreshAt)
+		if c.Refreshes > 0 {
+			last += fmt.Sprintf(", %d refreshes, %d rotated", c.Refreshes, c.Rotations)
+		}
+		row("last refresh", last)
+		row("connected", c.ConnectedAt.Local().Format(time.DateTime)+" by flow "+shortID(c.Flow))
+		_ = tw.Flush()
+	}
 }
 
 // statusWait returns the flow, long-polling up to wait for it to end.
@@ -108,7 +239,7 @@ flow running in flowd.
 			if err == nil && !f.Terminal {
 				var cd *countdown
 				if !a.json && a.isTerminal(a.stdout) {
-					cd = startCountdown(a.stdout, "Waiting for flow "+shortID(f.State)+":", f.ExpiresAt, a.now, a.tick)
+					cd = startCountdown(a.stdout, "Waiting for flow "+shortID(f.State)+":", "stops waiting", f.ExpiresAt, a.now, a.tick)
 				}
 				f, err = a.waitFlow(ctx, cl, f.State, f.ExpiresAt, cd)
 				cd.Stop()
@@ -199,7 +330,11 @@ inspect.`,
 				} else if !f.ExpiresAt.After(now) {
 					end = "passed " + formatAgo(now.Sub(f.ExpiresAt)) + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\t%s\n", shortID(f.State), f.Provider, f.Status, dash(f.Reason), dash(f.Transport), formatAgo(now.Sub(f.CreatedAt)), end)
+				reason := dash(f.Reason)
+				if f.Connection != "" && f.Connection != string(states.Healthy) {
+					reason += " (" + f.Connection + ")" // what became of the token it stored
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\t%s\n", shortID(f.State), f.Provider, f.Status, reason, dash(f.Transport), formatAgo(now.Sub(f.CreatedAt)), end)
 			}
 			return tw.Flush()
 		},
@@ -297,6 +432,7 @@ func (a *app) printFlow(w io.Writer, f wire.Flow) {
 	if f.IgnoredCallbacks > 0 {
 		row("ignored callbacks", fmt.Sprint(f.IgnoredCallbacks))
 	}
+	row("connection", f.Connection)
 	_ = tw.Flush()
 }
 

@@ -109,6 +109,9 @@ func (a *app) printInspect(recs []states.Record, source string) error {
 		a.printHistory(a.stdout, recs)
 		fmt.Fprintln(a.stdout)
 		a.printFlow(a.stdout, res.Flow)
+		if flow.Conn != nil {
+			fmt.Fprint(a.stdout, states.FormatConnection(*flow.Conn, now))
+		}
 	}
 	if ferr != nil {
 		return fmt.Errorf("this history does not replay through the current machine (a bug worth reporting with 'flowctl log export --flow %s'): %w", res.State, ferr)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"flowd.local/flowd/cmd/internal/client"
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 )
 
@@ -110,7 +111,7 @@ type app struct {
 func runWith(ctx context.Context, args []string, d *deps) int {
 	a := &app{deps: d}
 	root := a.rootCmd()
-	root.SetArgs(args)
+	root.SetArgs(stateArgsLast(root, args))
 	_, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
@@ -144,6 +145,22 @@ type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
+
+// stateAsFlag explains an unknown flag that is a flow's state: one state
+// in 64 starts with '-' (state tokens are base64url), and the flag parser
+// takes it for a flag.
+func stateAsFlag(err error) error {
+	msg := err.Error()
+	i := strings.LastIndex(msg, " in -")
+	if !strings.HasPrefix(msg, "unknown shorthand flag") || i < 0 || len(msg)-i-len(" in ") < minStateLen {
+		return err
+	}
+	return fmt.Errorf("%w; a state that starts with '-' goes after --, like: flowctl wait -- %s", err, msg[i+len(" in "):])
+}
+
+// minStateLen is the shortest argument stateAsFlag takes for a state: a
+// state is 43 characters, a prefix of it (inspect) shorter.
+const minStateLen = 8
 
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
@@ -233,6 +250,11 @@ func (a *app) socket() string {
 	if s := a.getenv(wire.SocketEnv); s != "" {
 		return s
 	}
+	// A flowd started with FLOWD_STATE_DIR keeps its socket there when
+	// there is no XDG_RUNTIME_DIR: look where it does.
+	if d := a.getenv(wire.StateDirEnv); d != "" {
+		return wire.SocketPathIn(d)
+	}
 	return wire.DefaultSocketPath()
 }
 
@@ -254,22 +276,25 @@ first (run: flowd).
   flowctl token github`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("flowctl {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else $XDG_STATE_HOME/flowd/flowd.sock, else ~/.local/state/flowd/flowd.sock)")
+	pf.StringVar(&a.socketFlag, "socket", "", "flowd's unix socket (default $"+wire.SocketEnv+", else $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in $"+wire.StateDirEnv+", $XDG_STATE_HOME/flowd or ~/.local/state/flowd)")
 	pf.BoolVar(&a.json, "json", false, "print exactly one JSON object on stdout (log export: JSON lines)")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{stateAsFlag(err)} })
 
 	root.AddCommand(
 		a.connectCmd(),
-		a.statusCmd(),
-		a.waitCmd(),
-		a.cancelCmd(),
+		takesState(a.statusCmd()),
+		takesState(a.waitCmd()),
+		takesState(a.cancelCmd()),
 		a.listCmd(),
 		a.tokenCmd(),
 		a.disconnectCmd(),
 		a.providersCmd(),
-		a.inspectCmd(),
+		a.reloadCmd(),
+		takesState(a.inspectCmd()),
 		a.logCmd(),
 		a.replayCmd(),
 		a.graphCmd(),
@@ -280,6 +305,7 @@ first (run: flowd).
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.InitDefaultCompletionCmd()
+	a.registerCompletions(root)
 	markRunErrors(root)
 	return root
 }

@@ -1,5 +1,6 @@
 // Command flowd is the daemon that owns every OAuth connect flow. It runs
-// with no flags on embedded defaults; see docs/config.md and `flowd -h`.
+// with no flags on embedded defaults; see `flowd -help-config` (docs/config.md)
+// and `flowd -h`.
 //
 // This file only wires flags, environment and signals to
 // cmd/internal/server, where everything testable lives.
@@ -15,12 +16,14 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
+	"time"
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/server"
+	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
+	"flowd.local/flowd/docs"
 )
 
 // DefaultGOGC is the GOGC flowd runs with when the environment sets none.
@@ -28,9 +31,6 @@ import (
 // transitions as the heap floor flowd used to keep by resetting GOGC after
 // every collection, and about a fifth more than GOGC=100.
 const DefaultGOGC = 400
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 func main() {
 	// A small live heap and ~30 KiB allocated per connect: at Go's
@@ -53,12 +53,13 @@ func run(args []string, stderr io.Writer) int {
 	}
 	cfgPath := fs.String("config", env("FLOWD_CONFIG", ""), "config file (env FLOWD_CONFIG; default "+config.DefaultPath()+", optional)")
 	stateDir := fs.String("state-dir", env("FLOWD_STATE_DIR", ""), "state directory for the database, key and service token (env FLOWD_STATE_DIR; default "+wire.DefaultStateDir()+")")
-	socket := fs.String("socket", os.Getenv(wire.SocketEnv), "API unix socket (env "+wire.SocketEnv+"; default "+wire.DefaultSocketPath()+")")
+	socket := fs.String("socket", os.Getenv(wire.SocketEnv), "API unix socket (env "+wire.SocketEnv+"; default $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in the state directory: "+wire.DefaultSocketPath()+")")
 	listen := fs.String("listen", env("FLOWD_LISTEN", ""), "loopback listener for /oauth/callback and the gateway relay (env FLOWD_LISTEN; default "+config.DefaultListen+")")
 	logLevel := fs.String("log-level", env("FLOWD_LOG_LEVEL", "info"), "debug, info, warn or error (env FLOWD_LOG_LEVEL)")
 	logFormat := fs.String("log-format", env("FLOWD_LOG_FORMAT", "text"), "text or json (env FLOWD_LOG_FORMAT)")
 	check := fs.Bool("check-config", false, "load the config (and discover OIDC issuers), print the providers, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	helpConfig := fs.Bool("help-config", false, "print the configuration reference (docs/config.md) and a commented example file, and exit")
 	var store storeFlags
 	store.register(fs, env)
 	fs.Usage = func() {
@@ -75,6 +76,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flowd: unexpected argument %q; flowd takes only flags (see flowd -h)\n", fs.Arg(0))
 		return 2
 	}
+	if *helpConfig {
+		// On stdout, so it pipes into a pager or a file.
+		fmt.Fprintf(os.Stdout, "%s\n## Example config file (docs/flowd.example.toml)\n\n```toml\n%s```\n", docs.ConfigReference, docs.ConfigExample)
+		return 0
+	}
 	if *showVersion {
 		fmt.Fprintln(stderr, "flowd", versionString())
 		return 0
@@ -83,19 +89,18 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 2
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	setup := logSetup{format: *logFormat, levelSet: levelSet(fs, "log-level", "FLOWD_LOG_LEVEL")}
+	if err := setup.level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "flowd: -log-level %q: use debug, info, warn or error\n", *logLevel)
 		return 2
 	}
-	var h slog.Handler
-	switch strings.ToLower(*logFormat) {
-	case "text":
-		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		fmt.Fprintf(stderr, "flowd: -log-format %q: use text or json\n", *logFormat)
+	if f, ok := stderr.(*os.File); ok {
+		setup.journal = stderrIsJournal(f, os.Getenv("JOURNAL_STREAM"))
+		setup.background = !setup.journal && inBackgroundOnTerminal(f)
+	}
+	h, err := setup.handler(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 2
 	}
 	logger := slog.New(h)
@@ -107,6 +112,12 @@ func run(args []string, stderr io.Writer) int {
 		return checkConfig(ctx, *cfgPath, stderr)
 	}
 
+	// SIGHUP re-reads the config (as flowctl reload does). Caught from
+	// here on: its default action would kill flowd.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	d, err := server.Open(ctx, server.Options{
 		ConfigPath: *cfgPath, StateDir: *stateDir, Socket: *socket, Listen: *listen,
 		Logger: logger, Version: versionString(),
@@ -116,12 +127,29 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 1
 	}
+	go reloadOnHangup(ctx, d, hup)
 	if err := d.Serve(ctx); err != nil {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 1
 	}
 	logger.Info("stopped cleanly")
 	return 0
+}
+
+// reloadOnHangup reloads the config on each SIGHUP until ctx is done. The
+// daemon logs what changed, or why the file was refused and the running
+// config kept.
+func reloadOnHangup(ctx context.Context, d *server.Daemon, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			_, _ = d.Reload(rctx)
+			cancel()
+		}
+	}
 }
 
 func checkConfig(ctx context.Context, path string, out io.Writer) int {
@@ -155,12 +183,12 @@ func checkConfig(ctx context.Context, path string, out io.Writer) int {
 	return 0
 }
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "dev"
+// levelSet reports whether the user chose the log level, by flag or
+// environment.
+func levelSet(fs *flag.FlagSet, flagName, envName string) bool {
+	set := os.Getenv(envName) != ""
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == flagName })
+	return set
 }
+
+func versionString() string { return version.String() }

@@ -14,11 +14,12 @@ import (
 	"go.uber.org/goleak"
 
 	"flowd.local/flowd/cmd/internal/server"
+	"flowd.local/flowd/internal/hermetic"
 	"flowd.local/flowd/internal/oauthtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(hermetic.Wrap(m))
 }
 
 // A second flowd on the same state directory, with the real bbolt log,

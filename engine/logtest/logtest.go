@@ -95,6 +95,7 @@ func Run(t *testing.T, open Open, opts ...Option) {
 		{"SecretsAtomicWithRecords", testSecretsAtomic},
 		{"Prune", testPrune},
 		{"PruneKeepsSeqIncreasing", testPruneSeq},
+		{"PruneKeepingSparesNamedFlows", testPruneKeeping},
 		{"ConcurrentAppendsDistinctFlows", testConcurrentDistinct},
 		{"ConcurrentAppendsSameFlow", testConcurrentSame},
 		{"CancelledContextWritesNothing", testCancelled},
@@ -873,4 +874,32 @@ func testUnavailable(t *testing.T, l engine.Log, down func(*testing.T, engine.Lo
 	v, ok := secret(t, l, "k")
 	assert.True(t, ok)
 	assert.Equal(t, "v", string(v))
+}
+
+// A KeepingPruner spares the flows keep names (the engine's active
+// connections) and prunes the rest as Prune does.
+func testPruneKeeping(t *testing.T, l engine.Log) {
+	kp, ok := l.(engine.KeepingPruner)
+	if !ok {
+		t.Skip("the log does not implement engine.KeepingPruner")
+	}
+	cutoff := Base.Add(24 * time.Hour)
+	var flows []*Flow
+	for i := range 3 {
+		f := NewFlow(cutoff.Add(-time.Duration(3+i) * time.Hour))
+		mustAppend(t, l, nil, f.Created(), f.URLIssued())
+		mustAppend(t, l, nil, f.Failed(states.Canceled))
+		flows = append(flows, f)
+	}
+	spared := flows[1].ID
+	kept := history(t, l, spared)
+	n, err := kp.PruneKeeping(bg, cutoff, func(flow string) bool { return flow == spared })
+	require.NoError(t, err)
+	assert.Equal(t, 2, n, "PruneKeeping returns how many flows it deleted")
+	assert.Empty(t, history(t, l, flows[0].ID))
+	assert.Empty(t, history(t, l, flows[2].ID))
+	assert.Equal(t, kept, history(t, l, spared), "the named flow is spared")
+	n, err = kp.PruneKeeping(bg, cutoff, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "spared once is not spared for ever: a later prune without it deletes it")
 }

@@ -30,6 +30,66 @@ type Browser struct {
 	Secrets *Secrets
 	// Transport is the HTTP transport; default http.DefaultTransport.
 	Transport http.RoundTripper
+	// Jar keeps the browser's cookies across Authorize and Land, as a real
+	// browser does: flowd's launch link sets the flow's binding cookie,
+	// which the callback must carry. Default: a fresh jar on first use.
+	Jar http.CookieJar
+}
+
+// jar returns the browser's cookie jar, making it on first use.
+func (b *Browser) jar() http.CookieJar {
+	if b.Jar == nil {
+		b.Jar, _ = cookiejar.New(nil)
+	}
+	return b.Jar
+}
+
+// client is an HTTP client with the browser's cookies that stops at the
+// first redirect that stop says to.
+func (b *Browser) client(stop func(*url.URL) bool) *http.Client {
+	return &http.Client{
+		Jar:       b.jar(),
+		Transport: b.Transport,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if stop(req.URL) {
+				return http.ErrUseLastResponse
+			}
+			if len(via) >= 20 {
+				return errors.New("stopped after 20 redirects")
+			}
+			return nil
+		},
+	}
+}
+
+// Launch opens a launch link (flowd's /oauth/launch?t=...) as a browser
+// would: it keeps the binding cookie the link sets and returns where the
+// link redirects, the provider's authorization URL.
+func (b *Browser) Launch(ctx context.Context, launchURL string) (string, error) {
+	resp, err := do(ctx, b.client(func(*url.URL) bool { return true }), http.MethodGet, launchURL, nil)
+	if err != nil {
+		return "", err
+	}
+	loc := resp.Header.Get("Location")
+	if !isRedirect(resp.StatusCode) || loc == "" {
+		return "", fmt.Errorf("browser: launch link answered %s, not a redirect: %s", resp.Status, resp.text)
+	}
+	u, err := resp.Request.URL.Parse(loc)
+	if err != nil {
+		return "", fmt.Errorf("browser: bad redirect %q: %w", loc, err)
+	}
+	return u.String(), nil
+}
+
+// Land loads the redirect Authorize returned, with the browser's cookies
+// (the flow's binding cookie among them), and returns the page's status
+// and text.
+func (b *Browser) Land(ctx context.Context, final *url.URL) (int, string, error) {
+	resp, err := do(ctx, b.client(func(*url.URL) bool { return true }), http.MethodGet, final.String(), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	return resp.StatusCode, resp.text, nil
 }
 
 // Browser returns a browser for s that logs in with the mock connector and
@@ -45,7 +105,8 @@ const maxPages = 8
 // Authorize opens authURL and does what the user would, until Dex
 // redirects to the authorization request's redirect_uri. It returns that
 // URL, carrying code and state, or error and error_description. It does
-// not request the redirect URI itself.
+// not request the redirect URI itself (Land does). authURL may be a
+// launch link: it is opened first (Launch), keeping its cookie.
 //
 // It fails when Dex shows an error page instead (the message says which),
 // when the password is refused, and with ErrApprovalRejected after Reject.
@@ -53,6 +114,15 @@ func (b *Browser) Authorize(ctx context.Context, authURL string) (*url.URL, erro
 	u, err := url.Parse(authURL)
 	if err != nil {
 		return nil, fmt.Errorf("browser: parse authorization URL: %w", err)
+	}
+	if !u.Query().Has("redirect_uri") {
+		next, err := b.Launch(ctx, authURL)
+		if err != nil {
+			return nil, err
+		}
+		if u, err = url.Parse(next); err != nil {
+			return nil, fmt.Errorf("browser: parse authorization URL: %w", err)
+		}
 	}
 	q := u.Query()
 	redirect, err := url.Parse(q.Get("redirect_uri"))
@@ -70,20 +140,7 @@ func (b *Browser) Authorize(ctx context.Context, authURL string) (*url.URL, erro
 		u.RawQuery = q.Encode()
 	}
 
-	jar, _ := cookiejar.New(nil)
-	client := &http.Client{
-		Jar:       jar,
-		Transport: b.Transport,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if sameEndpoint(req.URL, redirect) {
-				return http.ErrUseLastResponse
-			}
-			if len(via) >= 20 {
-				return errors.New("stopped after 20 redirects")
-			}
-			return nil
-		},
-	}
+	client := b.client(func(next *url.URL) bool { return sameEndpoint(next, redirect) })
 
 	resp, err := do(ctx, client, http.MethodGet, u.String(), nil)
 	if err != nil {

@@ -3,8 +3,11 @@ package dextest
 import (
 	"context"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,4 +203,50 @@ func TestSecretsLeaks(t *testing.T) {
 	assert.Equal(t, "refresh_token", vals["a/b+c=d-refresh"])
 	assert.Equal(t, "access_token (signature)", vals["c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA"])
 	assert.NotContains(t, vals, "short", "values too short to be secrets are not kept")
+}
+
+// A fresh clone has go.mod files newer than any cached binary: build.sh
+// must reuse a binary of the pinned version all the same (three minutes
+// saved), and rebuild one that is not.
+func TestBuildScriptReusesTheBinaryOfThePinnedVersion(t *testing.T) {
+	cached := BinaryPath()
+	if _, err := os.Stat(cached); err != nil {
+		t.Skipf("no dex binary at %s to check the cache rule with; build it with %s", cached, BuildCommand())
+	}
+	realGo, err := exec.LookPath("go")
+	require.NoError(t, err)
+	src := filepath.Dir(BuildCommand())
+	dir := t.TempDir()
+	clone := filepath.Join(dir, "tools", "dex")
+	require.NoError(t, os.MkdirAll(clone, 0o755))
+	future := time.Now().Add(time.Hour) // as a checkout just made
+	for _, name := range []string{"build.sh", "go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(clone, name), b, 0o755))
+		require.NoError(t, os.Chtimes(filepath.Join(clone, name), future, future))
+	}
+	// A go that refuses to build: reaching `go build` means a rebuild.
+	stubDir := filepath.Join(dir, "bin")
+	require.NoError(t, os.MkdirAll(stubDir, 0o755))
+	stub := "#!/bin/sh\nif [ \"$1\" = build ]; then echo WOULD-REBUILD >&2; exit 3; fi\nexec " + realGo + " \"$@\"\n"
+	require.NoError(t, os.WriteFile(filepath.Join(stubDir, "go"), []byte(stub), 0o755))
+	run := func(bin string) (string, string, error) {
+		cmd := exec.Command("sh", filepath.Join(clone, "build.sh"))
+		cmd.Env = append(os.Environ(), "FLOWD_DEX_BIN="+bin, "PATH="+stubDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		return strings.TrimSpace(out.String()), errb.String(), err
+	}
+
+	out, stderr, err := run(cached)
+	require.NoError(t, err, "build.sh rebuilt a binary of the pinned version: %s", stderr)
+	assert.Equal(t, cached, out)
+
+	other := filepath.Join(dir, "not-dex")
+	require.NoError(t, os.WriteFile(other, []byte("#!/bin/sh\n"), 0o755))
+	_, stderr, err = run(other)
+	assert.Error(t, err)
+	assert.Contains(t, stderr, "WOULD-REBUILD", "a binary that is not the pinned dex is rebuilt")
 }

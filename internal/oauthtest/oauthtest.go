@@ -219,6 +219,8 @@ type Server struct {
 	gate    chan struct{}
 	entered chan struct{}
 	closed  bool
+	// rev is the revocation endpoint's state (revoke.go).
+	rev revocation
 }
 
 // New starts a fake provider; it is closed when the test ends.
@@ -608,6 +610,10 @@ func (s *Server) Secrets() []string {
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == RevokePath {
+		s.serveRevoke(w, r)
+		return
+	}
 	s.calls.Add(1)
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "bad form", http.StatusBadRequest)

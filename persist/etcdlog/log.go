@@ -471,16 +471,29 @@ const pruneBatch = 32
 // ctx ends between two transactions, Prune returns what it pruned so far
 // with ctx's error.
 func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
+	return l.PruneKeeping(ctx, endedBefore, nil)
+}
+
+// PruneKeeping implements engine.KeepingPruner: Prune, sparing the flows
+// keep (nil: none) names.
+func (l *Log) PruneKeeping(ctx context.Context, endedBefore time.Time, keep func(flow string) bool) (int, error) {
 	np := l.prefix + "n/"
 	var ended []string
 	err := l.pages(ctx, "prune: read the ended index", np, l.endedTimeKey(endedBefore), true, 0, func(kvs []*mvccpb.KeyValue, _ int64) error {
 		for _, kv := range kvs {
-			ended = append(ended, string(kv.Key))
+			k := string(kv.Key)
+			if keep != nil && len(k) > len(np)+24+1 && keep(k[len(np)+24+1:]) {
+				continue
+			}
+			ended = append(ended, k)
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, err
+	}
+	if len(ended) == 0 {
+		return 0, nil
 	}
 	total := 0
 	for batch := range slices.Chunk(ended, pruneBatch) {

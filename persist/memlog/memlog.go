@@ -201,6 +201,12 @@ func (l *Log) Secret(ctx context.Context, key string) ([]byte, bool, error) {
 // Prune implements engine.Log. It drops the pruned records from memory, so
 // a long-running test or benchmark that prunes does not grow without bound.
 func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
+	return l.PruneKeeping(ctx, endedBefore, nil)
+}
+
+// PruneKeeping implements engine.KeepingPruner: Prune, sparing the flows
+// keep (nil: none) names.
+func (l *Log) PruneKeeping(ctx context.Context, endedBefore time.Time, keep func(flow string) bool) (int, error) {
 	if err := l.refuse(ctx, "prune", true); err != nil {
 		return 0, err
 	}
@@ -208,7 +214,7 @@ func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
 	defer l.mu.Unlock()
 	n := 0
 	for flow, at := range l.ended {
-		if !at.Before(endedBefore) {
+		if !at.Before(endedBefore) || keep != nil && keep(flow) {
 			continue
 		}
 		// A flow whose last record is non-terminal is live, whatever an

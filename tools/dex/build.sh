@@ -8,8 +8,11 @@
 # `go install dex@version` is refused).
 #
 # Output: $FLOWD_DEX_BIN if set, else ${XDG_CACHE_HOME:-~/.cache}/flowd/bin/dex.
-# A binary newer than tools/dex/go.sum is reused: a cold build takes about
-# three minutes on two cores. Pass -f to rebuild anyway.
+# A binary of the pinned Dex version is reused (the version Go stamped into
+# it, read with `go version -m`, against tools/dex/go.mod): a cold build
+# takes about three minutes on two cores. File times say nothing here: a
+# fresh clone's go.mod is always newer than the cached binary. Pass -f to
+# rebuild anyway.
 set -eu
 
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
@@ -20,7 +23,12 @@ if [ "${1:-}" = "-f" ]; then
 	force=1
 fi
 
-if [ "$force" = 0 ] && [ -x "$bin" ] && [ "$bin" -nt "$here/go.sum" ] && [ "$bin" -nt "$here/go.mod" ]; then
+pinned=$(awk '$1 == "github.com/dexidp/dex" { print $2; exit }' "$here/go.mod")
+built=""
+if [ -x "$bin" ]; then
+	built=$(go version -m "$bin" 2>/dev/null | awk '$1 == "mod" && $2 == "github.com/dexidp/dex" { print $3; exit }') || built=""
+fi
+if [ "$force" = 0 ] && [ -n "$pinned" ] && [ "$built" = "$pinned" ]; then
 	echo "$bin"
 	exit 0
 fi

@@ -6,13 +6,15 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"flowd.local/flowd/internal/hermetic"
 )
 
 // TestMain removes the flowd binary built for the run, and fails the run
 // if a test left a goroutine behind (a client, a fake provider, a
 // process waiter).
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := hermetic.Run(m)
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
 	}

@@ -26,8 +26,9 @@ func TestFilesCreatedPrivate(t *testing.T) {
 		filepath.Join(r.stateDir, "flowd.db"):      0o600,
 		filepath.Join(r.stateDir, "flowd.db.key"):  0o600,
 		filepath.Join(r.stateDir, "service_token"): 0o600,
-		r.socket:               0o600,
-		filepath.Dir(r.socket): 0o700,
+		filepath.Join(r.stateDir, "flowd.pid"):     0o600,
+		r.socket:                                   0o600,
+		filepath.Dir(r.socket):                     0o700,
 	}
 	for p, mode := range want {
 		fi, err := os.Stat(p)

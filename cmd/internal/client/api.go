@@ -93,6 +93,23 @@ func (c *Client) Providers(ctx context.Context) ([]wire.Provider, error) {
 	return out.Providers, err
 }
 
+// ProvidersInfo is Providers with the config file flowd reads them from.
+func (c *Client) ProvidersInfo(ctx context.Context) (wire.ProvidersResponse, error) {
+	var out wire.ProvidersResponse
+	err := c.route(ctx, wire.RouteProviders, nil, nil, nil, &out, 0)
+	return out, err
+}
+
+// Reload asks flowd to re-read its config file and apply it. An invalid
+// file is an *APIError with code invalid_config naming the file, the field
+// and the reason; flowd then keeps the config it had.
+func (c *Client) Reload(ctx context.Context) (wire.ReloadResponse, error) {
+	var out wire.ReloadResponse
+	// OIDC discovery may take its timeout per issuer.
+	err := c.route(ctx, wire.RouteReload, nil, nil, nil, &out, time.Minute)
+	return out, err
+}
+
 // Token returns a valid access token for provider, refreshed by flowd when needed.
 func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse, error) {
 	var out wire.TokenResponse
@@ -101,11 +118,31 @@ func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse
 	return out, err
 }
 
-// Disconnect removes the provider's stored token.
+// ForceRefresh has flowd refresh the provider's token although it has not
+// expired (an API answered 401 to it) and returns the new one.
+func (c *Client) ForceRefresh(ctx context.Context, provider string) (wire.TokenResponse, error) {
+	var out wire.TokenResponse
+	err := c.route(ctx, wire.RouteToken, []string{provider}, url.Values{"force": {"true"}}, nil, &out, 30*time.Second)
+	return out, err
+}
+
+// Disconnect revokes the provider's stored token at the provider when it
+// can and removes it; the response says what the provider was told.
 func (c *Client) Disconnect(ctx context.Context, provider string) (wire.DisconnectResponse, error) {
 	var out wire.DisconnectResponse
 	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, nil, nil, &out, 0)
 	return out, err
+}
+
+// Connections lists the connections flowd holds, all or provider's.
+func (c *Client) Connections(ctx context.Context, provider string) ([]wire.Connection, error) {
+	var out wire.ConnectionsResponse
+	var q url.Values
+	if provider != "" {
+		q = url.Values{"provider": {provider}}
+	}
+	err := c.route(ctx, wire.RouteConnections, nil, q, nil, &out, 0)
+	return out.Connections, err
 }
 
 // Health returns basic facts about the daemon.

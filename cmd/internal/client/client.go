@@ -163,7 +163,12 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, context.C
 	} else {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
+	// r.path is escaped (an MCP server URL as a provider is one segment,
+	// its slashes %2F): keep it as it is, or it is escaped twice.
 	u := url.URL{Scheme: "http", Host: "flowd", Path: r.path}
+	if p, err := url.PathUnescape(r.path); err == nil && p != r.path {
+		u.Path, u.RawPath = p, r.path
+	}
 	if len(r.query) > 0 {
 		u.RawQuery = r.query.Encode()
 	}

@@ -100,3 +100,19 @@ func TestCallersCancellationIsNotUnreachable(t *testing.T) {
 	var ue *UnreachableError
 	assert.False(t, errors.As(err, &ue))
 }
+
+// An MCP server URL names a provider as one path segment: its slashes are
+// escaped once, and flowd's mux hands the URL back whole.
+func TestMCPServerURLIsOnePathSegment(t *testing.T) {
+	var got, raw string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/providers/{provider}/token", func(w http.ResponseWriter, r *http.Request) {
+		got, raw = r.PathValue("provider"), r.URL.EscapedPath()
+		_, _ = w.Write([]byte(`{"provider":"x","access_token":"t"}`))
+	})
+	c := serve(t, mux.ServeHTTP)
+	_, err := c.Token(context.Background(), "https://mcp.example.com/v1/mcp")
+	require.NoError(t, err)
+	assert.Equal(t, "https://mcp.example.com/v1/mcp", got)
+	assert.Equal(t, "/v1/providers/https:%2F%2Fmcp.example.com%2Fv1%2Fmcp/token", raw)
+}

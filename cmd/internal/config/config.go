@@ -57,6 +57,8 @@ type Config struct {
 	Socket   string
 	// Providers, sorted by name.
 	Providers []Provider
+	// MCP configures connects by MCP server URL.
+	MCP engine.MCPConfig
 }
 
 // Provider is one configured authorization server.
@@ -82,6 +84,10 @@ type Provider struct {
 	// RequireIssuer: discovery found authorization_response_iss_parameter_supported,
 	// so every redirect must carry iss = Issuer (RFC 9207).
 	RequireIssuer bool
+	// RevocationURL is the RFC 7009 revocation endpoint disconnect calls:
+	// revocation_url, the preset's, or the discovery document's
+	// revocation_endpoint. Empty: the provider has none.
+	RevocationURL string
 }
 
 // Where a provider's AuthMethod came from.
@@ -118,7 +124,7 @@ func (p Provider) Engine() engine.Provider {
 		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthMethod: engine.AuthMethod(p.AuthMethod),
 		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 		Issuer: p.Issuer, RequireIssuer: p.RequireIssuer,
-		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams,
+		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, RevocationURL: p.RevocationURL,
 	}
 }
 
@@ -175,6 +181,25 @@ type file struct {
 	StateDir         string                  `toml:"state_dir"`
 	Socket           string                  `toml:"socket"`
 	Providers        map[string]providerFile `toml:"providers"`
+	MCP              mcpFile                 `toml:"mcp"`
+}
+
+// mcpFile is the [mcp] table: how flowd registers its client at the
+// authorization servers of MCP servers it connects to by URL.
+type mcpFile struct {
+	ClientName        string                   `toml:"client_name"`
+	ClientMetadataURL string                   `toml:"client_metadata_url"`
+	NoOfflineAccess   bool                     `toml:"no_offline_access"`
+	Clients           map[string]mcpClientFile `toml:"clients"`
+}
+
+// mcpClientFile is a pre-registered client, keyed by the authorization
+// server's issuer or the MCP server's URL.
+type mcpClientFile struct {
+	ClientID        string `toml:"client_id"`
+	ClientSecret    string `toml:"client_secret"`
+	ClientSecretEnv string `toml:"client_secret_env"`
+	AuthMethod      string `toml:"auth_method"`
 }
 
 type providerFile struct {
@@ -190,6 +215,7 @@ type providerFile struct {
 	AuthStyle       string            `toml:"auth_style"`
 	AuthMethod      string            `toml:"token_endpoint_auth_method"`
 	Tenant          string            `toml:"tenant"`
+	RevocationURL   string            `toml:"revocation_url"`
 }
 
 type duration struct{ time.Duration }
@@ -238,6 +264,20 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 	fail := func(field, format string, args ...any) error {
 		return &Error{File: name, Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
+	// The shape first (keys known, values of the right type), so errors
+	// say what was expected; then the typed decode.
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: name, Line: pe.Position.Line, Field: pe.LastKey, Reason: pe.Message}
+		}
+		return nil, fail("", "%v", err)
+	}
+	if se := checkShape(raw); se != nil {
+		se.File = name
+		return nil, se
+	}
 	var f file
 	md, err := toml.Decode(string(data), &f)
 	if err != nil {
@@ -252,7 +292,7 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fail(keys[0], "unknown setting (see docs/config.md for the settings there are)")
+		return nil, fail(keys[0], "unknown setting ("+HelpHint+")")
 	}
 
 	c := &Config{File: name, Listen: DefaultListen, TTL: DefaultTTL, Retention: DefaultRetention,
@@ -305,7 +345,58 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 		c.Providers = append(c.Providers, p)
 	}
 	slices.SortFunc(c.Providers, func(a, b Provider) int { return strings.Compare(a.Name, b.Name) })
+	if err := c.parseMCP(f.MCP, getenv); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+func (c *Config) parseMCP(f mcpFile, getenv func(string) string) error {
+	fail := func(field, format string, args ...any) error {
+		return &Error{File: c.File, Field: "mcp." + field, Reason: fmt.Sprintf(format, args...)}
+	}
+	c.MCP = engine.MCPConfig{ClientName: f.ClientName, NoOfflineAccess: f.NoOfflineAccess}
+	if f.ClientMetadataURL != "" {
+		u, err := url.Parse(f.ClientMetadataURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.Path == "" || u.Path == "/" || u.Fragment != "" {
+			return fail("client_metadata_url", "%q is not an https URL with a path; a client ID metadata document's URL is its client_id (e.g. \"https://example.com/flowd/client.json\")", f.ClientMetadataURL)
+		}
+		c.MCP.ClientMetadataURL = f.ClientMetadataURL
+	}
+	servers := make([]string, 0, len(f.Clients))
+	for s := range f.Clients {
+		servers = append(servers, s)
+	}
+	slices.Sort(servers)
+	for _, server := range servers {
+		cf := f.Clients[server]
+		field := fmt.Sprintf("clients.%q.", server)
+		if u, err := url.Parse(server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fail(fmt.Sprintf("clients.%q", server), "the key is the authorization server's issuer or the MCP server's URL, an absolute https URL")
+		}
+		if cf.ClientID == "" {
+			return fail(field+"client_id", "required")
+		}
+		secret := cf.ClientSecret
+		if cf.ClientSecretEnv != "" {
+			if secret != "" {
+				return fail(field+"client_secret_env", "set client_secret or client_secret_env, not both")
+			}
+			if secret = getenv(cf.ClientSecretEnv); secret == "" {
+				return fail(field+"client_secret_env", "environment variable %s is empty or unset", cf.ClientSecretEnv)
+			}
+		}
+		switch cf.AuthMethod {
+		case "", "none", "client_secret_basic", "client_secret_post":
+		default:
+			return fail(field+"auth_method", "%q is not none, client_secret_basic or client_secret_post", cf.AuthMethod)
+		}
+		if cf.AuthMethod != "" && cf.AuthMethod != "none" && secret == "" {
+			return fail(field+"auth_method", "%s needs client_secret or client_secret_env", cf.AuthMethod)
+		}
+		c.MCP.Clients = append(c.MCP.Clients, engine.MCPClient{Server: strings.TrimSuffix(server, "/"), ClientID: cf.ClientID, ClientSecret: secret, AuthMethod: cf.AuthMethod})
+	}
+	return nil
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -335,7 +426,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if pf.Issuer != "" {
 			return Provider{}, fail("issuer", "set either preset or issuer, not both")
 		}
-		p.AuthURL, p.TokenURL = pr.AuthURL, pr.TokenURL
+		p.AuthURL, p.TokenURL, p.RevocationURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL
 		p.Scopes = slices.Clone(pr.Scopes)
 		if len(pr.AuthParams) > 0 {
 			p.AuthParams = map[string]string{}
@@ -386,6 +477,12 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 			return Provider{}, fail("token_url", "%v", err)
 		}
 	}
+	if pf.RevocationURL != "" {
+		if _, err := checkURL(pf.RevocationURL); err != nil {
+			return Provider{}, fail("revocation_url", "%v", err)
+		}
+		p.RevocationURL = pf.RevocationURL // a self-hosted server's, or one discovery does not name
+	}
 	if pf.Scopes != nil {
 		p.Scopes = slices.Clone(*pf.Scopes)
 	}
@@ -413,7 +510,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 	if p.ClientSecretEnv != "" {
 		p.ClientSecret = getenv(p.ClientSecretEnv)
 		if p.ClientSecret == "" {
-			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty; export it before starting flowd", p.ClientSecretEnv)
+			return Provider{}, fail("client_secret_env", "environment variable %s is not set or empty in flowd's environment (flowd reads its own, fixed when it starts, not flowctl's); export it before starting flowd, or put client_secret in the file (mode 0600)", p.ClientSecretEnv)
 		}
 	}
 	hasSecret := p.ClientSecret != ""

@@ -191,6 +191,38 @@ func TestExampleConfigLoads(t *testing.T) {
 	assert.NotEmpty(t, c.Providers)
 }
 
+// The revocation endpoint disconnect calls comes from discovery's
+// revocation_endpoint, a preset, or revocation_url, which wins; a provider
+// without one has none.
+func TestRevocationURL(t *testing.T) {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"revocation_endpoint":%q,"token_endpoint_auth_methods_supported":["none"]}`,
+			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token", srv.URL+"/dex/revoke")
+	}))
+	defer srv.Close()
+	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/dex")), nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Resolve(context.Background(), srv.Client(), time.Second))
+	assert.Equal(t, srv.URL+"/dex/revoke", c.Providers[0].Engine().RevocationURL)
+
+	c, err = Parse("f.toml", []byte("[providers.google]\nclient_id = \"x\"\n[providers.github]\nclient_id = \"y\"\n"+
+		"[providers.gitlab]\nclient_id = \"z\"\nrevocation_url = \"https://git.example.com/oauth/revoke\"\n"), nil)
+	require.NoError(t, err)
+	byName := map[string]string{}
+	for _, p := range c.Providers {
+		byName[p.Name] = p.Engine().RevocationURL
+	}
+	assert.Equal(t, "https://oauth2.googleapis.com/revoke", byName["google"])
+	assert.Empty(t, byName["github"], "GitHub has no RFC 7009 endpoint")
+	assert.Equal(t, "https://git.example.com/oauth/revoke", byName["gitlab"])
+
+	_, err = Parse("f.toml", []byte("[providers.github]\nclient_id = \"y\"\nrevocation_url = \"http://example.com/revoke\"\n"), nil)
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "providers.github.revocation_url", ce.Field)
+}
+
 // token_endpoint_auth_method wins over the choice; auth_style still
 // works; a method the credentials cannot use is refused naming the key.
 func TestTokenEndpointAuthMethodSetting(t *testing.T) {

@@ -41,11 +41,27 @@ func (c *Config) Resolve(ctx context.Context, client *http.Client, timeout time.
 	return nil
 }
 
+// Discover fills p's AuthURL, TokenURL and (when unset) AuthStyle from its
+// issuer's discovery document, as Resolve does for every provider, so a
+// provider whose issuer did not answer can be retried on its own. The
+// error says where discovery failed and why.
+func Discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	if timeout <= 0 {
+		timeout = DefaultDiscoveryTimeout
+	}
+	return discover(ctx, client, timeout, p)
+}
+
 type discoveryDoc struct {
 	Issuer                string   `json:"issuer"`
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
 	TokenEndpoint         string   `json:"token_endpoint"`
 	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+	// RevocationEndpoint is RFC 8414 section 2's revocation_endpoint.
+	RevocationEndpoint string `json:"revocation_endpoint"`
 	// RFC 9207 section 3: the server puts iss on every authorization response.
 	IssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 }
@@ -89,6 +105,12 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		return fmt.Errorf("OIDC discovery at %s: token_endpoint: %v", where, err)
 	}
 	p.AuthURL, p.TokenURL = doc.AuthorizationEndpoint, doc.TokenEndpoint
+	if p.RevocationURL == "" && doc.RevocationEndpoint != "" {
+		if _, err := checkURL(doc.RevocationEndpoint); err != nil {
+			return fmt.Errorf("OIDC discovery at %s: revocation_endpoint: %v", where, err)
+		}
+		p.RevocationURL = doc.RevocationEndpoint
+	}
 	p.RequireIssuer = doc.IssParameterSupported
 	if p.AuthMethod == "" {
 		// Chosen once, from the metadata (absent means

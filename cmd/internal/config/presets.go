@@ -16,6 +16,9 @@ type Preset struct {
 	AuthMethods []string
 	Scopes      []string
 	AuthParams  map[string]string
+	// RevocationURL is the provider's RFC 7009 endpoint; empty where it has
+	// none (GitHub, Microsoft and Slack revoke only through their own APIs).
+	RevocationURL string
 }
 
 // Presets by name. Each lists the auth methods flowd has always used with
@@ -35,7 +38,9 @@ var Presets = map[string]Preset{
 		AuthURL:     "https://accounts.google.com/o/oauth2/v2/auth",
 		TokenURL:    "https://oauth2.googleapis.com/token",
 		AuthMethods: post,
-		Scopes:      []string{"openid", "email", "profile"},
+		// Google's discovery document names it as revocation_endpoint.
+		RevocationURL: "https://oauth2.googleapis.com/revoke",
+		Scopes:        []string{"openid", "email", "profile"},
 		// Without these Google issues no refresh token after the first consent.
 		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
 	},
@@ -50,7 +55,9 @@ var Presets = map[string]Preset{
 		AuthURL:     "https://gitlab.com/oauth/authorize",
 		TokenURL:    "https://gitlab.com/oauth/token",
 		AuthMethods: post,
-		Scopes:      []string{"read_user"},
+		// Doorkeeper's RFC 7009 endpoint (GitLab's discovery names it too).
+		RevocationURL: "https://gitlab.com/oauth/revoke",
+		Scopes:        []string{"read_user"},
 	},
 	"slack": {
 		AuthURL:     "https://slack.com/oauth/v2/authorize",

@@ -29,6 +29,8 @@ type Metrics struct {
 	appendLatency prometheus.Histogram
 	appendErrors  prometheus.Counter
 	requests      *prometheus.CounterVec
+	unbound       *prometheus.CounterVec
+	browser       *prometheus.CounterVec
 }
 
 // New registers flowd's metrics, plus the Go runtime and process
@@ -55,7 +57,7 @@ func New() *Metrics {
 		}, []string{"provider"}),
 		strayCallback: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowd_callbacks_stray_total",
-			Help: "Callbacks that changed no flow: unknown state, flow finished, or an exchange already under way.",
+			Help: "Callbacks that changed no flow: unknown state, flow finished, an exchange already under way, or a bound flow's callback without its browser binding.",
 		}, []string{"kind"}),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "flowd_log_append_seconds",
@@ -65,12 +67,20 @@ func New() *Metrics {
 		appendErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flowd_log_append_errors_total", Help: "Appends to the event log that failed.",
 		}),
+		unbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowd_callbacks_refused_unbound_total",
+			Help: "Loopback callbacks of browser-bound flows refused for not coming from the flow's browser: binding_missing (no binding cookie) or binding_mismatch (another one). Another local user forging or injecting a callback shows here.",
+		}, []string{"reason"}),
+		browser: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowd_browser_requests_total",
+			Help: "Requests on the loopback listener's launch and callback routes, by outcome (launched, launch_used, launch_unknown, connected, binding_missing, malformed, prefetch, ...).",
+		}, []string{"outcome"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowd_http_requests_total", Help: "HTTP requests, by route name and status code.",
 		}, []string{"route", "code"}),
 	}
 	m.reg.MustRegister(m.started, m.completed, m.failed, m.expired, m.awaiting, m.strayCallback,
-		m.appendLatency, m.appendErrors, m.requests,
+		m.appendLatency, m.appendErrors, m.requests, m.unbound, m.browser,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -95,6 +105,12 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Browser counts one request on the loopback listener's browser routes by
+// its outcome, a kind from engine/redirect (a fixed set, never request input).
+func (m *Metrics) Browser(outcome string) {
+	m.browser.WithLabelValues(outcome).Inc()
 }
 
 // Request counts one HTTP request.
@@ -168,5 +184,8 @@ func (m *Metrics) transition(rec states.Record, f states.Flow) {
 			kind = string(states.IgnoredFinished)
 		}
 		m.strayCallback.WithLabelValues(kind).Inc()
+		if kind == string(states.IgnoredBindingMissing) || kind == string(states.IgnoredBindingMismatch) {
+			m.unbound.WithLabelValues(kind).Inc()
+		}
 	}
 }

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -10,155 +8,98 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/states"
 )
 
-// pageKind is what the callback page tells the browser. Each kind has its
-// own title; none but connected says anything like success.
-type pageKind string
+// The loopback listener's browser routes (launch link, callback, preflight)
+// are served by engine/redirect, the handler embedders mount too; flowd
+// adds its own pages, which say how to start again with flowctl, and its
+// logs and metrics.
 
-const (
-	pageConnected   pageKind = "connected"
-	pageDenied      pageKind = "denied"
-	pageWrongIssuer pageKind = "wrong_issuer"
-	pageFailed      pageKind = "failed"
-	pageExpired     pageKind = "expired"
-	pageAlreadyUsed pageKind = "already_used"
-	pageEnded       pageKind = "ended"
-	pageInProgress  pageKind = "in_progress"
-	pageUnknown     pageKind = "unknown"
-	pageMalformed   pageKind = "malformed"
-	pageUnavailable pageKind = "unavailable"
-	pageInternal    pageKind = "internal"
-)
-
-// result is what delivering a callback came to, for the page and for the
-// relay's JSON answer.
-type result struct {
-	kind       pageKind
-	pageStatus int
-	flow       states.Flow
-	// outcome is set when the callback was applied to a live flow
-	// (a 200 from the relay route); otherwise the api* fields say the error.
-	outcome    wire.Outcome
-	apiStatus  int
-	apiCode    string
-	apiMessage string
-	detail     string
-}
-
-// deliver hands a callback to the engine and says what came of it. The
-// engine is called without the request's cancellation: once a code is
-// being exchanged, a browser closing its tab must not cut the exchange.
-func (s *Server) deliver(r *http.Request, p engine.CallbackParams) result {
-	f, err := s.cfg.Engine.Callback(context.WithoutCancel(r.Context()), p)
-	res := result{flow: f}
-	if err == nil {
-		res.pageStatus, res.apiStatus = http.StatusOK, http.StatusOK
-		switch {
-		case f.State == states.Complete:
-			res.kind, res.outcome = pageConnected, wire.OutcomeConnected
-		case f.Reason == states.ProviderDenied:
-			res.kind, res.outcome = pageDenied, wire.OutcomeDenied
-		case f.Reason == states.IssuerMismatch:
-			// Not the provider's doing and not an exchange failure: the
-			// redirect named another issuer (or none), so its code was
-			// never used.
-			res.kind, res.outcome = pageWrongIssuer, wire.OutcomeFailed
-			res.pageStatus = http.StatusBadRequest
-		default:
-			res.kind, res.outcome = pageFailed, wire.OutcomeFailed
-			res.pageStatus = http.StatusBadGateway
-		}
-		s.log.Info("callback delivered", "flow", states.ShortID(f.ID), "provider", f.Provider, "outcome", res.outcome)
-		return res
+// observe logs and counts every outcome of the browser routes. It never
+// sees the code or the binding cookie.
+func (s *Server) observe(r *http.Request, res redirect.Result) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Browser(string(res.Kind))
 	}
-	res.apiStatus, res.apiCode, res.apiMessage = classify(err)
-	var fe *engine.FlowError
-	switch {
-	case errors.As(err, &fe):
-		res.flow = fe.Flow
-		switch res.apiCode {
-		case wire.CodeExchangeInProgress:
-			res.kind, res.pageStatus = pageInProgress, http.StatusConflict
-		case wire.CodeFlowExpired:
-			res.kind, res.pageStatus = pageExpired, http.StatusGone
-		default:
-			res.kind, res.pageStatus = pageEnded, http.StatusConflict
-			if fe.Flow.State == states.Complete {
-				res.kind = pageAlreadyUsed
-			}
-		}
-		s.log.Info("callback ignored", "flow", states.ShortID(fe.Flow.ID), "provider", fe.Flow.Provider, "why", res.apiCode)
-	case errors.Is(err, engine.ErrUnknownState):
-		res.kind, res.pageStatus = pageUnknown, http.StatusNotFound
-		s.log.Info("callback for an unknown state", "flow", states.ShortID(p.State))
-	case errors.Is(err, engine.ErrClosed):
-		res.kind, res.pageStatus = pageUnavailable, http.StatusServiceUnavailable
+	f := res.Flow
+	switch res.Kind {
+	case redirect.KindConnected, redirect.KindDenied, redirect.KindFailed, redirect.KindWrongIssuer:
+		s.log.Info("callback delivered", "flow", states.ShortID(f.ID), "provider", f.Provider, "outcome", res.Kind)
+	case redirect.KindBindingMissing, redirect.KindBindingMismatch:
+		s.log.Warn("callback refused: not from the browser the flow is bound to", "flow", states.ShortID(f.ID), "provider", f.Provider, "why", res.Kind)
+	case redirect.KindLaunchUsed:
+		s.log.Warn("launch link opened a second time; the first browser keeps the binding", "why", res.Kind)
+	case redirect.KindLaunched:
+		s.log.Info("launch link opened: flow bound to the browser", "flow", states.ShortID(f.ID))
+	case redirect.KindInternal:
+		s.log.Error("callback failed", "flow", states.ShortID(f.ID), "err", res.Err)
+	case redirect.KindUnknown:
+		s.log.Info("callback for an unknown state")
+	case redirect.KindMalformed, redirect.KindPrefetch, redirect.KindLaunchUnknown:
+		s.log.Debug("browser request changed nothing", "why", res.Kind)
 	default:
-		res.kind, res.pageStatus = pageInternal, http.StatusInternalServerError
-		s.log.Error("callback failed", "flow", states.ShortID(p.State), "err", err)
+		s.log.Info("callback ignored", "flow", states.ShortID(f.ID), "provider", f.Provider, "why", res.Kind)
 	}
-	return res
 }
 
-// text is the result as one sentence, for the relay's JSON and the page.
-func (res result) text() string {
-	f := res.flow
-	again := "To try again, run: flowctl connect " + f.Provider
-	switch res.kind {
-	case pageConnected:
+// observeRelay logs a relayed or pasted callback's outcome.
+func (s *Server) observeRelay(res redirect.Result) {
+	f := res.Flow
+	switch res.Kind {
+	case redirect.KindConnected, redirect.KindDenied, redirect.KindFailed, redirect.KindWrongIssuer:
+		s.log.Info("callback delivered", "flow", states.ShortID(f.ID), "provider", f.Provider, "outcome", res.Kind)
+	case redirect.KindUnknown:
+		s.log.Info("callback for an unknown state")
+	case redirect.KindInternal:
+		s.log.Error("callback failed", "flow", states.ShortID(f.ID), "err", res.Err)
+	default:
+		s.log.Info("callback ignored", "flow", states.ShortID(f.ID), "provider", f.Provider, "why", res.Kind)
+	}
+}
+
+// flowdPages are flowd's callback pages: the package's wording plus how to
+// start again with flowctl.
+type flowdPages struct{}
+
+func (flowdPages) WritePage(w http.ResponseWriter, _ *http.Request, res redirect.Result) {
+	w.WriteHeader(res.Status)
+	_ = page.Execute(w, struct {
+		Title, Text string
+		Kind        redirect.Kind
+	}{redirect.Title(res.Kind), pageText(res), res.Kind})
+}
+
+// pageText is the page's sentence: what happened, and what to do next.
+func pageText(res redirect.Result) string {
+	f := res.Flow
+	again := " To try again, run: flowctl connect " + f.Provider
+	switch res.Kind {
+	case redirect.KindConnected:
 		return fmt.Sprintf("flowd connected your %s account. You can close this tab.", f.Provider)
-	case pageDenied:
-		said := f.ErrorCode
-		if f.Message != "" {
-			said += ": " + f.Message
-		}
-		return fmt.Sprintf("%s denied the request (%s). Nothing was stored. %s", f.Provider, said, again)
-	case pageWrongIssuer:
+	case redirect.KindDenied, redirect.KindFailed, redirect.KindExpired, redirect.KindEnded:
+		return redirect.Text(res) + again
+	case redirect.KindWrongIssuer:
 		return fmt.Sprintf("Not connected: this redirect did not come from %s's authorization server as flowd expected (%s). "+
-			"Its code was not used and nothing was stored. If you did not just sign in to %s, someone may be trying to trick flowd. %s",
+			"Its code was not used and nothing was stored. If you did not just sign in to %s, someone may be trying to trick flowd.%s",
 			f.Provider, f.Message, f.Provider, again)
-	case pageFailed:
-		msg := fmt.Sprintf("Not connected: %s.", f.Reason.Describe())
-		if f.Message != "" {
-			msg += " " + f.Message
-		}
-		if f.ErrorCode != "" {
-			msg += " (" + f.ErrorCode + ")"
-		}
-		return msg + " Nothing was stored. " + again
-	case pageExpired:
-		return "This sign-in link has expired: " + f.Reason.Describe() + ". This visit was ignored and nothing was stored. " + again
-	case pageAlreadyUsed:
-		return "This sign-in link was already used: the sign-in it started has finished. This visit was ignored and changed nothing."
-	case pageEnded:
-		return fmt.Sprintf("This sign-in had already ended (%s). This visit was ignored and nothing was stored. %s", f.Reason.Describe(), again)
-	case pageInProgress:
+	case redirect.KindInProgress:
 		return "flowd is already exchanging the code from an earlier visit to this link. This visit was ignored; see your terminal for the outcome."
-	case pageUnknown:
+	case redirect.KindUnknown:
 		return "flowd has no sign-in with this state: the link may be mistyped, very old, or meant for flowd on another machine. Nothing changed. Start again with: flowctl connect <provider>"
-	case pageMalformed:
-		return "This is not a valid sign-in callback (" + res.detail + "). Nothing changed."
-	case pageUnavailable:
+	case redirect.KindUnavailable:
 		return "flowd is shutting down and could not take this sign-in. Start flowd and connect again."
+	case redirect.KindBindingMissing, redirect.KindBindingMismatch:
+		return redirect.Text(res) + " If this is your own sign-in, finish it in the browser flowctl opened, or paste this page's address at flowctl's prompt (flowctl connect --transport manual)."
+	case redirect.KindLaunchUsed:
+		return "This one-time sign-in link was already opened. Nothing changed. If you did not open it in another tab, someone else on this computer may have: press Ctrl+C where flowctl runs and connect again."
+	case redirect.KindLaunchUnknown:
+		return "This one-time sign-in link has expired or is unknown (it works once, for seconds). Nothing changed. Open the URL flowctl printed instead (the flow is then not browser-bound), or run flowctl connect again."
+	case redirect.KindInternal:
+		return "flowd could not record the outcome of this sign-in; see flowd's log. Connect again with: flowctl connect " + f.Provider
 	}
-	return "flowd could not record the outcome of this sign-in; see flowd's log. Connect again with: flowctl connect " + f.Provider
-}
-
-var titles = map[pageKind]string{
-	pageConnected:   "Connected",
-	pageDenied:      "Not connected: access denied",
-	pageWrongIssuer: "Not connected: response from the wrong server",
-	pageFailed:      "Not connected",
-	pageExpired:     "Not connected: link expired",
-	pageAlreadyUsed: "Already used",
-	pageEnded:       "Not connected: sign-in already ended",
-	pageInProgress:  "Already in progress",
-	pageUnknown:     "Unknown sign-in",
-	pageMalformed:   "Invalid callback",
-	pageUnavailable: "flowd unavailable",
-	pageInternal:    "Not connected: flowd error",
+	return redirect.Text(res)
 }
 
 // page is deliberately tiny: no scripts, no external resources.
@@ -170,32 +111,18 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 </head><body class="{{.Kind}}"><h1>{{.Title}}</h1><p>{{.Text}}</p></body></html>
 `))
 
-func (s *Server) writePage(w http.ResponseWriter, res result) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	// The page's URL carries the authorization code: never send it on.
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
-	w.WriteHeader(res.pageStatus)
-	_ = page.Execute(w, struct {
-		Title, Text string
-		Kind        pageKind
-	}{titles[res.kind], res.text(), res.kind})
-}
-
-// handleBrowserCallback is the provider's redirect to the loopback
-// listener: GET /oauth/callback?state=...&code=... (or error=...).
-func (s *Server) handleBrowserCallback(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	p := callbackParamsOf(q)
-	if msg := checkCallbackParams(p); msg != "" {
-		s.writePage(w, result{kind: pageMalformed, pageStatus: http.StatusBadRequest, detail: msg})
-		return
+// relayOutcome is the relay route's answer for a callback the engine
+// applied (ok) or the error to return.
+func relayOutcome(res redirect.Result) (wire.Outcome, bool) {
+	switch res.Kind {
+	case redirect.KindConnected:
+		return wire.OutcomeConnected, true
+	case redirect.KindDenied:
+		return wire.OutcomeDenied, true
+	case redirect.KindFailed, redirect.KindWrongIssuer:
+		return wire.OutcomeFailed, true
 	}
-	s.writePage(w, s.deliver(r, p))
+	return "", false
 }
 
 // callbackParamsOf reads a redirect's query, iss included (RFC 9207): the
@@ -203,22 +130,4 @@ func (s *Server) handleBrowserCallback(w http.ResponseWriter, r *http.Request) {
 func callbackParamsOf(q url.Values) engine.CallbackParams {
 	return engine.CallbackParams{State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"),
 		ErrorDescription: q.Get("error_description"), Issuer: q.Get("iss")}
-}
-
-// handlePreflight answers a CORS or Private Network Access preflight for
-// the callback. It touches no flow: a preflight is not a callback, and
-// treating it as one would spend or break the flow before the real GET.
-func (s *Server) handlePreflight(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Allow", "GET, OPTIONS")
-	if origin := r.Header.Get("Origin"); origin != "" {
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Allow-Methods", "GET")
-		h.Set("Access-Control-Max-Age", "600")
-		h.Add("Vary", "Origin")
-	}
-	if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
-		h.Set("Access-Control-Allow-Private-Network", "true")
-	}
-	w.WriteHeader(http.StatusNoContent)
 }

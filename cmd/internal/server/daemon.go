@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/metrics"
+	"flowd.local/flowd/cmd/internal/pidfile"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist"
@@ -54,6 +57,15 @@ type Options struct {
 	Getenv func(string) string
 	// DiscoveryClient fetches OIDC discovery documents. Default http.DefaultClient.
 	DiscoveryClient *http.Client
+	// DiscoveryTimeout bounds the first discovery of each issuer at
+	// start-up. Default StartupDiscoveryTimeout.
+	DiscoveryTimeout time.Duration
+	// DiscoveryBackoff spaces the background retries of issuers that did
+	// not answer. Default DefaultBackoff.
+	DiscoveryBackoff Backoff
+	// DiscoveryClock times those retries (tests: engine/fakeclock).
+	// Default the system clock.
+	DiscoveryClock engine.Clock
 	// Engine, if set, adjusts the engine's config before Open (tests: clock, HTTP client).
 	Engine func(*engine.Config)
 	// ShutdownGrace bounds how long Close waits for in-flight requests.
@@ -71,6 +83,8 @@ const (
 // Daemon is a running flowd: config, event log, engine, both listeners and
 // the HTTP server. Open starts it, Serve serves, Close stops it in order.
 type Daemon struct {
+	// Config is the config in force: Reload replaces it, so read it only
+	// while no reload can run (after Open, in tests).
 	Config     *config.Config
 	StateDir   string
 	SocketPath string
@@ -84,10 +98,27 @@ type Daemon struct {
 
 	log       *slog.Logger
 	db        Log
+	discovery *discovery
 	unixL     net.Listener
 	tcpL      net.Listener
 	closeOnce sync.Once
 	closeErr  error
+
+	// What Reload needs to read the config again as Open did.
+	opts         Options
+	cfgPath      string
+	cfgMissingOK bool
+	// bootConfig is the config flowd started with: what settings that
+	// apply only at start-up still run with.
+	bootConfig *config.Config
+	// reloadMu serializes reloads (SIGHUP and POST /v1/reload) and guards
+	// Config after Open.
+	reloadMu sync.Mutex
+	// closed is set by Close, under reloadMu: no reload after it.
+	closed bool
+	// pidWritten: this daemon wrote the state directory's flowd.pid and
+	// removes it on Close.
+	pidWritten bool
 }
 
 // Open loads the config, checks the state directory, opens the log and the
@@ -117,6 +148,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Config = cfg
+	d.opts, d.cfgPath, d.cfgMissingOK, d.bootConfig = o, cfgPath, missingOK, cfg
 	if cfg.File == "" {
 		lg.Info("no config file; running with no providers", "looked_at", cfgPath)
 	} else {
@@ -127,8 +159,12 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if err := prepareStateDir(d.StateDir); err != nil {
 		return nil, err
 	}
-	if err := cfg.Resolve(ctx, o.DiscoveryClient, 0); err != nil {
-		return nil, err
+	// An issuer that does not answer stops only its own provider: flowd
+	// starts without it and retries in the background (discovery.go).
+	d.discovery = newDiscovery(o.DiscoveryClient, o.DiscoveryBackoff, o.DiscoveryClock, lg.With("component", "discovery"))
+	unavailable := d.discovery.resolve(ctx, cfg, cmp.Or(o.DiscoveryTimeout, StartupDiscoveryTimeout))
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("start-up interrupted during OIDC discovery: %w", ctx.Err())
 	}
 
 	// The log first: its lock is what stops a second flowd on this state
@@ -136,6 +172,9 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	dbPath := filepath.Join(d.StateDir, DBFile)
 	db, err := o.OpenLog(dbPath)
 	if err != nil {
+		if errors.Is(err, persist.ErrLocked) {
+			return nil, lockedError(d.StateDir, dbPath, err)
+		}
 		if strings.Contains(err.Error(), dbPath) {
 			return nil, err // persist already names the file
 		}
@@ -158,10 +197,18 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Addr = d.tcpL.Addr().String()
-	d.SocketPath = first(o.Socket, cfg.Socket, wire.DefaultSocketPath())
+	// The default socket follows the state directory actually used
+	// (docs/config.md), not the default one.
+	d.SocketPath = first(o.Socket, cfg.Socket, wire.SocketPathIn(d.StateDir))
 	if d.unixL, err = listenUnix(d.SocketPath); err != nil {
 		return nil, err
 	}
+	// Beside the database it guards: a second flowd that finds the
+	// database locked says which process holds it and where it listens.
+	if err := pidfile.Write(d.StateDir, os.Getpid(), d.SocketPath); err != nil {
+		return nil, err
+	}
+	d.pidWritten = true
 
 	d.Metrics = metrics.New()
 	if st, ok := db.(interface{ Stats() persist.Stats }); ok {
@@ -169,7 +216,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
 	ecfg := engine.Config{
-		Log: db, Providers: cfg.EngineProviders(), TTL: cfg.TTL, Retention: cfg.Retention,
+		Log: db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention, MCP: cfg.MCP,
 		LoopbackRedirectURL: loopback, PublicBaseURL: cfg.PublicBaseURL,
 		Logger: lg.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
 	}
@@ -191,15 +238,17 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	d.Server, err = New(Config{
 		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
+		ConfigFile: cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
 		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
 		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
-		ShutdownGrace: o.ShutdownGrace,
+		ShutdownGrace: o.ShutdownGrace, ProviderStatus: d.discovery,
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.discovery.start(d.Engine)
 	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir,
-		"providers", len(cfg.Providers), "loopback_redirect_uri", loopback)
+		"providers", len(cfg.Providers), "unavailable", strings.Join(unavailable, ","), "loopback_redirect_uri", loopback)
 	return d, nil
 }
 
@@ -237,6 +286,14 @@ func (d *Daemon) Close() error {
 				}
 			}
 		}
+		// Before the engine: a retry must not add a provider to a closed
+		// one. Under reloadMu, which a reload holds while it swaps them.
+		d.reloadMu.Lock()
+		d.closed = true
+		if d.discovery != nil {
+			d.discovery.Close()
+		}
+		d.reloadMu.Unlock()
 		if d.Engine != nil {
 			if err := d.Engine.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close engine: %w", err))
@@ -251,9 +308,35 @@ func (d *Daemon) Close() error {
 			// net.UnixListener removes its socket file on Close; make sure.
 			_ = os.Remove(d.SocketPath)
 		}
+		if d.pidWritten {
+			pidfile.Remove(d.StateDir, os.Getpid())
+		}
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// lockedError says which flowd holds the event log, from the pid file it
+// wrote, and what to do: reach it, stop it, or reload its config.
+func lockedError(stateDir, dbPath string, err error) error {
+	r, perr := pidfile.Read(stateDir)
+	if perr != nil || !r.Alive {
+		return fmt.Errorf("%w; another process holds %s (see: fuser -v %s)", err, dbPath, dbPath)
+	}
+	return fmt.Errorf("another flowd (pid %d, socket %s) is running and holds the event log %s: use that one (flowctl --socket %s; flowctl reload applies config changes), or stop it first (kill %d)",
+		r.PID, r.Socket, dbPath, r.Socket, r.PID)
+}
+
+// availableProviders converts the providers of cfg for the engine, but
+// those named in unavailable (their issuer did not answer discovery).
+func availableProviders(cfg *config.Config, unavailable []string) []engine.Provider {
+	var out []engine.Provider
+	for _, p := range cfg.Providers {
+		if !slices.Contains(unavailable, p.Name) {
+			out = append(out, p.Engine())
+		}
+	}
+	return out
 }
 
 // WireProviders describes providers for GET /v1/providers, without secrets.

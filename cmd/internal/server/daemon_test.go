@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"flowd.local/flowd/cmd/internal/pidfile"
+	"flowd.local/flowd/persist"
 	"flowd.local/flowd/persist/memlog"
 )
 
@@ -38,7 +40,7 @@ func (l *lockingLogs) openLog(path string) (Log, error) {
 		l.open = map[string]bool{}
 	}
 	if l.open[path] {
-		return nil, fmt.Errorf("open event log %s: database is locked", path)
+		return nil, fmt.Errorf("open event log %s: %w", path, persist.ErrLocked)
 	}
 	l.open[path] = true
 	return closingLog{Log: memlog.New(), release: func() { l.mu.Lock(); delete(l.open, path); l.mu.Unlock() }}, nil
@@ -108,6 +110,30 @@ func TestSecondDaemonOnSameStateDirFailsNamingThePath(t *testing.T) {
 	o.Socket = dirs.sock + "2"
 	_, err := Open(context.Background(), o)
 	require.Error(t, err)
+	// The message names the running flowd: its process and its socket.
+	assert.Contains(t, err.Error(), fmt.Sprintf("another flowd (pid %d, socket %s)", os.Getpid(), dirs.sock))
+	assert.Contains(t, err.Error(), "flowctl reload")
+	assert.Contains(t, err.Error(), dirs.state)
+}
+
+// A flowd killed with SIGKILL leaves its pid file; the next one starts,
+// and one refused by a lock someone else holds does not name a dead pid.
+func TestStalePidFileIsReplaced(t *testing.T) {
+	dirs := newDirs(t)
+	require.NoError(t, os.MkdirAll(dirs.state, 0o700))
+	require.NoError(t, pidfile.Write(dirs.state, 1<<30, "/gone.sock"))
+	d := openDaemon(t, dirs.opts(&lockingLogs{}))
+	r, err := pidfile.Read(dirs.state)
+	require.NoError(t, err)
+	assert.Equal(t, os.Getpid(), r.PID)
+	assert.Equal(t, dirs.sock, r.Socket)
+	require.NoError(t, d.Close())
+	_, err = pidfile.Read(dirs.state)
+	assert.True(t, os.IsNotExist(err), "Close removes the pid file")
+
+	require.NoError(t, pidfile.Write(dirs.state, 1<<30, "/gone.sock"))
+	err = lockedError(dirs.state, filepath.Join(dirs.state, DBFile), persist.ErrLocked)
+	assert.NotContains(t, err.Error(), "/gone.sock")
 	assert.Contains(t, err.Error(), filepath.Join(dirs.state, DBFile))
 }
 
@@ -198,4 +224,17 @@ func TestNonLoopbackListenRefused(t *testing.T) {
 	_, err := Open(context.Background(), o)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "not a loopback address")
+}
+
+// docs/config.md: without XDG_RUNTIME_DIR the socket is flowd.sock in the
+// state directory, the one given, not the default one.
+func TestDefaultSocketFollowsTheStateDir(t *testing.T) {
+	dirs := newDirs(t)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("FLOWD_SOCKET", "")
+	t.Setenv("HOME", filepath.Dir(dirs.state))
+	o := dirs.opts(&lockingLogs{})
+	o.Socket = ""
+	d := openDaemon(t, o)
+	assert.Equal(t, filepath.Join(dirs.state, "flowd.sock"), d.SocketPath)
 }

@@ -11,6 +11,7 @@ import (
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/mcpauth"
 	"flowd.local/flowd/states"
 )
 
@@ -37,8 +38,20 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, status int, 
 // engineError answers an error from the engine with the status, code and
 // next step it calls for.
 func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code, msg := classify(err)
+	status, code, msg := s.classify(err)
 	s.writeError(w, r, status, code, msg)
+}
+
+// classify is classify with what only the server knows: a provider that
+// is configured but not usable yet is unavailable, not unknown.
+func (s *Server) classify(err error) (status int, code, msg string) {
+	var upe *engine.UnknownProviderError
+	if status := s.providers.Load().status; status != nil && errors.As(err, &upe) {
+		if why, ok := status.Unavailable(upe.Name); ok {
+			return http.StatusServiceUnavailable, wire.CodeProviderUnavailable, why
+		}
+	}
+	return classify(err)
 }
 
 // classify maps an engine error to the API's status, code and message.
@@ -57,6 +70,17 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, engine.ErrUnknownState):
 		return http.StatusNotFound, wire.CodeUnknownState,
 			"no flow has this state: it may be mistyped, belong to another flowd, or have been pruned after the retention period; list flows with: flowctl list, or start a new one with: flowctl connect <provider>"
+	case errors.Is(err, mcpauth.ErrBadResource):
+		return http.StatusBadRequest, wire.CodeBadRequest, err.Error()
+	case errors.Is(err, mcpauth.ErrResourceMismatch), errors.Is(err, mcpauth.ErrIssuerMismatch), errors.Is(err, mcpauth.ErrNoS256):
+		return http.StatusBadGateway, wire.CodeMCPRefused, err.Error()
+	case errors.Is(err, mcpauth.ErrNoResourceMetadata), errors.Is(err, mcpauth.ErrNoAuthServer),
+		errors.Is(err, mcpauth.ErrNoServerMetadata), errors.Is(err, mcpauth.ErrRegistration):
+		return http.StatusBadGateway, wire.CodeMCPDiscovery, err.Error()
+	case errors.Is(err, engine.ErrNoClient):
+		return http.StatusBadGateway, wire.CodeMCPDiscovery, err.Error() + `; add one to flowd's config: [mcp.clients."<issuer>"] client_id = "..."`
+	case errors.Is(err, engine.ErrStepUpFutile):
+		return http.StatusConflict, wire.CodeStepUpFutile, err.Error() + "; the server keeps refusing scopes it was granted: check its configuration, or run flowctl disconnect and connect again"
 	case errors.Is(err, engine.ErrNoGateway):
 		return http.StatusBadRequest, wire.CodeGatewayNotConfigured, err.Error()
 	case errors.Is(err, engine.ErrBadTransport):
@@ -84,6 +108,9 @@ func flowErrorStatus(fe *engine.FlowError) (int, string, string) {
 	id := states.ShortID(f.ID)
 	again := fmt.Sprintf("start a new one with: flowctl connect %s", f.Provider)
 	switch {
+	case errors.Is(fe.Err, engine.ErrBindingMissing), errors.Is(fe.Err, engine.ErrBindingMismatch):
+		return http.StatusForbidden, wire.CodeNotBound,
+			fmt.Sprintf("flow %s is bound to the browser that opened its launch link, and this callback did not come from it; nothing changed and the flow still waits; paste its URL to flowctl instead: flowctl connect prints the prompt with --transport manual", id)
 	case errors.Is(fe.Err, engine.ErrExchangeInProgress), !f.State.Terminal():
 		return http.StatusConflict, wire.CodeExchangeInProgress,
 			fmt.Sprintf("flow %s is exchanging its authorization code right now; wait for the outcome with: flowctl wait %s", id, f.ID)

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"flowd.local/flowd/cmd/internal/config"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/states"
 )
 
@@ -24,7 +26,11 @@ const (
 	maxPrincipal   = 256
 	maxTTL         = 24 * time.Hour
 	minTTL         = time.Second
-	maxProviderArg = 128
+	maxProviderArg = maxResourceLen
+	// maxResourceLen bounds an MCP server URL; maxChallengeLen the
+	// WWW-Authenticate header relayed with it.
+	maxResourceLen  = 2048
+	maxChallengeLen = 4096
 )
 
 // stateParam reads and bounds the {state} path value. ok is false if an
@@ -83,8 +89,17 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if len(req.Provider) > maxNameLen {
-		bad(wire.CodeTooLarge, "provider is over %d bytes", maxNameLen)
+	resource := engine.IsResourceURL(req.Provider)
+	if limit := map[bool]int{false: maxNameLen, true: maxResourceLen}[resource]; len(req.Provider) > limit {
+		bad(wire.CodeTooLarge, "provider is over %d bytes", limit)
+		return
+	}
+	if len(req.Challenge) > maxChallengeLen {
+		bad(wire.CodeTooLarge, "challenge is over %d bytes", maxChallengeLen)
+		return
+	}
+	if req.Challenge != "" && !resource {
+		bad(wire.CodeBadRequest, "challenge applies only to an MCP server URL (https://...)")
 		return
 	}
 	if req.Transport != "" && !states.Transport(req.Transport).Valid() {
@@ -114,10 +129,16 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	st, err := s.cfg.Engine.Start(r.Context(), engine.StartRequest{
+	// Every loopback flow gets a launch link: flowctl opens it instead of
+	// the authorization URL, so nothing in the opener's argv is usable.
+	sreq := engine.StartRequest{
 		Provider: req.Provider, Scopes: req.Scopes, Transport: states.Transport(req.Transport),
-		Principal: req.Principal, TTL: ttl,
-	})
+		Principal: req.Principal, TTL: ttl, Launch: true,
+	}
+	if resource {
+		sreq.Provider, sreq.Resource, sreq.Challenge = "", req.Provider, req.Challenge
+	}
+	st, err := s.cfg.Engine.Start(r.Context(), sreq)
 	if err != nil {
 		s.engineError(w, r, err)
 		return
@@ -129,6 +150,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, wire.StartResponse{
 		State: st.ID, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
 		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded,
+		LaunchURL: st.LaunchURL,
 	})
 }
 
@@ -332,12 +354,20 @@ func (s *Server) handleRelayCallback(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusBadRequest, code, msg)
 		return
 	}
-	res := s.deliver(r, p)
-	if res.outcome != "" {
-		writeJSON(w, http.StatusOK, wire.CallbackResponse{Outcome: res.outcome, Message: res.text(), Flow: wire.FlowFrom(res.flow)})
+	// The socket's peer uid or the gateway's service token vouch for the
+	// sender: a pasted or relayed callback needs no browser binding.
+	p.Authenticated = true
+	// Without the request's cancellation: once a code is being exchanged,
+	// a client going away must not cut the exchange.
+	f, err := s.cfg.Engine.Callback(context.WithoutCancel(r.Context()), p)
+	res := redirect.Classify(f, err)
+	s.observeRelay(res)
+	if outcome, ok := relayOutcome(res); ok {
+		writeJSON(w, http.StatusOK, wire.CallbackResponse{Outcome: outcome, Message: pageText(res), Flow: wire.FlowFrom(res.Flow)})
 		return
 	}
-	s.writeError(w, r, res.apiStatus, res.apiCode, res.apiMessage)
+	status, code, msg := classify(err)
+	s.writeError(w, r, status, code, msg)
 }
 
 // checkCallbackParams bounds a callback before it reaches any flow. It
@@ -365,12 +395,57 @@ func checkCallbackParams(p engine.CallbackParams) string {
 }
 
 func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
-	ps := slices.Clone(s.cfg.Providers)
+	v := s.providers.Load()
+	ps := slices.Clone(v.providers)
 	if ps == nil {
 		ps = []wire.Provider{}
 	}
+	if v.status != nil {
+		ps = v.status.Describe(ps)
+	}
+	if m, ok := s.cfg.Engine.(interface {
+		MCPConnections(context.Context) ([]engine.MCPConnection, error)
+	}); ok {
+		conns, err := m.MCPConnections(r.Context())
+		if err != nil {
+			s.engineError(w, r, err)
+			return
+		}
+		for _, c := range conns {
+			ps = append(ps, wire.Provider{
+				Name: c.Resource, AuthURL: c.AuthURL, TokenURL: c.TokenURL, Issuer: c.AuthServer, ClientID: c.ClientID,
+				AuthMethod: c.TokenAuth, AuthMethodFrom: "discovery", IssuerRequired: c.IssInRedirect,
+				MCP: &wire.MCPConnection{Resource: c.ResourceIndicator, AuthServer: c.AuthServer, Registration: c.Registration, TokenAuth: c.TokenAuth},
+			})
+		}
+	}
 	slices.SortFunc(ps, func(a, b wire.Provider) int { return strings.Compare(a.Name, b.Name) })
-	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps})
+	writeJSON(w, http.StatusOK, wire.ProvidersResponse{Providers: ps, ConfigFile: v.configFile, ConfigFileFound: v.configFileFound})
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Reload == nil {
+		s.writeError(w, r, http.StatusNotFound, wire.CodeNotFound, "this flowd cannot reload its config; restart it to apply changes")
+		return
+	}
+	resp, err := s.cfg.Reload(r.Context())
+	var ce *config.Error
+	switch {
+	case errors.As(err, &ce):
+		// The message is the file, the field and the reason: written for
+		// the user, and carrying no secret (config errors never quote values).
+		s.writeError(w, r, http.StatusUnprocessableEntity, wire.CodeInvalidConfig,
+			ce.Error()+"; flowd goes on with the config it had: fix the file and reload again")
+		return
+	case errors.Is(err, engine.ErrInvalidProvider):
+		s.writeError(w, r, http.StatusUnprocessableEntity, wire.CodeInvalidConfig,
+			err.Error()+"; flowd goes on with the config it had: fix the file and reload again")
+		return
+	case err != nil:
+		s.engineError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
@@ -379,17 +454,18 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	tok, st, err := s.cfg.Engine.Token(r.Context(), key)
+	get := s.cfg.Engine.Token
+	switch r.URL.Query().Get("force") {
+	case "", "false":
+	case "true":
+		get = s.cfg.Engine.ForceRefresh // an API refused the token before it expired
+	default:
+		s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "force must be true or false")
+		return
+	}
+	tok, st, err := get(r.Context(), key)
 	if err != nil {
-		status, code, msg := classify(err)
-		if code == wire.CodeInternal {
-			// Engine token errors that are not typed are refresh failures;
-			// their text is written for users and carries no secret.
-			status, code, msg = http.StatusBadGateway, wire.CodeProviderError, err.Error()
-		}
-		if code == wire.CodeNotConnected {
-			msg = fmt.Sprintf("no token is stored for %s; connect first: flowctl connect %s", name, name)
-		}
+		status, code, msg := s.tokenError(err, key)
 		s.writeError(w, r, status, code, msg)
 		return
 	}
@@ -410,7 +486,7 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	err := s.cfg.Engine.Disconnect(r.Context(), key)
+	res, err := s.cfg.Engine.Disconnect(r.Context(), key)
 	if errors.Is(err, engine.ErrNoToken) {
 		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Removed: false})
 		return
@@ -419,8 +495,87 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		s.engineError(w, r, err)
 		return
 	}
-	s.log.Info("provider disconnected", "provider", name)
-	writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Removed: true})
+	s.log.Info("provider disconnected", "provider", name, "revocation", res.Revocation)
+	resp := wire.DisconnectResponse{Provider: name, Removed: true, Revocation: string(res.Revocation)}
+	if res.Revocation == states.RevocationFailed {
+		resp.RevocationError = res.ErrorCode
+		if res.HTTPStatus != 0 {
+			resp.RevocationError += fmt.Sprintf(" (HTTP %d)", res.HTTPStatus)
+		}
+		if res.Message != "" {
+			resp.RevocationError += ": " + res.Message
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// handleConnections lists the connections, all or one provider's.
+func (s *Server) handleConnections(w http.ResponseWriter, r *http.Request) {
+	provider := r.URL.Query().Get("provider")
+	if provider != "" && !slices.Contains(s.cfg.Engine.Providers(), provider) {
+		s.engineError(w, r, &engine.UnknownProviderError{Name: provider, Known: s.cfg.Engine.Providers()})
+		return
+	}
+	cs, err := s.cfg.Engine.Connections(r.Context())
+	if err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	out := wire.ConnectionsResponse{Connections: []wire.Connection{}}
+	for _, c := range cs {
+		if provider == "" || c.Provider == provider {
+			out.Connections = append(out.Connections, connectionFrom(c))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// connectionFrom converts the engine's view of a connection to its wire form.
+func connectionFrom(c engine.Connection) wire.Connection {
+	at := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		u := t.UTC()
+		return &u
+	}
+	w := wire.Connection{
+		Provider: c.Provider, Account: c.Account, Flow: c.Flow, ConnectedAt: c.Connected.UTC(), Scopes: c.Scopes,
+		ExpiresAt: at(c.Expiry), HasRefreshToken: c.HasRefreshToken, Health: string(c.Health),
+		LastRefreshAt: at(c.LastRefresh), Refreshes: c.Refreshes, Rotations: c.Rotations, FailingSince: at(c.FailingSince),
+	}
+	if f := c.LastFailure; f != nil {
+		w.ErrorCode, w.Message, w.HTTPStatus, w.Transient = f.ErrorCode, f.Message, f.HTTPStatus, f.Transient
+	}
+	return w
+}
+
+// tokenError maps a token call's error to the API's answer, adding the
+// advice the engine leaves to flowd: what the user runs next.
+func (s *Server) tokenError(err error, key engine.TokenKey) (status int, code, msg string) {
+	again := "flowctl connect " + key.Provider
+	var re *engine.RefreshError
+	switch {
+	case errors.Is(err, engine.ErrNoToken):
+		return http.StatusNotFound, wire.CodeNotConnected, fmt.Sprintf("no token is stored for %s; connect first: %s", key.Provider, again)
+	case errors.Is(err, engine.ErrNoRefreshToken):
+		return http.StatusBadGateway, wire.CodeProviderError,
+			fmt.Sprintf("the token for %s expired and the provider gave no refresh token; reconnect: %s", key.Provider, again)
+	case errors.Is(err, engine.ErrTokenUnreadable):
+		return http.StatusInternalServerError, wire.CodeInternal, fmt.Sprintf("%v; reconnect: %s", err, again)
+	case errors.As(err, &re):
+		msg := re.Error()
+		switch {
+		case re.NeedsReconnect():
+			msg += "; the refresh token is no longer valid, reconnect: " + again
+		case re.Transient:
+			msg += "; the stored token is kept: retry later (flowctl status " + key.Provider + " shows since when it fails)"
+		default:
+			msg += "; check the provider's client settings, or reconnect: " + again
+		}
+		return http.StatusBadGateway, wire.CodeProviderError, msg
+	}
+	return s.classify(err)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

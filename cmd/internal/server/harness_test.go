@@ -25,6 +25,7 @@ import (
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
+	"flowd.local/flowd/internal/hermetic"
 	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/internal/syncbuf"
 	"flowd.local/flowd/persist/memlog"
@@ -32,7 +33,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(hermetic.Wrap(m))
 }
 
 // Secrets the tests deal in; none may reach a log. goodCode is a code the
@@ -285,7 +286,17 @@ func (c *countingEngine) Token(ctx context.Context, k engine.TokenKey) (*oauth2.
 	return c.Engine.Token(ctx, k)
 }
 
-func (c *countingEngine) Disconnect(ctx context.Context, k engine.TokenKey) error {
+func (c *countingEngine) ForceRefresh(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
+	c.calls.Add(1)
+	return c.Engine.ForceRefresh(ctx, k)
+}
+
+func (c *countingEngine) Disconnect(ctx context.Context, k engine.TokenKey) (engine.Disconnection, error) {
 	c.calls.Add(1)
 	return c.Engine.Disconnect(ctx, k)
+}
+
+func (c *countingEngine) Connections(ctx context.Context) ([]engine.Connection, error) {
+	c.calls.Add(1)
+	return c.Engine.Connections(ctx)
 }

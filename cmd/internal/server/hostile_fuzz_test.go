@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/persist/memlog"
 	"flowd.local/flowd/states"
 )
@@ -123,11 +125,15 @@ func (h *hostileServer) checkRejection(t *testing.T, what string, w *httptest.Re
 	}
 }
 
-// FuzzCallbackQuery fuzzes the browser callback's query. The literal
-// STATE in the input is replaced by a live flow's state, so inputs reach
-// real flows: state, code, error and error_description in any number,
-// order, encoding and size. No panic, no 5xx; a refusal is a 4xx page and
-// changes no flow; a malformed one writes nothing at all.
+// FuzzCallbackQuery fuzzes the browser callback's query and its Cookie
+// header. The literal STATE in the input is replaced by a live flow's
+// state, so inputs reach real flows: state, code, error and
+// error_description in any number, order, encoding and size. With bound,
+// the flow's launch link was opened first, and in the cookie NAME and
+// BINDING stand for its binding cookie's name and value. No panic, no 5xx;
+// a refusal is a 4xx page and changes no flow; a malformed one writes
+// nothing at all; and a bound flow takes no callback that lacks its exact
+// binding.
 func FuzzCallbackQuery(f *testing.F) {
 	h := newHostileServer(f)
 	for _, seed := range []string{
@@ -137,17 +143,48 @@ func FuzzCallbackQuery(f *testing.F) {
 		"state=STATE&error=" + strings.Repeat("e", 300), "state=STATE&code=x;error=y", "state=STATE&code=%E2%80%AE",
 		";;;&&&===", "state=STATE&code=x&" + strings.Repeat("z=1&", 3000),
 	} {
-		f.Add(seed)
+		f.Add(seed, false, "")
+		f.Add(seed, true, "")
 	}
-	f.Fuzz(func(t *testing.T, q string) {
-		st := h.start(t)
-		q = strings.ReplaceAll(q, "STATE", st)
+	for _, cookie := range []string{"NAME=BINDING", "NAME=BINDINGx", "NAME=", "NAME=xBINDING", "NAME=BINDING; NAME=other",
+		"NAME=other; NAME=BINDING", "flow_binding_00=BINDING", "NAME=\"BINDING\"", "NAME=BIND", ";;NAME==BINDING;"} {
+		f.Add("state=STATE&code=abc", true, cookie)
+		f.Add("state=STATE&error=access_denied", true, cookie)
+	}
+	f.Fuzz(func(t *testing.T, q string, bound bool, cookie string) {
+		st, err := h.eng.Start(context.Background(), engine.StartRequest{Provider: "fake", Launch: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		binding := ""
+		if bound {
+			u, _ := url.Parse(st.LaunchURL)
+			l, err := h.eng.Launch(context.Background(), u.Query().Get(engine.LaunchParam))
+			if err != nil {
+				t.Fatal(err)
+			}
+			binding = l.Binding
+		}
+		q = strings.ReplaceAll(q, "STATE", st.ID)
+		cookie = strings.ReplaceAll(strings.ReplaceAll(cookie, "NAME", redirect.CookieName(st.ID)), "BINDING", binding)
 		beforeN, before := h.snapshot(t)
 		r := httptest.NewRequest("GET", "/oauth/callback", nil)
 		r.URL.RawQuery = q
+		if cookie != "" {
+			r.Header.Set("Cookie", cookie)
+		}
 		w := serveAs(h.s, connInfo{}, r)
-		h.checkRejection(t, "GET /oauth/callback?"+clip(q, 200), w, true, beforeN, before)
-		_, _ = h.eng.Cancel(context.Background(), st)
+		if bound {
+			var sent string
+			if c, err := r.Cookie(redirect.CookieName(st.ID)); err == nil {
+				sent = c.Value
+			}
+			if sent != binding && w.Code < 400 {
+				t.Fatalf("a bound flow took a callback without its binding (cookie %q): %d", clip(cookie, 100), w.Code)
+			}
+		}
+		h.checkRejection(t, "GET /oauth/callback?"+clip(q, 200)+" Cookie: "+clip(cookie, 100), w, true, beforeN, before)
+		_, _ = h.eng.Cancel(context.Background(), st.ID)
 	})
 }
 
@@ -200,7 +237,7 @@ func FuzzAPIRequest(f *testing.F) {
 		r.URL.Path, r.URL.RawPath, r.URL.RawQuery = path, "", query
 		r.RequestURI = ""
 		w := serveAs(h.s, local, r)
-		page := rt.Name == wire.RouteBrowserCallback || rt.Name == wire.RoutePreflight
+		page := rt.Name == wire.RouteBrowserCallback || rt.Name == wire.RoutePreflight || rt.Name == wire.RouteLaunch
 		if rt.Name == wire.RouteMetrics && w.Code == http.StatusNotFound {
 			return // metrics are not enabled in this server
 		}

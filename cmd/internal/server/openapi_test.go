@@ -63,6 +63,7 @@ func TestOpenAPISchemasMatchWire(t *testing.T) {
 		"CallbackRequest": wire.CallbackRequest{}, "CallbackResponse": wire.CallbackResponse{},
 		"TokenResponse": wire.TokenResponse{}, "HealthResponse": wire.HealthResponse{}, "Provider": wire.Provider{},
 		"DisconnectResponse": wire.DisconnectResponse{}, "ListResponse": wire.ListResponse{}, "HistoryResponse": wire.HistoryResponse{},
+		"ProvidersResponse": wire.ProvidersResponse{}, "ReloadResponse": wire.ReloadResponse{},
 	} {
 		var want []string
 		rt := reflect.TypeOf(typ)

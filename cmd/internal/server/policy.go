@@ -35,9 +35,12 @@ var Policy = map[string][]Principal{
 	wire.RouteProviders:       {Local},
 	wire.RouteToken:           {Local},
 	wire.RouteDisconnect:      {Local},
+	wire.RouteConnections:     {Local},
 	wire.RouteHealth:          {Local},
+	wire.RouteReload:          {Local},
 	wire.RouteMetrics:         {Local},
 	wire.RouteBrowserCallback: {Local, Browser},
+	wire.RouteLaunch:          {Local, Browser},
 	wire.RoutePreflight:       {Local, Browser},
 }
 

@@ -102,6 +102,6 @@ func TestPolicyTable(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{wire.RouteCallback, wire.RouteStatus}, gw)
-	assert.ElementsMatch(t, []string{wire.RouteBrowserCallback, wire.RoutePreflight}, br)
+	assert.ElementsMatch(t, []string{wire.RouteBrowserCallback, wire.RouteLaunch, wire.RoutePreflight}, br)
 	assert.False(t, Allowed("no-such-route", Local), "unknown routes are denied")
 }

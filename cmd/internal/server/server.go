@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -22,6 +24,7 @@ import (
 	"flowd.local/flowd/cmd/internal/metrics"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/engine/redirect"
 	"flowd.local/flowd/states"
 )
 
@@ -30,6 +33,7 @@ import (
 type Engine interface {
 	Start(ctx context.Context, req engine.StartRequest) (engine.Started, error)
 	Callback(ctx context.Context, p engine.CallbackParams) (states.Flow, error)
+	Launch(ctx context.Context, token string) (engine.Launched, error)
 	Cancel(ctx context.Context, state string) (states.Flow, error)
 	Status(ctx context.Context, state string) (states.Flow, error)
 	Wait(ctx context.Context, state string) (states.Flow, error)
@@ -37,7 +41,9 @@ type Engine interface {
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
 	Token(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
-	Disconnect(ctx context.Context, key engine.TokenKey) error
+	ForceRefresh(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
+	Disconnect(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
+	Connections(ctx context.Context) ([]engine.Connection, error)
 	Providers() []string
 }
 
@@ -47,8 +53,23 @@ var _ Engine = (*engine.Engine)(nil)
 type Config struct {
 	// Engine runs the flows (required).
 	Engine Engine
-	// Providers describe the configured providers for GET /v1/providers.
+	// Providers describe the configured providers for GET /v1/providers;
+	// SetProviders replaces them after a reload.
 	Providers []wire.Provider
+	// ConfigFile is the config file flowd reads (or looked for), and
+	// ConfigFileFound whether it exists: GET /v1/providers names it, so
+	// "no providers" says which file to edit.
+	ConfigFile      string
+	ConfigFileFound bool
+	// Reload, if set, serves POST /v1/reload: it re-reads the config and
+	// applies it, or returns an error (a *config.Error for an invalid
+	// file) having changed nothing.
+	Reload func(ctx context.Context) (wire.ReloadResponse, error)
+	// ProviderStatus, if set, reports configured providers that cannot be
+	// used yet (SetProviders replaces it after a reload) (an OIDC issuer that has not answered discovery): GET
+	// /v1/providers shows them unavailable with the reason, and requests
+	// naming them get provider_unavailable instead of unknown_provider.
+	ProviderStatus ProviderStatus
 	// ServiceToken authenticates the gateway on the TCP listener. Empty
 	// disables the svc_gateway principal.
 	ServiceToken string
@@ -74,6 +95,8 @@ type Server struct {
 	mux      *http.ServeMux
 	started  time.Time
 	handlers map[string]http.HandlerFunc
+	// browser serves the loopback listener's browser routes.
+	browser *redirect.Handler
 
 	// stopping is canceled by Shutdown so long-polls return at once instead
 	// of holding the shutdown for up to wire.MaxWait.
@@ -82,6 +105,28 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*http.Server
+	// shutDown is set by Shutdown: a Serve that starts after it must not
+	// start an HTTP server nobody will stop.
+	shutDown bool
+
+	// providers is what GET /v1/providers serves, replaced whole by
+	// SetProviders.
+	providers atomic.Pointer[providersView]
+}
+
+// providersView is one config's providers as GET /v1/providers shows them.
+type providersView struct {
+	providers       []wire.Provider
+	configFile      string
+	configFileFound bool
+	// status reports those not usable yet (nil: all are).
+	status ProviderStatus
+}
+
+// SetProviders replaces what GET /v1/providers serves, and the status of
+// those not usable yet, after a reload.
+func (s *Server) SetProviders(ps []wire.Provider, configFile string, found bool, status ProviderStatus) {
+	s.providers.Store(&providersView{providers: slices.Clone(ps), configFile: configFile, configFileFound: found, status: status})
 }
 
 // New builds the server and its router from wire.Routes. It fails if a
@@ -102,6 +147,8 @@ func New(cfg Config) (*Server, error) {
 		s.uid = *cfg.UID
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.SetProviders(cfg.Providers, cfg.ConfigFile, cfg.ConfigFileFound, cfg.ProviderStatus)
+	s.browser = &redirect.Handler{Engine: cfg.Engine, Pages: flowdPages{}, Observe: s.observe}
 	s.handlers = map[string]http.HandlerFunc{
 		wire.RouteStart:           s.handleStart,
 		wire.RouteList:            s.handleList,
@@ -113,10 +160,13 @@ func New(cfg Config) (*Server, error) {
 		wire.RouteProviders:       s.handleProviders,
 		wire.RouteToken:           s.handleToken,
 		wire.RouteDisconnect:      s.handleDisconnect,
+		wire.RouteConnections:     s.handleConnections,
 		wire.RouteHealth:          s.handleHealth,
+		wire.RouteReload:          s.handleReload,
 		wire.RouteMetrics:         s.handleMetrics,
-		wire.RouteBrowserCallback: s.handleBrowserCallback,
-		wire.RoutePreflight:       s.handlePreflight,
+		wire.RouteBrowserCallback: s.browser.ServeCallback,
+		wire.RouteLaunch:          s.browser.ServeLaunch,
+		wire.RoutePreflight:       s.browser.ServePreflight,
 	}
 	for _, rt := range wire.Routes {
 		h, ok := s.handlers[rt.Name]
@@ -326,21 +376,31 @@ func (s *Server) newHTTPServer(unix bool) *http.Server {
 		hs.WriteTimeout = wire.MaxWait + time.Minute
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutDown {
+		return nil
+	}
 	s.servers = append(s.servers, hs)
-	s.mu.Unlock()
 	return hs
 }
 
 // ServeUnix serves the API on a unix-socket listener until Shutdown. Peers
 // are identified by SO_PEERCRED: only flowd's own uid is Local.
-func (s *Server) ServeUnix(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(true).Serve(l))
-}
+func (s *Server) ServeUnix(l net.Listener) error { return s.serve(l, true) }
 
 // ServeTCP serves the loopback listener (browser callback, gateway relay)
 // until Shutdown.
-func (s *Server) ServeTCP(l net.Listener) error {
-	return ignoreClosed(s.newHTTPServer(false).Serve(l))
+func (s *Server) ServeTCP(l net.Listener) error { return s.serve(l, false) }
+
+// serve serves l, or closes it when Shutdown came first (a daemon stopped
+// at once: its Serve goroutines may start after Shutdown has run).
+func (s *Server) serve(l net.Listener, unix bool) error {
+	hs := s.newHTTPServer(unix)
+	if hs == nil {
+		_ = l.Close()
+		return nil
+	}
+	return ignoreClosed(hs.Serve(l))
 }
 
 func ignoreClosed(err error) error {
@@ -357,6 +417,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 	defer cancel()
 	s.mu.Lock()
+	s.shutDown = true
 	servers := append([]*http.Server(nil), s.servers...)
 	s.mu.Unlock()
 	var errs []error

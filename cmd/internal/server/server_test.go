@@ -84,7 +84,7 @@ func TestConnectLoopback(t *testing.T) {
 
 	dis := h.local("DELETE", "/v1/providers/fake/token", nil)
 	require.Equal(t, http.StatusOK, dis.status, string(dis.body))
-	assert.JSONEq(t, `{"provider":"fake","removed":true}`, string(dis.body))
+	assert.JSONEq(t, `{"provider":"fake","removed":true,"revocation":"unsupported"}`, string(dis.body), "the fake provider has no revocation endpoint, and the answer says so")
 	gone := h.local("GET", "/v1/providers/fake/token", nil)
 	assert.Equal(t, http.StatusNotFound, gone.status)
 	assert.Equal(t, wire.CodeNotConnected, gone.errCode())

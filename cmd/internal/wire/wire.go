@@ -47,15 +47,22 @@ const (
 	RouteProviders  = "providers"
 	RouteToken      = "token"
 	RouteDisconnect = "disconnect"
-	RouteHealth     = "health"
-	RouteMetrics    = "metrics"
+	// RouteConnections lists what the user holds after connecting.
+	RouteConnections = "connections"
+	RouteHealth      = "health"
+	RouteMetrics     = "metrics"
 	// RouteBrowserCallback is the provider's redirect, opened by the browser.
 	RouteBrowserCallback = "browser_callback"
+	// RouteLaunch is a flow's one-time launch link, opened by the browser:
+	// it sets the flow's binding cookie and redirects to the provider.
+	RouteLaunch = "browser_launch"
 	// RoutePreflight answers CORS and Private Network Access preflights for
 	// the redirect without touching any flow.
 	RoutePreflight = "browser_callback_preflight"
 	// RouteExport streams the event log as JSON lines.
 	RouteExport = "export"
+	// RouteReload re-reads the config file and applies it without a restart.
+	RouteReload = "reload"
 )
 
 // Routes is every route flowd serves, on either listener. Which principal
@@ -70,10 +77,13 @@ var Routes = []Route{
 	{RouteCallback, "POST", "/v1/callbacks", "Deliver a relayed or pasted callback (CallbackRequest -> CallbackResponse)."},
 	{RouteProviders, "GET", "/v1/providers", "The configured providers (-> ProvidersResponse)."},
 	{RouteToken, "GET", "/v1/providers/{provider}/token", "A valid access token, refreshed when needed (-> TokenResponse)."},
-	{RouteDisconnect, "DELETE", "/v1/providers/{provider}/token", "Remove the provider's stored token (-> DisconnectResponse)."},
+	{RouteDisconnect, "DELETE", "/v1/providers/{provider}/token", "Revoke the provider's stored token at the provider (RFC 7009) when it can, and remove it (-> DisconnectResponse)."},
+	{RouteConnections, "GET", "/v1/connections", "Every connection, or one provider's with ?provider= (-> ConnectionsResponse)."},
+	{RouteReload, "POST", "/v1/reload", "Re-read the config file and apply its providers without a restart; an invalid file changes nothing (-> ReloadResponse)."},
 	{RouteHealth, "GET", "/v1/health", "Liveness and basic facts about the daemon (-> HealthResponse)."},
 	{RouteMetrics, "GET", "/metrics", "Prometheus metrics (text exposition format)."},
 	{RouteBrowserCallback, "GET", "/oauth/callback", "The provider's redirect; answers an HTML page that tells the outcome."},
+	{RouteLaunch, "GET", "/oauth/launch", "A flow's one-time launch link (query t=<value>): sets the flow's binding cookie and redirects (303) to the provider's authorization URL."},
 	{RoutePreflight, "OPTIONS", "/oauth/callback", "CORS / Private Network Access preflight; touches no flow."},
 }
 
@@ -161,30 +171,55 @@ const (
 	CodeFlowExpired = "flow_expired"
 	// CodeExchangeInProgress (409): the flow's code is being exchanged right now.
 	CodeExchangeInProgress = "exchange_in_progress"
+	// CodeNotBound (403): the flow is bound to the browser that opened its
+	// launch link, and the callback did not come from it; nothing changed.
+	CodeNotBound = "not_browser_bound"
 	// CodeGatewayNotConfigured (400): the gateway transport needs public_base_url in the config.
 	CodeGatewayNotConfigured = "gateway_not_configured"
 	// CodeUnknownTransport (400): transport is not loopback, gateway or manual.
 	CodeUnknownTransport = "unknown_transport"
 	// CodeNotConnected (404): no token is stored for the provider; connect first.
 	CodeNotConnected = "not_connected"
+	// CodeMCPRefused (502): connecting to an MCP server by URL was refused
+	// as unsafe: its metadata names another resource or issuer, or its
+	// authorization server does not support PKCE with S256.
+	CodeMCPRefused = "mcp_refused"
+	// CodeMCPDiscovery (502): the MCP server's authorization could not be
+	// discovered, or no client could be registered there.
+	CodeMCPDiscovery = "mcp_discovery_failed"
+	// CodeStepUpFutile (409): a step-up would ask for no scope the stored
+	// token lacks.
+	CodeStepUpFutile = "step_up_futile"
 	// CodeProviderError (502): the provider refused or failed a token refresh.
 	CodeProviderError = "provider_error"
+	// CodeProviderUnavailable (503): the provider is configured but its
+	// OIDC issuer has not answered discovery yet; flowd keeps retrying and
+	// adds it without a restart. The message names the issuer and the last error.
+	CodeProviderUnavailable = "provider_unavailable"
 	// CodeUnavailable (503): flowd is shutting down, or its store (etcd in
 	// cluster mode) has no quorum; retry later.
 	CodeUnavailable = "unavailable"
 	// CodeStorageFull (507): the disk holding flowd's database is full;
 	// nothing was changed. Free space and retry.
 	CodeStorageFull = "storage_full"
+	// CodeInvalidConfig (422): a reload found the config file invalid (the
+	// message names the file, the field and the reason); nothing changed.
+	CodeInvalidConfig = "invalid_config"
 	// CodeInternal (500): a bug or a storage failure; the daemon log has details.
 	CodeInternal = "internal"
 )
 
 // StartRequest is the body of POST /v1/flows.
 type StartRequest struct {
-	// Provider names a configured provider (required).
+	// Provider names a configured provider, or is an MCP server URL
+	// (https://...) to connect to by discovery (required).
 	Provider string `json:"provider"`
 	// Scopes to request; empty means the provider's default scopes.
 	Scopes []string `json:"scopes,omitempty"`
+	// Challenge is, for an MCP server URL, the WWW-Authenticate header the
+	// server answered with (a 401, or a 403 insufficient_scope to step
+	// up); empty makes flowd probe the server.
+	Challenge string `json:"challenge,omitempty"`
 	// Transport is loopback (default), gateway or manual.
 	Transport string `json:"transport,omitempty"`
 	// TTL overrides the configured flow lifetime, as a Go duration ("10m").
@@ -205,6 +240,11 @@ type StartResponse struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	// Superseded lists earlier live flows this one ended.
 	Superseded []string `json:"superseded,omitempty"`
+	// LaunchURL is the loopback flow's one-time launch link: open it in a
+	// browser on this machine instead of AuthURL, and the flow is bound to
+	// that browser. It reveals nothing of the flow, works once and for
+	// seconds. AuthURL opened by hand leaves the flow unbound.
+	LaunchURL string `json:"launch_url,omitempty"`
 }
 
 // Flow is a flow as it stands: the body of GET /v1/flows/{state}, of cancel,
@@ -245,6 +285,14 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+	// BrowserBound is true once the flow's launch link was opened: only the
+	// browser that opened it may deliver its loopback callback.
+	BrowserBound bool `json:"browser_bound,omitempty"`
+	// Connection is how the connection a complete flow produced stands,
+	// from its token events alone: healthy, refresh_failing,
+	// needs_reconnect, refreshing or disconnected. Empty for flows that
+	// stored no token. (flowctl status judges expiry with the clock too.)
+	Connection string `json:"connection,omitempty"`
 }
 
 // FlowFrom converts the engine's view of a flow to its wire form.
@@ -271,9 +319,20 @@ func FlowFrom(f states.Flow) Flow {
 		HTTPStatus:       f.HTTPStatus,
 		SupersededBy:     f.SupersededBy,
 		IgnoredCallbacks: f.IgnoredCallbacks,
+		BrowserBound:     f.Bound(),
 	}
 	if f.Reason != "" {
 		w.ReasonText = f.Reason.Describe()
+	}
+	if c := f.Conn; c != nil {
+		switch {
+		case !c.Active():
+			w.Connection = "disconnected"
+		case c.Refreshing:
+			w.Connection = "refreshing"
+		default:
+			w.Connection = string(c.HealthAt(time.Time{}))
+		}
 	}
 	if !f.Ended.IsZero() {
 		t := f.Ended.UTC()
@@ -347,11 +406,71 @@ type Provider struct {
 	AuthMethodFrom string `json:"token_endpoint_auth_method_from,omitempty"`
 	// IssuerRequired: redirects must carry iss equal to Issuer (RFC 9207).
 	IssuerRequired bool `json:"issuer_required,omitempty"`
+	// Status is ProviderAvailable, or ProviderUnavailable while its OIDC
+	// issuer has not answered discovery (flowd retries in the background).
+	Status string `json:"status,omitempty"`
+	// Unavailable says why, when Status is ProviderUnavailable.
+	Unavailable *Unavailability `json:"unavailable,omitempty"`
+	// MCP is set for an MCP server connected by URL (Name is the URL):
+	// the authorization server discovery chose and the client used there.
+	MCP *MCPConnection `json:"mcp,omitempty"`
+}
+
+// Provider statuses.
+const (
+	ProviderAvailable   = "available"
+	ProviderUnavailable = "unavailable"
+)
+
+// Unavailability is why a provider cannot be used yet.
+type Unavailability struct {
+	// Reason is the last discovery error: where, and what went wrong.
+	Reason string `json:"reason"`
+	// Since is when discovery first failed.
+	Since time.Time `json:"since"`
+	// Attempts counts the discovery attempts so far.
+	Attempts int `json:"attempts"`
+	// NextAttempt is when flowd tries again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// MCPConnection is what flowd keeps about an MCP server connected by URL.
+type MCPConnection struct {
+	// Resource is the resource indicator (RFC 8707) tokens are bound to.
+	Resource     string `json:"resource"`
+	AuthServer   string `json:"auth_server"`
+	Registration string `json:"registration"`
+	TokenAuth    string `json:"token_auth"`
 }
 
 // ProvidersResponse is the body of GET /v1/providers, sorted by name.
 type ProvidersResponse struct {
 	Providers []Provider `json:"providers"`
+	// ConfigFile is the config file flowd reads its providers from, or
+	// looked for (see ConfigFileFound).
+	ConfigFile string `json:"config_file,omitempty"`
+	// ConfigFileFound is false when flowd found no file at ConfigFile and
+	// runs on its defaults.
+	ConfigFileFound bool `json:"config_file_found"`
+}
+
+// ReloadResponse is the body of POST /v1/reload: the config now in force.
+type ReloadResponse struct {
+	// ConfigFile is the file read (or looked for), as in ProvidersResponse.
+	ConfigFile      string `json:"config_file"`
+	ConfigFileFound bool   `json:"config_file_found"`
+	// Providers are the names configured now, sorted.
+	Providers []string `json:"providers"`
+	// Added, Removed and Changed compare with the config before.
+	Added   []string `json:"added,omitempty"`
+	Removed []string `json:"removed,omitempty"`
+	Changed []string `json:"changed,omitempty"`
+	// Unavailable are providers whose OIDC issuer did not answer: flowd
+	// runs without them and keeps retrying, as at start-up.
+	Unavailable []string `json:"unavailable,omitempty"`
+	// RestartNeeded lists settings that changed in the file but apply
+	// only when flowd starts (listen, socket, state_dir, ...).
+	RestartNeeded []string `json:"restart_needed,omitempty"`
 }
 
 // TokenResponse is the body of GET /v1/providers/{provider}/token. It never
@@ -372,6 +491,42 @@ type DisconnectResponse struct {
 	Provider string `json:"provider"`
 	// Removed is false when no token was stored: disconnecting twice is not an error.
 	Removed bool `json:"removed"`
+	// Revocation is what the provider was told: revoked, unsupported (it
+	// has no revocation endpoint; its tokens stay valid there until they
+	// expire) or failed (RevocationError says how). Empty when nothing was removed.
+	Revocation      string `json:"revocation,omitempty"`
+	RevocationError string `json:"revocation_error,omitempty"`
+}
+
+// ConnectionsResponse is the body of GET /v1/connections.
+type ConnectionsResponse struct {
+	Connections []Connection `json:"connections"`
+}
+
+// Connection is one connection: a stored token and how it stands. It
+// never carries a token.
+type Connection struct {
+	Provider string `json:"provider"`
+	// Account is the principal the token is stored under; empty for the local user.
+	Account string `json:"account,omitempty"`
+	// Flow is the state of the flow that connected (flowctl inspect it).
+	Flow        string    `json:"flow"`
+	ConnectedAt time.Time `json:"connected_at"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	// ExpiresAt is when the access token expires; absent when it does not.
+	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
+	HasRefreshToken bool       `json:"has_refresh_token"`
+	// Health is healthy, refresh_failing or needs_reconnect.
+	Health        string     `json:"health"`
+	LastRefreshAt *time.Time `json:"last_refresh_at,omitempty"`
+	Refreshes     int        `json:"refreshes,omitempty"`
+	Rotations     int        `json:"rotations,omitempty"`
+	// The last failed refresh, when Health is not healthy because of one.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	ErrorCode    string     `json:"error_code,omitempty"`
+	Message      string     `json:"message,omitempty"`
+	HTTPStatus   int        `json:"http_status,omitempty"`
+	Transient    bool       `json:"transient,omitempty"`
 }
 
 // HealthResponse is the body of GET /v1/health.
@@ -394,17 +549,32 @@ type HealthResponse struct {
 // for both flowd and flowctl.
 const SocketEnv = "FLOWD_SOCKET"
 
+// StateDirEnv names the environment variable that sets flowd's state
+// directory; flowctl reads it too, to find a socket kept there.
+const StateDirEnv = "FLOWD_STATE_DIR"
+
 // DefaultSocketPath is where flowd listens and flowctl connects when no
 // flag or FLOWD_SOCKET says otherwise: $XDG_RUNTIME_DIR/flowd.sock, else
-// flowd.sock in the state directory (DefaultStateDir).
+// flowd.sock in the state directory ($FLOWD_STATE_DIR, else
+// DefaultStateDir).
 func DefaultSocketPath() string {
 	if p := os.Getenv(SocketEnv); p != "" {
 		return p
 	}
+	dir := os.Getenv(StateDirEnv)
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	return SocketPathIn(dir)
+}
+
+// SocketPathIn is the default socket of a flowd whose state directory is
+// stateDir: $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in stateDir.
+func SocketPathIn(stateDir string) string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "flowd.sock")
 	}
-	return filepath.Join(DefaultStateDir(), "flowd.sock")
+	return filepath.Join(stateDir, "flowd.sock")
 }
 
 // DefaultStateDir is $XDG_STATE_HOME/flowd, else ~/.local/state/flowd. It
