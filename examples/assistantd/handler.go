@@ -5,12 +5,11 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
 	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"flowd.local/flowd/engine/redirect"
 )
 
 // maxWait bounds a status long-poll; a client polls again after it.
@@ -62,28 +61,9 @@ func newHandler(e *engine.Engine, apiKey string) http.Handler {
 		reply(w, http.StatusOK, map[string]any{"status": f.State, "reason": f.Reason, "provider": f.Provider, "done": f.State.Terminal()})
 	}))
 
-	mux.HandleFunc("GET "+engine.CallbackPath, func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		// A link preview or a reload carries neither: ending the flow on
-		// it would waste the real redirect still to come.
-		if q.Get("code") == "" && q.Get("error") == "" {
-			http.Error(w, "This page expects the provider's redirect. Go back to your assistant and connect again.", http.StatusBadRequest)
-			return
-		}
-		// Not the request's context: a closed tab must not cut the exchange.
-		f, err := e.Callback(context.WithoutCancel(r.Context()), engine.CallbackParams{
-			State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"),
-			ErrorDescription: q.Get("error_description"), Issuer: q.Get("iss"),
-		})
-		switch {
-		case err != nil:
-			http.Error(w, "Not connected: "+err.Error(), status(err))
-		case f.State == states.Complete:
-			fmt.Fprintf(w, "Connected to %s. You can close this tab.\n", f.Provider)
-		default:
-			http.Error(w, "Not connected: "+f.Reason.Describe(), http.StatusBadGateway)
-		}
-	})
+	// The provider's redirect: engine/redirect guards it (a prefetch or a
+	// reload without code or error changes nothing) and writes the page.
+	mux.Handle(engine.CallbackPath, &redirect.Handler{Engine: e})
 
 	mux.HandleFunc("GET /token/{provider}", guard(func(w http.ResponseWriter, r *http.Request) {
 		tok, _, err := e.Token(r.Context(), engine.TokenKey{Provider: r.PathValue("provider")})

@@ -89,7 +89,7 @@ func TestConnectCallbackToken(t *testing.T) {
 
 	code, _, page := call(t, "GET", d.prov.Redirect(t, authURL), "")
 	require.Equal(t, http.StatusOK, code, page)
-	assert.Contains(t, page, "Connected to test")
+	assert.Contains(t, page, "Your test account is connected")
 
 	code, out, _ = call(t, "GET", d.url+"/connect/"+state, testKey)
 	require.Equal(t, http.StatusOK, code)
@@ -131,7 +131,7 @@ func TestFlowExpires(t *testing.T) {
 	assert.Equal(t, true, out["done"])
 
 	code, _, page := call(t, "GET", redirect, "")
-	assert.Equal(t, http.StatusConflict, code, page)
+	assert.Equal(t, http.StatusGone, code, page)
 	code, _, _ = call(t, "GET", d.url+"/token/test", testKey)
 	assert.Equal(t, http.StatusNotFound, code)
 	assert.Zero(t, d.prov.Calls(), "the expired flow's code was never redeemed")
