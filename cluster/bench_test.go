@@ -41,9 +41,9 @@ func BenchmarkTransitions(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				// Each Start supersedes nothing: every worker connects
-				// another principal.
+				// another account.
 				i := n.Add(1)
-				st, err := rep.Start(context.Background(), engine.StartRequest{Provider: "gh", Transport: states.Gateway, Principal: fmt.Sprint("user-", i)})
+				st, err := rep.Start(context.Background(), engine.StartRequest{Provider: "gh", Transport: states.Gateway, Account: fmt.Sprint("user-", i)})
 				if err != nil {
 					b.Error(err)
 					return

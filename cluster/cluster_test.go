@@ -65,7 +65,7 @@ func TestSameCallbackOnTwoReplicasExchangesOnce(t *testing.T) {
 	type flow struct{ state, code string }
 	var fs []flow
 	for i := range flows {
-		st := start(t, reps[i%2], engine.StartRequest{Principal: string(rune('a' + i))})
+		st := start(t, reps[i%2], engine.StartRequest{Account: string(rune('a' + i))})
 		state, code := r.prov.Authorize(t, st.AuthURL)
 		fs = append(fs, flow{state, code})
 	}
@@ -106,8 +106,8 @@ func TestReplicaGoneMidFlow(t *testing.T) {
 	r := newRig(t, 3)
 	a, b, c := r.replica(), r.replica(), r.replica()
 	const ttl = 3 * time.Second
-	doomed := start(t, a, engine.StartRequest{Principal: "doomed", TTL: ttl})
-	finished := start(t, a, engine.StartRequest{Principal: "finished", TTL: time.Minute})
+	doomed := start(t, a, engine.StartRequest{Account: "doomed", TTL: ttl})
+	finished := start(t, a, engine.StartRequest{Account: "finished", TTL: time.Minute})
 	b.waitLive(t, 2)
 	c.waitLive(t, 2)
 	a.close()
@@ -166,7 +166,7 @@ func TestMemberStoppedLosesNothing(t *testing.T) {
 		for i := range 4 {
 			var st engine.Started
 			retry(t, "start", func() (err error) {
-				st, err = a.Start(bg, engine.StartRequest{Provider: "gh", Transport: states.Gateway, Principal: string(rune('a' + round*4 + i))})
+				st, err = a.Start(bg, engine.StartRequest{Provider: "gh", Transport: states.Gateway, Account: string(rune('a' + round*4 + i))})
 				return err
 			})
 			acked[st.ID] = states.AwaitingCallback
@@ -224,7 +224,7 @@ func TestQuorumLostIsReportedAndRecovers(t *testing.T) {
 
 	r.etcd.Stop(0)
 	r.etcd.Stop(1)
-	_, err := a.Start(bg, engine.StartRequest{Provider: "gh", Transport: states.Gateway, Principal: "other"})
+	_, err := a.Start(bg, engine.StartRequest{Provider: "gh", Transport: states.Gateway, Account: "other"})
 	require.ErrorIs(t, err, etcdlog.ErrUnavailable, "a store without quorum is reported as unavailable")
 	assert.Contains(t, err.Error(), r.etcd.Endpoints()[2], "the error names the endpoints")
 	state, code := r.prov.Authorize(t, st.AuthURL)

@@ -34,6 +34,8 @@ type engineRig struct {
 	log      engine.Log
 	closeLog func() error
 	eng      *engine.Engine
+	// identify, when set before open, is the engine's Config.Identify.
+	identify engine.IdentifyFunc
 }
 
 const (
@@ -88,6 +90,7 @@ func (r *engineRig) open() {
 		},
 		LoopbackRedirectURL: r.dex.RedirectURIs[0],
 		Logger:              slog.New(slog.NewJSONHandler(&r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Identify:            r.identify,
 	})
 	require.NoError(r.t, err, "open engine")
 	r.eng = eng

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"flowd.local/flowd/states"
 )
@@ -36,7 +39,9 @@ type Provider struct {
 	// authorization_response_iss_parameter_supported, so a redirect
 	// without iss is refused too. It needs Issuer.
 	RequireIssuer bool
-	// Scopes are requested when a Start names none.
+	// Scopes are requested when a Start names none. With "openid" among a
+	// flow's scopes the provider is treated as an OpenID Connect provider:
+	// the authorization request carries a nonce.
 	Scopes []string
 	// AuthParams are extra authorize-URL parameters (prompt=consent, access_type=offline, ...).
 	AuthParams map[string]string
@@ -121,6 +126,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks observe the engine.
 	Hooks Hooks
+	// Identify, when set, is called after every successful exchange and
+	// before it is recorded, to establish who signed in (verify the ID
+	// token, ask a userinfo endpoint). The engine itself verifies nothing:
+	// it sends a nonce to providers whose scopes include openid and hands
+	// it here. Nil stores tokens under the account the flow was started for.
+	Identify IdentifyFunc
 	// MCP configures connects by MCP server URL.
 	MCP MCPConfig
 }
@@ -142,9 +153,14 @@ type StartRequest struct {
 	Scopes []string
 	// Transport says how the callback comes back. Default loopback.
 	Transport states.Transport
-	// Principal is who connects; a new Start for the same provider and
-	// principal supersedes a live earlier one. Empty is the local user.
-	Principal string
+	// Account names the account at the provider to connect; a new Start
+	// for the same provider and account supersedes a live earlier one.
+	// Empty means whichever account the user signs in with. With
+	// Config.Identify, the token is stored under the account the provider
+	// identifies, and a flow whose user signs in as another account than
+	// a non-empty Account ends error(account_mismatch); without it, the
+	// token is stored under Account as given (a label of the embedder's).
+	Account string
 	// TTL overrides Config.TTL for this flow when positive.
 	TTL time.Duration
 	// Launch asks for a one-time launch link (Started.LaunchURL): open it
@@ -165,6 +181,10 @@ type Started struct {
 	Deadline    time.Time
 	// Superseded lists the earlier live flows this one ended.
 	Superseded []string
+	// Scopes are the scopes asked for: those requested, joined by those
+	// the account's stored token was already granted (a step-up never
+	// asks for fewer than the connection holds).
+	Scopes []string
 	// LaunchURL is the flow's one-time launch link on the loopback
 	// listener, when StartRequest.Launch asked for one: an opaque value,
 	// not the state, that may be passed to a browser opener's command line
@@ -173,6 +193,28 @@ type Started struct {
 	// engine/redirect does).
 	LaunchURL string
 }
+
+// Identity is who signed in at the provider, as Config.Identify
+// established it.
+type Identity struct {
+	// Account names the account: the token is stored under it (GitHub: the
+	// login; OpenID Connect: the email, else the subject). Empty leaves
+	// the account the flow was started for.
+	Account string
+	// Subject is the provider's stable id of the user (the ID token's
+	// sub; GitHub: the numeric user id).
+	Subject string
+	// Email is the user's email address, when the provider gave one.
+	Email string
+}
+
+// IdentifyFunc establishes who signed in once a code was exchanged for
+// tok (whose Extra("id_token") holds an OpenID Connect ID token). nonce is
+// the nonce the flow sent in its authorization request ("" when it sent
+// none); an ID token must carry it. An error ends the flow
+// error(identity_invalid) and the token is not stored; the error's text
+// is recorded, with any token or the nonce redacted from it.
+type IdentifyFunc func(ctx context.Context, p Provider, tok *oauth2.Token, nonce string) (Identity, error)
 
 // Launched is what opening a launch link gives the browser: the binding
 // cookie's value and the provider's authorization URL to go on to.

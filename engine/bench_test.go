@@ -85,7 +85,7 @@ func benchTransitions(b *testing.B, log engine.Log, workers int) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-				st, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Principal: fmt.Sprintf("w%d-%d", w, i)})
+				st, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Account: fmt.Sprintf("w%d-%d", w, i)})
 				if err != nil {
 					b.Error(err)
 					return
@@ -124,7 +124,7 @@ func (l *nullLog) Secret(context.Context, string) ([]byte, bool, error) { return
 func (l *nullLog) Prune(context.Context, time.Time) (int, error)        { return 0, nil }
 
 // liveFlowHeap measures the engine's heap per live flow with n flows of
-// distinct principals (the worst case: one owner entry each).
+// distinct accounts (the worst case: one owner entry each).
 func liveFlowHeap(tb testing.TB, n int) float64 {
 	ctx := context.Background()
 	e, err := engine.Open(ctx, engine.Config{Log: &nullLog{}, Retention: -1, Clock: fakeclock.New(epoch),
@@ -134,15 +134,15 @@ func liveFlowHeap(tb testing.TB, n int) float64 {
 		tb.Fatal(err)
 	}
 	defer e.Close()
-	principals := make([]string, n)
-	for i := range principals {
-		principals[i] = fmt.Sprintf("user-%08d@example.com", i)
+	accounts := make([]string, n)
+	for i := range accounts {
+		accounts[i] = fmt.Sprintf("user-%08d@example.com", i)
 	}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	for _, p := range principals {
-		if _, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Principal: p}); err != nil {
+	for _, p := range accounts {
+		if _, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Account: p}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -199,7 +199,7 @@ func BenchmarkOpen(b *testing.B) {
 			for range 64 {
 				wg.Go(func() {
 					for i := next.Add(1); i <= int64(finished+100); i = next.Add(1) {
-						st, err := e.Start(context.Background(), engine.StartRequest{Provider: "gh", Principal: fmt.Sprint(i)})
+						st, err := e.Start(context.Background(), engine.StartRequest{Provider: "gh", Account: fmt.Sprint(i)})
 						if err != nil {
 							b.Error(err)
 							return

@@ -85,7 +85,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	case f.State != states.AwaitingCallback:
 		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
 	case !e.clock.Now().Before(f.Deadline):
-		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropVerifier(lf))
+		f, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.DeadlineExpired}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -109,7 +109,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		// denial nor have its code sent to this provider's token endpoint.
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.IssuerMismatch, Message: redact(issuerProblem(f, p.Issuer), []string{p.Code}), CodeFingerprint: fp,
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -118,7 +118,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	case p.Error != "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.ProviderDenied, ErrorCode: clip(redact(p.Error, []string{p.Code}), 200), Message: clip(redact(p.ErrorDescription, []string{p.Code}), 500),
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -126,7 +126,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	case p.Code == "":
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.InvalidCallback, Message: "the callback carried neither a code nor an error",
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -140,7 +140,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	if err != nil {
 		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason: states.ProviderRemoved, Message: fmt.Sprintf("provider %q was removed before the callback arrived; the code was not used", clip(f.Provider, 100)),
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err), conflict(err)
 		}
@@ -154,11 +154,20 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		verifier, ok = string(plain), found
 	}
+	nonce := lf.nonce
+	if nonce == "" && f.NonceFingerprint != "" {
+		// Missing, it stays "": an ID token then fails its nonce check.
+		plain, _, err := e.log.Secret(ctx, nonceKeyPrefix+f.ID)
+		if err != nil {
+			return f, fmt.Errorf("callback: read the flow's nonce: %w", err), false
+		}
+		nonce = string(plain)
+	}
 	// Only the engine whose exchange_started lands redeems the code.
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
 		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
 	}
-	lf.verifier = "" // the code is spent: nothing redeems it again
+	lf.verifier, lf.nonce = "", "" // the code is spent: nothing redeems it again
 	// The exchange runs without the flow's lock, so a repeated callback is
 	// recorded at once as ignored instead of queueing behind the exchange.
 	lf.exchanging = true
@@ -166,12 +175,12 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	locked = false
 	// The outcome is recorded even if the caller goes away: the code is spent.
 	bg := context.WithoutCancel(ctx)
-	outcome := e.exchange(bg, prov, f, p.Code, verifier, ok)
+	outcome := e.exchange(bg, prov, f, p.Code, verifier, ok, nonce)
 	lf.mu.Lock()
 	locked = true
 	lf.exchanging = false
 	for attempt := 0; ; attempt++ {
-		secrets := e.dropVerifier(lf)
+		secrets := e.dropFlowSecrets(lf)
 		maps.Copy(secrets, outcome.secrets)
 		f, err = e.commit(bg, lf, e.record(lf, outcome.event, outcome.data), secrets)
 		// Another engine on a shared log may have recorded a callback
@@ -211,9 +220,11 @@ type outcome struct {
 	secrets map[string][]byte
 }
 
-// exchange redeems the code at the token endpoint and stores the token, or,
-// when tokens are kept in the log, returns it in the outcome's secrets.
-func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code, verifier string, haveVerifier bool) outcome {
+// exchange redeems the code at the token endpoint, establishes who signed
+// in (Config.Identify), and stores the token, or, when tokens are kept in
+// the log, returns it in the outcome's secrets. A token whose user is not
+// established is not stored: an earlier connection of the account stays.
+func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code, verifier string, haveVerifier bool, nonce string) outcome {
 	failed := func(d states.Data) outcome {
 		d.Reason = states.ExchangeFailed
 		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
@@ -235,13 +246,21 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}
+	id, fail := e.identify(ctx, p, f, tok, nonce, code, verifier)
+	if fail != nil {
+		return *fail
+	}
+	account := f.Account
+	if id.Account != "" {
+		account = id.Account
+	}
 	granted := grantedScopes(tok, f.Scopes)
 	now := e.clock.Now().UTC()
 	st := StoredToken{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
 		Expiry: e.expiry(tok), Scopes: granted, Flow: f.ID, Obtained: now,
 	}
-	key := TokenKey{Provider: f.Provider, Account: f.Principal}
+	key := TokenKey{Provider: f.Provider, Account: account}
 	var secrets map[string][]byte
 	if lt, ok := e.tokens.(*logTokens); ok {
 		// Tokens kept in the log's secrets go in the append that records
@@ -256,9 +275,14 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
 	}
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
-		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "scopes", strings.Join(granted, " "))
+		e.logger.Info("flow complete", "flow", states.ShortID(f.ID), "provider", f.Provider, "account", account, "scopes", strings.Join(granted, " "))
 	}
-	d := states.Data{Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true}
+	d := states.Data{
+		Reason: states.Exchanged, GrantedScopes: granted, TokenStored: true,
+		// The account is recorded when the identity named it; otherwise it
+		// is the created record's (records stay small on the hot path).
+		Account: id.Account, Subject: id.Subject, Email: id.Email,
+	}
 	if !st.Expiry.IsZero() {
 		exp := st.Expiry
 		d.TokenExpiry = &exp
@@ -267,6 +291,36 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 		d.RefreshFP = e.fingerprint(st.RefreshToken)
 	}
 	return outcome{event: states.ExchangeSucceeded, data: d, secrets: secrets}
+}
+
+// identify runs Config.Identify on a freshly exchanged token. A failure,
+// or a user other than the account the flow was started for, is returned
+// as the flow's outcome; the other secrets of the exchange are redacted
+// from the hook's words.
+func (e *Engine) identify(ctx context.Context, p *provider, f states.Flow, tok *oauth2.Token, nonce string, sent ...string) (Identity, *outcome) {
+	if e.cfg.Identify == nil {
+		return Identity{}, nil
+	}
+	ictx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, e.http), e.cfg.ExchangeTimeout)
+	defer cancel()
+	id, err := e.cfg.Identify(ictx, p.Provider, tok, nonce)
+	secrets := append([]string{tok.AccessToken, tok.RefreshToken, nonce, p.ClientSecret}, sent...)
+	if raw, ok := tok.Extra("id_token").(string); ok {
+		secrets = append(secrets, raw)
+	}
+	fail := func(reason states.Reason, code, msg string) (Identity, *outcome) {
+		d := states.Data{Reason: reason, ErrorCode: code, Message: clip(redact(msg, secrets), 500)}
+		e.logger.Warn("identity not established", "flow", states.ShortID(f.ID), "provider", f.Provider, "reason", reason, "error_code", code)
+		return Identity{}, &outcome{event: states.Failed, data: d}
+	}
+	if err != nil {
+		return fail(states.IdentityInvalid, "identity_invalid", err.Error())
+	}
+	if f.Account != "" && id.Account != "" && id.Account != f.Account {
+		return fail(states.AccountMismatch, "account_mismatch",
+			fmt.Sprintf("signed in as %q, but this connect was for account %q; sign in as %q, or connect without naming an account", id.Account, f.Account, f.Account))
+	}
+	return id, nil
 }
 
 // describeExchangeError turns an exchange error into record data. It keeps

@@ -26,7 +26,12 @@ func (e *Engine) record(lf *liveFlow, ev states.Event, d states.Data) []states.R
 	}}
 }
 
-func (e *Engine) dropVerifier(lf *liveFlow) map[string][]byte {
+// dropFlowSecrets deletes the secrets sealed with lf's first records:
+// its PKCE verifier, and its nonce if it sent one.
+func (e *Engine) dropFlowSecrets(lf *liveFlow) map[string][]byte {
+	if lf.flow.NonceFingerprint != "" {
+		return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil, nonceKeyPrefix + lf.flow.ID: nil}
+	}
 	return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil}
 }
 
@@ -78,7 +83,10 @@ func (e *Engine) adopt(lf *liveFlow) uint64 {
 func (e *Engine) adoptLocked(lf *liveFlow) uint64 {
 	delete(e.starting, lf.flow.ID)
 	e.live[lf.flow.ID] = lf
-	k := ownerKey{lf.flow.Provider, lf.flow.Principal}
+	// The owner is the account the flow was started for: a complete
+	// flow's record may name the account that signed in instead.
+	lf.owner = lf.flow.Account
+	k := ownerKey{lf.flow.Provider, lf.owner}
 	if e.owners[k] == nil {
 		e.owners[k] = map[string]*liveFlow{}
 	}
@@ -90,11 +98,11 @@ func (e *Engine) adoptLocked(lf *liveFlow) uint64 {
 // retire removes a flow that became terminal and wakes its waiters. The
 // caller holds lf.mu.
 func (e *Engine) retire(lf *liveFlow) {
-	lf.verifier = ""
+	lf.verifier, lf.nonce = "", ""
 	e.mu.Lock()
 	if e.live[lf.flow.ID] == lf {
 		delete(e.live, lf.flow.ID)
-		k := ownerKey{lf.flow.Provider, lf.flow.Principal}
+		k := ownerKey{lf.flow.Provider, lf.owner}
 		delete(e.owners[k], lf.flow.ID)
 		if len(e.owners[k]) == 0 {
 			delete(e.owners, k)

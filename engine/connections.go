@@ -21,7 +21,7 @@ import (
 // log gives the same connections; it holds no secret.
 type Connection struct {
 	Provider string
-	// Account is the principal the token is stored under ("" for the
+	// Account is the account the token is stored under ("" for the
 	// local user): TokenKey.Account.
 	Account string
 	// Flow is the flow that connected; its history holds the token events.
@@ -60,7 +60,7 @@ type Connection struct {
 // at now.
 func connectionOf(c states.Connection, now time.Time) Connection {
 	return Connection{
-		Provider: c.Provider, Account: c.Principal, Flow: c.Flow, Connected: c.Connected,
+		Provider: c.Provider, Account: c.Account, Flow: c.Flow, Connected: c.Connected,
 		Scopes: slices.Clone(c.Scopes), Expiry: c.TokenExpiry, HasRefreshToken: c.HasRefreshToken(),
 		Health: c.HealthAt(now), LastRefresh: c.LastRefresh, Refreshes: c.Refreshes, Rotations: c.Rotations,
 		LastFailure: c.LastFailure, FailingSince: c.FailingSince, Refreshing: c.Refreshing,
@@ -145,9 +145,10 @@ type Disconnection struct {
 	Message    string
 }
 
-// Disconnect revokes key's stored token (TokenKey{Provider: name} for
-// flows started without a Principal) at the provider's revocation
-// endpoint when it has one (RFC 7009), and deletes it. It returns an error
+// Disconnect revokes key's stored token at the provider's revocation
+// endpoint when it has one (RFC 7009), and deletes it. A key without an
+// account means the token stored under no account name, or the
+// provider's only connected account, as for Token. It returns an error
 // wrapping ErrNoToken when there is none. The revocation and the deletion
 // are recorded on the flow that connected (revoked, then disconnected, in
 // the append that deletes the token), and Hooks.Connection is called.
@@ -161,6 +162,9 @@ func (e *Engine) Disconnect(ctx context.Context, key TokenKey) (Disconnection, e
 		return Disconnection{}, err
 	}
 	key.Provider = p.Name // an MCP server's canonical URL; a provider's own name otherwise
+	if key, err = e.resolveAccount(ctx, key); err != nil {
+		return Disconnection{}, err
+	}
 	// No refresh of this token may run meanwhile: it would store a token
 	// just deleted.
 	mu, _ := e.refreshing.LoadOrStore(key, &sync.Mutex{})

@@ -41,6 +41,7 @@ const pruneEvery = time.Hour
 // Secret keys in the Log.
 const (
 	verifierKeyPrefix = "verifier/"
+	nonceKeyPrefix    = "nonce/"
 	fingerprintKey    = "engine/fingerprint-key"
 )
 
@@ -112,7 +113,9 @@ type provider struct {
 	oauth oauth2.Config
 }
 
-type ownerKey struct{ provider, principal string }
+// ownerKey is who a flow connects: a new Start for the same provider and
+// account supersedes the live flows of its owner.
+type ownerKey struct{ provider, account string }
 
 // liveFlow is a non-terminal flow. mu serializes its transitions; done is
 // closed when it becomes terminal, which wakes every Wait at once.
@@ -146,6 +149,12 @@ type liveFlow struct {
 	// copy, always written with the flow's first records. Memory is not
 	// the log: the process holds the key that opens every sealed secret.
 	verifier string
+	// nonce is the OpenID Connect nonce of a flow this engine started,
+	// kept like verifier (its sealed copy is read otherwise).
+	nonce string
+	// owner is the account the flow was started for (guarded by
+	// Engine.mu): its key in Engine.owners.
+	owner string
 }
 
 // Open recovers the engine from cfg.Log and starts its timers. Flows whose

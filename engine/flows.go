@@ -37,7 +37,7 @@ func (e *Engine) Cancel(ctx context.Context, state string) (states.Flow, error) 
 		case lf.flow.Exchanging:
 			return lf.flow, &FlowError{Flow: lf.flow, Err: ErrExchangeInProgress}
 		}
-		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.Canceled}), e.dropVerifier(lf))
+		f, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.Canceled}), e.dropFlowSecrets(lf))
 		if conflict(err) && attempt < conflictRetries {
 			continue // another engine advanced the flow: decide on what it became
 		}

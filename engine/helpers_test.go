@@ -91,19 +91,19 @@ func (h *harness) restart() {
 	h.open()
 }
 
-// start begins a flow for provider gh and principal, and returns it.
-func (h *harness) start(principal string) engine.Started {
+// start begins a flow for provider gh and account, and returns it.
+func (h *harness) start(account string) engine.Started {
 	h.t.Helper()
-	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: principal})
+	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: account})
 	require.NoError(h.t, err)
 	return st
 }
 
 // connect starts a flow, authorizes it at the fake provider and delivers
 // its callback, and returns the finished flow.
-func (h *harness) connect(principal string) states.Flow {
+func (h *harness) connect(account string) states.Flow {
 	h.t.Helper()
-	st := h.start(principal)
+	st := h.start(account)
 	_, code := h.prov.Authorize(h.t, st.AuthURL)
 	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(h.t, err)

@@ -165,7 +165,7 @@ func TestLaunchLinkWorksOnceAndExpires(t *testing.T) {
 	require.ErrorIs(t, err, engine.ErrLaunchUsed)
 	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.ID), "a second opening records nothing")
 
-	late, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "other", Launch: true})
+	late, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "other", Launch: true})
 	require.NoError(t, err)
 	h.clk.Advance(10 * time.Second)
 	_, err = h.e.Launch(h.ctx, launchToken(t, late.LaunchURL))
@@ -188,7 +188,7 @@ func TestLaunchLinkOnlyWhenAsked(t *testing.T) {
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Empty(t, st.LaunchURL)
-	st, err = h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "m", Transport: states.Manual, Launch: true})
+	st, err = h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "m", Transport: states.Manual, Launch: true})
 	require.NoError(t, err)
 	assert.NotEmpty(t, st.LaunchURL)
 }

@@ -136,7 +136,7 @@ func (e *Engine) startMCP(ctx context.Context, req StartRequest, redirect string
 	}
 	if disc.Challenge.Error == "insufficient_scope" {
 		// Step-up: the new token must keep what the old one could do.
-		if st, err := e.tokens.LoadToken(ctx, TokenKey{Provider: disc.Resource, Account: req.Principal}); err == nil {
+		if st, err := e.tokens.LoadToken(ctx, TokenKey{Provider: disc.Resource, Account: req.Account}); err == nil {
 			union := slices.Clone(st.Scopes)
 			for _, s := range scopes {
 				if !slices.Contains(union, s) {

@@ -91,7 +91,7 @@ const (
 	opDuplicate opKind = "duplicate_callback"
 )
 
-// op is one step. Its numbers pick a flow, provider, principal, TTL or
+// op is one step. Its numbers pick a flow, provider, account, TTL or
 // duration; they are taken modulo what exists when the step runs.
 type op struct {
 	Kind opKind
@@ -101,10 +101,10 @@ type op struct {
 func (o op) String() string { return fmt.Sprintf("%s(%d)", o.Kind, o.N) }
 
 var (
-	modelProviders  = []string{"gh", "gl"}
-	modelPrincipals = []string{"", "alice"}
-	modelTTLs       = []time.Duration{0, 30 * time.Second, 2 * time.Minute}
-	modelSteps      = []time.Duration{time.Second, 29 * time.Second, time.Minute, 2 * time.Minute, engine.DefaultTTL}
+	modelProviders = []string{"gh", "gl"}
+	modelAccounts  = []string{"", "alice"}
+	modelTTLs      = []time.Duration{0, 30 * time.Second, 2 * time.Minute}
+	modelSteps     = []time.Duration{time.Second, 29 * time.Second, time.Minute, 2 * time.Minute, engine.DefaultTTL}
 )
 
 func opGen(kinds ...opKind) *rapid.Generator[op] {
@@ -115,13 +115,13 @@ func opGen(kinds ...opKind) *rapid.Generator[op] {
 
 // mflow is the model of one flow.
 type mflow struct {
-	id, authURL, code   string
-	provider, principal string
-	deadline            time.Time
-	state               states.State
-	reason              states.Reason
-	supersededBy        int
-	ignored             int
+	id, authURL, code string
+	provider, account string
+	deadline          time.Time
+	state             states.State
+	reason            states.Reason
+	supersededBy      int
+	ignored           int
 }
 
 func (f *mflow) live() bool { return f.state.Live() }
@@ -211,23 +211,23 @@ func (w *world) do(o op) {
 	f := w.pick(o.N)
 	switch o.Kind {
 	case opStart:
-		prov, principal := modelProviders[o.N%2], modelPrincipals[(o.N/2)%2]
+		prov, account := modelProviders[o.N%2], modelAccounts[(o.N/2)%2]
 		ttl := modelTTLs[(o.N/4)%len(modelTTLs)]
-		st, err := w.e.Start(w.ctx, engine.StartRequest{Provider: prov, Principal: principal, TTL: ttl})
+		st, err := w.e.Start(w.ctx, engine.StartRequest{Provider: prov, Account: account, TTL: ttl})
 		require.NoError(w.t, err)
 		if ttl == 0 {
 			ttl = engine.DefaultTTL
 		}
 		var superseded []string
 		for _, g := range w.flows {
-			if g.live() && g.provider == prov && g.principal == principal {
+			if g.live() && g.provider == prov && g.account == account {
 				g.state, g.reason, g.supersededBy = states.Error, states.Superseded, len(w.flows)
 				superseded = append(superseded, g.id)
 			}
 		}
 		require.ElementsMatch(w.t, superseded, st.Superseded)
 		require.True(w.t, w.clk.Now().Add(ttl).Equal(st.Deadline))
-		w.flows = append(w.flows, &mflow{id: st.ID, authURL: st.AuthURL, provider: prov, principal: principal,
+		w.flows = append(w.flows, &mflow{id: st.ID, authURL: st.AuthURL, provider: prov, account: account,
 			deadline: st.Deadline, state: states.AwaitingCallback, supersededBy: -1})
 	case opGood, opDuplicate:
 		if f == nil {

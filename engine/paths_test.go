@@ -49,7 +49,7 @@ func TestStartTransports(t *testing.T) {
 		states.Gateway:  "https://flowd.example.org" + engine.CallbackPath,
 		states.Manual:   "https://flowd.example.org/manual",
 	} {
-		st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Transport: tr, Principal: string(tr)})
+		st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Transport: tr, Account: string(tr)})
 		require.NoError(t, err)
 		assert.Equal(t, want, st.RedirectURI, tr)
 		assert.Equal(t, want, queryOf(t, st.AuthURL).Get("redirect_uri"))
@@ -297,7 +297,7 @@ func TestSupersede(t *testing.T) {
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.Superseded, f.Reason)
 	assert.Equal(t, a2.ID, f.SupersededBy)
-	assert.Equal(t, states.AwaitingCallback, h.status(bob.ID).State, "a different principal is not superseded")
+	assert.Equal(t, states.AwaitingCallback, h.status(bob.ID).State, "a different account is not superseded")
 	assert.Equal(t, states.AwaitingCallback, h.status(a2.ID).State)
 
 	// The superseded flow's callback is turned away and never exchanged.
@@ -306,7 +306,7 @@ func TestSupersede(t *testing.T) {
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, h.prov.Calls())
 
-	// Another provider, same principal: not superseded either.
+	// Another provider, same account: not superseded either.
 	h2 := newHarness(t, func(c *engine.Config) {
 		p := c.Providers[0]
 		p2 := p
@@ -314,7 +314,7 @@ func TestSupersede(t *testing.T) {
 		c.Providers = append(c.Providers, p2)
 	})
 	x := h2.start("alice")
-	y, err := h2.e.Start(h2.ctx, engine.StartRequest{Provider: "gl", Principal: "alice"})
+	y, err := h2.e.Start(h2.ctx, engine.StartRequest{Provider: "gl", Account: "alice"})
 	require.NoError(t, err)
 	assert.Empty(t, y.Superseded)
 	assert.Equal(t, states.AwaitingCallback, h2.status(x.ID).State)
@@ -331,7 +331,7 @@ func TestConcurrentStartsNeverSupersedeEachOther(t *testing.T) {
 		started := make([]engine.Started, n)
 		for i := range n {
 			wg.Go(func() {
-				st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "alice"})
+				st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "alice"})
 				assert.NoError(t, err)
 				started[i] = st
 			})

@@ -49,14 +49,14 @@ func (e *Engine) recover(ctx context.Context) error {
 		_, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{
 			Reason:  states.ExchangeInterrupted,
 			Message: "flowd stopped while the code was being exchanged; the code is not redeemed again",
-		}), e.dropVerifier(lf))
+		}), e.dropFlowSecrets(lf))
 		return tolerateConflict(err)
 	})
 	if err != nil {
 		return fmt.Errorf("engine: open: interrupt exchanges: %w", err)
 	}
 	err = e.each(overdue, func(lf *liveFlow) error {
-		_, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.ExpiredWhileDown}), e.dropVerifier(lf))
+		_, err := e.commit(ctx, lf, e.record(lf, states.DeadlinePassed, states.Data{Reason: states.ExpiredWhileDown}), e.dropFlowSecrets(lf))
 		return tolerateConflict(err)
 	})
 	if err != nil {

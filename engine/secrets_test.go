@@ -53,8 +53,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 	}
 	var codes, verifiers []string
-	start := func(provider, principal string) engine.Started {
-		st, err := e.Start(ctx, engine.StartRequest{Provider: provider, Principal: principal})
+	start := func(provider, account string) engine.Started {
+		st, err := e.Start(ctx, engine.StartRequest{Provider: provider, Account: account})
 		require.NoError(t, err)
 		return st
 	}

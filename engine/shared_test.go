@@ -226,7 +226,7 @@ func TestSharedWatchLostReadsLiveFlowsAgain(t *testing.T) {
 	other, err := engine.Open(h.ctx, engine.Config{Log: sharedLog{Log: h.cfg.Log.(sharedLog).Log}, Clock: h.clk, Providers: h.cfg.Providers, ExchangeTimeout: h.cfg.ExchangeTimeout})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = other.Close() })
-	ended, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "ended"})
+	ended, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "ended"})
 	require.NoError(t, err)
 	holds(t, other, 1)
 
@@ -234,7 +234,7 @@ func TestSharedWatchLostReadsLiveFlowsAgain(t *testing.T) {
 	state, code := h.prov.Authorize(t, ended.AuthURL)
 	_, err = other.Callback(h.ctx, engine.CallbackParams{State: state, Code: code})
 	require.NoError(t, err)
-	started, err := other.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "started"})
+	started, err := other.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "started"})
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)

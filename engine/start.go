@@ -18,7 +18,12 @@ import (
 
 // Start begins a flow: it records the flow with its deadline, seals the
 // PKCE verifier, and returns the authorization URL to send the user to.
-// A live earlier flow of the same provider and principal is superseded.
+// A live earlier flow of the same provider and account is superseded.
+//
+// Scopes asked for on top of a connection the account already holds are a
+// step-up: the flow asks for the union of the granted and the new scopes,
+// and the stored token is replaced only when the flow completes, so a
+// step-up that fails keeps the connection as it was.
 func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if err := e.enter(); err != nil {
 		return Started{}, err
@@ -57,14 +62,22 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	} else if p, err = e.provider(req.Provider); err != nil {
 		return Started{}, err
 	}
-	if len(scopes) == 0 && req.Resource == "" {
+	switch {
+	case req.Resource != "":
+		// An MCP server's scopes (and its step-up) are startMCP's.
+	case len(scopes) == 0:
 		scopes = p.Scopes
+	default:
+		// Only explicit scopes can step up: a connect with the defaults
+		// reads no stored token, which keeps Start off the token store.
+		scopes = e.stepUp(ctx, TokenKey{Provider: p.Name, Account: req.Account}, scopes)
 	}
 	ttl := req.TTL
 	if ttl <= 0 {
 		ttl = e.cfg.TTL
 	}
-	state, verifier, err := e.newStateAndVerifier()
+	oidc := slices.Contains(scopes, "openid")
+	state, verifier, nonce, err := e.newFlowSecrets(oidc)
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: make state token and PKCE verifier: %w", req.Provider, err)
 	}
@@ -74,6 +87,16 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	oc.RedirectURL = redirect
 	oc.Scopes = scopes
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	sealed := map[string][]byte{verifierKeyPrefix + state: []byte(verifier)}
+	nonceFP := ""
+	if oidc {
+		// OpenID Connect Core 1.0 section 3.1.2.1: the nonce binds the ID
+		// token to this authorization request, so one replayed from
+		// another sign-in is refused.
+		opts = append(opts, oauth2.SetAuthURLParam("nonce", nonce))
+		sealed[nonceKeyPrefix+state] = []byte(nonce)
+		nonceFP = e.fingerprint(nonce)
+	}
 	for _, k := range sortedKeys(p.AuthParams) {
 		opts = append(opts, oauth2.SetAuthURLParam(k, p.AuthParams[k]))
 	}
@@ -82,13 +105,13 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
-	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier}
+	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier, nonce: nonce}
 	created := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{
-			Provider: p.Name, Principal: req.Principal, Scopes: slices.Clone(scopes),
+			Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
-			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer,
+			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer, NonceFingerprint: nonceFP,
 			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL,
 			ServerMetadataURL: extra.ServerMetadataURL, Registration: extra.Registration, ClientID: extra.ClientID,
 			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
@@ -103,7 +126,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	e.mu.Unlock()
 	lf.mu.Lock()
 	// commit notes the created record's Seq, assigned by the append, as lf.born.
-	_, err = e.commit(ctx, lf, []states.Record{created, issued}, map[string][]byte{verifierKeyPrefix + state: []byte(verifier)})
+	_, err = e.commit(ctx, lf, []states.Record{created, issued}, sealed)
 	lf.mu.Unlock()
 	if err != nil {
 		e.mu.Lock()
@@ -112,7 +135,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
 	}
 	born := e.adopt(lf)
-	started := Started{ID: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due}
+	started := Started{ID: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due, Scopes: slices.Clone(scopes)}
 	if req.Launch {
 		// After the commit: a link never names a flow the log lacks.
 		if started.LaunchURL, err = e.newLaunch(state, authURL, now); err != nil {
@@ -122,7 +145,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	// From here on another Start may supersede lf and rewrite lf.flow under
 	// lf.mu: supersede works from the values this Start already knows.
-	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Principal}, state, born)
+	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Account}, state, born)
 	// Every connect logs twice: check first, so an embedder that logs
 	// nothing does not pay for building the attributes.
 	if e.logger.Enabled(context.Background(), slog.LevelInfo) { // the context Info uses
@@ -176,7 +199,7 @@ func (e *Engine) endSuperseded(ctx context.Context, o *liveFlow, byID string) bo
 	if !o.flow.State.Live() || o.flow.Exchanging {
 		return false
 	}
-	if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: byID}), e.dropVerifier(o)); err != nil {
+	if _, err := e.commit(ctx, o, e.record(o, states.Failed, states.Data{Reason: states.Superseded, SupersededBy: byID}), e.dropFlowSecrets(o)); err != nil {
 		e.logger.Warn("could not supersede flow", "flow", states.ShortID(o.flow.ID), "err", err)
 		return false
 	}
@@ -205,9 +228,11 @@ const maxStateRedraws = 64
 // begin with; it is not random.
 var ErrRandomSource = errors.New("random source is not random")
 
-// newStateAndVerifier returns a new flow's state and PKCE verifier, each tokenBytes
-// random bytes from the engine's source, URL-safe encoded, drawn in one
-// read (one getrandom call for both on the system source).
+// newFlowSecrets returns a new flow's state, PKCE verifier and, when
+// withNonce, its OpenID Connect nonce, each tokenBytes random bytes from
+// the engine's source, URL-safe encoded, drawn in one read (one getrandom
+// call for all on the system source). Flows without a nonce draw exactly
+// what they drew before nonces existed, so recorded runs stay the same.
 //
 // A state never begins with '-': command lines take such an argument for
 // flags (flowctl status -3fa9...). base64url encodes the first byte's top
@@ -215,18 +240,55 @@ var ErrRandomSource = errors.New("random source is not random")
 // drawn again until it encodes otherwise. The state stays 43 characters of
 // the URL-safe alphabet, uniform over those not beginning with '-': 255.98
 // bits of entropy instead of 256.
-func (e *Engine) newStateAndVerifier() (state, verifier string, err error) {
-	var b [2 * tokenBytes]byte
-	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
-		return "", "", err
+func (e *Engine) newFlowSecrets(withNonce bool) (state, verifier, nonce string, err error) {
+	var buf [3 * tokenBytes]byte
+	b := buf[:2*tokenBytes]
+	if withNonce {
+		b = buf[:]
+	}
+	if _, err := io.ReadFull(e.rand, b); err != nil {
+		return "", "", "", err
 	}
 	for i := 0; b[0]>>2 == 62; i++ {
 		if i == maxStateRedraws {
-			return "", "", fmt.Errorf("%w: %d draws in a row would begin the state with '-'", ErrRandomSource, maxStateRedraws+1)
+			return "", "", "", fmt.Errorf("%w: %d draws in a row would begin the state with '-'", ErrRandomSource, maxStateRedraws+1)
 		}
 		if _, err := io.ReadFull(e.rand, b[:1]); err != nil {
-			return "", "", err
+			return "", "", "", err
 		}
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:tokenBytes]), base64.RawURLEncoding.EncodeToString(b[tokenBytes:]), nil
+	enc := base64.RawURLEncoding.EncodeToString
+	state, verifier = enc(b[:tokenBytes]), enc(b[tokenBytes:2*tokenBytes])
+	if withNonce {
+		nonce = enc(b[2*tokenBytes:])
+	}
+	return state, verifier, nonce, nil
+}
+
+// stepUp returns the scopes a connect for key asks for: requested, then
+// those key's stored token was granted that requested lacks. A key
+// without an account steps up the provider's only account; with several,
+// which one the user signs in as is not known yet, and none is.
+func (e *Engine) stepUp(ctx context.Context, key TokenKey, requested []string) []string {
+	key, err := e.resolveAccount(ctx, key)
+	if errors.Is(err, ErrAccountRequired) {
+		return requested
+	}
+	var st StoredToken
+	if err == nil {
+		st, err = e.tokens.LoadToken(ctx, key)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrNoToken) {
+			e.logger.Warn("could not read the stored token to step up its scopes; asking for the requested ones", "provider", key.Provider, "err", err)
+		}
+		return requested
+	}
+	out := slices.Clone(requested)
+	for _, s := range st.Scopes {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -43,7 +43,7 @@ func TestConcurrentStress(t *testing.T) {
 			for range 60 {
 				switch r.IntN(6) {
 				case 0, 1:
-					st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: fmt.Sprintf("p%d", r.IntN(4))})
+					st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: fmt.Sprintf("p%d", r.IntN(4))})
 					require.NoError(t, err)
 					_, code := h.prov.Authorize(t, st.AuthURL)
 					mu.Lock()
@@ -107,7 +107,7 @@ func TestConcurrentStress(t *testing.T) {
 	// Every superseded flow names a flow of the same owner.
 	for _, f := range all {
 		if f.Reason == states.Superseded {
-			assert.Equal(t, f.Principal, all[f.SupersededBy].Principal)
+			assert.Equal(t, f.Account, all[f.SupersededBy].Account)
 		}
 	}
 }

@@ -154,7 +154,7 @@ func (e *Engine) fire() {
 			ending = e.record(lf, states.Failed, states.Data{Reason: states.ExchangeInterrupted,
 				Message: "the outcome of the code's exchange could not be recorded; the code is not redeemed again"})
 		}
-		if _, err := e.commit(ctx, lf, ending, e.dropVerifier(lf)); err != nil {
+		if _, err := e.commit(ctx, lf, ending, e.dropFlowSecrets(lf)); err != nil {
 			if conflict(err) {
 				// Another engine on a shared log advanced the flow first
 				// (expired it, most likely): lf was re-read. Look again

@@ -15,11 +15,12 @@ import (
 	"flowd.local/flowd/states"
 )
 
-// TokenKey names a stored token: the provider, and the account when known.
+// TokenKey names a stored token: the provider, and the account at it.
 type TokenKey struct {
 	Provider string
-	// Account is the Principal of the flow that obtained the token; empty
-	// for flows started without one (the local user).
+	// Account is the account the token belongs to: the one Config.Identify
+	// established, else the StartRequest.Account of the flow that obtained
+	// it; empty when neither named one.
 	Account string
 }
 
@@ -177,9 +178,11 @@ func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
 // Errors: ErrNoToken (never connected, or disconnected), ErrNoRefreshToken,
 // a *RefreshError from the provider, or the log's own.
 //
-// key.Account is the StartRequest.Principal of the flow that obtained the
-// token, so one principal's connect never replaces another's token;
-// TokenKey{Provider: name} is the token of flows started without one.
+// key.Account names the account: each account's token is stored under
+// its own key, so one account's connect never replaces another's token.
+// A key without an account (TokenKey{Provider: name}) means the token
+// stored under no account name, or the provider's only connected account;
+// with several it returns an *AccountRequiredError naming them.
 func (e *Engine) Token(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
 	return e.token(ctx, key, "")
 }
@@ -235,6 +238,9 @@ func (e *Engine) token(ctx context.Context, key TokenKey, forced string) (*oauth
 	}
 	if IsResourceURL(key.Provider) {
 		key.Provider = p.Name // an MCP server's tokens are kept under its canonical URL
+	}
+	if key, err = e.resolveAccount(ctx, key); err != nil {
+		return nil, StoredToken{}, err
 	}
 	// One refresh of a token at a time in this engine: the callers queued
 	// here find the token refreshed when their turn comes. Other tokens go

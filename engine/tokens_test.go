@@ -168,9 +168,9 @@ func TestReconnectReplacesToken(t *testing.T) {
 	assert.Equal(t, second.ID, st.Flow)
 }
 
-// Tokens are kept per principal: one principal's connect does not replace
+// Tokens are kept per account: one account's connect does not replace
 // another's token.
-func TestTokensPerPrincipal(t *testing.T) {
+func TestTokensPerAccount(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	alice := h.connect("alice")

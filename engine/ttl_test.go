@@ -40,7 +40,7 @@ func TestExpiryOnTimeWithoutPolling(t *testing.T) {
 
 func TestPerFlowTTL(t *testing.T) {
 	h := newHarness(t, noPruner)
-	short, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "a", TTL: 30 * time.Second})
+	short, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "a", TTL: 30 * time.Second})
 	require.NoError(t, err)
 	long := h.start("b")
 	h.clk.Advance(30 * time.Second)
@@ -261,7 +261,7 @@ func TestRetentionPrunesFinishedFlows(t *testing.T) {
 	started := h.start("a")
 	done, err := h.e.Cancel(h.ctx, started.ID) // ends at epoch
 	require.NoError(t, err)
-	long, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Principal: "b", TTL: 90 * time.Minute})
+	long, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "b", TTL: 90 * time.Minute})
 	require.NoError(t, err)
 	h.clk.Advance(3 * time.Hour) // the pruner runs hourly; at +3h it cuts at +1h
 	_, err = h.e.Status(h.ctx, done.ID)

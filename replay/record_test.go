@@ -21,6 +21,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"golang.org/x/oauth2"
+
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/fakeclock"
 	"flowd.local/flowd/internal/oauthtest"
@@ -73,7 +75,7 @@ var recordings = []recording{
 	{"happy_gateway", "gateway transport (public base URL); the provider grants fewer scopes than requested", func(s *session) {
 		s.open()
 		s.prov.SetScope("openid email")
-		st := s.start(engine.StartRequest{Provider: "google", Principal: "alice@example.com", Transport: states.Gateway,
+		st := s.start(engine.StartRequest{Provider: "google", Account: "alice@example.com", Transport: states.Gateway,
 			Scopes: []string{"openid", "email", "https://www.googleapis.com/auth/drive.readonly"}})
 		require.Equal(s.t, recPublicBase+engine.CallbackPath, st.RedirectURI)
 		s.clk.Advance(23 * time.Second)
@@ -171,14 +173,14 @@ var recordings = []recording{
 		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Issuer: "https://attacker.example.test"})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.IssuerMismatch)
-		st = s.start(engine.StartRequest{Provider: "idp", Principal: "bob"})
+		st = s.start(engine.StartRequest{Provider: "idp", Account: "bob"})
 		s.clk.Advance(8 * time.Second)
 		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL)})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.IssuerMismatch)
 		assert.Zero(s.t, s.prov.CodeRequests(), "no code reached the token endpoint")
 		s.tokenStored("idp", "", false)
-		st = s.start(engine.StartRequest{Provider: "idp", Principal: "carol"})
+		st = s.start(engine.StartRequest{Provider: "idp", Account: "carol"})
 		s.clk.Advance(7 * time.Second)
 		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Issuer: recIssuer})
 		require.NoError(s.t, err)
@@ -202,11 +204,11 @@ var recordings = []recording{
 		s.outcome(f, states.Error, states.ProviderRemoved)
 		assert.Zero(s.t, s.prov.CodeRequests(), "the code was not sent")
 	}},
-	{"superseded", "a second connect by the same principal ends the first (superseded, naming the second), which then completes", func(s *session) {
+	{"superseded", "a second connect for the same account ends the first (superseded, naming the second), which then completes", func(s *session) {
 		s.open()
-		first := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
+		first := s.start(engine.StartRequest{Provider: "github", Account: "alice"})
 		s.clk.Advance(40 * time.Second)
-		second := s.start(engine.StartRequest{Provider: "github", Principal: "alice"})
+		second := s.start(engine.StartRequest{Provider: "github", Account: "alice"})
 		require.Equal(s.t, []string{first.ID}, second.Superseded)
 		f := s.status(first.ID)
 		s.outcome(f, states.Error, states.Superseded)
@@ -228,7 +230,7 @@ var recordings = []recording{
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the replayed code was not redeemed again")
 
-		b := s.start(engine.StartRequest{Provider: "google", Principal: "bob@example.com", Transport: states.Gateway, Scopes: []string{"openid"}})
+		b := s.start(engine.StartRequest{Provider: "google", Account: "bob@example.com", Transport: states.Gateway, Scopes: []string{"openid"}})
 		late := s.authorize(b.AuthURL)
 		s.clk.Advance(engine.DefaultTTL + 90*time.Second)
 		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.ID, Code: late})
@@ -267,6 +269,49 @@ var recordings = []recording{
 		release()
 		require.NoError(s.t, (<-done).err)
 		assert.Equal(s.t, states.AwaitingCallback, s.status(a.ID).State)
+	}},
+	{"identified", "Config.Identify names who signed in: two GitHub accounts connect one after the other and each keeps its token; an OpenID Connect flow sends a nonce (nonce_fp) and its success record carries account, subject and email", func(s *session) {
+		who := engine.Identity{Account: "octocat", Subject: "583231"}
+		var nonces []string
+		s.cfg.Identify = func(_ context.Context, _ engine.Provider, _ *oauth2.Token, nonce string) (engine.Identity, error) {
+			nonces = append(nonces, nonce)
+			return who, nil
+		}
+		s.open()
+		a := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(5 * time.Second)
+		f := s.callback(a, s.authorize(a.AuthURL))
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, "octocat", f.Account)
+		who = engine.Identity{Account: "hubot", Subject: "1000"}
+		b := s.start(engine.StartRequest{Provider: "github"})
+		s.clk.Advance(5 * time.Second)
+		f = s.callback(b, s.authorize(b.AuthURL))
+		assert.Equal(s.t, "hubot", f.Account)
+		s.tokenStored("github", "octocat", true)
+		s.tokenStored("github", "hubot", true)
+
+		who = engine.Identity{Account: "alice@example.com", Subject: "CiQwOGE4Njg0Yi1kYjg4", Email: "alice@example.com"}
+		c := s.start(engine.StartRequest{Provider: "google"})
+		s.clk.Advance(5 * time.Second)
+		f = s.callback(c, s.authorize(c.AuthURL))
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, "alice@example.com", f.Email)
+		require.Len(s.t, nonces, 3)
+		assert.Equal(s.t, []string{"", ""}, nonces[:2], "no nonce for a provider without openid")
+		assert.Equal(s.t, queryOf(s.t, c.AuthURL).Get("nonce"), nonces[2])
+		assert.NotEmpty(s.t, nonces[2])
+	}},
+	{"identity_invalid", "an OpenID Connect flow whose ID token fails verification (its nonce is not the flow's): error(identity_invalid), no token stored", func(s *session) {
+		s.cfg.Identify = func(context.Context, engine.Provider, *oauth2.Token, string) (engine.Identity, error) {
+			return engine.Identity{}, errors.New("verify the ID token: nonce does not match the one this flow sent")
+		}
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "google"})
+		s.clk.Advance(7 * time.Second)
+		f := s.callback(st, s.authorize(st.AuthURL))
+		s.outcome(f, states.Error, states.IdentityInvalid)
+		s.tokenStored("google", "", false)
 	}},
 	{"browser_bound", "the launch link binds the flow to the browser that opened it; a forged error and an injected code from another local user without the binding cookie are ignored (binding_missing), a wrong cookie too (binding_mismatch), the flow keeps waiting across a restart, and the browser's own callback completes", func(s *session) {
 		s.open()
@@ -330,7 +375,7 @@ var recordings = []recording{
 	}},
 	{"token_refresh_failed", "a refresh that fails transiently (HTTP 503), one rejected with invalid_grant (needs_reconnect), then a disconnect revoked at the provider (RFC 7009)", func(s *session) {
 		s.open()
-		st := s.start(engine.StartRequest{Provider: "google", Principal: "alice@example.com"})
+		st := s.start(engine.StartRequest{Provider: "google", Account: "alice@example.com"})
 		s.clk.Advance(11 * time.Second)
 		s.outcome(s.callback(st, s.authorize(st.AuthURL)), states.Complete, states.Exchanged)
 		key := engine.TokenKey{Provider: "google", Account: "alice@example.com"}
@@ -550,10 +595,10 @@ func (s *session) outcome(f states.Flow, st states.State, reason states.Reason) 
 }
 
 // tokenStored asserts whether the engine hands out a token for the
-// provider and principal.
-func (s *session) tokenStored(provider, principal string, want bool) {
+// provider and account.
+func (s *session) tokenStored(provider, account string, want bool) {
 	s.t.Helper()
-	_, _, err := s.eng.Token(s.ctx, engine.TokenKey{Provider: provider, Account: principal})
+	_, _, err := s.eng.Token(s.ctx, engine.TokenKey{Provider: provider, Account: account})
 	if want {
 		require.NoError(s.t, err, "a token is stored for %s", provider)
 	} else {
@@ -731,4 +776,11 @@ func TestFirstVersion(t *testing.T) {
 	assert.Equal(t, states.SchemaVersion, firstVersion(log))
 	assert.Equal(t, 2, firstVersion([]byte(`{"v":2,"seq":1}`+"\n")))
 	assert.Zero(t, firstVersion([]byte("garbage\n")))
+}
+
+func queryOf(t *testing.T, raw string) url.Values {
+	t.Helper()
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	return u.Query()
 }

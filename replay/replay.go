@@ -284,7 +284,9 @@ func writeFinal(w io.Writer, sum Summary) {
 			field("exchanging", "true (the log ends during the exchange)")
 		}
 		field("provider", f.Provider)
-		field("principal", f.Principal)
+		field("account", f.Account)
+		field("subject", f.Subject)
+		field("email", f.Email)
 		field("transport", string(f.Transport))
 		field("redirect_uri", f.RedirectURI)
 		field("scopes", strings.Join(f.Scopes, " "))

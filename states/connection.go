@@ -30,9 +30,11 @@ const (
 // secret; the token itself is in the token store.
 type Connection struct {
 	// Flow is the id of the flow whose exchange stored the token.
-	Flow      string
-	Provider  string
-	Principal string
+	Flow     string
+	Provider string
+	// Account is the account the token is stored under: the one that
+	// signed in, as the exchange_succeeded record names it.
+	Account string
 	// Connected is when the exchange stored the token.
 	Connected time.Time
 	// Scopes are the scopes granted, updated by a refresh that names them.
@@ -96,7 +98,7 @@ func (c Connection) HealthAt(now time.Time) Health {
 
 func newConnection(f Flow, rec Record) *Connection {
 	c := &Connection{
-		Flow: f.ID, Provider: f.Provider, Principal: f.Principal, Connected: rec.Time,
+		Flow: f.ID, Provider: f.Provider, Account: f.Account, Connected: rec.Time,
 		Scopes: slices.Clone(rec.Data.GrantedScopes), RefreshFP: rec.Data.RefreshFP,
 	}
 	if rec.Data.TokenExpiry != nil {
@@ -172,17 +174,17 @@ func (f Flow) checkTokenEvent(rec Record) error {
 }
 
 // Connections folds flows into the connections they hold: for each
-// provider and principal, the connection of the flow that connected last,
+// provider and account, the connection of the flow that connected last,
 // unless it was disconnected (a later connect replaces the token an earlier
-// one stored, and a disconnect deletes it). Sorted by provider, principal.
+// one stored, and a disconnect deletes it). Sorted by provider, account.
 func Connections(flows map[string]Flow) []Connection {
-	type key struct{ provider, principal string }
+	type key struct{ provider, account string }
 	latest := map[key]*Connection{}
 	for _, f := range flows {
 		if f.Conn == nil {
 			continue
 		}
-		k := key{f.Conn.Provider, f.Conn.Principal}
+		k := key{f.Conn.Provider, f.Conn.Account}
 		if cur := latest[k]; cur == nil || f.Conn.Connected.After(cur.Connected) ||
 			f.Conn.Connected.Equal(cur.Connected) && f.Conn.Flow > cur.Flow {
 			latest[k] = f.Conn
@@ -198,7 +200,7 @@ func Connections(flows map[string]Flow) []Connection {
 		if out[i].Provider != out[j].Provider {
 			return out[i].Provider < out[j].Provider
 		}
-		return out[i].Principal < out[j].Principal
+		return out[i].Account < out[j].Account
 	})
 	return out
 }

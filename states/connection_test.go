@@ -84,7 +84,7 @@ func TestConnectionGuards(t *testing.T) {
 	assert.ErrorIs(t, err, ErrIllegalTransition, "no token stored, no connection")
 }
 
-// A later connect of the same provider and principal replaces the earlier
+// A later connect of the same provider and account replaces the earlier
 // connection; the expired token without a refresh token needs a reconnect.
 func TestConnectionsLatestWins(t *testing.T) {
 	old, _ := connected(t)

@@ -45,11 +45,13 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // slice as data, written "data":{}, which decoded back to no data: a
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
-	return d.Provider == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
-		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.Resource == "" &&
+	return d.Provider == "" && d.Account == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
+		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.NonceFingerprint == "" &&
+		d.Resource == "" &&
 		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
 		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
+		d.Subject == "" && d.Email == "" &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
 		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
 }
@@ -59,6 +61,7 @@ func (d Data) IsZero() bool {
 func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w := fieldWriter{b: append(b, '{'), ok: ok, first: true}
 	w.str("provider", d.Provider)
+	w.str("account", d.Account)
 	w.str("principal", d.Principal)
 	w.list("scopes", d.Scopes)
 	w.str("transport", string(d.Transport))
@@ -72,6 +75,7 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("issuer_required")
 		w.b = append(w.b, "true"...)
 	}
+	w.str("nonce_fp", d.NonceFingerprint)
 	w.str("resource", d.Resource)
 	w.str("resource_metadata", d.ResourceMetadataURL)
 	w.str("server_metadata", d.ServerMetadataURL)
@@ -92,6 +96,8 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 		w.key("token_stored")
 		w.b = append(w.b, "true"...)
 	}
+	w.str("subject", d.Subject)
+	w.str("email", d.Email)
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))

@@ -173,6 +173,7 @@ func genRecord(t *rapid.T) (Record, bool) {
 	if rapid.Bool().Draw(t, "has-data") {
 		d := &r.Data
 		d.Provider = genString(t, "provider", weird)
+		d.Account = genString(t, "account", weird)
 		d.Principal = genString(t, "principal", weird)
 		d.Scopes = genStrings(t, "scopes", weird)
 		d.Transport = Transport(genString(t, "transport", weird))
@@ -210,7 +211,7 @@ func genRecord(t *rapid.T) (Record, bool) {
 func BenchmarkEncode(b *testing.B) {
 	dl := time.Date(2026, 11, 29, 12, 5, 0, 123456789, time.UTC)
 	r := Record{Version: SchemaVersion, Flow: "bmV3ZXJGbG93MDAwMDAwMDAyYWJjZGVmZ2hpamtsbW5vcA", FlowSeq: 1, Event: Created, To: Pending,
-		Time: dl.Add(-5 * time.Minute), Data: Data{Provider: "github", Principal: "worker-12", Scopes: []string{"repo"},
+		Time: dl.Add(-5 * time.Minute), Data: Data{Provider: "github", Account: "worker-12", Scopes: []string{"repo"},
 			Transport: Loopback, RedirectURI: "http://127.0.0.1:8085/oauth/callback", Deadline: &dl}}
 	b.Run("json.Marshal", func(b *testing.B) {
 		for b.Loop() {

@@ -19,8 +19,10 @@ type Flow struct {
 	// LastSeq is the FlowSeq of the flow's last record.
 	LastSeq uint64
 
-	Provider    string
-	Principal   string
+	Provider string
+	// Account is the account the flow connects: the one asked for, and
+	// once complete the one the token belongs to (see Data.Account).
+	Account     string
 	Scopes      []string
 	Transport   Transport
 	RedirectURI string
@@ -41,6 +43,12 @@ type Flow struct {
 	ErrorCode     string
 	HTTPStatus    int
 	SupersededBy  string
+	// Subject and Email identify the user the provider signed in, once
+	// complete (when flowd was configured to identify users).
+	Subject string
+	Email   string
+	// NonceFingerprint is set when the flow sent an OpenID Connect nonce.
+	NonceFingerprint string
 	// IgnoredCallbacks counts callbacks recorded as changing nothing.
 	IgnoredCallbacks int
 	// BindingFingerprint is set once the flow is bound to the browser that
@@ -71,7 +79,11 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 	switch rec.Event {
 	case Created:
 		f.ID = rec.Flow
-		f.Provider, f.Principal, f.Transport, f.RedirectURI = d.Provider, d.Principal, d.Transport, d.RedirectURI
+		f.Provider, f.Account, f.Transport, f.RedirectURI = d.Provider, d.Account, d.Transport, d.RedirectURI
+		if f.Account == "" {
+			f.Account = d.Principal // written before accounts had their one name
+		}
+		f.NonceFingerprint = d.NonceFingerprint
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
 		f.Resource = d.Resource
@@ -86,6 +98,10 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.Message, f.ErrorCode, f.HTTPStatus, f.SupersededBy = d.Message, d.ErrorCode, d.HTTPStatus, d.SupersededBy
 		f.GrantedScopes = slices.Clone(d.GrantedScopes)
 		f.TokenStored = d.TokenStored
+		if d.Account != "" {
+			f.Account = d.Account
+		}
+		f.Subject, f.Email = d.Subject, d.Email
 		if rec.Event == ExchangeSucceeded && d.TokenStored {
 			f.Conn = newConnection(f, rec)
 		}
@@ -181,6 +197,8 @@ func (f Flow) check(rec Record) error {
 		case d.Ignored == IgnoredFinished && !f.State.Terminal():
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
+	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
+		return f.checkTokenEvent(rec)
 	case BrowserBound:
 		switch {
 		case d.BindingFingerprint == "":
@@ -190,10 +208,8 @@ func (f Flow) check(rec Record) error {
 		case f.Exchanging:
 			return fmt.Errorf("%w: browser_bound while an exchange is under way", ErrIllegalTransition)
 		}
-	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
-		return f.checkTokenEvent(rec)
 	case Failed, DeadlinePassed:
-		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted
+		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted || d.Reason == IdentityInvalid || d.Reason == AccountMismatch
 		if exchangeOutcome != f.Exchanging {
 			if f.Exchanging {
 				return fmt.Errorf("%w: %s(%s) while an exchange is under way", ErrIllegalTransition, rec.Event, d.Reason)

@@ -1,6 +1,7 @@
 package states
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"testing"
@@ -21,7 +22,10 @@ func guardAllows(p position, e Event, variant string) bool {
 	case ExchangeSucceeded:
 		return p.Exchanging
 	case Failed, DeadlinePassed:
-		byExchange := Reason(variant) == ExchangeFailed || Reason(variant) == ExchangeInterrupted
+		// Identity is established after the code is exchanged, so its
+		// failures end an exchange too.
+		byExchange := Reason(variant) == ExchangeFailed || Reason(variant) == ExchangeInterrupted ||
+			Reason(variant) == IdentityInvalid || Reason(variant) == AccountMismatch
 		return byExchange == p.Exchanging
 	case RefreshStarted, Revoked, Disconnected:
 		// Every reachable complete flow stored a token and holds it.
@@ -347,4 +351,32 @@ func TestFoldEmpty(t *testing.T) {
 	f, err := Fold(nil)
 	require.NoError(t, err)
 	assert.Equal(t, Flow{}, f)
+}
+
+// A flow's account is the one asked for until the exchange names the one
+// that signed in; logs written before accounts had one name call it
+// principal, and read the same.
+func TestFlowAccount(t *testing.T) {
+	recs := happy(testFlow, 1, t0)
+	recs[0].Data.Account = "work"
+	f, err := Fold(recs[:3])
+	require.NoError(t, err)
+	assert.Equal(t, "work", f.Account, "the account asked for")
+
+	recs[3].Data.Account, recs[3].Data.Subject, recs[3].Data.Email = "octocat", "583231", "octocat@example.com"
+	f, err = Fold(recs)
+	require.NoError(t, err)
+	assert.Equal(t, "octocat", f.Account, "the account that signed in")
+	assert.Equal(t, "583231", f.Subject)
+	assert.Equal(t, "octocat@example.com", f.Email)
+
+	legacy := happy(testFlow, 1, t0)
+	b, err := legacy[0].Encode()
+	require.NoError(t, err)
+	b = bytes.Replace(b, []byte(`"provider":"github"`), []byte(`"provider":"github","principal":"alice"`), 1)
+	legacy[0], err = Decode(b)
+	require.NoError(t, err, "%s", b)
+	f, err = Fold(legacy)
+	require.NoError(t, err)
+	assert.Equal(t, "alice", f.Account, "an old log's principal is the account")
 }

@@ -54,7 +54,7 @@ func dataFor(e Event, variant string) Data {
 		dl := t0.Add(5 * time.Minute)
 		return Data{
 			Provider:    "github",
-			Principal:   "alice",
+			Account:     "alice",
 			Scopes:      []string{"repo", "read:user"},
 			Transport:   Loopback,
 			RedirectURI: "http://127.0.0.1:8085/oauth/callback",

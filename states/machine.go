@@ -167,6 +167,14 @@ const (
 	// the redirect may come from another authorization server (a mix-up
 	// attack, RFC 9700 section 4.4).
 	IssuerMismatch Reason = "issuer_mismatch"
+	// IdentityInvalid: the code was exchanged, but who signed in could not
+	// be established: the ID token failed verification (signature, iss,
+	// aud, exp, nonce) or the userinfo endpoint did not answer with a
+	// user. The token was not stored.
+	IdentityInvalid Reason = "identity_invalid"
+	// AccountMismatch: the user signed in with another account than the
+	// one the flow was started for. The token was not stored.
+	AccountMismatch Reason = "account_mismatch"
 	// Exchanged is the reason of a complete flow.
 	Exchanged Reason = "exchanged"
 )
@@ -174,7 +182,7 @@ const (
 // reasonsOf lists the reasons each terminal event may carry.
 var reasonsOf = map[Event][]Reason{
 	ExchangeSucceeded: {Exchanged},
-	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, ProviderRemoved},
+	Failed:            {ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded, IssuerMismatch, ProviderRemoved, IdentityInvalid, AccountMismatch},
 	DeadlinePassed:    {DeadlineExpired, ExpiredWhileDown},
 }
 
@@ -206,6 +214,10 @@ func (r Reason) Describe() string {
 		return "the provider was removed from the configuration before the callback arrived; the code was not used"
 	case IssuerMismatch:
 		return "the redirect did not come from the expected authorization server (its iss did not match), so its code was not used"
+	case IdentityInvalid:
+		return "flowd could not verify who signed in, so it kept no token"
+	case AccountMismatch:
+		return "you signed in with another account than the one asked for, so flowd kept no token"
 	}
 	return string(r)
 }

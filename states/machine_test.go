@@ -117,7 +117,7 @@ func TestTableShape(t *testing.T) {
 // package declares is carried by exactly one event and reads as a sentence.
 func TestReasons(t *testing.T) {
 	all := []Reason{ProviderDenied, ExchangeFailed, ExchangeInterrupted, InvalidCallback, Canceled, Superseded,
-		DeadlineExpired, ExpiredWhileDown, Exchanged}
+		DeadlineExpired, ExpiredWhileDown, Exchanged, IdentityInvalid, AccountMismatch}
 	for _, r := range all {
 		n := 0
 		for _, e := range AllEvents {

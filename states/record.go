@@ -78,7 +78,14 @@ type Record struct {
 // Data is the payload of a record. Each event fills the fields that apply.
 type Data struct {
 	// Created
-	Provider    string     `json:"provider,omitempty"`
+	Provider string `json:"provider,omitempty"`
+	// Account names the account at the provider the flow connects. In
+	// created it is the account asked for (empty: whichever account the
+	// user signs in with); in exchange_succeeded it is the account the
+	// token belongs to, as the provider identified it when it did.
+	Account string `json:"account,omitempty"`
+	// Principal is Account as flowd wrote it before accounts had their one
+	// name: read from old logs as Account, never written.
 	Principal   string     `json:"principal,omitempty"`
 	Scopes      []string   `json:"scopes,omitempty"`
 	Transport   Transport  `json:"transport,omitempty"`
@@ -92,6 +99,9 @@ type Data struct {
 	// (authorization_response_iss_parameter_supported), so a redirect
 	// without one is refused.
 	IssuerRequired bool `json:"issuer_required,omitempty"`
+	// NonceFingerprint is a keyed hash of the OpenID Connect nonce sent in
+	// the authorization request, never the nonce.
+	NonceFingerprint string `json:"nonce_fp,omitempty"`
 
 	// Created, for a connect by MCP server URL: what discovery found, so
 	// inspect shows why the connect went where it went (Issuer is the
@@ -127,6 +137,11 @@ type Data struct {
 	HTTPStatus    int      `json:"http_status,omitempty"`
 	GrantedScopes []string `json:"granted_scopes,omitempty"`
 	TokenStored   bool     `json:"token_stored,omitempty"`
+	// Subject is the provider's stable id of the user (the ID token's sub,
+	// or the user id of a userinfo endpoint); Email is the user's address
+	// when the provider gave one. Never the token they came from.
+	Subject string `json:"subject,omitempty"`
+	Email   string `json:"email,omitempty"`
 	// SupersededBy names the flow that replaced this one.
 	SupersededBy string `json:"superseded_by,omitempty"`
 

@@ -20,7 +20,8 @@ func fullRecord() Record {
 		Version: SchemaVersion, Seq: 42, Flow: testFlow, FlowSeq: 7, Event: Failed,
 		From: AwaitingCallback, To: Error, Time: t0.Add(1500 * time.Millisecond),
 		Data: Data{
-			Provider: "github", Principal: "alice", Scopes: []string{"repo", "read:user"},
+			Provider: "github", Account: "alice", Principal: "alice-legacy", Scopes: []string{"repo", "read:user"},
+			NonceFingerprint: "hmac:5d1f0c2a9b8e7d6c5b4a3f2e", Subject: "583231", Email: "alice@example.com",
 			Transport: Gateway, RedirectURI: "https://flowd.example.com/oauth/callback", Deadline: &dl,
 			Reason: ExchangeFailed, Message: "code expired", ErrorCode: "invalid_grant", HTTPStatus: 400,
 			GrantedScopes: []string{"repo"}, TokenStored: true, SupersededBy: "bmV3ZXJGbG93MDAwMDAwMDAy",
@@ -69,9 +70,9 @@ func TestEncodeFieldNames(t *testing.T) {
 	assert.ElementsMatch(t, []string{"v", "seq", "flow", "flow_seq", "event", "from", "to", "time", "data"}, keys(top))
 	var data map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal(top["data"], &data))
-	assert.ElementsMatch(t, []string{"provider", "principal", "scopes", "transport", "redirect_uri", "deadline",
-		"reason", "message", "error_code", "http_status", "granted_scopes", "token_stored", "superseded_by",
-		"code_fp", "ignored"}, keys(data))
+	assert.ElementsMatch(t, []string{"provider", "account", "principal", "scopes", "transport", "redirect_uri", "deadline",
+		"nonce_fp", "reason", "message", "error_code", "http_status", "granted_scopes", "token_stored",
+		"subject", "email", "superseded_by", "code_fp", "ignored"}, keys(data))
 
 	// Empty data and the new pseudo-state stay compact.
 	b, err = Record{Version: 1, Seq: 1, Flow: "f", FlowSeq: 2, Event: URLIssued, From: Pending, To: AwaitingCallback, Time: t0}.Encode()

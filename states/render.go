@@ -108,6 +108,7 @@ func FormatData(d Data) string {
 	}
 	add("reason", string(d.Reason))
 	add("provider", d.Provider)
+	add("account", d.Account)
 	add("principal", d.Principal)
 	add("scopes", strings.Join(d.Scopes, ","))
 	add("transport", string(d.Transport))
@@ -119,6 +120,7 @@ func FormatData(d Data) string {
 	if d.IssuerRequired {
 		add("issuer_required", "true")
 	}
+	add("nonce_fp", d.NonceFingerprint)
 	add("resource", d.Resource)
 	add("resource_metadata", d.ResourceMetadataURL)
 	add("server_metadata", d.ServerMetadataURL)
@@ -136,6 +138,8 @@ func FormatData(d Data) string {
 	if d.TokenStored {
 		add("token_stored", "true")
 	}
+	add("subject", d.Subject)
+	add("email", d.Email)
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))

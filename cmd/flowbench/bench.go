@@ -250,9 +250,9 @@ func fanOut(ctx context.Context, workers, n int, fn func(ctx context.Context, wo
 	return first
 }
 
-// connect runs one flow start -> callback -> complete as principal.
-func connect(ctx context.Context, e *engine.Engine, principal string) error {
-	st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Principal: principal})
+// connect runs one flow start -> callback -> complete as account.
+func connect(ctx context.Context, e *engine.Engine, account string) error {
+	st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Account: account})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

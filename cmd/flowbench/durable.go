@@ -96,7 +96,7 @@ func openEngineSide(ctx context.Context, log engine.Log, timed bool) (*engineSid
 }
 
 // drive runs flows connects with workers in flight, each worker its own
-// principal so no flow supersedes another.
+// account so no flow supersedes another.
 func (s *engineSide) drive(ctx context.Context, workers, flows int) error {
 	io, begin := readIO(), time.Now()
 	err := fanOut(ctx, workers, flows, func(ctx context.Context, w, _ int) error {

@@ -85,9 +85,9 @@ func (b *Bench) liveRun(ctx context.Context, dir string) (liveResult, error) {
 
 	var sample string // one flow, to read an expiry record back
 	before := heapInUse()
-	// A principal per flow: flows of one principal supersede each other.
+	// A account per flow: flows of one account supersede each other.
 	err = fanOut(ctx, s.Workers, s.LiveFlows, func(ctx context.Context, _, i int) error {
-		st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Principal: fmt.Sprintf("user-%d", i)})
+		st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Account: fmt.Sprintf("user-%d", i)})
 		if i == 0 {
 			sample = st.ID
 		}

@@ -36,7 +36,7 @@ func genFlow(at time.Time, finished bool) []states.Record {
 	}
 	recs := []states.Record{
 		rec(1, states.Created, "", states.Pending, states.Data{
-			Provider: providerName, Principal: "user@example.com", Scopes: []string{"repo"},
+			Provider: providerName, Account: "user@example.com", Scopes: []string{"repo"},
 			Transport: states.Loopback, RedirectURI: engine.DefaultLoopbackRedirectURL, Deadline: &due,
 		}),
 		rec(2, states.URLIssued, states.Pending, states.AwaitingCallback, states.Data{}),

@@ -82,7 +82,7 @@ func (b *Bench) wakeRun(ctx context.Context, dir string, viaSocket bool) (wake, 
 		n := min(wakeInFlight, b.Sizes.WakeFlows-started)
 		ids := make([]string, n)
 		for j := range ids {
-			st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Principal: fmt.Sprintf("user-%d", j)})
+			st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Account: fmt.Sprintf("user-%d", j)})
 			if err != nil {
 				return 0, 0, fmt.Errorf("start: %w", err)
 			}

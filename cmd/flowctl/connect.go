@@ -17,6 +17,7 @@ import (
 )
 
 type connectOpts struct {
+	account   string
 	scopes    []string
 	transport string
 	noBrowser bool
@@ -52,6 +53,8 @@ do the browser part and then run: flowctl wait <state>.
 
 ` + exitCodesHelp,
 		Example: `  flowctl connect github
+  flowctl connect github                           # again, signed in as another user: a second account
+  flowctl connect github --account octocat --scopes gist   # step up: asks for gist and what octocat has
   flowctl connect google --scopes openid,email,profile
   flowctl connect github --transport manual        # over SSH: paste the final URL
   flowctl connect github --no-browser --json       # script the browser part
@@ -63,7 +66,8 @@ do the browser part and then run: flowctl wait <state>.
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated (default: the provider's configured scopes)")
+	f.StringVar(&o.account, "account", "", "the account to connect again (a reconnect or a scope step-up); signing in as another fails. Default: whichever account you sign in with, added beside any already connected")
+	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated, on top of those the account was already granted (default: the provider's configured scopes)")
 	f.StringVar(&o.transport, "transport", string(states.Loopback), "how the redirect reaches flowd: loopback, gateway or manual")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
 	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
@@ -86,6 +90,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	defer cl.Close()
 	st, err := cl.Start(ctx, wire.StartRequest{
 		Provider:  provider,
+		Account:   o.account,
 		Scopes:    splitList(o.scopes),
 		Challenge: o.challenge,
 		Transport: o.transport,
@@ -343,12 +348,20 @@ func (a *app) reportOutcome(f wire.Flow, authURL string) error {
 			return err
 		}
 	} else if f.Status == string(states.Complete) {
-		msg := "Connected " + f.Provider + "."
+		msg := "Connected " + f.Provider
+		if f.Account != "" {
+			msg += " as " + f.Account
+		}
+		msg += "."
 		if len(f.GrantedScopes) > 0 {
 			msg += " Granted scopes: " + strings.Join(f.GrantedScopes, ", ") + "."
 		}
 		fmt.Fprintln(a.stdout, msg)
-		fmt.Fprintf(a.stdout, "Get a token with: flowctl token %s\n", f.Provider)
+		if f.Account != "" {
+			fmt.Fprintf(a.stdout, "Get a token with: flowctl token %s --account %s\n", f.Provider, shellQuote(f.Account))
+		} else {
+			fmt.Fprintf(a.stdout, "Get a token with: flowctl token %s\n", f.Provider)
+		}
 	} else {
 		fmt.Fprintln(a.stderr, failureText(f))
 	}
@@ -371,14 +384,24 @@ func failureText(f wire.Flow) string {
 		fmt.Fprintf(&b, " (%s)", f.Reason)
 	}
 	b.WriteString(".\n")
-	if f.ErrorCode != "" || f.Message != "" {
-		said := f.Message
-		if f.ErrorCode != "" && f.Message != "" {
-			said = f.ErrorCode + ": " + f.Message
-		} else if f.ErrorCode != "" {
-			said = f.ErrorCode
+	switch states.Reason(f.Reason) {
+	case states.IdentityInvalid:
+		// flowd's own check failed, not the provider's answer.
+		fmt.Fprintf(&b, "Why: %s\n", f.Message)
+		b.WriteString("Any earlier connection of the account is kept. Check the provider's issuer and client id in flowd's config, then connect again.\n")
+	case states.AccountMismatch:
+		fmt.Fprintf(&b, "Why: %s\n", f.Message)
+		fmt.Fprintf(&b, "To add that account beside the others instead: flowctl connect %s\n", f.Provider)
+	default:
+		if f.ErrorCode != "" || f.Message != "" {
+			said := f.Message
+			if f.ErrorCode != "" && f.Message != "" {
+				said = f.ErrorCode + ": " + f.Message
+			} else if f.ErrorCode != "" {
+				said = f.ErrorCode
+			}
+			fmt.Fprintf(&b, "The provider said: %s\n", said)
 		}
-		fmt.Fprintf(&b, "The provider said: %s\n", said)
 	}
 	if f.HTTPStatus != 0 {
 		fmt.Fprintf(&b, "The token endpoint answered HTTP %d.\n", f.HTTPStatus)
@@ -394,4 +417,12 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// shellQuote quotes s for a command line people copy, when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._+-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -151,6 +151,52 @@ func TestDisconnectWithoutRevocationSaysSo(t *testing.T) {
 	assert.Contains(t, c.stdout.String(), "has no revocation endpoint")
 }
 
+// connectAs completes a connect for gh's account.
+func (r *engineFlowd) connectAs(t *testing.T, account string) states.Flow {
+	t.Helper()
+	st, err := r.eng.Start(context.Background(), engine.StartRequest{Provider: "gh", Account: account})
+	require.NoError(t, err)
+	_, code := r.prov.Authorize(t, st.AuthURL)
+	f, err := r.eng.Callback(context.Background(), engine.CallbackParams{State: st.ID, Code: code})
+	require.NoError(t, err)
+	require.Equal(t, states.Complete, f.State)
+	return f
+}
+
+// Against the real server and engine: two accounts of one provider are two
+// connections; status, token and disconnect pick one with --account, and
+// token without it names both.
+func TestSeveralAccountsWithFlowctl(t *testing.T) {
+	r := newEngineFlowd(t, false)
+	r.connectAs(t, "octocat")
+	r.connectAs(t, "hubot")
+	issued := r.prov.Issued()
+
+	c := newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "status", "gh"), c.stderr.String())
+	assert.Contains(t, c.stdout.String(), "octocat")
+	assert.Contains(t, c.stdout.String(), "hubot")
+	c = newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "status", "gh", "--account", "hubot"), c.stderr.String())
+	assert.Contains(t, c.stdout.String(), "hubot")
+	assert.NotContains(t, c.stdout.String(), "octocat")
+
+	c = newCLI("")
+	assert.Equal(t, ExitFailed, c.run(testCtx(t), r.socket, "token", "gh"))
+	assert.Contains(t, c.stderr.String(), "gh has 2 connected accounts (hubot, octocat)")
+	assert.Contains(t, c.stderr.String(), "--account")
+	c = newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "token", "gh", "--account", "octocat"), c.stderr.String())
+	assert.Equal(t, issued[0]+"\n", c.stdout.String())
+
+	c = newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "disconnect", "gh", "--account", "hubot"), c.stderr.String())
+	assert.Contains(t, c.stdout.String(), "Disconnected gh (hubot)")
+	c = newCLI("")
+	require.Equal(t, ExitOK, c.run(testCtx(t), r.socket, "token", "gh"), "one account left: %s", c.stderr.String())
+	assert.Equal(t, issued[0]+"\n", c.stdout.String())
+}
+
 // flowctl token --force renews a token that has not expired (an API
 // answered 401 to it); the refresh is recorded.
 func TestTokenForce(t *testing.T) {

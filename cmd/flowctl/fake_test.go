@@ -45,6 +45,7 @@ type fakeFlowd struct {
 	statusQs  []string // raw queries of status calls
 	providers []wire.Provider
 	tokens    map[string]wire.TokenResponse
+	tokenQs   []string // raw queries of token calls
 	removed   []string
 	changed   chan struct{} // closed and replaced on every change
 	nextState string        // the state the next start gets
@@ -176,6 +177,9 @@ func (f *fakeFlowd) finish(state string, reason states.Reason, d states.Data) {
 		f.append(state, states.ExchangeSucceeded, from, to, d)
 		fl.TokenStored = true
 		fl.GrantedScopes = d.GrantedScopes
+		if d.Account != "" {
+			fl.Account, fl.Subject, fl.Email = d.Account, d.Subject, d.Email
+		}
 	case states.DeadlineExpired, states.ExpiredWhileDown:
 		to = states.Expired
 		f.append(state, states.DeadlinePassed, from, to, d)
@@ -419,10 +423,34 @@ func (f *fakeFlowd) handleProviders(w http.ResponseWriter, r *http.Request) {
 	writeJSONResp(w, 200, wire.ProvidersResponse{Providers: f.providers})
 }
 
+// handleToken answers tokens keyed "provider" (no account name) or
+// "provider/account", picking the only account as flowd does when the
+// request names none.
 func (f *fakeFlowd) handleToken(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	tok, ok := f.tokens[r.PathValue("provider")]
+	p, account := r.PathValue("provider"), r.URL.Query().Get("account")
+	f.tokenQs = append(f.tokenQs, r.URL.RawQuery)
+	key := p
+	if account != "" {
+		key = p + "/" + account
+	} else if _, ok := f.tokens[p]; !ok {
+		var accounts []string
+		for k := range f.tokens {
+			if a, ok := strings.CutPrefix(k, p+"/"); ok {
+				accounts = append(accounts, a)
+			}
+		}
+		slices.Sort(accounts)
+		if len(accounts) > 1 {
+			writeErr(w, 409, wire.CodeAccountRequired, p+" has "+fmt.Sprint(len(accounts))+" connected accounts ("+strings.Join(accounts, ", ")+"); name one; pick one with --account")
+			return
+		}
+		if len(accounts) == 1 {
+			key = p + "/" + accounts[0]
+		}
+	}
+	tok, ok := f.tokens[key]
 	if !ok {
 		writeErr(w, 404, wire.CodeNotConnected, "no token stored; connect first: flowctl connect <provider>")
 		return
@@ -493,6 +521,13 @@ func newCLI(stdin string) *cli {
 		retryEvery:    20 * time.Millisecond,
 		cancelTimeout: 5 * time.Second,
 		deadlineGrace: 2 * time.Second,
+		environ: func() []string {
+			var out []string
+			for k, v := range c.env {
+				out = append(out, k+"="+v)
+			}
+			return append(out, "PATH="+os.Getenv("PATH"))
+		},
 	}
 	return c
 }

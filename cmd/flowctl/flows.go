@@ -24,6 +24,7 @@ prefix beginning with '-' needs "--" before it: flowctl status -- -3fa9`
 
 func (a *app) statusCmd() *cobra.Command {
 	var wait time.Duration
+	var account string
 	cmd := &cobra.Command{
 		Use:   "status [<provider> | <state>]",
 		Short: "Show your connections, or a flow as it stands",
@@ -32,7 +33,8 @@ account, granted scopes, when the access token expires, whether a refresh
 token is held, health and the last refresh. Health is healthy,
 refresh_failing (the provider's error and since when) or needs_reconnect
 (the provider rejected the refresh token with invalid_grant, or the token
-expired with no refresh token). status <provider> lists that provider's.
+expired with no refresh token). status <provider> lists that provider's,
+and --account narrows the list to one account.
 
 status <state> shows a flow's status, provider, scopes, deadline and, once it
 has ended, why. With --wait it waits up to that long for the flow to end first.
@@ -43,6 +45,7 @@ Exit code 1 when the flow ended in error or expired, or when a listed
 connection is not healthy.`,
 		Example: `  flowctl status
   flowctl status github --json
+  flowctl status github --account octocat
   flowctl status 3fa9c1d2
   flowctl status 3fa9c1d2 --wait 2m --json`,
 		Args: argsUsage(cobra.MaximumNArgs(1)),
@@ -54,12 +57,15 @@ connection is not healthy.`,
 			cl := a.client()
 			defer cl.Close()
 			if len(args) == 0 {
-				return a.connections(ctx, cl, "")
+				return a.connections(ctx, cl, "", account)
 			}
 			// A provider's name lists its connections; anything flowd does
 			// not know as a provider is taken for a flow's state.
 			if cs, err := cl.Connections(ctx, args[0]); !isUnknownProvider(err) {
-				return a.printConnectionsResult(cs, err, args[0])
+				return a.printConnectionsResult(ofAccount(cs, account), err, args[0])
+			}
+			if account != "" {
+				return usagef("--account selects a connection: use it with a provider, like flowctl status github --account %s", account)
 			}
 			f, err := withState(ctx, a, cl, args[0], func(state string) (wire.Flow, error) {
 				return a.statusWait(ctx, cl, state, wait)
@@ -84,7 +90,22 @@ connection is not healthy.`,
 		},
 	}
 	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the flow to end (e.g. 30s, 2m)")
+	cmd.Flags().StringVar(&account, "account", "", "list only this account's connection")
 	return cmd
+}
+
+// ofAccount keeps the connections of account ("": all of them).
+func ofAccount(cs []wire.Connection, account string) []wire.Connection {
+	if account == "" {
+		return cs
+	}
+	var out []wire.Connection
+	for _, c := range cs {
+		if c.Account == account {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // isUnknownProvider reports whether flowd answered unknown_provider, or
@@ -94,10 +115,10 @@ func isUnknownProvider(err error) bool {
 	return errors.As(err, &ae) && (ae.Code == wire.CodeUnknownProvider || ae.Status == http.StatusNotFound && ae.Code == "")
 }
 
-// connections prints the connections, all or provider's.
-func (a *app) connections(ctx context.Context, cl *client.Client, provider string) error {
+// connections prints the connections, all or provider's, all or account's.
+func (a *app) connections(ctx context.Context, cl *client.Client, provider, account string) error {
 	cs, err := cl.Connections(ctx, provider)
-	return a.printConnectionsResult(cs, err, provider)
+	return a.printConnectionsResult(ofAccount(cs, account), err, provider)
 }
 
 // printConnectionsResult prints what Connections returned; exit code 1
@@ -177,6 +198,9 @@ func (a *app) printConnections(w io.Writer, cs []wire.Connection, provider strin
 			}
 			if c.Health == string(states.NeedsReconnect) {
 				health += "; reconnect: flowctl connect " + c.Provider
+				if c.Account != "" {
+					health += " --account " + shellQuote(c.Account)
+				}
 			}
 		}
 		row("health", health)

@@ -13,78 +13,108 @@ import (
 )
 
 func (a *app) tokenCmd() *cobra.Command {
+	var account, format string
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "token <provider | MCP server URL>",
-		Short: "Print a valid access token for a connected provider",
-		Long: `token prints the provider's access token and nothing else, so it can be used
+		Short: "Print a valid access token for a connected account",
+		Long: `token prints the account's access token and nothing else, so it can be used
 in $(...). flowd refreshes it first when it has expired or is about to.
 With --json it prints the token with its type, expiry and scopes; the refresh
-token never leaves flowd. --force refreshes it although it has not expired,
-for an API that answered 401 to it.`,
+token never leaves flowd. --format kubectl prints a kubectl exec credential
+(client.authentication.k8s.io/v1 ExecCredential) instead. --force refreshes
+it although it has not expired, for an API that answered 401 to it.
+
+A provider with several connected accounts needs --account; the error lists
+them. With one, it is used.`,
 		Example: `  curl -H "Authorization: Bearer $(flowctl token github)" https://api.github.com/user
+  flowctl token github --account octocat
   flowctl token https://mcp.example.com/mcp
   flowctl token google --json
-  flowctl token github --force     # the API said 401: get a new one`,
+  flowctl token github --force     # the API said 401: get a new one
+  flowctl token dex --format kubectl      # in a kubeconfig's users[].user.exec`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "raw" && format != "kubectl" {
+				return usagef("unknown format %q: use raw or kubectl", format)
+			}
 			cl := a.client()
 			defer cl.Close()
 			get := cl.Token
 			if force {
 				get = cl.ForceRefresh
 			}
-			tok, err := get(cmd.Context(), args[0])
+			tok, err := get(cmd.Context(), args[0], account)
 			if err != nil {
-				return fmt.Errorf("get a token for %s: %w", args[0], err)
+				return fmt.Errorf("get a token for %s: %w", accountLabel(args[0], account), err)
 			}
-			if a.json {
+			switch {
+			case format == "kubectl":
+				return a.writeJSON(kubectlCredential(tok))
+			case a.json:
 				return a.writeJSON(tok)
 			}
 			fmt.Fprintln(a.stdout, tok.AccessToken)
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&account, "account", "", "the connected account to use (GitHub login, email, ...), when the provider has several")
+	cmd.Flags().StringVar(&format, "format", "raw", "raw (the bare token), or kubectl (an ExecCredential for kubectl's exec plugin)")
 	cmd.Flags().BoolVar(&force, "force", false, "refresh the token although it has not expired")
 	return cmd
 }
 
 func (a *app) disconnectCmd() *cobra.Command {
-	return &cobra.Command{
+	var account string
+	cmd := &cobra.Command{
 		Use:   "disconnect <provider | MCP server URL>",
-		Short: "Revoke the provider's token and remove it",
+		Short: "Revoke an account's token and remove it",
 		Long: `disconnect asks the provider to revoke the stored tokens (RFC 7009) when it has
 a revocation endpoint (revocation_url in the config, or revocation_endpoint in
 its discovery metadata), then makes flowd forget them. The local copy is
 removed even when the provider has no revocation endpoint or refuses; the
-output says which.`,
-		Example: `  flowctl disconnect github`,
-		Args:    argsUsage(cobra.ExactArgs(1)),
+output says which. A provider with several connected accounts needs
+--account; the others stay connected.`,
+		Example: `  flowctl disconnect github
+  flowctl disconnect github --account hubot`,
+		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl := a.client()
 			defer cl.Close()
-			res, err := cl.Disconnect(cmd.Context(), args[0])
+			res, err := cl.Disconnect(cmd.Context(), args[0], account)
 			if err != nil {
-				return fmt.Errorf("disconnect %s: %w", args[0], err)
+				return fmt.Errorf("disconnect %s: %w", accountLabel(args[0], account), err)
 			}
 			if a.json {
 				return a.writeJSON(res)
 			}
+			who := accountLabel(res.Provider, res.Account)
 			switch {
 			case !res.Removed:
-				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", who)
 			case res.Revocation == "revoked":
-				fmt.Fprintf(a.stdout, "Disconnected %s: the provider revoked the token and flowd no longer holds it.\n", res.Provider)
+				fmt.Fprintf(a.stdout, "Disconnected %s: the provider revoked the token and flowd no longer holds it.\n", who)
 			case res.Revocation == "failed":
-				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it, but the provider did not revoke it (%s); revoke it in the provider's settings.\n", res.Provider, res.RevocationError)
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it, but the provider did not revoke it (%s); revoke it in the provider's settings.\n", who, res.RevocationError)
 			case res.Revocation == "unsupported":
-				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it. The provider has no revocation endpoint, so the token stays valid there until it expires; revoke the app's access in the provider's settings to end it now.\n", res.Provider)
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it. The provider has no revocation endpoint, so the token stays valid there until it expires; revoke the app's access in the provider's settings to end it now.\n", who)
 			default:
-				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", res.Provider)
+				fmt.Fprintf(a.stdout, "Disconnected %s: flowd no longer holds a token for it.\n", who)
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&account, "account", "", "the connected account to disconnect, when the provider has several")
+	return cmd
+}
+
+// accountLabel names a provider's account for people: "github (octocat)",
+// or just "github" when no account is named.
+func accountLabel(provider, account string) string {
+	if account == "" {
+		return provider
+	}
+	return provider + " (" + account + ")"
 }
 
 func (a *app) providersCmd() *cobra.Command {

@@ -71,6 +71,11 @@ type deps struct {
 	// deadlineGrace is how long after a flow's deadline flowctl keeps
 	// waiting for flowd to record the expiry.
 	deadlineGrace time.Duration
+	// environ is the environment exec passes on, with the tokens added.
+	environ func() []string
+	// execve replaces flowctl with exec's command (syscall.Exec); nil runs
+	// the command as a child instead (tests, systems without exec(2)).
+	execve func(path string, argv, env []string) error
 }
 
 func defaultDeps(stdin io.Reader, stdout, stderr io.Writer) *deps {
@@ -88,6 +93,8 @@ func defaultDeps(stdin io.Reader, stdout, stderr io.Writer) *deps {
 		retryEvery:    time.Second,
 		cancelTimeout: 5 * time.Second,
 		deadlineGrace: 15 * time.Second,
+		environ:       os.Environ,
+		execve:        execve,
 	}
 }
 
@@ -273,7 +280,8 @@ first (run: flowd).
   flowctl connect google --scopes openid,email --transport manual
   flowctl list --status awaiting_callback
   flowctl inspect 'http://127.0.0.1:8085/oauth/callback?state=…&code=…'
-  flowctl token github`,
+  flowctl token github
+  flowctl exec --env GITHUB_TOKEN=github -- gh repo list`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version.String(),
@@ -298,6 +306,8 @@ first (run: flowd).
 		a.logCmd(),
 		a.replayCmd(),
 		a.graphCmd(),
+		a.credentialCmd(),
+		a.execCmd(),
 	)
 	// Streams before the completion command: it captures the output
 	// writer when it is created.

@@ -68,7 +68,7 @@ func (f *Flow) Created() states.Record {
 	deadline := f.at.Add(5 * time.Minute)
 	return f.next(states.Created, states.Data{
 		Provider:    "github",
-		Principal:   "octocat@example.com",
+		Account:     "octocat@example.com",
 		Scopes:      []string{"repo", "read:org"},
 		Transport:   states.Loopback,
 		RedirectURI: "http://127.0.0.1:8085/oauth/callback",

@@ -462,12 +462,12 @@ func (d *driver) step(id int, rng *rand.Rand) {
 }
 
 func (d *driver) startFlow(id int, rng *rand.Rand) {
-	principal := fmt.Sprintf("w%d-%s", id, randHex(6))
+	account := fmt.Sprintf("w%d-%s", id, randHex(6))
 	if rng.IntN(8) == 0 {
-		principal = "shared" // a new flow supersedes the live earlier ones
+		account = "shared" // a new flow supersedes the live earlier ones
 	}
 	transport := []string{"loopback", "loopback", "manual", "gateway"}[rng.IntN(4)]
-	req := wire.StartRequest{Provider: "fake", TTL: []string{"2s", "3s"}[rng.IntN(2)], Principal: principal, Transport: transport}
+	req := wire.StartRequest{Provider: "fake", TTL: []string{"2s", "3s"}[rng.IntN(2)], Account: account, Transport: transport}
 	rp, ok := d.api("POST", "/v1/flows", req)
 	if !ok {
 		return

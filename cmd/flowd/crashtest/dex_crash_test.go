@@ -344,11 +344,11 @@ func (x *dexDriver) oneFlow(ctx context.Context, id int, slow bool, rng *rand.Ra
 
 // start asks flowd for a flow with the Dex provider.
 func (x *dexDriver) start(id int, rng *rand.Rand, transport, ttl string, scopes []string) (wire.StartResponse, bool) {
-	principal := fmt.Sprintf("w%d-%s", id, randHex(6))
+	account := fmt.Sprintf("w%d-%s", id, randHex(6))
 	if rng.IntN(10) == 0 {
-		principal = "shared" // a new flow supersedes the live earlier ones
+		account = "shared" // a new flow supersedes the live earlier ones
 	}
-	req := wire.StartRequest{Provider: dexProvider, TTL: ttl, Principal: principal, Transport: transport, Scopes: scopes}
+	req := wire.StartRequest{Provider: dexProvider, TTL: ttl, Account: account, Transport: transport, Scopes: scopes}
 	rp, ok := x.api("POST", "/v1/flows", req)
 	if !ok {
 		return wire.StartResponse{}, false
@@ -453,13 +453,13 @@ func (x *dexDriver) final() {
 
 // userinfo shows Dex the access tokens flowd stored for a sample of
 // completed flows: each must be the token of that flow, and Dex must
-// accept it. Flows of the shared principal are left out: a later flow
+// accept it. Flows of the shared account are left out: a later flow
 // replaces their token.
 func (x *dexDriver) userinfo(all []wire.Flow) {
 	t := x.t
 	var done []wire.Flow
 	for _, f := range all {
-		if f.Status == string(states.Complete) && f.Principal != "shared" {
+		if f.Status == string(states.Complete) && f.Account != "shared" {
 			done = append(done, f)
 		}
 	}
@@ -468,14 +468,14 @@ func (x *dexDriver) userinfo(all []wire.Flow) {
 	defer cancel()
 	for _, f := range done[:min(len(done), 20)] {
 		x.userinfoChecked++
-		rp, err := x.r.call("GET", "/v1/providers/"+dexProvider+"/token?principal="+url.QueryEscape(f.Principal), nil)
+		rp, err := x.r.call("GET", "/v1/providers/"+dexProvider+"/token?account="+url.QueryEscape(f.Account), nil)
 		require.NoError(t, err)
 		if !assert.Equal(t, http.StatusOK, rp.status, "token of completed flow %s: %s", states.ShortID(f.State), rp.errMessage()) {
 			continue
 		}
 		var tok wire.TokenResponse
 		require.NoError(t, json.Unmarshal(rp.body, &tok))
-		if !assert.Equal(t, f.State, tok.Flow, "the token stored for %s's principal comes from that flow", states.ShortID(f.State)) {
+		if !assert.Equal(t, f.State, tok.Flow, "the token stored for %s's account comes from that flow", states.ShortID(f.State)) {
 			continue
 		}
 		claims, err := x.dex.Userinfo(ctx, tok.AccessToken)

@@ -71,7 +71,7 @@ func TestFullDisk(t *testing.T) {
 
 	var acked []string
 	startOne := func() reply {
-		rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake", Principal: randHex(8)})
+		rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake", Account: randHex(8)})
 		require.NoError(t, err, "flowd answers even when its disk is full")
 		if rp.status == 201 {
 			var st wire.StartResponse

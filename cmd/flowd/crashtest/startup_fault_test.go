@@ -146,7 +146,7 @@ func TestCorruptDatabasePages(t *testing.T) {
 	// More flows, so there are pages to damage.
 	r.start()
 	for range 40 {
-		rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake", Principal: randHex(8)})
+		rp, err := r.call("POST", "/v1/flows", wire.StartRequest{Provider: "fake", Account: randHex(8)})
 		require.NoError(t, err)
 		require.Equal(t, 201, rp.status)
 	}

@@ -110,28 +110,44 @@ func (c *Client) Reload(ctx context.Context) (wire.ReloadResponse, error) {
 	return out, err
 }
 
-// Token returns a valid access token for provider, refreshed by flowd when needed.
-func (c *Client) Token(ctx context.Context, provider string) (wire.TokenResponse, error) {
+// Token returns a valid access token for the account at provider,
+// refreshed by flowd when needed. account "" lets flowd pick the
+// provider's one account (and refuse, naming them, when it has several).
+func (c *Client) Token(ctx context.Context, provider, account string) (wire.TokenResponse, error) {
 	var out wire.TokenResponse
 	// A refresh calls the provider: allow for it.
-	err := c.route(ctx, wire.RouteToken, []string{provider}, nil, nil, &out, 30*time.Second)
+	err := c.route(ctx, wire.RouteToken, []string{provider}, accountQuery(account), nil, &out, 30*time.Second)
 	return out, err
 }
 
-// ForceRefresh has flowd refresh the provider's token although it has not
-// expired (an API answered 401 to it) and returns the new one.
-func (c *Client) ForceRefresh(ctx context.Context, provider string) (wire.TokenResponse, error) {
+// ForceRefresh has flowd refresh the account's token at provider
+// (account as for Token) although it has not expired (an API answered 401
+// to it) and returns the new one.
+func (c *Client) ForceRefresh(ctx context.Context, provider, account string) (wire.TokenResponse, error) {
 	var out wire.TokenResponse
-	err := c.route(ctx, wire.RouteToken, []string{provider}, url.Values{"force": {"true"}}, nil, &out, 30*time.Second)
+	q := accountQuery(account)
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("force", "true")
+	err := c.route(ctx, wire.RouteToken, []string{provider}, q, nil, &out, 30*time.Second)
 	return out, err
 }
 
-// Disconnect revokes the provider's stored token at the provider when it
-// can and removes it; the response says what the provider was told.
-func (c *Client) Disconnect(ctx context.Context, provider string) (wire.DisconnectResponse, error) {
+// Disconnect revokes the account's stored token at provider (account as
+// for Token) at the provider when it can and removes it; the response
+// says what the provider was told.
+func (c *Client) Disconnect(ctx context.Context, provider, account string) (wire.DisconnectResponse, error) {
 	var out wire.DisconnectResponse
-	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, nil, nil, &out, 0)
+	err := c.route(ctx, wire.RouteDisconnect, []string{provider}, accountQuery(account), nil, &out, 0)
 	return out, err
+}
+
+func accountQuery(account string) url.Values {
+	if account == "" {
+		return nil
+	}
+	return url.Values{"account": {account}}
 }
 
 // Connections lists the connections flowd holds, all or provider's.

@@ -111,7 +111,7 @@ func TestMCPServerURLIsOnePathSegment(t *testing.T) {
 		_, _ = w.Write([]byte(`{"provider":"x","access_token":"t"}`))
 	})
 	c := serve(t, mux.ServeHTTP)
-	_, err := c.Token(context.Background(), "https://mcp.example.com/v1/mcp")
+	_, err := c.Token(context.Background(), "https://mcp.example.com/v1/mcp", "")
 	require.NoError(t, err)
 	assert.Equal(t, "https://mcp.example.com/v1/mcp", got)
 	assert.Equal(t, "/v1/providers/https:%2F%2Fmcp.example.com%2Fv1%2Fmcp/token", raw)

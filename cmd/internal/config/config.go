@@ -84,6 +84,14 @@ type Provider struct {
 	// RequireIssuer: discovery found authorization_response_iss_parameter_supported,
 	// so every redirect must carry iss = Issuer (RFC 9207).
 	RequireIssuer bool
+	// UserInfoURL is where flowd reads who signed in with the new access
+	// token (the userinfo_url setting, or a preset's). IDTokenIssuer and
+	// JWKSURL verify ID tokens (from a preset, or discovered from issuer).
+	// When a flow asks for openid and both are known, the ID token decides;
+	// otherwise UserInfoURL does; with neither, flowd identifies no one.
+	UserInfoURL   string
+	IDTokenIssuer string
+	JWKSURL       string
 	// RevocationURL is the RFC 7009 revocation endpoint disconnect calls:
 	// revocation_url, the preset's, or the discovery document's
 	// revocation_endpoint. Empty: the provider has none.
@@ -215,6 +223,7 @@ type providerFile struct {
 	AuthStyle       string            `toml:"auth_style"`
 	AuthMethod      string            `toml:"token_endpoint_auth_method"`
 	Tenant          string            `toml:"tenant"`
+	UserInfoURL     *string           `toml:"userinfo_url"`
 	RevocationURL   string            `toml:"revocation_url"`
 }
 
@@ -428,6 +437,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		}
 		p.AuthURL, p.TokenURL, p.RevocationURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL
 		p.Scopes = slices.Clone(pr.Scopes)
+		p.UserInfoURL, p.IDTokenIssuer, p.JWKSURL = pr.UserInfoURL, pr.IDTokenIssuer, pr.JWKSURL
 		if len(pr.AuthParams) > 0 {
 			p.AuthParams = map[string]string{}
 			for k, v := range pr.AuthParams {
@@ -475,6 +485,16 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		}
 		if _, err := checkURL(p.TokenURL); err != nil {
 			return Provider{}, fail("token_url", "%v", err)
+		}
+	}
+	if pf.UserInfoURL != nil {
+		// "" turns a preset's off: flowd then names accounts by what
+		// connect asks for.
+		p.UserInfoURL = *pf.UserInfoURL
+		if p.UserInfoURL != "" {
+			if _, err := checkURL(p.UserInfoURL); err != nil {
+				return Provider{}, fail("userinfo_url", "%v", err)
+			}
 		}
 	}
 	if pf.RevocationURL != "" {

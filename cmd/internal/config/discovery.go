@@ -60,6 +60,7 @@ type discoveryDoc struct {
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
 	TokenEndpoint         string   `json:"token_endpoint"`
 	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+	JWKSURI               string   `json:"jwks_uri"`
 	// RevocationEndpoint is RFC 8414 section 2's revocation_endpoint.
 	RevocationEndpoint string `json:"revocation_endpoint"`
 	// RFC 9207 section 3: the server puts iss on every authorization response.
@@ -105,6 +106,14 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		return fmt.Errorf("OIDC discovery at %s: token_endpoint: %v", where, err)
 	}
 	p.AuthURL, p.TokenURL = doc.AuthorizationEndpoint, doc.TokenEndpoint
+	if doc.JWKSURI != "" {
+		// OpenID Connect Discovery 1.0 section 3: jwks_uri is required;
+		// without one, ID tokens cannot be verified and are not trusted.
+		if _, err := checkURL(doc.JWKSURI); err != nil {
+			return fmt.Errorf("OIDC discovery at %s: jwks_uri: %v", where, err)
+		}
+		p.IDTokenIssuer, p.JWKSURL = doc.Issuer, doc.JWKSURI
+	}
 	if p.RevocationURL == "" && doc.RevocationEndpoint != "" {
 		if _, err := checkURL(doc.RevocationEndpoint); err != nil {
 			return fmt.Errorf("OIDC discovery at %s: revocation_endpoint: %v", where, err)

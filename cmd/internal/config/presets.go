@@ -16,6 +16,13 @@ type Preset struct {
 	AuthMethods []string
 	Scopes      []string
 	AuthParams  map[string]string
+	// UserInfoURL is where the signed-in user is read with the access
+	// token, for providers that issue no ID token (GitHub).
+	UserInfoURL string
+	// IDTokenIssuer and JWKSURL verify the ID tokens of an OpenID Connect
+	// preset without discovering it at start-up.
+	IDTokenIssuer string
+	JWKSURL       string
 	// RevocationURL is the provider's RFC 7009 endpoint; empty where it has
 	// none (GitHub, Microsoft and Slack revoke only through their own APIs).
 	RevocationURL string
@@ -33,16 +40,20 @@ var Presets = map[string]Preset{
 		TokenURL:    "https://github.com/login/oauth/access_token",
 		AuthMethods: post,
 		Scopes:      []string{"read:user"},
+		// GitHub issues no ID token; its REST API names the user (login).
+		UserInfoURL: "https://api.github.com/user",
 	},
 	"google": {
-		AuthURL:     "https://accounts.google.com/o/oauth2/v2/auth",
-		TokenURL:    "https://oauth2.googleapis.com/token",
-		AuthMethods: post,
+		AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
+		TokenURL: "https://oauth2.googleapis.com/token",
 		// Google's discovery document names it as revocation_endpoint.
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
+		AuthMethods:   post,
 		Scopes:        []string{"openid", "email", "profile"},
 		// Without these Google issues no refresh token after the first consent.
-		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
+		AuthParams:    map[string]string{"access_type": "offline", "prompt": "consent"},
+		IDTokenIssuer: "https://accounts.google.com",
+		JWKSURL:       "https://www.googleapis.com/oauth2/v3/certs",
 	},
 	"microsoft": {
 		// "common" is replaced by the provider's tenant when one is set.
@@ -52,11 +63,13 @@ var Presets = map[string]Preset{
 		Scopes:      []string{"openid", "profile", "email", "offline_access"},
 	},
 	"gitlab": {
+		// read_user reads the user, named by its username.
+		UserInfoURL: "https://gitlab.com/api/v4/user",
 		AuthURL:     "https://gitlab.com/oauth/authorize",
 		TokenURL:    "https://gitlab.com/oauth/token",
-		AuthMethods: post,
 		// Doorkeeper's RFC 7009 endpoint (GitLab's discovery names it too).
 		RevocationURL: "https://gitlab.com/oauth/revoke",
+		AuthMethods:   post,
 		Scopes:        []string{"read_user"},
 	},
 	"slack": {

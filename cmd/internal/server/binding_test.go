@@ -68,7 +68,7 @@ func TestLaunchLinkBindsAndOnlyAuthenticatedChannelsSkipTheCookie(t *testing.T) 
 
 	// A gateway flow opened through its launch link: the relay with the
 	// service token is taken without the cookie.
-	gw := h.start(wire.StartRequest{Provider: "fake", Principal: "gw", Transport: "gateway"})
+	gw := h.start(wire.StartRequest{Provider: "fake", Account: "gw", Transport: "gateway"})
 	require.NotEmpty(t, gw.LaunchURL)
 	r, err = victim.Get(gw.LaunchURL)
 	require.NoError(t, err)

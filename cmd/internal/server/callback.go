@@ -77,6 +77,9 @@ func pageText(res redirect.Result) string {
 	again := " To try again, run: flowctl connect " + f.Provider
 	switch res.Kind {
 	case redirect.KindConnected:
+		if f.Account != "" {
+			return fmt.Sprintf("flowd connected your %s account %s. You can close this tab.", f.Provider, f.Account)
+		}
 		return fmt.Sprintf("flowd connected your %s account. You can close this tab.", f.Provider)
 	case redirect.KindDenied, redirect.KindFailed, redirect.KindExpired, redirect.KindEnded:
 		return redirect.Text(res) + again

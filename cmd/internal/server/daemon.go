@@ -17,9 +17,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/oauth2"
 	"golang.org/x/sys/unix"
 
 	"flowd.local/flowd/cmd/internal/config"
@@ -27,6 +29,7 @@ import (
 	"flowd.local/flowd/cmd/internal/pidfile"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
+	"flowd.local/flowd/internal/identity"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/states"
 )
@@ -103,6 +106,10 @@ type Daemon struct {
 	tcpL      net.Listener
 	closeOnce sync.Once
 	closeErr  error
+	// identify is how sign-ins are identified, swapped by a reload;
+	// identifyClient is the HTTP client it asks providers with.
+	identify       atomic.Pointer[engine.IdentifyFunc]
+	identifyClient *http.Client
 
 	// What Reload needs to read the config again as Open did.
 	opts         Options
@@ -222,6 +229,14 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	if o.Engine != nil {
 		o.Engine(&ecfg)
+	}
+	if ecfg.Identify == nil {
+		// A reload swaps the providers' identity settings (setIdentify).
+		d.identifyClient = ecfg.HTTPClient
+		d.setIdentify(cfg)
+		ecfg.Identify = func(ctx context.Context, p engine.Provider, tok *oauth2.Token, nonce string) (engine.Identity, error) {
+			return (*d.identify.Load())(ctx, p, tok, nonce)
+		}
 	}
 	if d.Engine, err = engine.Open(ctx, ecfg); err != nil {
 		var re *states.RecordError
@@ -537,4 +552,22 @@ func warnReadableSecrets(lg *slog.Logger, cfg *config.Config) {
 	if fi, err := os.Stat(cfg.File); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		lg.Warn("the config file holds a client secret and group or others can read it; run chmod 600 on it, or use client_secret_env", "file", cfg.File)
 	}
+}
+
+// identityProviders says how each configured provider's users are
+// identified: its ID tokens (a preset's issuer and JWKS, or the configured
+// issuer, whose keys discovery names), else its userinfo URL.
+func identityProviders(ps []config.Provider) []identity.Provider {
+	out := make([]identity.Provider, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, identity.Provider{Name: p.Name, ClientID: p.ClientID,
+			IDTokenIssuer: cmp.Or(p.IDTokenIssuer, p.Issuer), JWKSURL: p.JWKSURL, UserInfoURL: p.UserInfoURL})
+	}
+	return out
+}
+
+// setIdentify makes cfg's providers the ones sign-ins are identified by.
+func (d *Daemon) setIdentify(cfg *config.Config) {
+	f := identity.New(identityProviders(cfg.Providers), identity.Options{HTTPClient: d.identifyClient})
+	d.identify.Store(&f)
 }

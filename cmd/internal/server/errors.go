@@ -60,7 +60,11 @@ func classify(err error) (status int, code, msg string) {
 	var fe *engine.FlowError
 	var upe *engine.UnknownProviderError
 	var mbe *http.MaxBytesError
+	var are *engine.AccountRequiredError
 	switch {
+	case errors.As(err, &are):
+		return http.StatusConflict, wire.CodeAccountRequired, fmt.Sprintf(
+			"%s; pick one with --account, like: flowctl token %s --account %s", are.Error(), are.Provider, are.Accounts[0])
 	case errors.As(err, &upe):
 		return http.StatusNotFound, wire.CodeUnknownProvider, upe.Error()
 	case errors.Is(err, engine.ErrUnknownProvider):

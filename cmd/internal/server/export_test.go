@@ -21,7 +21,7 @@ func TestExportRoute(t *testing.T) {
 	done := h.start(wire.StartRequest{Provider: "fake"})
 	page := h.browser("GET", callbackPath(url.Values{"state": {done.State}, "code": {goodCode}}), nil)
 	require.Equal(t, http.StatusOK, page.status)
-	live := h.start(wire.StartRequest{Provider: "fake", Principal: "bob"})
+	live := h.start(wire.StartRequest{Provider: "fake", Account: "bob"})
 
 	all := h.local("GET", "/v1/log", nil)
 	require.Equal(t, http.StatusOK, all.status, string(all.body))

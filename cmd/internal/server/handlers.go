@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"flowd.local/flowd/cmd/internal/config"
+	"golang.org/x/oauth2"
+
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/redirect"
@@ -23,7 +25,7 @@ const (
 	maxScopes      = 64
 	maxScopeLen    = 256
 	maxNameLen     = 128
-	maxPrincipal   = 256
+	maxAccount     = 256
 	maxTTL         = 24 * time.Hour
 	minTTL         = time.Second
 	maxProviderArg = maxResourceLen
@@ -58,18 +60,18 @@ func (s *Server) providerParam(w http.ResponseWriter, r *http.Request) (string, 
 }
 
 // tokenKey names the stored token a request is about: the path's provider
-// and the optional ?principal= a flow was started with (empty: the local user).
+// and the optional ?account= (empty: the token stored under no account name).
 func (s *Server) tokenKey(w http.ResponseWriter, r *http.Request) (engine.TokenKey, bool) {
 	name, ok := s.providerParam(w, r)
 	if !ok {
 		return engine.TokenKey{}, false
 	}
-	principal := r.URL.Query().Get("principal")
-	if len(principal) > maxPrincipal {
-		s.writeError(w, r, http.StatusBadRequest, wire.CodeTooLarge, fmt.Sprintf("principal is over %d bytes", maxPrincipal))
+	account := r.URL.Query().Get("account")
+	if len(account) > maxAccount {
+		s.writeError(w, r, http.StatusBadRequest, wire.CodeTooLarge, fmt.Sprintf("account is over %d bytes", maxAccount))
 		return engine.TokenKey{}, false
 	}
-	return engine.TokenKey{Provider: name, Account: principal}, true
+	return engine.TokenKey{Provider: name, Account: account}, true
 }
 
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
@@ -116,8 +118,8 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if len(req.Principal) > maxPrincipal {
-		bad(wire.CodeTooLarge, "principal is over %d bytes", maxPrincipal)
+	if len(req.Account) > maxAccount {
+		bad(wire.CodeTooLarge, "account is over %d bytes", maxAccount)
 		return
 	}
 	var ttl time.Duration
@@ -133,7 +135,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	// the authorization URL, so nothing in the opener's argv is usable.
 	sreq := engine.StartRequest{
 		Provider: req.Provider, Scopes: req.Scopes, Transport: states.Transport(req.Transport),
-		Principal: req.Principal, TTL: ttl, Launch: true,
+		Account: req.Account, TTL: ttl, Launch: true,
 	}
 	if resource {
 		sreq.Provider, sreq.Resource, sreq.Challenge = "", req.Provider, req.Challenge
@@ -149,7 +151,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusCreated, wire.StartResponse{
 		State: st.ID, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
-		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded,
+		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded, Scopes: st.Scopes,
 		LaunchURL: st.LaunchURL,
 	})
 }
@@ -463,13 +465,18 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusBadRequest, wire.CodeBadRequest, "force must be true or false")
 		return
 	}
-	tok, st, err := get(r.Context(), key)
+	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
+	var tok *oauth2.Token
+	var st engine.StoredToken
+	if err == nil {
+		tok, st, err = get(r.Context(), key)
+	}
 	if err != nil {
 		status, code, msg := s.tokenError(err, key)
 		s.writeError(w, r, status, code, msg)
 		return
 	}
-	resp := wire.TokenResponse{Provider: name, AccessToken: tok.AccessToken, TokenType: tok.TokenType,
+	resp := wire.TokenResponse{Provider: name, Account: key.Account, AccessToken: tok.AccessToken, TokenType: tok.TokenType,
 		Expiry: tok.Expiry.UTC(), Scopes: st.Scopes, Flow: st.Flow, ObtainedAt: st.Obtained.UTC()}
 	if tok.Expiry.IsZero() {
 		resp.Expiry = time.Time{}
@@ -486,17 +493,21 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	res, err := s.cfg.Engine.Disconnect(r.Context(), key)
+	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
+	var res engine.Disconnection
+	if err == nil {
+		res, err = s.cfg.Engine.Disconnect(r.Context(), key)
+	}
 	if errors.Is(err, engine.ErrNoToken) {
-		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Removed: false})
+		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: false})
 		return
 	}
 	if err != nil {
 		s.engineError(w, r, err)
 		return
 	}
-	s.log.Info("provider disconnected", "provider", name, "revocation", res.Revocation)
-	resp := wire.DisconnectResponse{Provider: name, Removed: true, Revocation: string(res.Revocation)}
+	s.log.Info("provider disconnected", "provider", name, "account", key.Account, "revocation", res.Revocation)
+	resp := wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: true, Revocation: string(res.Revocation)}
 	if res.Revocation == states.RevocationFailed {
 		resp.RevocationError = res.ErrorCode
 		if res.HTTPStatus != 0 {

@@ -60,6 +60,8 @@ type harnessOpts struct {
 	noGateway bool
 	uid       *int
 	clock     *fakeclock.Clock
+	// identify is the engine's Config.Identify.
+	identify engine.IdentifyFunc
 	// log, when set, is the engine's log instead of a fresh memlog.
 	log *memlog.Log
 }
@@ -110,6 +112,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.clock != nil {
 		ecfg.Clock = o.clock
 	}
+	ecfg.Identify = o.identify
 	h.eng, err = engine.Open(context.Background(), ecfg)
 	require.NoError(t, err)
 	h.counting = &countingEngine{Engine: h.eng}

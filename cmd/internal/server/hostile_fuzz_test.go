@@ -201,7 +201,7 @@ func FuzzAPIRequest(f *testing.F) {
 			f.Add(uint8(i), "STATE", "", `{"provider":"fake","ttl":"90s","scopes":["a","b"],"transport":"gateway"}`)
 			f.Add(uint8(i), "STATE", "", `{"state":"STATE","code":"c"}`)
 			f.Add(uint8(i), "STATE", "", `{"url":"http://127.0.0.1/oauth/callback?state=STATE&error=access_denied"}`)
-			f.Add(uint8(i), "STATE", "", `{"provider":"fake","ttl":"-1h","transport":"pigeon","principal":"`+strings.Repeat("p", 300)+`"}`)
+			f.Add(uint8(i), "STATE", "", `{"provider":"fake","ttl":"-1h","transport":"pigeon","account":"`+strings.Repeat("p", 300)+`"}`)
 			f.Add(uint8(i), "STATE", "", `{"provider":"fake"}{"provider":"fake"}`)
 			f.Add(uint8(i), "STATE", "", `{"provider":"fake","unknown":1}`)
 			f.Add(uint8(i), "STATE", "", "[]")

@@ -207,8 +207,8 @@ func TestStateTokensStrongAndSingleUse(t *testing.T) {
 	}))
 	defer tokenSrv.Close()
 	d, api := faultDaemon(t, tokenSrv.URL+"/token", 5*time.Second)
-	start := func(principal string) wire.StartResponse {
-		body := fmt.Sprintf(`{"provider":"fake","principal":%q}`, principal)
+	start := func(account string) wire.StartResponse {
+		body := fmt.Sprintf(`{"provider":"fake","account":%q}`, account)
 		r, err := api.Post("http://flowd/v1/flows", "application/json", strings.NewReader(body))
 		require.NoError(t, err)
 		defer r.Body.Close()

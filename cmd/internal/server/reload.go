@@ -57,6 +57,9 @@ func (d *Daemon) Reload(ctx context.Context) (wire.ReloadResponse, error) {
 
 	old := d.Config
 	d.Config = cfg
+	if d.identifyClient != nil || d.identify.Load() != nil {
+		d.setIdentify(cfg)
+	}
 	resp := wire.ReloadResponse{ConfigFile: d.cfgPath, ConfigFileFound: cfg.File != "", Providers: []string{}, Unavailable: unavailable}
 	before := map[string]config.Provider{}
 	for _, p := range old.Providers {

@@ -44,6 +44,7 @@ type Engine interface {
 	ForceRefresh(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
 	Disconnect(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
 	Connections(ctx context.Context) ([]engine.Connection, error)
+	ResolveAccount(ctx context.Context, key engine.TokenKey) (engine.TokenKey, error)
 	Providers() []string
 }
 

@@ -238,7 +238,7 @@ func TestPreflightDoesNotBreakTheFlow(t *testing.T) {
 func TestErrorShapes(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	st := h.start(wire.StartRequest{Provider: "fake"})
-	done := h.start(wire.StartRequest{Provider: "fake", Principal: "other"})
+	done := h.start(wire.StartRequest{Provider: "fake", Account: "other"})
 	require.Equal(t, http.StatusOK, h.local("POST", "/v1/flows/"+done.State+"/cancel", nil).status)
 
 	cases := []struct {
@@ -296,7 +296,7 @@ func TestSizeLimits(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	st := h.start(wire.StartRequest{Provider: "fake"})
 
-	big := `{"provider":"fake","principal":"` + strings.Repeat("a", wire.MaxBodyBytes) + `"}`
+	big := `{"provider":"fake","account":"` + strings.Repeat("a", wire.MaxBodyBytes) + `"}`
 	r := h.local("POST", "/v1/flows", big)
 	assert.Equal(t, http.StatusRequestEntityTooLarge, r.status)
 	assert.Equal(t, wire.CodeTooLarge, r.errCode())

@@ -16,28 +16,32 @@ import (
 	"flowd.local/flowd/states"
 )
 
-// A flow started for a principal stores its token under that principal:
-// the token route finds it with ?principal= and not without, and
-// disconnecting one principal leaves the other's token alone.
-func TestTokenPerPrincipal(t *testing.T) {
+// A flow started for an account stores its token under that account: the
+// token route finds it with ?account=, and without one (it is the only
+// account); disconnecting the token stored under no account name removes
+// nothing of alice's.
+func TestTokenPerAccount(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	st := h.start(wire.StartRequest{Provider: "fake", Principal: "alice"})
+	st := h.start(wire.StartRequest{Provider: "fake", Account: "alice"})
 	page := h.browser("GET", callbackPath(url.Values{"state": {st.State}, "code": {goodCode}}), nil)
 	require.Equal(t, http.StatusOK, page.status, string(page.body))
 
-	alice := h.local("GET", "/v1/providers/fake/token?principal=alice", nil)
+	alice := h.local("GET", "/v1/providers/fake/token?account=alice", nil)
 	require.Equal(t, http.StatusOK, alice.status, string(alice.body))
 	assert.Contains(t, string(alice.body), h.provider.Issued()[0])
 
-	local := h.local("GET", "/v1/providers/fake/token", nil)
-	assert.Equal(t, http.StatusNotFound, local.status)
-	assert.Equal(t, wire.CodeNotConnected, local.errCode())
+	only := h.local("GET", "/v1/providers/fake/token", nil)
+	assert.Equal(t, http.StatusOK, only.status, "the only account is the one meant")
+	assert.Contains(t, string(only.body), `"account":"alice"`)
 
-	gone := h.local("DELETE", "/v1/providers/fake/token", nil)
+	none := h.local("GET", "/v1/providers/fake/token?account=bob", nil)
+	assert.Equal(t, http.StatusNotFound, none.status)
+	assert.Equal(t, wire.CodeNotConnected, none.errCode())
+	gone := h.local("DELETE", "/v1/providers/fake/token?account=bob", nil)
 	require.Equal(t, http.StatusOK, gone.status)
 	assert.Contains(t, string(gone.body), `"removed":false`)
-	still := h.local("GET", "/v1/providers/fake/token?principal=alice", nil)
-	assert.Equal(t, http.StatusOK, still.status, "disconnecting the local user must not remove alice's token")
+	still := h.local("GET", "/v1/providers/fake/token?account=alice", nil)
+	assert.Equal(t, http.StatusOK, still.status, "disconnecting bob must not remove alice's token")
 }
 
 // A store without quorum is the server's temporary problem: 503

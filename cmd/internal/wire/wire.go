@@ -180,6 +180,9 @@ const (
 	CodeUnknownTransport = "unknown_transport"
 	// CodeNotConnected (404): no token is stored for the provider; connect first.
 	CodeNotConnected = "not_connected"
+	// CodeAccountRequired (409): the provider has several connected
+	// accounts and the request named none; the message lists them.
+	CodeAccountRequired = "account_required"
 	// CodeMCPRefused (502): connecting to an MCP server by URL was refused
 	// as unsafe: its metadata names another resource or issuer, or its
 	// authorization server does not support PKCE with S256.
@@ -224,9 +227,13 @@ type StartRequest struct {
 	Transport string `json:"transport,omitempty"`
 	// TTL overrides the configured flow lifetime, as a Go duration ("10m").
 	TTL string `json:"ttl,omitempty"`
-	// Principal is who connects; a new flow for the same provider and
-	// principal supersedes a live earlier one. Empty is the local user.
-	Principal string `json:"principal,omitempty"`
+	// Account names the account at the provider to connect (a step-up or
+	// reconnect of it); a new flow for the same provider and account
+	// supersedes a live earlier one. Empty: whichever account the user
+	// signs in with, named by the provider (GitHub login, OpenID Connect
+	// email). A user who signs in as another account than a named one
+	// ends the flow error(account_mismatch).
+	Account string `json:"account,omitempty"`
 }
 
 // StartResponse is what POST /v1/flows returns (201): everything needed to
@@ -240,6 +247,9 @@ type StartResponse struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	// Superseded lists earlier live flows this one ended.
 	Superseded []string `json:"superseded,omitempty"`
+	// Scopes are the scopes asked for: those requested plus those the
+	// account's connection was already granted (a step-up).
+	Scopes []string `json:"scopes,omitempty"`
 	// LaunchURL is the loopback flow's one-time launch link: open it in a
 	// browser on this machine instead of AuthURL, and the flow is bound to
 	// that browser. It reveals nothing of the flow, works once and for
@@ -261,9 +271,15 @@ type Flow struct {
 	// ReasonText is Reason as a sentence for people.
 	ReasonText string `json:"reason_text,omitempty"`
 	// Exchanging is true while the code is being exchanged.
-	Exchanging  bool     `json:"exchanging,omitempty"`
-	Provider    string   `json:"provider"`
-	Principal   string   `json:"principal,omitempty"`
+	Exchanging bool   `json:"exchanging,omitempty"`
+	Provider   string `json:"provider"`
+	// Account is the account asked for, and once complete the account the
+	// token is stored under.
+	Account string `json:"account,omitempty"`
+	// Subject and Email identify who signed in (a verified ID token, or
+	// the provider's userinfo), once complete.
+	Subject     string   `json:"subject,omitempty"`
+	Email       string   `json:"email,omitempty"`
 	Scopes      []string `json:"scopes,omitempty"`
 	Transport   string   `json:"transport"`
 	RedirectURI string   `json:"redirect_uri,omitempty"`
@@ -304,7 +320,9 @@ func FlowFrom(f states.Flow) Flow {
 		Reason:           string(f.Reason),
 		Exchanging:       f.Exchanging,
 		Provider:         f.Provider,
-		Principal:        f.Principal,
+		Account:          f.Account,
+		Subject:          f.Subject,
+		Email:            f.Email,
 		Scopes:           f.Scopes,
 		Transport:        string(f.Transport),
 		RedirectURI:      f.RedirectURI,
@@ -476,7 +494,10 @@ type ReloadResponse struct {
 // TokenResponse is the body of GET /v1/providers/{provider}/token. It never
 // carries the refresh token.
 type TokenResponse struct {
-	Provider    string    `json:"provider"`
+	Provider string `json:"provider"`
+	// Account is the account the token belongs to ("" when it is stored
+	// under no account name).
+	Account     string    `json:"account,omitempty"`
 	AccessToken string    `json:"access_token"`
 	TokenType   string    `json:"token_type,omitempty"`
 	Expiry      time.Time `json:"expiry,omitzero"`
@@ -489,6 +510,7 @@ type TokenResponse struct {
 // DisconnectResponse is the body of DELETE /v1/providers/{provider}/token.
 type DisconnectResponse struct {
 	Provider string `json:"provider"`
+	Account  string `json:"account,omitempty"`
 	// Removed is false when no token was stored: disconnecting twice is not an error.
 	Removed bool `json:"removed"`
 	// Revocation is what the provider was told: revoked, unsupported (it
@@ -507,7 +529,7 @@ type ConnectionsResponse struct {
 // never carries a token.
 type Connection struct {
 	Provider string `json:"provider"`
-	// Account is the principal the token is stored under; empty for the local user.
+	// Account is the account the token is stored under; empty for the token stored under no account name.
 	Account string `json:"account,omitempty"`
 	// Flow is the state of the flow that connected (flowctl inspect it).
 	Flow        string    `json:"flow"`
