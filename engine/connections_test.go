@@ -163,6 +163,10 @@ func TestRefreshSingleFlightAcrossEngines(t *testing.T) {
 func TestForceRefresh(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
+	// The calls must overlap: a call that begins after the first refresh
+	// ended was refused the new token, and refreshing again is right for it.
+	// Hold the refresh at the token endpoint while the others queue.
+	release := h.prov.Hold()
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -172,6 +176,9 @@ func TestForceRefresh(t *testing.T) {
 			}
 		})
 	}
+	h.prov.WaitEntered(t)
+	time.Sleep(100 * time.Millisecond) // let the other seven read the refused token and queue
+	release()
 	wg.Wait()
 	assert.Len(t, refreshTokensSent(h.prov), 1)
 }

@@ -2,7 +2,9 @@ package engine_test
 
 import (
 	"errors"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,9 +57,14 @@ func TestLaunchLinkRevealsNothingAndBindsTheFlow(t *testing.T) {
 	auth, err := url.Parse(st.AuthURL)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(st.LaunchURL, "http://127.0.0.1:8085/oauth/launch?t="), st.LaunchURL)
-	for _, leak := range []string{st.ID, auth.Query().Get("code_challenge"), auth.Host, "gh"} {
+	for _, leak := range []string{st.ID, auth.Query().Get("code_challenge"), auth.Host} {
 		assert.NotContains(t, st.LaunchURL, leak)
 	}
+	// Nothing but the opaque value: not even the provider's name (which a
+	// random value may contain by chance, so the query's shape is checked).
+	launch, err := url.Parse(st.LaunchURL)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"t"}, slices.Sorted(maps.Keys(launch.Query())), "the launch link's only parameter is the opaque value")
 	assert.False(t, h.status(st.ID).Bound(), "not bound before the link is opened")
 
 	l, err := h.e.Launch(h.ctx, launchToken(t, st.LaunchURL))
