@@ -51,7 +51,7 @@ func BenchmarkTransitions(b *testing.B) {
 				if !pb.Next() {
 					return
 				}
-				if _, err := rep.Cancel(context.Background(), st.State); err != nil {
+				if _, err := rep.Cancel(context.Background(), st.ID); err != nil {
 					b.Error(err)
 					return
 				}

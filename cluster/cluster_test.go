@@ -51,7 +51,7 @@ func TestCallbackOnAnotherReplicaWakesTheWaiter(t *testing.T) {
 	f, err = a.Wait(ctx, state)
 	require.NoError(t, err, "a Wait after the end returns at once")
 	assert.Equal(t, states.Complete, f.State)
-	_, tok, err := a.TokenFor(bg, engine.TokenKey{Provider: "gh"})
+	_, tok, err := a.Token(bg, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err, "the token stored by b is there for a")
 	assert.Equal(t, state, tok.Flow)
 	a.waitLive(t, 0)
@@ -122,11 +122,11 @@ func TestReplicaGoneMidFlow(t *testing.T) {
 	// timer wins.
 	ctx, cancel := context.WithTimeout(bg, ttl+15*time.Second)
 	defer cancel()
-	f, err = b.Wait(ctx, doomed.State)
+	f, err = b.Wait(ctx, doomed.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Expired, f.State)
 	assert.False(t, f.Ended.Before(doomed.Deadline), "not before its deadline")
-	h, err := c.History(bg, doomed.State)
+	h, err := c.History(bg, doomed.ID)
 	require.NoError(t, err)
 	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.DeadlinePassed}, events(h), "expired exactly once")
 	b.waitLive(t, 0)
@@ -169,7 +169,7 @@ func TestMemberStoppedLosesNothing(t *testing.T) {
 				st, err = a.Start(bg, engine.StartRequest{Provider: "gh", Transport: states.Gateway, Account: string(rune('a' + round*4 + i))})
 				return err
 			})
-			acked[st.State] = states.AwaitingCallback
+			acked[st.ID] = states.AwaitingCallback
 			if i%2 == 0 {
 				continue
 			}
@@ -217,7 +217,7 @@ func TestQuorumLostIsReportedAndRecovers(t *testing.T) {
 	defer cancel()
 	waited := make(chan states.Flow, 1)
 	go func() {
-		f, err := a.Wait(ctx, st.State)
+		f, err := a.Wait(ctx, st.ID)
 		assert.NoError(t, err)
 		waited <- f
 	}()

@@ -145,7 +145,7 @@ func (r *engineRig) connect(provider string) states.Flow {
 	st, err := r.eng.Start(ctx, engine.StartRequest{Provider: provider})
 	require.NoError(r.t, err)
 	cb := r.browse(r.dex.Browser(), st.AuthURL)
-	require.Equal(r.t, st.State, cb.State, "dex hands our state back")
+	require.Equal(r.t, st.ID, cb.State, "dex hands our state back")
 	f, err := r.eng.Callback(ctx, cb)
 	require.NoError(r.t, err)
 	return f
@@ -196,14 +196,14 @@ func TestEngineConnectsAndRefreshesAgainstDex(t *testing.T) {
 	assert.Equal(t, states.Exchanged, f.Reason)
 	assert.True(t, f.TokenStored)
 
-	tok, st, err := r.eng.Token(ctx, dexProvider)
+	tok, st, err := r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 	require.NoError(t, err)
 	require.NotEmpty(t, st.RefreshToken, "offline_access gives a refresh token")
 	assert.Equal(t, f.ID, st.Flow, "the token names the flow that obtained it")
 	r.userinfo(tok.AccessToken)
 
 	// A token not near expiry is handed out as is, without a refresh.
-	again, _, err := r.eng.Token(ctx, dexProvider)
+	again, _, err := r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 	require.NoError(t, err)
 	assert.Equal(t, tok.AccessToken, again.AccessToken)
 
@@ -212,7 +212,7 @@ func TestEngineConnectsAndRefreshesAgainstDex(t *testing.T) {
 	prev := st
 	for i := range 2 {
 		r.clock.Advance(25 * time.Hour)
-		tok, st, err = r.eng.Token(ctx, dexProvider)
+		tok, st, err = r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 		require.NoError(t, err, "refresh %d", i+1)
 		assert.NotEqual(t, prev.AccessToken, tok.AccessToken, "refresh %d gives a new access token", i+1)
 		assert.NotEqual(t, prev.RefreshToken, st.RefreshToken, "refresh %d: dex rotates the refresh token", i+1)
@@ -227,7 +227,7 @@ func TestEngineConnectsAndRefreshesAgainstDex(t *testing.T) {
 	// The rotated refresh token survives a restart.
 	r.restart()
 	r.clock.Advance(25 * time.Hour)
-	tok, _, err = r.eng.Token(ctx, dexProvider)
+	tok, _, err = r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 	require.NoError(t, err, "refresh after restart")
 	r.userinfo(tok.AccessToken)
 }
@@ -236,7 +236,7 @@ func TestEnginePublicClientAgainstDex(t *testing.T) {
 	r := newEngineRig(t, dextest.Options{})
 	f := r.connect(publicProvider)
 	require.Equal(t, states.Complete, f.State, "flow %+v", f)
-	tok, _, err := r.eng.Token(context.Background(), publicProvider)
+	tok, _, err := r.eng.Token(context.Background(), engine.TokenKey{Provider: publicProvider})
 	require.NoError(t, err)
 	r.userinfo(tok.AccessToken)
 }
@@ -256,7 +256,7 @@ func TestEngineDeniedByDex(t *testing.T) {
 	assert.Equal(t, cb.Error, f.ErrorCode)
 	assert.Equal(t, cb.ErrorDescription, f.Message, "the provider's own words reach the user")
 
-	_, _, err = r.eng.Token(ctx, dexProvider)
+	_, _, err = r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 	require.ErrorIs(t, err, engine.ErrNoToken, "a denied flow stores no token")
 }
 
@@ -267,7 +267,7 @@ func TestEngineFlowSurvivesRestartBetweenStartAndCallback(t *testing.T) {
 	st, err := r.eng.Start(ctx, engine.StartRequest{Provider: dexProvider})
 	require.NoError(t, err)
 	r.restart()
-	f, err := r.eng.Status(ctx, st.State)
+	f, err := r.eng.Status(ctx, st.ID)
 	require.NoError(t, err)
 	require.Equal(t, states.AwaitingCallback, f.State, "the flow is still awaited after a restart")
 
@@ -280,7 +280,7 @@ func TestEngineFlowSurvivesRestartBetweenStartAndCallback(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, states.Complete, f.State, "flow %+v", f)
 
-	tok, _, err := r.eng.Token(ctx, dexProvider)
+	tok, _, err := r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 	require.NoError(t, err)
 	r.userinfo(tok.AccessToken)
 }
@@ -298,7 +298,7 @@ func TestEngineFlowExpiresWhileDown(t *testing.T) {
 	r.clock.Advance(2 * time.Minute)
 	r.open()
 
-	f, err := r.eng.Status(ctx, st.State)
+	f, err := r.eng.Status(ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Equal(t, states.ExpiredWhileDown, f.Reason)
@@ -307,7 +307,7 @@ func TestEngineFlowExpiresWhileDown(t *testing.T) {
 	_, err = r.eng.Callback(ctx, cb)
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, r.dex.TokenRequests("authorization_code"), "the code was never sent to dex")
-	_, _, err = r.eng.Token(ctx, dexProvider)
+	_, _, err = r.eng.Token(ctx, engine.TokenKey{Provider: dexProvider})
 	require.ErrorIs(t, err, engine.ErrNoToken)
 }
 

@@ -28,7 +28,7 @@ func TestEngineVerifiesDexIDToken(t *testing.T) {
 	assert.NotEmpty(t, f.Subject, "the ID token's sub is recorded")
 	assert.NotEmpty(t, f.Email)
 	assert.Equal(t, f.Email, f.Account, "Dex's verified email names the account")
-	_, st, err := r.eng.TokenFor(context.Background(), engine.TokenKey{Provider: dexProvider, Account: f.Account})
+	_, st, err := r.eng.Token(context.Background(), engine.TokenKey{Provider: dexProvider, Account: f.Account})
 	require.NoError(t, err)
 	assert.Equal(t, f.ID, st.Flow)
 

@@ -112,7 +112,7 @@ func fakeOpener(t *testing.T) (pathDir, opened string, release func()) {
 	t.Helper()
 	dir := t.TempDir()
 	opened, gate := filepath.Join(dir, "opened"), filepath.Join(dir, "release")
-	script := fmt.Sprintf("#!/bin/sh\nprintf '%%s' \"$1\" > %q.tmp && mv %q.tmp %q\nwhile [ ! -e %q ]; do sleep 0.05; done\n", opened, opened, opened, gate)
+	script := fmt.Sprintf("#!/bin/sh\nprintf '%%s' \"$1\" > %q.tmp && mv %q.tmp %q\nwhile [ ! -e %q ] && [ -d %q ]; do sleep 0.05; done\n", opened, opened, opened, gate, dir)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "xdg-open"), []byte(script), 0o755))
 	return dir, opened, func() { _ = os.WriteFile(gate, nil, 0o600) }
 }
@@ -166,7 +166,8 @@ func TestLocalAttackerCannotDenyOrHijack(t *testing.T) {
 	require.NotEmpty(t, argvs, "uid %d reads other users' command lines", attackerUID)
 	var openerArgv string
 	for _, a := range argvs {
-		if strings.Contains(a, "xdg-open") {
+		// This run's opener: an opener of another test run may be alive too.
+		if strings.Contains(a, "xdg-open") && strings.Contains(a, pathDir) {
 			openerArgv = a
 		}
 		assert.NotContains(t, a, state, "a command line carries the flow's state")

@@ -14,7 +14,7 @@ import (
 // call named none. The error is an *AccountRequiredError listing them.
 var ErrAccountRequired = errors.New("several accounts are connected")
 
-// AccountRequiredError is returned by TokenFor and DisconnectFor for a key
+// AccountRequiredError is returned by Token and Disconnect for a key
 // without an account when the provider holds tokens of several accounts:
 // which one is meant cannot be guessed.
 type AccountRequiredError struct {
@@ -78,8 +78,8 @@ func (e *Engine) accounts(ctx context.Context, provider string) ([]string, error
 // ResolveAccount returns key with the account a key without one means:
 // the token stored under no account name if there is one, else the
 // provider's only connected account. Several give an
-// *AccountRequiredError, none an error wrapping ErrNoToken. TokenFor and
-// DisconnectFor resolve keys themselves; this tells a caller which
+// *AccountRequiredError, none an error wrapping ErrNoToken. Token and
+// Disconnect resolve keys themselves; this tells a caller which
 // account they will use.
 func (e *Engine) ResolveAccount(ctx context.Context, key TokenKey) (TokenKey, error) {
 	if err := e.enter(); err != nil {

@@ -176,8 +176,9 @@ type StartRequest struct {
 
 // Started is what Start returns: everything needed to send the user off.
 type Started struct {
-	// State is the flow's id and the OAuth state parameter.
-	State       string
+	// ID is the flow's id (Flow.ID), sent as the OAuth state parameter:
+	// the handle Status, Wait and Cancel take.
+	ID          string
 	AuthURL     string
 	RedirectURI string
 	Deadline    time.Time

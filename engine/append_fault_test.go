@@ -61,27 +61,27 @@ func TestExchangeOutcomeNotRecordedDoesNotStickTheFlow(t *testing.T) {
 				code = "not-a-code-the-provider-issued"
 			}
 			fl.set(ev)
-			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 			require.ErrorIs(t, err, errNoSpace, "the caller is told the outcome was not recorded")
 			assert.NotContains(t, err.Error(), code)
 			require.Equal(t, 1, h.prov.Calls())
 
 			fl.set("")
-			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 			require.Error(t, err, "a repeated callback changes nothing")
 			assert.Equal(t, 1, h.prov.Calls(), "and redeems nothing")
 
 			h.clk.Advance(engine.DefaultTTL + 2*h.cfg.ExchangeTimeout)
-			require.Eventually(t, func() bool { return h.status(st.State).State.Terminal() }, 10e9, 5e6,
+			require.Eventually(t, func() bool { return h.status(st.ID).State.Terminal() }, 10e9, 5e6,
 				"the flow is still mid-exchange after its deadline and the exchange timeout, with no exchange running")
-			f := h.status(st.State)
+			f := h.status(st.ID)
 			assert.Equal(t, states.Error, f.State)
 			assert.Equal(t, states.ExchangeInterrupted, f.Reason)
 			assert.Equal(t, 1, h.prov.Calls())
 			checkReplay(t, fl)
 
 			h.restart()
-			assert.Equal(t, states.ExchangeInterrupted, h.status(st.State).Reason, "a restart agrees")
+			assert.Equal(t, states.ExchangeInterrupted, h.status(st.ID).Reason, "a restart agrees")
 		})
 	}
 }

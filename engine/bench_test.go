@@ -90,7 +90,7 @@ func benchTransitions(b *testing.B, log engine.Log, workers int) {
 					b.Error(err)
 					return
 				}
-				f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: "code"})
+				f, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: "code"})
 				if err != nil || f.State != states.Complete {
 					b.Errorf("callback: %v (%s)", err, f.State)
 					return
@@ -205,7 +205,7 @@ func BenchmarkOpen(b *testing.B) {
 							return
 						}
 						if i > 100 {
-							if _, err := e.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: "c"}); err != nil {
+							if _, err := e.Callback(context.Background(), engine.CallbackParams{State: st.ID, Code: "c"}); err != nil {
 								b.Error(err)
 								return
 							}

@@ -446,7 +446,7 @@ func (e *Engine) ignoreFinished(ctx context.Context, state, fp string) (states.F
 		}
 		tmp := &liveFlow{flow: f, index: -1}
 		f, err = e.commit(ctx, tmp, e.record(tmp, states.CallbackIgnored, states.Data{Ignored: states.IgnoredFinished, CodeFingerprint: fp}), nil)
-		if errors.Is(err, states.ErrConflict) && attempt < 3 {
+		if errors.Is(err, ErrConflict) && attempt < 3 {
 			continue
 		}
 		if err != nil {

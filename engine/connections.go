@@ -145,20 +145,14 @@ type Disconnection struct {
 	Message    string
 }
 
-// Disconnect revokes the provider's stored token (the one stored under no
-// account name, or the provider's only account's) at the provider's
-// revocation endpoint when it has one (RFC 7009), and deletes it. It returns an error wrapping ErrNoToken
-// when there is none.
-func (e *Engine) Disconnect(ctx context.Context, provider string) (Disconnection, error) {
-	return e.DisconnectFor(ctx, TokenKey{Provider: provider})
-}
-
-// DisconnectFor is Disconnect for the account key.Account (a key without
-// one means the provider's only connected account, as for TokenFor). The
-// revocation and the deletion are recorded on the flow that connected
-// (revoked, then disconnected, in the append that deletes the token), and
-// Hooks.Connection is called.
-func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) (Disconnection, error) {
+// Disconnect revokes key's stored token at the provider's revocation
+// endpoint when it has one (RFC 7009), and deletes it. A key without an
+// account means the token stored under no account name, or the
+// provider's only connected account, as for Token. It returns an error
+// wrapping ErrNoToken when there is none. The revocation and the deletion
+// are recorded on the flow that connected (revoked, then disconnected, in
+// the append that deletes the token), and Hooks.Connection is called.
+func (e *Engine) Disconnect(ctx context.Context, key TokenKey) (Disconnection, error) {
 	if err := e.enter(); err != nil {
 		return Disconnection{}, err
 	}
@@ -183,7 +177,7 @@ func (e *Engine) DisconnectFor(ctx context.Context, key TokenKey) (Disconnection
 	return res, err
 }
 
-// disconnectLocked is DisconnectFor with key's refresh lock held.
+// disconnectLocked is Disconnect with key's refresh lock held.
 func (e *Engine) disconnectLocked(ctx context.Context, p *provider, key TokenKey) (Disconnection, *states.Flow, error) {
 	st, err := e.tokens.LoadToken(ctx, key)
 	if err != nil {

@@ -49,7 +49,7 @@ func TestRefreshIsRecorded(t *testing.T) {
 	h := newHarness(t)
 	f := h.connect("")
 	h.clk.Advance(2 * time.Hour)
-	_, st, err := h.e.Token(h.ctx, "gh")
+	_, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 
 	evs := eventsOf(t, h, f.ID)
@@ -94,7 +94,7 @@ func TestRefreshFailuresAreRecorded(t *testing.T) {
 	h.clk.Advance(2 * time.Hour)
 
 	h.prov.SetOverride(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	var re *engine.RefreshError
 	require.ErrorAs(t, err, &re)
 	assert.True(t, re.Transient)
@@ -108,7 +108,7 @@ func TestRefreshFailuresAreRecorded(t *testing.T) {
 
 	h.clk.Advance(time.Minute)
 	h.prov.Refuse("invalid_grant", "The refresh token was revoked.")
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorAs(t, err, &re)
 	assert.False(t, re.Transient)
 	hist, _ := h.e.History(h.ctx, f.ID)
@@ -145,7 +145,7 @@ func TestRefreshSingleFlightAcrossEngines(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range got {
 		wg.Go(func() {
-			tok, _, err := engines[i%2].Token(h.ctx, "gh")
+			tok, _, err := engines[i%2].Token(h.ctx, engine.TokenKey{Provider: "gh"})
 			if assert.NoError(t, err) {
 				got[i] = tok.AccessToken
 			}
@@ -163,6 +163,10 @@ func TestRefreshSingleFlightAcrossEngines(t *testing.T) {
 func TestForceRefresh(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
+	// The calls must overlap: a call that begins after the first refresh
+	// ended was refused the new token, and refreshing again is right for it.
+	// Hold the refresh at the token endpoint while the others queue.
+	release := h.prov.Hold()
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -172,6 +176,9 @@ func TestForceRefresh(t *testing.T) {
 			}
 		})
 	}
+	h.prov.WaitEntered(t)
+	time.Sleep(100 * time.Millisecond) // let the other seven read the refused token and queue
+	release()
 	wg.Wait()
 	assert.Len(t, refreshTokensSent(h.prov), 1)
 }
@@ -213,13 +220,13 @@ func TestConnectionHook(t *testing.T) {
 	})
 	h.connect("")
 	h.clk.Advance(2 * time.Hour)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	h.clk.Advance(2 * time.Hour)
 	h.prov.Refuse("invalid_grant", "gone")
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.Error(t, err)
-	_, err = h.e.Disconnect(h.ctx, "gh")
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	mu.Lock()
 	defer mu.Unlock()
@@ -240,20 +247,20 @@ func TestDisconnectRevokes(t *testing.T) {
 	})
 	h.prov = prov
 	f := h.connect("")
-	res, err := h.e.Disconnect(h.ctx, "gh")
+	res, err := h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, states.RevocationDone, res.Revocation)
 	assert.Equal(t, []string{prov.Issued()[1], prov.Issued()[0]}, prov.Revoked())
 	evs := eventsOf(t, h, f.ID)
 	assert.Equal(t, []states.Event{states.Revoked, states.Disconnected}, evs[len(evs)-2:])
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
 	cs, _ := h.e.Connections(h.ctx)
 	assert.Empty(t, cs)
 
 	g := h.connect("")
 	prov.RefuseRevocation("unsupported_token_type", 0)
-	res, err = h.e.Disconnect(h.ctx, "gh")
+	res, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, states.RevocationFailed, res.Revocation)
 	assert.Equal(t, "unsupported_token_type", res.ErrorCode)
@@ -262,7 +269,7 @@ func TestDisconnectRevokes(t *testing.T) {
 	assert.Equal(t, states.Disconnected, last.Event)
 	assert.Equal(t, states.RevocationFailed, last.Data.Revocation)
 	assert.Equal(t, 400, last.Data.HTTPStatus)
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "the local copy is removed either way")
 	for _, secret := range prov.Secrets() {
 		assert.NotContains(t, string(exportOf(t, h)), secret)
@@ -298,7 +305,7 @@ func TestRefreshClaimOfAStoppedProcessIsTakenOver(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := h.e.Token(h.ctx, "gh")
+		_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 		done <- err
 	}()
 	select {
@@ -319,21 +326,21 @@ func TestRetentionKeepsActiveConnections(t *testing.T) {
 	h := newHarness(t, func(c *engine.Config) { c.Retention = 24 * time.Hour })
 	kept := h.connect("")
 	gone := h.connect("bob")
-	_, err := h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "bob"})
+	_, err := h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh", Account: "bob"})
 	require.NoError(t, err)
 	canceled := h.start("carol")
-	_, err = h.e.Cancel(h.ctx, canceled.State)
+	_, err = h.e.Cancel(h.ctx, canceled.ID)
 	require.NoError(t, err)
 
 	h.clk.Advance(48 * time.Hour)
 	h.restart() // Open prunes at once
-	for _, id := range []string{gone.ID, canceled.State} {
+	for _, id := range []string{gone.ID, canceled.ID} {
 		hist, err := h.e.History(h.ctx, id)
 		if err == nil {
 			assert.Empty(t, hist, "flow %s is past retention", id)
 		}
 	}
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	evs := eventsOf(t, h, kept.ID)
 	assert.Equal(t, states.TokenRefreshed, evs[len(evs)-1], "the refresh of a connection older than retention is recorded")
@@ -356,10 +363,10 @@ func TestRefreshOutlivingItsClaimKeepsTheHistoryLegal(t *testing.T) {
 	h.clk.Advance(2 * time.Hour)
 	release := h.prov.Hold()
 	errs := make(chan error, 2)
-	go func() { _, _, err := h.e.Token(h.ctx, "gh"); errs <- err }()
+	go func() { _, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"}); errs <- err }()
 	h.prov.WaitEntered(t)
 	h.clk.Advance(11 * time.Second) // past the claim: twice the 5 s exchange timeout
-	go func() { _, _, err := other.Token(h.ctx, "gh"); errs <- err }()
+	go func() { _, _, err := other.Token(h.ctx, engine.TokenKey{Provider: "gh"}); errs <- err }()
 	h.prov.WaitEntered(t)
 	release()
 	for range 2 {

@@ -185,7 +185,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 	}
 	born := e.adopt(lf)
 	started := Started{
-		State: state, Deadline: due, PollInterval: interval,
+		ID: state, Deadline: due, PollInterval: interval,
 		Device: &DeviceCode{UserCode: da.UserCode, VerificationURI: da.VerificationURI, VerificationURIComplete: da.VerificationURIComplete},
 	}
 	started.Superseded = e.supersede(ctx, ownerKey{p.Name, req.Account}, state, born)

@@ -69,7 +69,7 @@ func TestDeviceFlowCompletes(t *testing.T) {
 	assert.Contains(t, st.Device.VerificationURIComplete, st.Device.UserCode)
 	assert.Equal(t, 5*time.Second, st.PollInterval)
 	assert.Equal(t, 10*time.Minute, st.Deadline.Sub(epoch), "the flow lives as long as the device code")
-	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.ID))
 
 	h.clk.Advance(4 * time.Second)
 	assert.Equal(t, 0, h.polls(st).Polls, "no poll before the interval")
@@ -77,10 +77,10 @@ func TestDeviceFlowCompletes(t *testing.T) {
 	assert.Equal(t, 1, h.polls(st).Polls)
 	h.clk.Advance(10 * time.Second)
 	assert.Equal(t, 3, h.polls(st).Polls)
-	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.State), "authorization_pending records nothing")
+	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.ID), "authorization_pending records nothing")
 	assert.Equal(t, int64(3), h.e.Stats().TimerWakeups, "one wake-up per poll, none between")
 
-	dc, err := h.e.DeviceCode(h.ctx, st.State)
+	dc, err := h.e.DeviceCode(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, epoch.Add(20*time.Second), dc.NextPoll, "polls at 5, 10 and 15 s: the next at 20 s")
 	dc.NextPoll = time.Time{}
@@ -88,15 +88,15 @@ func TestDeviceFlowCompletes(t *testing.T) {
 
 	require.True(t, h.prov.ApproveDevice(st.Device.UserCode))
 	h.clk.Advance(5 * time.Second)
-	f, err := h.e.Wait(h.ctx, st.State)
+	f, err := h.e.Wait(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 	assert.True(t, f.TokenStored)
 	assert.Equal(t, 0, h.polls(st).SlowDowns, "the strict provider never saw a poll too soon")
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(tok.AccessToken, "ACCESS-TOKEN-S3CR3T-"))
-	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized, states.ExchangeSucceeded}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized, states.ExchangeSucceeded}, h.events(st.ID))
 
 	// Nothing more happens: no timer is armed for the finished flow.
 	before := h.e.Stats().TimerWakeups
@@ -106,7 +106,7 @@ func TestDeviceFlowCompletes(t *testing.T) {
 
 	checkReplay(t, h.log)
 	assertNoSecrets(t, h, st)
-	_, err = h.e.DeviceCode(h.ctx, st.State)
+	_, err = h.e.DeviceCode(h.ctx, st.ID)
 	assert.ErrorIs(t, err, engine.ErrNotAwaiting)
 }
 
@@ -137,7 +137,7 @@ func TestDeviceSlowDown(t *testing.T) {
 	st := h.startDevice()
 	h.prov.SlowDownNext()
 	h.clk.Advance(5 * time.Second)
-	hist, err := h.e.History(h.ctx, st.State)
+	hist, err := h.e.History(h.ctx, st.ID)
 	require.NoError(t, err)
 	require.Len(t, hist, 3)
 	last := hist[2]
@@ -155,7 +155,7 @@ func TestDeviceSlowDown(t *testing.T) {
 	assert.Equal(t, 1, h.polls(st).SlowDowns)
 	require.True(t, h.prov.ApproveDevice(st.Device.UserCode))
 	h.clk.Advance(10 * time.Second)
-	assert.Equal(t, states.Complete, h.status(st.State).State)
+	assert.Equal(t, states.Complete, h.status(st.ID).State)
 	assert.Equal(t, 1, h.polls(st).SlowDowns)
 	checkReplay(t, h.log)
 }
@@ -168,7 +168,7 @@ func TestDeviceDenied(t *testing.T) {
 	h.clk.Advance(5 * time.Second)
 	require.True(t, h.prov.DenyDevice(st.Device.UserCode))
 	h.clk.Advance(5 * time.Second)
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.ProviderDenied, f.Reason)
 	assert.Equal(t, "access_denied", f.ErrorCode)
@@ -188,7 +188,7 @@ func TestDeviceExpiry(t *testing.T) {
 		st := h.startDevice()
 		assert.Equal(t, 62*time.Second, st.Deadline.Sub(epoch))
 		h.clk.Advance(62 * time.Second)
-		f := h.status(st.State)
+		f := h.status(st.ID)
 		assert.Equal(t, states.Expired, f.State)
 		assert.Equal(t, states.DeadlineExpired, f.Reason)
 		assert.Equal(t, 12, h.polls(st).Polls, "polls at 5, 10, ... 60 s; none at the deadline")
@@ -200,7 +200,7 @@ func TestDeviceExpiry(t *testing.T) {
 		st := h.startDevice()
 		skew.Store(int64(20 * time.Second)) // the provider's clock jumps ahead
 		h.clk.Advance(45 * time.Second)     // the provider's clock says 65 s
-		f := h.status(st.State)
+		f := h.status(st.ID)
 		assert.Equal(t, states.Expired, f.State)
 		assert.Equal(t, "expired_token", f.ErrorCode)
 		checkReplay(t, h.log)
@@ -222,7 +222,7 @@ func TestDeviceRestartResumesSchedule(t *testing.T) {
 	require.Equal(t, 2, h.polls(st).Polls)
 	h.restart()
 	assert.Equal(t, 2, h.polls(st).Polls, "no poll at open")
-	dc, err := h.e.DeviceCode(h.ctx, st.State)
+	dc, err := h.e.DeviceCode(h.ctx, st.ID)
 	require.NoError(t, err, "the user code is read back from the sealed store")
 	assert.Equal(t, st.Device.UserCode, dc.UserCode)
 	assert.Equal(t, epoch.Add(15*time.Second), dc.NextPoll, "the next point of the recorded schedule")
@@ -232,7 +232,7 @@ func TestDeviceRestartResumesSchedule(t *testing.T) {
 	assert.Equal(t, 3, h.polls(st).Polls, "the poll due at 15 s comes at 15 s")
 	require.True(t, h.prov.ApproveDevice(st.Device.UserCode))
 	h.clk.Advance(5 * time.Second)
-	assert.Equal(t, states.Complete, h.status(st.State).State)
+	assert.Equal(t, states.Complete, h.status(st.ID).State)
 	assert.Equal(t, 0, h.polls(st).SlowDowns)
 	checkReplay(t, h.log)
 }
@@ -276,7 +276,7 @@ func TestDeviceRestartMidPoll(t *testing.T) {
 	advanced := make(chan struct{})
 	go func() { h.clk.Advance(5 * time.Second); close(advanced) }()
 	require.Eventually(t, func() bool { return h.polls(st).Spent }, 10*time.Second, time.Millisecond, "the provider issued the token")
-	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.State), "nothing recorded before the answer")
+	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.ID), "nothing recorded before the answer")
 
 	// "Restart": a new engine on the same log; the old one is gone mid-poll.
 	lossy.mu.Lock()
@@ -288,7 +288,7 @@ func TestDeviceRestartMidPoll(t *testing.T) {
 	h.clk.Advance(4 * time.Second)
 	assert.Equal(t, 1, h.polls(st).Polls, "not at once")
 	h.clk.Advance(time.Second)
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.ExchangeFailed, f.Reason)
 	assert.Equal(t, "invalid_grant", f.ErrorCode)
@@ -313,14 +313,14 @@ func TestDevicePollNetworkError(t *testing.T) {
 		c.Close()
 	})
 	h.clk.Advance(5 * time.Second)
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.AwaitingCallback, f.State)
 	assert.Equal(t, 10*time.Second, f.PollInterval)
 	assert.Equal(t, "network_error", f.ErrorCode)
 	h.prov.SetOverride(nil)
 	require.True(t, h.prov.ApproveDevice(st.Device.UserCode))
 	h.clk.Advance(10 * time.Second)
-	assert.Equal(t, states.Complete, h.status(st.State).State)
+	assert.Equal(t, states.Complete, h.status(st.ID).State)
 }
 
 // Cancel and supersede end a device flow like any other, and its sealed
@@ -328,13 +328,13 @@ func TestDevicePollNetworkError(t *testing.T) {
 func TestDeviceCancelAndCallback(t *testing.T) {
 	h := newDeviceHarness(t, nil)
 	st := h.startDevice()
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: "made-up"})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: "made-up"})
 	assert.ErrorIs(t, err, engine.ErrNotAwaiting)
-	assert.Len(t, h.events(st.State), 2)
-	f, err := h.e.Cancel(h.ctx, st.State)
+	assert.Len(t, h.events(st.ID), 2)
+	f, err := h.e.Cancel(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Canceled, f.Reason)
-	_, found, err := h.log.Secret(h.ctx, "device/"+st.State)
+	_, found, err := h.log.Secret(h.ctx, "device/"+st.ID)
 	require.NoError(t, err)
 	assert.False(t, found, "the sealed codes are deleted with the flow")
 	h.clk.Advance(time.Minute)
@@ -362,7 +362,7 @@ func TestDeviceStartRefused(t *testing.T) {
 func TestDeviceSecretIsSealedJSON(t *testing.T) {
 	h := newDeviceHarness(t, nil)
 	st := h.startDevice()
-	plain, found, err := h.log.Secret(h.ctx, "device/"+st.State)
+	plain, found, err := h.log.Secret(h.ctx, "device/"+st.ID)
 	require.NoError(t, err)
 	require.True(t, found)
 	var s map[string]string
@@ -390,9 +390,9 @@ func TestDevicePollGitHubStyleAnswers(t *testing.T) {
 		_, _ = w.Write([]byte(a))
 	})
 	h.clk.Advance(10 * time.Second)
-	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.State), "200 with error=authorization_pending is pending")
+	assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized}, h.events(st.ID), "200 with error=authorization_pending is pending")
 	h.clk.Advance(5 * time.Second)
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	require.Equal(t, states.Complete, f.State, "flow %+v", f)
 	assert.Equal(t, []string{"repo", "read:user"}, f.GrantedScopes)
 }

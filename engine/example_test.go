@@ -41,9 +41,9 @@ func Example() {
 	}
 	// Send the user to st.AuthURL. The provider redirects to st.RedirectURI,
 	// where your HTTP handler passes the query on:
-	go e.Callback(ctx, engine.CallbackParams{State: st.State, Code: "code-from-the-redirect"})
+	go e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: "code-from-the-redirect"})
 
-	f, err := e.Wait(ctx, st.State)
+	f, err := e.Wait(ctx, st.ID)
 	if err != nil {
 		log.Fatal(err)
 	}

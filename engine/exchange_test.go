@@ -37,19 +37,19 @@ func TestExchangeGrantedScopes(t *testing.T) {
 			st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Scopes: tc.requested})
 			require.NoError(t, err)
 			_, code := h.prov.Authorize(t, st.AuthURL)
-			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 			require.NoError(t, err)
 			assert.Equal(t, states.Complete, f.State)
 			assert.Equal(t, states.Exchanged, f.Reason)
 			assert.Equal(t, tc.want, f.GrantedScopes)
 			assert.True(t, f.TokenStored)
-			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.ExchangeSucceeded}, h.events(st.State))
+			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.ExchangeSucceeded}, h.events(st.ID))
 
-			tok, stored, err := h.e.Token(h.ctx, "gh")
+			tok, stored, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 			require.NoError(t, err)
 			assert.Equal(t, h.prov.Issued()[0], tok.AccessToken)
 			assert.Equal(t, tc.want, stored.Scopes)
-			assert.Equal(t, st.State, stored.Flow)
+			assert.Equal(t, st.ID, stored.Flow)
 		})
 	}
 }
@@ -61,7 +61,7 @@ func TestExchangeSendsMatchingVerifier(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	req := h.prov.LastRequest()
 	assert.Equal(t, "authorization_code", req.GrantType)
@@ -142,7 +142,7 @@ func TestExchangeFailures(t *testing.T) {
 			if tc.closed {
 				h.prov.Close()
 			}
-			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 			require.NoError(t, err, "a failed exchange is an outcome of the flow, not an error of the call")
 			assert.Equal(t, states.Error, f.State)
 			assert.Equal(t, states.ExchangeFailed, f.Reason)
@@ -150,15 +150,15 @@ func TestExchangeFailures(t *testing.T) {
 			assert.Equal(t, tc.wantCode, f.ErrorCode)
 			assert.NotEmpty(t, f.Message, "the user is told something")
 			assert.NotContains(t, f.Message, code)
-			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.Failed}, h.events(st.State))
+			assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.Failed}, h.events(st.ID))
 			if !tc.closed {
 				assert.Equal(t, 1, h.prov.Calls())
 			}
-			_, _, err = h.e.Token(h.ctx, "gh")
+			_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 			assert.ErrorIs(t, err, engine.ErrNoToken)
 			// The failure is final and the code is spent: a retry of the
 			// callback does not exchange again.
-			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 			assert.ErrorIs(t, err, engine.ErrNotAwaiting)
 			if !tc.closed {
 				assert.Equal(t, 1, h.prov.Calls())
@@ -170,7 +170,7 @@ func TestExchangeFailures(t *testing.T) {
 func TestExchangeOAuthErrorKeepsProviderText(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: codePrefix + "unknown"})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: codePrefix + "unknown"})
 	require.NoError(t, err)
 	assert.Equal(t, "invalid_grant", f.ErrorCode)
 	assert.Equal(t, 400, f.HTTPStatus)
@@ -186,7 +186,7 @@ func callbackToStalledProvider(t *testing.T, opt harnessOption) states.Flow {
 	h.prov.Hold() // released when the test ends, so the server can close
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	return f
 }
@@ -220,7 +220,7 @@ func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 	errs := make(chan error, dups)
 	for range dups {
 		wg.Go(func() {
-			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 			errs <- err
 		})
 	}
@@ -233,17 +233,17 @@ func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 		assert.True(t, fe.Flow.Exchanging)
 	}
 	// Cancel cannot take it away mid-exchange either.
-	_, err := h.e.Cancel(h.ctx, st.State)
+	_, err := h.e.Cancel(h.ctx, st.ID)
 	assert.ErrorIs(t, err, engine.ErrExchangeInProgress)
 
 	_, err = finish()
 	require.NoError(t, err)
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.Complete, f.State)
 	assert.Equal(t, dups, f.IgnoredCallbacks)
 	assert.Equal(t, 1, h.prov.Calls())
 
-	hist, err := h.e.History(h.ctx, st.State)
+	hist, err := h.e.History(h.ctx, st.ID)
 	require.NoError(t, err)
 	ignored := 0
 	for _, r := range hist {
@@ -275,7 +275,7 @@ func TestExchangeOncePerCodeConcurrent(t *testing.T) {
 		for range n {
 			wg.Go(func() {
 				<-start
-				f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+				f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 				mu.Lock()
 				defer mu.Unlock()
 				if err == nil {
@@ -292,7 +292,7 @@ func TestExchangeOncePerCodeConcurrent(t *testing.T) {
 		require.Equal(t, 1, won)
 		require.Equal(t, n-1, turnedAway)
 		require.Equal(t, 1, h.prov.Calls())
-		hist, err := h.e.History(h.ctx, st.State)
+		hist, err := h.e.History(h.ctx, st.ID)
 		require.NoError(t, err)
 		ignored := 0
 		for _, r := range hist {

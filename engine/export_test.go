@@ -30,7 +30,7 @@ func TestExport(t *testing.T) {
 	h.clk.Advance(time.Minute)
 	mark := h.clk.Now()
 	recent := h.start("bob")
-	_, err := h.e.Cancel(h.ctx, old.State)
+	_, err := h.e.Cancel(h.ctx, old.ID)
 	require.NoError(t, err)
 
 	all := exported(t, h, engine.ExportQuery{})
@@ -41,9 +41,9 @@ func TestExport(t *testing.T) {
 	_, err = states.Replay(all, nil)
 	require.NoError(t, err)
 
-	one := exported(t, h, engine.ExportQuery{Flow: recent.State})
+	one := exported(t, h, engine.ExportQuery{Flow: recent.ID})
 	require.Len(t, one, 2)
-	assert.Equal(t, recent.State, one[0].Flow)
+	assert.Equal(t, recent.ID, one[0].Flow)
 
 	since := exported(t, h, engine.ExportQuery{Since: mark})
 	require.Len(t, since, 5, "the old flow was canceled after the mark, so it is exported whole")

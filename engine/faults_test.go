@@ -69,13 +69,13 @@ func TestCancelAndDeniedFailCleanly(t *testing.T) {
 	h := newHarness(t, withFaultyLog(fl))
 	st := h.start("")
 	fl.set(failEvent(states.Failed))
-	_, err := h.e.Cancel(h.ctx, st.State)
+	_, err := h.e.Cancel(h.ctx, st.ID)
 	require.ErrorIs(t, err, errDiskFull)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied"})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied"})
 	require.ErrorIs(t, err, errDiskFull)
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State)
 	fl.set(nil)
-	f, err := h.e.Cancel(h.ctx, st.State)
+	f, err := h.e.Cancel(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Canceled, f.Reason)
 }
@@ -88,13 +88,13 @@ func TestNoExchangeWithoutExchangeStarted(t *testing.T) {
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
 	fl.set(failEvent(states.ExchangeStarted))
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, errDiskFull)
 	assert.Zero(t, h.prov.Calls())
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State)
 	// The provider's redirect can be retried once the log is back.
 	fl.set(nil)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 }
@@ -107,14 +107,14 @@ func TestExchangeOutcomeNotRecorded(t *testing.T) {
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
 	fl.set(failEvent(states.ExchangeSucceeded))
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, errDiskFull)
 	fl.set(nil)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting, "the code is spent")
 	assert.Equal(t, 1, h.prov.Calls())
 	h.restart()
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.ExchangeInterrupted, f.Reason)
 	assert.Equal(t, 1, h.prov.Calls())
 	checkReplay(t, fl)
@@ -127,11 +127,11 @@ func TestExpiryRetriedWhenTheLogFails(t *testing.T) {
 	st := h.start("")
 	fl.set(failEvent(states.DeadlinePassed))
 	h.clk.Advance(engine.DefaultTTL)
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State)
 	assert.Contains(t, h.logs.String(), "could not expire flow")
 	fl.set(nil)
 	h.clk.Advance(time.Second)
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Zero(t, h.clk.Pending())
 }
@@ -144,9 +144,9 @@ func TestOpenFailureLeavesNothingArmed(t *testing.T) {
 	h.start("a") // stays live, re-armed at open
 	crashed := h.start("b")
 	require.NoError(t, h.e.Close())
-	hist, err := fl.History(h.ctx, crashed.State)
+	hist, err := fl.History(h.ctx, crashed.ID)
 	require.NoError(t, err)
-	require.NoError(t, fl.Append(h.ctx, []states.Record{{Version: states.SchemaVersion, Flow: crashed.State, FlowSeq: hist[len(hist)-1].FlowSeq + 1,
+	require.NoError(t, fl.Append(h.ctx, []states.Record{{Version: states.SchemaVersion, Flow: crashed.ID, FlowSeq: hist[len(hist)-1].FlowSeq + 1,
 		Event: states.ExchangeStarted, From: states.AwaitingCallback, To: states.AwaitingCallback, Time: h.clk.Now()}}, nil))
 
 	fl.set(failEvent(states.Failed))
@@ -157,7 +157,7 @@ func TestOpenFailureLeavesNothingArmed(t *testing.T) {
 
 	fl.set(nil)
 	h.open()
-	assert.Equal(t, states.ExchangeInterrupted, h.status(crashed.State).Reason)
+	assert.Equal(t, states.ExchangeInterrupted, h.status(crashed.ID).Reason)
 	assert.Equal(t, 1, h.e.Stats().Live)
 }
 

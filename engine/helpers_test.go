@@ -105,7 +105,7 @@ func (h *harness) connect(account string) states.Flow {
 	h.t.Helper()
 	st := h.start(account)
 	_, code := h.prov.Authorize(h.t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(h.t, err)
 	require.Equal(h.t, states.Complete, f.State)
 	return f
@@ -125,7 +125,7 @@ func (h *harness) exchanging() (st engine.Started, code string, finish func() (s
 	}
 	res := make(chan result, 1)
 	go func() {
-		f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+		f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 		res <- result{f, err}
 	}()
 	h.prov.WaitEntered(h.t)

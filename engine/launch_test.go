@@ -2,7 +2,9 @@ package engine_test
 
 import (
 	"errors"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,20 +57,25 @@ func TestLaunchLinkRevealsNothingAndBindsTheFlow(t *testing.T) {
 	auth, err := url.Parse(st.AuthURL)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(st.LaunchURL, "http://127.0.0.1:8085/oauth/launch?t="), st.LaunchURL)
-	for _, leak := range []string{st.State, auth.Query().Get("code_challenge"), auth.Host, "gh"} {
+	for _, leak := range []string{st.ID, auth.Query().Get("code_challenge"), auth.Host} {
 		assert.NotContains(t, st.LaunchURL, leak)
 	}
-	assert.False(t, h.status(st.State).Bound(), "not bound before the link is opened")
+	// Nothing but the opaque value: not even the provider's name (which a
+	// random value may contain by chance, so the query's shape is checked).
+	launch, err := url.Parse(st.LaunchURL)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"t"}, slices.Sorted(maps.Keys(launch.Query())), "the launch link's only parameter is the opaque value")
+	assert.False(t, h.status(st.ID).Bound(), "not bound before the link is opened")
 
 	l, err := h.e.Launch(h.ctx, launchToken(t, st.LaunchURL))
 	require.NoError(t, err)
 	assert.Equal(t, st.AuthURL, l.AuthURL)
-	assert.Equal(t, st.State, l.State)
+	assert.Equal(t, st.ID, l.State)
 	assert.GreaterOrEqual(t, len(l.Binding), 43, "the binding is 256 random bits")
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.True(t, f.Bound())
 	assert.Equal(t, states.AwaitingCallback, f.State)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.ID))
 	for _, r := range dump(t, h.log) {
 		b, err := r.Encode()
 		require.NoError(t, err)
@@ -86,27 +93,27 @@ func TestBoundFlowRefusesCallbacksWithoutItsBinding(t *testing.T) {
 	h := newHarness(t)
 	st, l := h.startLaunched()
 
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied", ErrorDescription: "forged"})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied", ErrorDescription: "forged"})
 	f := requireFlowErr(t, err, engine.ErrBindingMissing)
 	assert.Equal(t, states.AwaitingCallback, f.State, "a forged denial does not end the flow")
 
 	_, injected := h.prov.Authorize(t, st.AuthURL) // the attacker signed in as themselves
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: injected})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: injected})
 	requireFlowErr(t, err, engine.ErrBindingMissing)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: injected, Binding: l.Binding + "x"})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: injected, Binding: l.Binding + "x"})
 	f = requireFlowErr(t, err, engine.ErrBindingMismatch)
 	assert.Equal(t, states.AwaitingCallback, f.State)
 	assert.False(t, f.Exchanging)
 	assert.Zero(t, h.prov.Uses(injected), "the injected code never reached the token endpoint")
 
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code, Binding: l.Binding})
+	f, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code, Binding: l.Binding})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 	assert.Equal(t, 1, h.prov.Uses(code))
 	assert.Equal(t, 3, f.IgnoredCallbacks)
 
-	hist, err := h.e.History(h.ctx, st.State)
+	hist, err := h.e.History(h.ctx, st.ID)
 	require.NoError(t, err)
 	var ignored []states.Ignored
 	for _, r := range hist {
@@ -124,7 +131,7 @@ func TestBoundFlowTakesAuthenticatedCallback(t *testing.T) {
 	h := newHarness(t)
 	st, _ := h.startLaunched()
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code, Authenticated: true})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code, Authenticated: true})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 }
@@ -137,7 +144,7 @@ func TestUnboundFlowTakesCallbackWithoutBinding(t *testing.T) {
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Launch: true})
 	require.NoError(t, err)
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 }
@@ -148,10 +155,10 @@ func TestBindingSurvivesRestart(t *testing.T) {
 	h := newHarness(t)
 	st, l := h.startLaunched()
 	h.restart()
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied"})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied"})
 	requireFlowErr(t, err, engine.ErrBindingMissing)
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code, Binding: l.Binding})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code, Binding: l.Binding})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 }
@@ -163,19 +170,19 @@ func TestLaunchLinkWorksOnceAndExpires(t *testing.T) {
 	st, l := h.startLaunched()
 	_, err := h.e.Launch(h.ctx, launchToken(t, st.LaunchURL))
 	require.ErrorIs(t, err, engine.ErrLaunchUsed)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.State), "a second opening records nothing")
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.ID), "a second opening records nothing")
 
 	late, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "other", Launch: true})
 	require.NoError(t, err)
 	h.clk.Advance(10 * time.Second)
 	_, err = h.e.Launch(h.ctx, launchToken(t, late.LaunchURL))
 	require.ErrorIs(t, err, engine.ErrLaunchUnknown, "expired")
-	assert.False(t, h.status(late.State).Bound())
+	assert.False(t, h.status(late.ID).Bound())
 	_, err = h.e.Launch(h.ctx, "no-such-link")
 	require.ErrorIs(t, err, engine.ErrLaunchUnknown)
 
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code, Binding: l.Binding})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code, Binding: l.Binding})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 }
@@ -198,7 +205,7 @@ func TestLaunchLinkOfEndedFlow(t *testing.T) {
 	h := newHarness(t)
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Launch: true})
 	require.NoError(t, err)
-	_, err = h.e.Cancel(h.ctx, st.State)
+	_, err = h.e.Cancel(h.ctx, st.ID)
 	require.NoError(t, err)
 	_, err = h.e.Launch(h.ctx, launchToken(t, st.LaunchURL))
 	f := requireFlowErr(t, err, engine.ErrNotAwaiting)
@@ -229,7 +236,7 @@ func TestLaunchLinkRaceBindsOnce(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, won)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.BrowserBound}, h.events(st.ID))
 	checkReplay(t, h.log)
 }
 
@@ -239,7 +246,7 @@ func TestLaunchLinkRaceBindsOnce(t *testing.T) {
 func TestBoundFlowRefusesForgedIssuerBeforeCheckingIt(t *testing.T) {
 	h := issuerHarness(t, true)
 	st, _ := h.startLaunched()
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied", Issuer: "https://evil.example"})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied", Issuer: "https://evil.example"})
 	f := requireFlowErr(t, err, engine.ErrBindingMissing)
 	assert.Equal(t, states.AwaitingCallback, f.State)
 	assert.Empty(t, f.Reason)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"flowd.local/flowd/states"
@@ -10,8 +11,12 @@ import (
 // Log is the durable event log the engine runs on. The engine sees storage
 // only through this interface; persist.DB (bbolt) and memlog.Log implement
 // it, and engine/logtest holds the contract suite every implementation must
-// pass. The signatures use only states and standard types, so an
-// implementation need not import this package.
+// pass.
+//
+// A failing method's error wraps one of the storage error classes below
+// when one fits (ErrConflict, ErrLogUnavailable, ErrStorageFull), the
+// backend's own error still wrapped beside it, so callers act on the class
+// without knowing the backend.
 //
 // Every method called with a done ctx returns ctx's error (errors.Is
 // matches it) and neither reads nor writes: an implementation must not
@@ -26,7 +31,7 @@ type Log interface {
 	// recs all belong to one flow and have contiguous FlowSeq values, the
 	// first one more than the flow's last FlowSeq (0 for a new flow).
 	// Otherwise Append writes nothing and returns an error wrapping
-	// states.ErrConflict. Append assigns each record's Seq, strictly
+	// ErrConflict. Append assigns each record's Seq, strictly
 	// increasing across the whole log, in place.
 	//
 	// secrets maps a key to a plaintext the log stores sealed (encrypted at
@@ -57,6 +62,26 @@ type Log interface {
 	// never pruned.
 	Prune(ctx context.Context, endedBefore time.Time) (int, error)
 }
+
+// The storage error classes. Every Log wraps its failures into the one
+// that fits, so the engine and a server classify errors by these alone.
+// They say what happened, not what a user should do: that advice belongs
+// to the program showing the error.
+var (
+	// ErrConflict: an append did not continue the flow's last FlowSeq
+	// (another writer advanced the flow first, or the records do not
+	// follow one another). Nothing was written; re-read the flow.
+	ErrConflict = errors.New("flow sequence conflict")
+	// ErrLogUnavailable: the log cannot serve the call now: its backend is
+	// unreachable or has lost quorum, or the log was closed. Retrying
+	// later may succeed. A write that failed this way may still have been
+	// applied by a distributed backend; re-read before acting on it.
+	ErrLogUnavailable = errors.New("event log unavailable")
+	// ErrStorageFull: the backend refused a write for want of space (a
+	// full disk, ENOSPC; a store's space quota, such as etcd's NOSPACE
+	// alarm). Nothing was written; free space and retry.
+	ErrStorageFull = errors.New("event log storage full")
+)
 
 // Watcher is implemented by a Log that several engines share at once, as
 // flowd replicas in cluster mode share the etcd log. An engine on such a

@@ -47,7 +47,7 @@ func TestMCPConnectByResourceURLRecordsWhyItWentWhere(t *testing.T) {
 	// The URL as a user types it: flowd names the connection canonically.
 	st, err := e.Start(ctx, engine.StartRequest{Resource: strings.Replace(f.Resource(), "http://127.0.0.1", "HTTP://127.0.0.1", 1) + "/"})
 	require.NoError(t, err)
-	hist, err := e.History(ctx, st.State)
+	hist, err := e.History(ctx, st.ID)
 	require.NoError(t, err)
 	d := hist[0].Data
 	assert.Equal(t, f.Resource(), d.Provider)
@@ -63,10 +63,10 @@ func TestMCPConnectByResourceURLRecordsWhyItWentWhere(t *testing.T) {
 	require.Len(t, d.Discovery, 3)
 	assert.Equal(t, "probe "+f.Resource()+" 401 challenged", d.Discovery[0])
 
-	fl, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
+	fl, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
 	require.NoError(t, err)
 	require.Equal(t, states.Complete, fl.State, "%s %s", fl.ErrorCode, fl.Message)
-	tok, _, err := e.Token(ctx, f.Resource())
+	tok, _, err := e.Token(ctx, engine.TokenKey{Provider: f.Resource()})
 	require.NoError(t, err)
 	assert.Equal(t, "MCP-ACCESS-S3CR3T-1", tok.AccessToken)
 
@@ -107,14 +107,14 @@ func TestMCPRestartBetweenRegistrationAndCallback(t *testing.T) {
 	db = openDB(t, path)
 	t.Cleanup(func() { _ = db.Close() })
 	e = mcpEngine(t, db, clk)
-	fl, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code, Issuer: f.Srv.URL + "/as"})
+	fl, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code, Issuer: f.Srv.URL + "/as"})
 	require.NoError(t, err)
 	require.Equal(t, states.Complete, fl.State, "%s %s", fl.ErrorCode, fl.Message)
 
 	// A later connect to the same server reuses the registration.
 	st2, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource()})
 	require.NoError(t, err)
-	hist, err := e.History(ctx, st2.State)
+	hist, err := e.History(ctx, st2.ID)
 	require.NoError(t, err)
 	assert.Equal(t, engine.RegisteredReused, hist[0].Data.Registration)
 	assert.Equal(t, "dcr-client-1", hist[0].Data.ClientID)
@@ -131,15 +131,15 @@ func TestMCPFlowExpiresAndTheRegistrationOutlivesIt(t *testing.T) {
 	st, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource(), TTL: time.Minute})
 	require.NoError(t, err)
 	clk.Advance(time.Minute)
-	fl, err := e.Wait(ctx, st.State)
+	fl, err := e.Wait(ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Expired, fl.State)
-	_, err = e.Callback(ctx, engine.CallbackParams{State: st.State, Code: f.Authorize(st.AuthURL)})
+	_, err = e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: f.Authorize(st.AuthURL)})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting, "a late callback changes nothing")
 
 	st2, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource()})
 	require.NoError(t, err)
-	fl, err = e.Callback(ctx, engine.CallbackParams{State: st2.State, Code: f.Authorize(st2.AuthURL), Issuer: f.Srv.URL + "/as"})
+	fl, err = e.Callback(ctx, engine.CallbackParams{State: st2.ID, Code: f.Authorize(st2.AuthURL), Issuer: f.Srv.URL + "/as"})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, fl.State)
 	assert.Equal(t, 1, f.Registered())
@@ -184,10 +184,10 @@ func TestMCPRefreshNamesTheResource(t *testing.T) {
 	e := mcpEngine(t, openMem(), clk)
 	st, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource()})
 	require.NoError(t, err)
-	_, err = e.Callback(ctx, engine.CallbackParams{State: st.State, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
+	_, err = e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
 	require.NoError(t, err)
 	clk.Advance(time.Hour)
-	tok, _, err := e.Token(ctx, f.Resource())
+	tok, _, err := e.Token(ctx, engine.TokenKey{Provider: f.Resource()})
 	require.NoError(t, err)
 	assert.Equal(t, "MCP-ACCESS-S3CR3T-2", tok.AccessToken, "refreshed")
 	f.Mu.Lock()
@@ -204,7 +204,7 @@ func TestMCPStepUpAsksForGrantedAndRequiredScopesOnce(t *testing.T) {
 		if err != nil {
 			return states.Flow{}, err
 		}
-		return e.Callback(ctx, engine.CallbackParams{State: st.State, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
+		return e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
 	}
 	fl, err := connect("")
 	require.NoError(t, err)
@@ -239,10 +239,10 @@ func TestMCPRegistrationLadder(t *testing.T) {
 		t.Cleanup(func() { _ = e.Close() })
 		st, err := e.Start(ctx, engine.StartRequest{Resource: f.Resource()})
 		require.NoError(t, err)
-		fl, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
+		fl, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: f.Authorize(st.AuthURL), Issuer: f.Srv.URL + "/as"})
 		require.NoError(t, err)
 		require.Equal(t, states.Complete, fl.State, "%s %s", fl.ErrorCode, fl.Message)
-		hist, err := e.History(ctx, st.State)
+		hist, err := e.History(ctx, st.ID)
 		require.NoError(t, err)
 		assert.Equal(t, engine.RegisteredPre, hist[0].Data.Registration)
 		assert.Equal(t, "client_secret_basic", hist[0].Data.TokenAuth, "chosen from the server's metadata")

@@ -227,7 +227,7 @@ func (w *world) do(o op) {
 		}
 		require.ElementsMatch(w.t, superseded, st.Superseded)
 		require.True(w.t, w.clk.Now().Add(ttl).Equal(st.Deadline))
-		w.flows = append(w.flows, &mflow{id: st.State, authURL: st.AuthURL, provider: prov, account: account,
+		w.flows = append(w.flows, &mflow{id: st.ID, authURL: st.AuthURL, provider: prov, account: account,
 			deadline: st.Deadline, state: states.AwaitingCallback, supersededBy: -1})
 	case opGood, opDuplicate:
 		if f == nil {

@@ -21,22 +21,22 @@ func TestStartIssuesAuthorizationURL(t *testing.T) {
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Scopes: []string{"gist"}})
 	require.NoError(t, err)
 	q := queryOf(t, st.AuthURL)
-	assert.Equal(t, st.State, q.Get("state"))
+	assert.Equal(t, st.ID, q.Get("state"))
 	assert.Equal(t, "gist", q.Get("scope"))
 	assert.Equal(t, st.RedirectURI, q.Get("redirect_uri"))
 	assert.True(t, strings.HasPrefix(st.AuthURL, "https://auth.example.test/authorize?"))
-	assert.Len(t, st.State, 43, "256 bits, base64url without padding")
-	assert.NotContains(t, st.State, "=")
+	assert.Len(t, st.ID, 43, "256 bits, base64url without padding")
+	assert.NotContains(t, st.ID, "=")
 	assert.Equal(t, engine.DefaultTTL, st.Deadline.Sub(epoch))
 
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.AwaitingCallback, f.State)
 	assert.Equal(t, []string{"gist"}, f.Scopes)
 	assert.Equal(t, states.Loopback, f.Transport)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued}, h.events(st.ID))
 
 	other := h.start("someone")
-	assert.NotEqual(t, st.State, other.State)
+	assert.NotEqual(t, st.ID, other.ID)
 }
 
 func TestStartTransports(t *testing.T) {
@@ -53,7 +53,7 @@ func TestStartTransports(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, want, st.RedirectURI, tr)
 		assert.Equal(t, want, queryOf(t, st.AuthURL).Get("redirect_uri"))
-		assert.Equal(t, tr, h.status(st.State).Transport)
+		assert.Equal(t, tr, h.status(st.ID).Transport)
 	}
 	_, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Transport: "carrier-pigeon"})
 	assert.ErrorIs(t, err, engine.ErrBadTransport)
@@ -87,9 +87,9 @@ func TestProvidersAndUnknownProvider(t *testing.T) {
 	assert.Contains(t, err.Error(), "gh, google")
 	_, err = h.e.Provider("gitlab")
 	assert.ErrorIs(t, err, engine.ErrUnknownProvider)
-	_, _, err = h.e.Token(h.ctx, "gitlab")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gitlab"})
 	assert.ErrorIs(t, err, engine.ErrUnknownProvider)
-	_, err = h.e.Disconnect(h.ctx, "gitlab")
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gitlab"})
 	assert.ErrorIs(t, err, engine.ErrUnknownProvider)
 }
 
@@ -141,14 +141,14 @@ func TestOpenRefusesInvalidProviders(t *testing.T) {
 func TestCallbackProviderDenied(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied", ErrorDescription: "The user has denied your application access."})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied", ErrorDescription: "The user has denied your application access."})
 	require.NoError(t, err)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.ProviderDenied, f.Reason)
 	assert.Equal(t, "access_denied", f.ErrorCode)
 	assert.Equal(t, "The user has denied your application access.", f.Message)
 	assert.Zero(t, h.prov.Calls())
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.Failed}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.Failed}, h.events(st.ID))
 }
 
 // A provider error wins over a code that came along with it.
@@ -156,7 +156,7 @@ func TestCallbackProviderErrorWithCode(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code, Error: "server_error"})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code, Error: "server_error"})
 	require.NoError(t, err)
 	assert.Equal(t, states.ProviderDenied, f.Reason)
 	assert.Zero(t, h.prov.Calls())
@@ -165,7 +165,7 @@ func TestCallbackProviderErrorWithCode(t *testing.T) {
 func TestCallbackWithoutCodeOrError(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID})
 	require.NoError(t, err)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.InvalidCallback, f.Reason)
@@ -178,7 +178,7 @@ func TestCallbackUnknownStateWritesNothing(t *testing.T) {
 	h := newHarness(t, func(c *engine.Config) { c.Hooks.UnknownCallback = func() { unknown++ } })
 	st := h.start("")
 	before := dump(t, h.log)
-	for _, state := range []string{"no-such-state", "", st.State + "x", st.State[:12]} {
+	for _, state := range []string{"no-such-state", "", st.ID + "x", st.ID[:12]} {
 		_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: state, Code: codePrefix + "x"})
 		require.ErrorIs(t, err, engine.ErrUnknownState, state)
 		_, err = h.e.Status(h.ctx, state)
@@ -192,7 +192,7 @@ func TestCallbackUnknownStateWritesNothing(t *testing.T) {
 	}
 	assert.Equal(t, before, dump(t, h.log), "an unknown state changes no flow")
 	assert.Equal(t, 4, unknown)
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State)
 	assert.Zero(t, h.prov.Calls())
 }
 
@@ -243,31 +243,31 @@ func TestCallbackAfterDeadlineBeforeTimer(t *testing.T) {
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
 	clk.set(st.Deadline)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrExpired)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Equal(t, states.DeadlineExpired, f.Reason)
 	assert.Zero(t, h.prov.Calls(), "an expired flow's code is never exchanged")
-	assert.Equal(t, states.Expired, h.status(st.State).State)
+	assert.Equal(t, states.Expired, h.status(st.ID).State)
 	assert.Zero(t, h.e.Stats().Live)
 }
 
 func TestCancel(t *testing.T) {
 	h := newHarness(t)
 	st := h.start("")
-	f, err := h.e.Cancel(h.ctx, st.State)
+	f, err := h.e.Cancel(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.Canceled, f.Reason)
 	assert.Zero(t, h.e.Stats().Live)
 
-	_, err = h.e.Cancel(h.ctx, st.State)
+	_, err = h.e.Cancel(h.ctx, st.ID)
 	require.ErrorIs(t, err, engine.ErrNotAwaiting, "canceling a finished flow")
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, h.prov.Calls())
-	assert.Equal(t, states.Canceled, h.status(st.State).Reason)
+	assert.Equal(t, states.Canceled, h.status(st.ID).Reason)
 
 	done := h.connect("")
 	_, err = h.e.Cancel(h.ctx, done.ID)
@@ -278,7 +278,7 @@ func TestCancel(t *testing.T) {
 func TestCancelMidExchange(t *testing.T) {
 	h := newHarness(t)
 	st, _, finish := h.exchanging()
-	f, err := h.e.Cancel(h.ctx, st.State)
+	f, err := h.e.Cancel(h.ctx, st.ID)
 	require.ErrorIs(t, err, engine.ErrExchangeInProgress)
 	assert.True(t, f.Exchanging)
 	f, _ = finish()
@@ -290,19 +290,19 @@ func TestSupersede(t *testing.T) {
 	a := h.start("alice")
 	bob := h.start("bob")
 	a2 := h.start("alice")
-	assert.Equal(t, []string{a.State}, a2.Superseded)
+	assert.Equal(t, []string{a.ID}, a2.Superseded)
 	assert.Empty(t, bob.Superseded)
 
-	f := h.status(a.State)
+	f := h.status(a.ID)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.Superseded, f.Reason)
-	assert.Equal(t, a2.State, f.SupersededBy)
-	assert.Equal(t, states.AwaitingCallback, h.status(bob.State).State, "a different account is not superseded")
-	assert.Equal(t, states.AwaitingCallback, h.status(a2.State).State)
+	assert.Equal(t, a2.ID, f.SupersededBy)
+	assert.Equal(t, states.AwaitingCallback, h.status(bob.ID).State, "a different account is not superseded")
+	assert.Equal(t, states.AwaitingCallback, h.status(a2.ID).State)
 
 	// The superseded flow's callback is turned away and never exchanged.
 	_, code := h.prov.Authorize(t, a.AuthURL)
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: a.State, Code: code})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: a.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, h.prov.Calls())
 
@@ -317,7 +317,7 @@ func TestSupersede(t *testing.T) {
 	y, err := h2.e.Start(h2.ctx, engine.StartRequest{Provider: "gl", Account: "alice"})
 	require.NoError(t, err)
 	assert.Empty(t, y.Superseded)
-	assert.Equal(t, states.AwaitingCallback, h2.status(x.State).State)
+	assert.Equal(t, states.AwaitingCallback, h2.status(x.ID).State)
 }
 
 // Racing Starts of one owner: however they interleave, exactly one flow
@@ -340,13 +340,13 @@ func TestConcurrentStartsNeverSupersedeEachOther(t *testing.T) {
 		live := 0
 		by := map[string]string{}
 		for _, st := range started {
-			f := h.status(st.State)
+			f := h.status(st.ID)
 			if f.State.Live() {
 				live++
 				continue
 			}
 			require.Equal(t, states.Superseded, f.Reason)
-			by[st.State] = f.SupersededBy
+			by[st.ID] = f.SupersededBy
 		}
 		require.Equal(t, 1, live)
 		for x, y := range by {
@@ -367,8 +367,8 @@ func TestSupersedeLeavesExchangeToFinish(t *testing.T) {
 	assert.Empty(t, b.Superseded)
 	_, err := finish()
 	require.NoError(t, err)
-	assert.Equal(t, states.Complete, h.status(a.State).State)
-	assert.Equal(t, states.AwaitingCallback, h.status(b.State).State)
+	assert.Equal(t, states.Complete, h.status(a.ID).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(b.ID).State)
 }
 
 func TestWaitWokenByCommit(t *testing.T) {
@@ -380,7 +380,7 @@ func TestWaitWokenByCommit(t *testing.T) {
 	got := make(chan states.Flow, waiters)
 	for range waiters {
 		go func() {
-			f, err := h.e.Wait(h.ctx, st.State)
+			f, err := h.e.Wait(h.ctx, st.ID)
 			assert.NoError(t, err)
 			got <- f
 		}()
@@ -391,7 +391,7 @@ func TestWaitWokenByCommit(t *testing.T) {
 		t.Fatalf("Wait returned before the flow ended: %+v", f)
 	case <-time.After(50 * time.Millisecond):
 	}
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	for range waiters {
 		select {
@@ -403,7 +403,7 @@ func TestWaitWokenByCommit(t *testing.T) {
 		}
 	}
 	// Waiting on a finished flow returns at once.
-	f, err := h.e.Wait(h.ctx, st.State)
+	f, err := h.e.Wait(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 }
@@ -415,7 +415,7 @@ func TestWaitWokenByExpiry(t *testing.T) {
 	blocked := make(chan struct{})
 	go func() {
 		close(blocked)
-		f, err := h.e.Wait(h.ctx, st.State)
+		f, err := h.e.Wait(h.ctx, st.ID)
 		assert.NoError(t, err)
 		got <- f
 	}()
@@ -437,7 +437,7 @@ func TestWaitRespectsContext(t *testing.T) {
 	var f states.Flow
 	go func() {
 		var err error
-		f, err = h.e.Wait(ctx, st.State)
+		f, err = h.e.Wait(ctx, st.ID)
 		res <- err
 	}()
 	cancel()
@@ -446,9 +446,9 @@ func TestWaitRespectsContext(t *testing.T) {
 
 	ctx, cancel = context.WithTimeout(h.ctx, 20*time.Millisecond)
 	defer cancel()
-	_, err := h.e.Wait(ctx, st.State)
+	_, err := h.e.Wait(ctx, st.ID)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State, "giving up waiting does not end the flow")
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State, "giving up waiting does not end the flow")
 }
 
 func TestWaitEndsOnClose(t *testing.T) {
@@ -456,16 +456,16 @@ func TestWaitEndsOnClose(t *testing.T) {
 	st := h.start("")
 	res := make(chan error, 1)
 	go func() {
-		_, err := h.e.Wait(h.ctx, st.State)
+		_, err := h.e.Wait(h.ctx, st.ID)
 		res <- err
 	}()
 	require.NoError(t, h.e.Close())
 	require.ErrorIs(t, <-res, engine.ErrClosed)
 	_, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrClosed)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: "x"})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: "x"})
 	require.ErrorIs(t, err, engine.ErrClosed)
-	_, err = h.e.Cancel(h.ctx, st.State)
+	_, err = h.e.Cancel(h.ctx, st.ID)
 	require.ErrorIs(t, err, engine.ErrClosed)
 	require.NoError(t, h.e.Close(), "Close twice is fine")
 }
@@ -479,7 +479,7 @@ func TestList(t *testing.T) {
 	done := h.connect("a")
 	h.clk.Advance(time.Second)
 	canceled := h.start("b")
-	_, err := h.e.Cancel(h.ctx, canceled.State)
+	_, err := h.e.Cancel(h.ctx, canceled.ID)
 	require.NoError(t, err)
 	h.clk.Advance(time.Second)
 	waiting := h.start("c")
@@ -497,19 +497,19 @@ func TestList(t *testing.T) {
 		}
 		return out
 	}
-	assert.Equal(t, []string{gl.State, waiting.State, canceled.State, done.ID}, ids(engine.Filter{}), "newest first")
-	assert.Equal(t, []string{gl.State, waiting.State}, ids(engine.Filter{States: []states.State{states.AwaitingCallback}}))
-	assert.Equal(t, []string{waiting.State}, ids(engine.Filter{States: []states.State{states.AwaitingCallback}, Provider: "gh"}))
-	assert.Equal(t, []string{canceled.State}, ids(engine.Filter{States: []states.State{states.Error}}))
-	assert.Equal(t, []string{canceled.State, done.ID}, ids(engine.Filter{States: []states.State{states.Complete, states.Error}}))
-	assert.Equal(t, []string{gl.State}, ids(engine.Filter{Provider: "gl"}))
+	assert.Equal(t, []string{gl.ID, waiting.ID, canceled.ID, done.ID}, ids(engine.Filter{}), "newest first")
+	assert.Equal(t, []string{gl.ID, waiting.ID}, ids(engine.Filter{States: []states.State{states.AwaitingCallback}}))
+	assert.Equal(t, []string{waiting.ID}, ids(engine.Filter{States: []states.State{states.AwaitingCallback}, Provider: "gh"}))
+	assert.Equal(t, []string{canceled.ID}, ids(engine.Filter{States: []states.State{states.Error}}))
+	assert.Equal(t, []string{canceled.ID, done.ID}, ids(engine.Filter{States: []states.State{states.Complete, states.Error}}))
+	assert.Equal(t, []string{gl.ID}, ids(engine.Filter{Provider: "gl"}))
 	assert.Equal(t, []string{}, ids(engine.Filter{Provider: "nope"}))
 	assert.Equal(t, []string{}, ids(engine.Filter{States: []states.State{states.Expired}}))
 
 	// The same after a restart, when only live flows are in memory.
 	h.restart()
-	assert.Equal(t, []string{gl.State, waiting.State, canceled.State, done.ID}, ids(engine.Filter{}))
-	assert.Equal(t, []string{gl.State, waiting.State}, ids(engine.Filter{States: []states.State{states.AwaitingCallback}}))
+	assert.Equal(t, []string{gl.ID, waiting.ID, canceled.ID, done.ID}, ids(engine.Filter{}))
+	assert.Equal(t, []string{gl.ID, waiting.ID}, ids(engine.Filter{States: []states.State{states.AwaitingCallback}}))
 }
 
 func TestHooks(t *testing.T) {

@@ -26,10 +26,10 @@ func TestAddAndRemoveProviderAtRunTime(t *testing.T) {
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "lab"})
 	require.NoError(t, err)
 	_, code := second.Authorize(t, st.AuthURL)
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
-	_, _, err = h.e.Token(h.ctx, "lab")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "lab"})
 	require.NoError(t, err, "the added provider's token is usable")
 
 	err = h.e.AddProvider(providerConfig(second, "lab"))
@@ -88,7 +88,7 @@ func TestSetProvidersReplacesSettingsOfLiveFlows(t *testing.T) {
 	// and let the client id come from the new set.
 	p.TokenURL = h.prov.TokenURL
 	require.NoError(t, h.e.SetProviders([]engine.Provider{p, providerConfig(moved, "lab")}))
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 	assert.Equal(t, []string{"gh", "lab"}, h.e.Providers())
@@ -104,7 +104,7 @@ func TestRemovedProviderEndsFlowWithoutSendingCode(t *testing.T) {
 
 	waited := make(chan states.Flow, 1)
 	go func() {
-		f, _ := h.e.Wait(h.ctx, st.State)
+		f, _ := h.e.Wait(h.ctx, st.ID)
 		waited <- f
 	}()
 	require.NoError(t, h.e.SetProviders(nil))
@@ -113,15 +113,15 @@ func TestRemovedProviderEndsFlowWithoutSendingCode(t *testing.T) {
 		t.Fatalf("Wait returned when the provider was removed: %+v", f)
 	case <-time.After(20 * time.Millisecond):
 	}
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State, "removing a provider does not end its flows by itself")
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State, "removing a provider does not end its flows by itself")
 
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.ProviderRemoved, f.Reason)
 	assert.Contains(t, f.Message, `"gh"`)
 	assert.NotContains(t, f.Message, code)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.Failed}, h.events(st.State), "no exchange_started")
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.Failed}, h.events(st.ID), "no exchange_started")
 	assert.Zero(t, h.prov.CodeRequests(), "the code was never sent")
 	assert.Zero(t, h.prov.Uses(code))
 	select {
@@ -133,7 +133,7 @@ func TestRemovedProviderEndsFlowWithoutSendingCode(t *testing.T) {
 	checkReplay(t, h.log)
 
 	// A repeated callback changes nothing, as for any finished flow.
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, h.prov.CodeRequests())
 }
@@ -181,6 +181,6 @@ func TestRemovedProviderMidExchangeFinishes(t *testing.T) {
 	f, err := finish()
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
-	assert.Equal(t, states.Exchanged, h.status(st.State).Reason)
+	assert.Equal(t, states.Exchanged, h.status(st.ID).Reason)
 	checkReplay(t, h.log)
 }

@@ -66,16 +66,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 		st := start(p.name, "")
 		_, code := p.prov.Authorize(t, st.AuthURL)
 		codes = append(codes, code)
-		f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code})
+		f, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code})
 		require.NoError(t, err)
 		require.Equal(t, states.Complete, f.State)
-		note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code}))
+		note(e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code}))
 	}
 	// A code the provider refuses.
 	st := start("gh", "b")
 	forged := codePrefix + "forged-0001"
 	codes = append(codes, forged)
-	f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: forged})
+	f, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: forged})
 	require.NoError(t, err)
 	require.Equal(t, states.ExchangeFailed, f.Reason)
 	// A token endpoint that answers 500 with a body echoing the request.
@@ -88,7 +88,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	st = start("gh", "c")
 	_, code := params.Authorize(t, st.AuthURL)
 	codes = append(codes, code)
-	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code}))
+	note(e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code}))
 	// A provider whose OAuth error echoes everything it was sent.
 	params.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
@@ -97,7 +97,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	st = start("gh", "c2")
 	_, code = params.Authorize(t, st.AuthURL)
 	codes = append(codes, code)
-	f, err = e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err = e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	require.Contains(t, f.Message, "rejected [redacted] with [redacted] for [redacted]")
 	params.SetOverride(nil)
@@ -105,45 +105,45 @@ func TestSecretsNeverLeak(t *testing.T) {
 	st = start("gh", "c3")
 	_, code = params.Authorize(t, st.AuthURL)
 	codes = append(codes, code)
-	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Code: code, Error: "access_denied", ErrorDescription: "denied " + code}))
+	note(e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code, Error: "access_denied", ErrorDescription: "denied " + code}))
 	// Denied, canceled, expired, and one still awaiting at the end.
 	st = start("gh", "d")
-	note(e.Callback(ctx, engine.CallbackParams{State: st.State, Error: "access_denied"}))
+	note(e.Callback(ctx, engine.CallbackParams{State: st.ID, Error: "access_denied"}))
 	st = start("gh", "e")
-	note(e.Cancel(ctx, st.State))
+	note(e.Cancel(ctx, st.ID))
 	expiring := start("gh", "f")
 	clk.Advance(engine.DefaultTTL)
-	note(e.Callback(ctx, engine.CallbackParams{State: expiring.State, Code: codePrefix + "late"}))
+	note(e.Callback(ctx, engine.CallbackParams{State: expiring.ID, Code: codePrefix + "late"}))
 	awaiting := start("gh", "g")
-	v, ok, err := db.Secret(ctx, "verifier/"+awaiting.State)
+	v, ok, err := db.Secret(ctx, "verifier/"+awaiting.ID)
 	require.NoError(t, err)
 	require.True(t, ok, "an awaiting flow's verifier is sealed in the log")
 	verifiers = append(verifiers, string(v))
 	// Tokens: refresh (rotating the refresh token) and a refused refresh.
 	clk.Advance(2 * time.Hour)
-	_, _, err = e.Token(ctx, "gh")
+	_, _, err = e.Token(ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	params.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		oauthtest.WriteError(w, 400, "invalid_grant", "bad refresh token "+r.PostForm.Get("refresh_token"))
 	})
 	clk.Advance(2 * time.Hour)
-	_, _, err = e.Token(ctx, "gh")
+	_, _, err = e.Token(ctx, engine.TokenKey{Provider: "gh"})
 	require.Error(t, err)
 	errs = append(errs, err)
 	params.SetOverride(nil)
-	_, _, err = e.Token(ctx, "gl")
+	_, _, err = e.Token(ctx, engine.TokenKey{Provider: "gl"})
 	require.NoError(t, err)
 	// An interrupted exchange, through a restart.
 	inter := start("gl", "h")
 	require.NoError(t, e.Close())
-	hist, err := db.History(ctx, inter.State)
+	hist, err := db.History(ctx, inter.ID)
 	require.NoError(t, err)
-	require.NoError(t, db.Append(ctx, []states.Record{{Version: states.SchemaVersion, Flow: inter.State, FlowSeq: hist[len(hist)-1].FlowSeq + 1,
+	require.NoError(t, db.Append(ctx, []states.Record{{Version: states.SchemaVersion, Flow: inter.ID, FlowSeq: hist[len(hist)-1].FlowSeq + 1,
 		Event: states.ExchangeStarted, From: states.AwaitingCallback, To: states.AwaitingCallback, Time: clk.Now()}}, nil))
 	e, err = engine.Open(ctx, cfg)
 	require.NoError(t, err)
-	note(e.Callback(ctx, engine.CallbackParams{State: inter.State, Code: codePrefix + "after-crash"}))
+	note(e.Callback(ctx, engine.CallbackParams{State: inter.ID, Code: codePrefix + "after-crash"}))
 	require.NoError(t, e.Close())
 
 	for _, p := range []*oauthtest.Server{params, header} {
@@ -173,7 +173,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	require.NoError(t, err)
 	key, err := os.ReadFile(path + ".key")
 	require.NoError(t, err)
-	require.Contains(t, string(raw), awaiting.State, "sanity: the scan sees the records")
+	require.Contains(t, string(raw), awaiting.ID, "sanity: the scan sees the records")
 
 	var errText strings.Builder
 	for _, err := range errs {

@@ -287,7 +287,7 @@ func (e *Engine) hold(ctx context.Context, state string) (*liveFlow, error) {
 }
 
 // conflict reports whether err is a lost compare-and-set.
-func conflict(err error) bool { return errors.Is(err, states.ErrConflict) }
+func conflict(err error) bool { return errors.Is(err, ErrConflict) }
 
 // tolerateConflict drops a lost race: another engine advanced the flow
 // first, and this one re-read it.

@@ -106,7 +106,7 @@ func TestSharedCallbackOnAnotherEngine(t *testing.T) {
 	assert.Equal(t, states.Complete, f.State)
 	holds(t, a, 0)
 	holds(t, b, 0)
-	_, _, err = b.TokenFor(h.ctx, engine.TokenKey{Provider: "gh"})
+	_, _, err = b.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	checkReplay(t, h.log)
 }
@@ -152,7 +152,7 @@ func TestSharedDeadlineEndsFlowOnce(t *testing.T) {
 	for _, e := range es {
 		holds(t, e, 0)
 	}
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.DeadlinePassed}, h.events(st.State), "expired exactly once")
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.DeadlinePassed}, h.events(st.ID), "expired exactly once")
 }
 
 func TestSharedEngineGoneMidFlow(t *testing.T) {
@@ -163,7 +163,7 @@ func TestSharedEngineGoneMidFlow(t *testing.T) {
 	holds(t, b, 1)
 	require.NoError(t, a.Close())
 	h.clk.Advance(engine.DefaultTTL)
-	f, err := b.Status(h.ctx, st.State)
+	f, err := b.Status(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Expired, f.State, "the other engine expires the flow on time")
 }
@@ -174,14 +174,14 @@ func TestSharedExchangeLostWithItsEngine(t *testing.T) {
 	require.NoError(t, err)
 	holds(t, es[1], 1)
 	// A third engine recorded exchange_started and died before the outcome.
-	hist, err := h.log.History(h.ctx, st.State)
+	hist, err := h.log.History(h.ctx, st.ID)
 	require.NoError(t, err)
-	rec := states.Record{Version: states.SchemaVersion, Flow: st.State, FlowSeq: uint64(len(hist) + 1), Event: states.ExchangeStarted,
+	rec := states.Record{Version: states.SchemaVersion, Flow: st.ID, FlowSeq: uint64(len(hist) + 1), Event: states.ExchangeStarted,
 		From: states.AwaitingCallback, To: states.AwaitingCallback, Time: h.clk.Now().UTC()}
 	require.NoError(t, h.log.Append(h.ctx, []states.Record{rec}, nil))
 	for _, e := range es {
 		require.Eventually(t, func() bool {
-			f, err := e.Status(h.ctx, st.State)
+			f, err := e.Status(h.ctx, st.ID)
 			return err == nil && f.Exchanging
 		}, 5*time.Second, time.Millisecond)
 	}
@@ -190,32 +190,32 @@ func TestSharedExchangeLostWithItsEngine(t *testing.T) {
 	late, err := engine.Open(h.ctx, h.cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = late.Close() })
-	f, err := late.Status(h.ctx, st.State)
+	f, err := late.Status(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.True(t, f.Exchanging, "an engine opening on a shared log leaves exchanges to the engine running them")
 
 	h.clk.Advance(2*h.cfg.ExchangeTimeout - time.Second)
-	f, err = es[1].Status(h.ctx, st.State)
+	f, err = es[1].Status(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.True(t, f.Exchanging, "the exchange is given its timeout and as long again to record its outcome")
 	h.clk.Advance(time.Second)
 	for _, e := range append(es, late) {
 		holds(t, e, 0)
 	}
-	f, err = es[0].Status(h.ctx, st.State)
+	f, err = es[0].Status(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.ExchangeInterrupted, f.Reason)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.Failed}, h.events(st.State), "ended exactly once")
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.ExchangeStarted, states.Failed}, h.events(st.ID), "ended exactly once")
 }
 
 func TestSharedCancelOnAnotherEngine(t *testing.T) {
 	h, es := replicas(t, 2)
 	st, err := es[0].Start(h.ctx, engine.StartRequest{Provider: "gh"})
 	require.NoError(t, err)
-	f, err := es[1].Cancel(h.ctx, st.State)
+	f, err := es[1].Cancel(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Canceled, f.Reason)
-	f, err = es[0].Wait(h.ctx, st.State)
+	f, err = es[0].Wait(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.Canceled, f.Reason)
 }
@@ -239,11 +239,11 @@ func TestSharedWatchLostReadsLiveFlowsAgain(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
-	f, err := h.e.Wait(ctx, ended.State)
+	f, err := h.e.Wait(ctx, ended.ID)
 	require.NoError(t, err, "the waiter is woken once the engine reads the log again")
 	assert.Equal(t, states.Complete, f.State)
 	holds(t, h.e, 1)
-	f, err = h.e.Status(h.ctx, started.State)
+	f, err = h.e.Status(h.ctx, started.ID)
 	require.NoError(t, err)
 	assert.Equal(t, states.AwaitingCallback, f.State, "the flow started meanwhile is adopted")
 }

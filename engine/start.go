@@ -149,7 +149,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		return Started{}, fmt.Errorf("start %s: %w", req.Provider, err)
 	}
 	born := e.adopt(lf)
-	started := Started{State: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due, Scopes: slices.Clone(scopes)}
+	started := Started{ID: state, AuthURL: authURL, RedirectURI: redirect, Deadline: due, Scopes: slices.Clone(scopes)}
 	if req.Launch {
 		// After the commit: a link never names a flow the log lacks.
 		if started.LaunchURL, err = e.newLaunch(state, authURL, now); err != nil {

@@ -34,7 +34,7 @@ func TestConcurrentStress(t *testing.T) {
 			return engine.Started{}, "", false
 		}
 		st := flows[r.IntN(len(flows))]
-		return st, codes[st.State], true
+		return st, codes[st.ID], true
 	}
 	var wg, waiters sync.WaitGroup
 	for w := range 8 {
@@ -48,30 +48,30 @@ func TestConcurrentStress(t *testing.T) {
 					_, code := h.prov.Authorize(t, st.AuthURL)
 					mu.Lock()
 					flows = append(flows, st)
-					codes[st.State] = code
+					codes[st.ID] = code
 					mu.Unlock()
 					waiters.Go(func() {
-						f, err := h.e.Wait(h.ctx, st.State)
+						f, err := h.e.Wait(h.ctx, st.ID)
 						assert.NoError(t, err)
 						assert.True(t, f.State.Terminal())
 					})
 				case 2:
 					if st, code, ok := pick(r); ok {
-						_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+						_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 						if err != nil {
 							assert.True(t, errorsIsAny(err, engine.ErrNotAwaiting, engine.ErrExpired), err)
 						}
 					}
 				case 3:
 					if st, _, ok := pick(r); ok {
-						_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Error: "access_denied"})
+						_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied"})
 						if err != nil {
 							assert.True(t, errorsIsAny(err, engine.ErrNotAwaiting, engine.ErrExpired), err)
 						}
 					}
 				case 4:
 					if st, _, ok := pick(r); ok {
-						_, err := h.e.Cancel(h.ctx, st.State)
+						_, err := h.e.Cancel(h.ctx, st.ID)
 						if err != nil {
 							assert.True(t, errorsIsAny(err, engine.ErrNotAwaiting, engine.ErrExchangeInProgress), err)
 						}
@@ -91,7 +91,7 @@ func TestConcurrentStress(t *testing.T) {
 	all := checkReplay(t, h.log)
 	exchanges := 0
 	for _, st := range flows {
-		hist, err := h.e.History(h.ctx, st.State)
+		hist, err := h.e.History(h.ctx, st.ID)
 		require.NoError(t, err)
 		started := 0
 		for _, r := range hist {
@@ -101,7 +101,7 @@ func TestConcurrentStress(t *testing.T) {
 		}
 		assert.LessOrEqual(t, started, 1, "a code is redeemed at most once")
 		exchanges += started
-		assert.True(t, all[st.State].State.Terminal())
+		assert.True(t, all[st.ID].State.Terminal())
 	}
 	assert.Equal(t, exchanges, h.prov.Calls())
 	// Every superseded flow names a flow of the same owner.

@@ -23,11 +23,11 @@ func TestOperationsStateByState(t *testing.T) {
 		"awaiting_callback": {state: states.AwaitingCallback, make: func(h *harness) (string, string, func()) {
 			st := h.start("")
 			_, code := h.prov.Authorize(h.t, st.AuthURL)
-			return st.State, code, func() {}
+			return st.ID, code, func() {}
 		}},
 		"exchanging": {state: states.AwaitingCallback, make: func(h *harness) (string, string, func()) {
 			st, code, finish := h.exchanging()
-			return st.State, code, func() {
+			return st.ID, code, func() {
 				_, err := finish()
 				require.NoError(h.t, err)
 			}
@@ -38,14 +38,14 @@ func TestOperationsStateByState(t *testing.T) {
 		}},
 		"error": {state: states.Error, make: func(h *harness) (string, string, func()) {
 			st := h.start("")
-			_, err := h.e.Cancel(h.ctx, st.State)
+			_, err := h.e.Cancel(h.ctx, st.ID)
 			require.NoError(h.t, err)
-			return st.State, codePrefix + "x", func() {}
+			return st.ID, codePrefix + "x", func() {}
 		}},
 		"expired": {state: states.Expired, make: func(h *harness) (string, string, func()) {
 			st := h.start("")
 			h.clk.Advance(engine.DefaultTTL)
-			return st.State, codePrefix + "x", func() {}
+			return st.ID, codePrefix + "x", func() {}
 		}},
 	}
 	type result struct {

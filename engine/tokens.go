@@ -164,10 +164,10 @@ func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
 	return nil
 }
 
-// Token returns a valid access token for provider, refreshing it through
-// the provider's token endpoint when it has expired. A rotated refresh
-// token is saved before Token returns. The second value is the stored
-// token's metadata (scopes, expiry) after any refresh.
+// Token returns a valid access token for key, refreshing it through the
+// provider's token endpoint when it has expired. A rotated refresh token is
+// saved before Token returns. The second value is the stored token's
+// metadata (scopes, expiry) after any refresh.
 //
 // Every refresh is recorded on the flow that connected: refresh_started
 // before the endpoint is called, then token_refreshed (with the token, in
@@ -178,18 +178,12 @@ func (s *logTokens) DeleteToken(ctx context.Context, k TokenKey) error {
 // Errors: ErrNoToken (never connected, or disconnected), ErrNoRefreshToken,
 // a *RefreshError from the provider, or the log's own.
 //
-// It is the token stored under no account name, or the provider's only
-// account's; TokenFor names the account.
-func (e *Engine) Token(ctx context.Context, provider string) (*oauth2.Token, StoredToken, error) {
-	return e.TokenFor(ctx, TokenKey{Provider: provider})
-}
-
-// TokenFor is Token for the account key.Account: each account's token is
-// stored under its own key, so one account's connect never replaces
-// another's token. A key without an account means the provider's only
-// connected account; with several it returns an *AccountRequiredError
-// naming them.
-func (e *Engine) TokenFor(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
+// key.Account names the account: each account's token is stored under
+// its own key, so one account's connect never replaces another's token.
+// A key without an account (TokenKey{Provider: name}) means the token
+// stored under no account name, or the provider's only connected account;
+// with several it returns an *AccountRequiredError naming them.
+func (e *Engine) Token(ctx context.Context, key TokenKey) (*oauth2.Token, StoredToken, error) {
 	return e.token(ctx, key, "")
 }
 
@@ -209,7 +203,7 @@ func (e *Engine) ForceRefresh(ctx context.Context, key TokenKey) (*oauth2.Token,
 }
 
 // TokenSource returns an oauth2.TokenSource for key's token, for clients
-// built with oauth2.NewClient: each Token call goes through TokenFor, so
+// built with oauth2.NewClient: each Token call goes through Engine.Token, so
 // it refreshes through the engine (recorded, single-flight, rotated
 // refresh tokens saved). Each call is bounded by the engine's exchange
 // timeout, as the interface carries no context.
@@ -223,7 +217,7 @@ type engineTokens struct {
 func (s *engineTokens) Token() (*oauth2.Token, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.e.cfg.ExchangeTimeout)
 	defer cancel()
-	tok, _, err := s.e.TokenFor(ctx, s.key)
+	tok, _, err := s.e.Token(ctx, s.key)
 	return tok, err
 }
 
@@ -231,7 +225,7 @@ func oauthToken(st StoredToken) *oauth2.Token {
 	return &oauth2.Token{AccessToken: st.AccessToken, TokenType: st.TokenType, RefreshToken: st.RefreshToken, Expiry: st.Expiry}
 }
 
-// token is TokenFor; forced is the access token a ForceRefresh was refused,
+// token is Token; forced is the access token a ForceRefresh was refused,
 // "" for an ordinary call.
 func (e *Engine) token(ctx context.Context, key TokenKey, forced string) (*oauth2.Token, StoredToken, error) {
 	if err := e.enter(); err != nil {

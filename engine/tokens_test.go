@@ -33,14 +33,14 @@ func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
 	first := h.prov.Issued() // access, refresh
 	require.Len(t, first, 2)
 
-	tok, st, err := h.e.Token(h.ctx, "gh")
+	tok, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, first[0], tok.AccessToken, "a valid token is returned as it is")
 	assert.Equal(t, time.Hour, st.Expiry.Sub(h.clk.Now()), "the expiry follows the engine's clock")
 	assert.Equal(t, 1, h.prov.Calls())
 
 	h.clk.Advance(time.Hour)
-	tok, st, err = h.e.Token(h.ctx, "gh")
+	tok, st, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	second := h.prov.Issued()[2:]
 	assert.Equal(t, second[0], tok.AccessToken)
@@ -52,7 +52,7 @@ func TestTokenRefreshSavesRotatedRefreshToken(t *testing.T) {
 	// and the spent one is never sent again.
 	h.restart()
 	h.clk.Advance(2 * time.Hour)
-	tok, _, err = h.e.Token(h.ctx, "gh")
+	tok, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[4], tok.AccessToken)
 	sent := refreshTokensSent(h.prov)
@@ -63,7 +63,7 @@ func TestTokenRefreshesShortlyBeforeExpiry(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	h.clk.Advance(time.Hour - 5*time.Second)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Len(t, refreshTokensSent(h.prov), 1, "a token about to expire is refreshed, not handed out")
 }
@@ -78,7 +78,7 @@ func TestTokenConcurrentRefreshOnce(t *testing.T) {
 	got := make([]string, 8)
 	for i := range got {
 		wg.Go(func() {
-			tok, _, err := h.e.Token(h.ctx, "gh")
+			tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 			assert.NoError(t, err)
 			if tok != nil {
 				got[i] = tok.AccessToken
@@ -97,7 +97,7 @@ func TestTokenExpiredWithoutRefreshToken(t *testing.T) {
 	h.prov.SetRefreshTokens(false)
 	h.connect("")
 	h.clk.Advance(2 * time.Hour)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoRefreshToken)
 	assert.NotContains(t, err.Error(), "flowctl", "product advice is flowd's, not the engine's")
 	assert.Equal(t, 1, h.prov.Calls(), "nothing to refresh with: the endpoint is not called")
@@ -108,7 +108,7 @@ func TestTokenWithoutExpiryNeverRefreshes(t *testing.T) {
 	h.prov.SetExpiresIn(0)
 	h.connect("")
 	h.clk.Advance(1000 * time.Hour)
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[0], tok.AccessToken)
 	assert.Empty(t, refreshTokensSent(h.prov))
@@ -119,7 +119,7 @@ func TestTokenRefreshRefused(t *testing.T) {
 	h.connect("")
 	h.prov.Refuse("invalid_grant", "The refresh token was revoked.")
 	h.clk.Advance(2 * time.Hour)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	var re *engine.RefreshError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, "invalid_grant", re.ErrorCode)
@@ -134,26 +134,26 @@ func TestTokenRefreshRefused(t *testing.T) {
 	}
 	// The stored token is untouched: once the provider is back, it works.
 	h.prov.SetOverride(nil)
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 }
 
 func TestDisconnect(t *testing.T) {
 	h := newHarness(t)
-	_, _, err := h.e.Token(h.ctx, "gh")
+	_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "never connected")
 
 	h.connect("")
-	res, err := h.e.Disconnect(h.ctx, "gh")
+	res, err := h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, states.RevocationUnsupported, res.Revocation, "the provider has no revocation endpoint, and Disconnect says so")
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
-	_, err = h.e.Disconnect(h.ctx, "gh")
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
 	h.restart()
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.ErrorIs(t, err, engine.ErrNoToken, "the deletion is durable")
 }
 
@@ -162,7 +162,7 @@ func TestReconnectReplacesToken(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	second := h.connect("")
-	tok, st, err := h.e.Token(h.ctx, "gh")
+	tok, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, second.ID, st.Flow)
@@ -174,20 +174,20 @@ func TestTokensPerAccount(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
 	alice := h.connect("alice")
-	tok, _, err := h.e.Token(h.ctx, "gh")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[0], tok.AccessToken, "the local user's token")
 
-	tok, st, err := h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	tok, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.NoError(t, err)
 	assert.Equal(t, h.prov.Issued()[2], tok.AccessToken)
 	assert.Equal(t, alice.ID, st.Flow)
 
-	_, err = h.e.DisconnectFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	_, err = h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.NoError(t, err)
-	_, _, err = h.e.TokenFor(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh", Account: "alice"})
 	require.ErrorIs(t, err, engine.ErrNoToken)
-	_, _, err = h.e.Token(h.ctx, "gh")
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err, "the local user's token stays")
 }
 
@@ -246,18 +246,18 @@ func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
 	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gl"})
 	require.NoError(t, err)
 	_, code := gl.Authorize(t, st.AuthURL)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 
 	h.clk.Advance(2 * time.Hour)
 	release := h.prov.Hold()
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := h.e.Token(h.ctx, "gh")
+		_, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 		done <- err
 	}()
 	h.prov.WaitEntered(t) // gh's refresh is stuck at its provider
-	tok, _, err := h.e.Token(h.ctx, "gl")
+	tok, _, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gl"})
 	require.NoError(t, err, "gl's token is refreshed while gh's refresh hangs")
 	assert.Equal(t, gl.Issued()[2], tok.AccessToken)
 	release()
@@ -269,18 +269,18 @@ func TestSlowRefreshBlocksOnlyItsToken(t *testing.T) {
 func TestTokenRefreshUpdatesObtained(t *testing.T) {
 	h := newHarness(t)
 	h.connect("")
-	_, st, err := h.e.Token(h.ctx, "gh")
+	_, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	connected := st.Obtained
 	require.False(t, connected.IsZero())
 
 	h.clk.Advance(time.Hour)
-	_, st, err = h.e.Token(h.ctx, "gh")
+	_, st, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, time.Hour, st.Obtained.Sub(connected), "a refreshed token was obtained at the refresh")
 
 	// And it is what is stored, not only what this call returned.
-	_, st, err = h.e.Token(h.ctx, "gh")
+	_, st, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
 	assert.Equal(t, time.Hour, st.Obtained.Sub(connected))
 }

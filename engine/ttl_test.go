@@ -21,19 +21,19 @@ func TestExpiryOnTimeWithoutPolling(t *testing.T) {
 	st := h.start("")
 	assert.Equal(t, 2*time.Minute, st.Deadline.Sub(epoch))
 	h.clk.Advance(2*time.Minute - time.Nanosecond)
-	assert.Equal(t, states.AwaitingCallback, h.status(st.State).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(st.ID).State)
 	h.clk.Advance(time.Nanosecond)
 	// Nobody called Status, Wait or List between the step and this line:
 	// the timer alone ended the flow.
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Equal(t, states.DeadlineExpired, f.Reason)
 	assert.Equal(t, st.Deadline, f.Ended)
 	assert.Zero(t, h.e.Stats().Live)
-	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.DeadlinePassed}, h.events(st.State))
+	assert.Equal(t, []states.Event{states.Created, states.URLIssued, states.DeadlinePassed}, h.events(st.ID))
 
 	_, code := h.prov.Authorize(t, st.AuthURL)
-	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, h.prov.Calls())
 }
@@ -44,10 +44,10 @@ func TestPerFlowTTL(t *testing.T) {
 	require.NoError(t, err)
 	long := h.start("b")
 	h.clk.Advance(30 * time.Second)
-	assert.Equal(t, states.Expired, h.status(short.State).State)
-	assert.Equal(t, states.AwaitingCallback, h.status(long.State).State)
+	assert.Equal(t, states.Expired, h.status(short.ID).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(long.ID).State)
 	h.clk.Advance(engine.DefaultTTL)
-	assert.Equal(t, states.Expired, h.status(long.State).State)
+	assert.Equal(t, states.Expired, h.status(long.ID).State)
 	assert.Equal(t, int64(2), h.e.Stats().TimerWakeups)
 }
 
@@ -59,7 +59,7 @@ func TestOneTimerForAllFlows(t *testing.T) {
 	const n = 100
 	ids := make([]string, n)
 	for i := range n {
-		ids[i] = h.start(string(rune('a'+i%26)) + string(rune('0'+i/26))).State
+		ids[i] = h.start(string(rune('a'+i%26)) + string(rune('0'+i/26))).ID
 	}
 	assert.Equal(t, 1, h.clk.Pending(), "one timer for %d flows", n)
 	assert.Equal(t, n, h.e.Stats().Live)
@@ -85,12 +85,12 @@ func TestWakeupsOnlyAtDeadlines(t *testing.T) {
 	b := h.start("b")
 	c := h.start("c") // shares b's deadline
 	h.clk.Advance(4 * time.Minute)
-	assert.Equal(t, states.Expired, h.status(a.State).State)
-	assert.Equal(t, states.AwaitingCallback, h.status(b.State).State)
+	assert.Equal(t, states.Expired, h.status(a.ID).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(b.ID).State)
 	assert.Equal(t, int64(1), h.e.Stats().TimerWakeups)
 	h.clk.Advance(time.Minute)
-	assert.Equal(t, states.Expired, h.status(b.State).State)
-	assert.Equal(t, states.Expired, h.status(c.State).State)
+	assert.Equal(t, states.Expired, h.status(b.ID).State)
+	assert.Equal(t, states.Expired, h.status(c.ID).State)
 	assert.Equal(t, int64(2), h.e.Stats().TimerWakeups)
 }
 
@@ -100,21 +100,21 @@ func TestFinishedFlowsDoNotWakeTheTimer(t *testing.T) {
 	h := newHarness(t, noPruner)
 	done := h.connect("a")
 	canceled := h.start("b")
-	_, err := h.e.Cancel(h.ctx, canceled.State)
+	_, err := h.e.Cancel(h.ctx, canceled.ID)
 	require.NoError(t, err)
 	denied := h.start("c")
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: denied.State, Error: "access_denied"})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: denied.ID, Error: "access_denied"})
 	require.NoError(t, err)
 	old := h.start("d")
 	h.clk.Advance(time.Minute)
 	live := h.start("d") // supersedes old; the only live flow, due a minute after the others
-	assert.Equal(t, states.Superseded, h.status(old.State).Reason)
+	assert.Equal(t, states.Superseded, h.status(old.ID).Reason)
 
 	assert.Equal(t, 1, h.clk.Pending(), "one timer")
 	h.clk.Advance(engine.DefaultTTL - time.Minute)
 	assert.Zero(t, h.e.Stats().TimerWakeups, "the finished flows' deadlines wake nobody")
 	h.clk.Advance(time.Minute)
-	assert.Equal(t, states.Expired, h.status(live.State).State)
+	assert.Equal(t, states.Expired, h.status(live.ID).State)
 	assert.Equal(t, int64(1), h.e.Stats().TimerWakeups, "one wake-up, for the one live flow")
 	assert.Equal(t, states.Complete, h.status(done.ID).State)
 	assert.Zero(t, h.clk.Pending())
@@ -127,7 +127,7 @@ func TestNoTimerOnceAllFlowsFinished(t *testing.T) {
 	h := newHarness(t, noPruner)
 	h.connect("a")
 	st := h.start("b")
-	_, err := h.e.Cancel(h.ctx, st.State)
+	_, err := h.e.Cancel(h.ctx, st.ID)
 	require.NoError(t, err)
 	assert.Zero(t, h.clk.Pending(), "idle engine: no timer armed")
 	h.clk.Advance(time.Hour)
@@ -147,11 +147,11 @@ func TestExpiryWhileDown(t *testing.T) {
 	assert.Zero(t, h.clk.Pending(), "a closed engine arms nothing")
 	h.open()
 
-	f := h.status(overdue.State)
+	f := h.status(overdue.ID)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Equal(t, states.ExpiredWhileDown, f.Reason)
 	assert.Equal(t, h.clk.Now(), f.Ended, "expired at open, not back-dated")
-	assert.Equal(t, states.AwaitingCallback, h.status(later.State).State, "re-armed, not expired")
+	assert.Equal(t, states.AwaitingCallback, h.status(later.ID).State, "re-armed, not expired")
 	assert.Equal(t, states.Complete, h.status(done.ID).State)
 	assert.Equal(t, 1, h.e.Stats().Live)
 	assert.Zero(t, h.e.Stats().TimerWakeups, "expiry at open needs no wake-up")
@@ -159,13 +159,13 @@ func TestExpiryWhileDown(t *testing.T) {
 	// Reopening again does not expire it a second time.
 	h.restart()
 	h.restart()
-	assert.Equal(t, 1, countEvents(t, h, overdue.State, states.DeadlinePassed))
+	assert.Equal(t, 1, countEvents(t, h, overdue.ID, states.DeadlinePassed))
 
 	// The re-armed flow expires on time, from its recorded deadline.
 	h.clk.Advance(30*time.Second - time.Nanosecond)
-	assert.Equal(t, states.AwaitingCallback, h.status(later.State).State)
+	assert.Equal(t, states.AwaitingCallback, h.status(later.ID).State)
 	h.clk.Advance(time.Nanosecond)
-	f = h.status(later.State)
+	f = h.status(later.ID)
 	assert.Equal(t, states.Expired, f.State)
 	assert.Equal(t, states.DeadlineExpired, f.Reason)
 	assert.Equal(t, later.Deadline, f.Ended)
@@ -179,7 +179,7 @@ func TestCallbackAfterRestart(t *testing.T) {
 	st := h.start("")
 	_, code := h.prov.Authorize(t, st.AuthURL)
 	h.restart()
-	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, states.Complete, f.State)
 	assert.Equal(t, oauthtest.S256(h.prov.LastRequest().Verifier), queryOf(t, st.AuthURL).Get("code_challenge"))
@@ -191,8 +191,8 @@ func TestSupersedeAfterRestart(t *testing.T) {
 	a := h.start("alice")
 	h.restart()
 	b := h.start("alice")
-	assert.Equal(t, []string{a.State}, b.Superseded)
-	assert.Equal(t, states.Superseded, h.status(a.State).Reason)
+	assert.Equal(t, []string{a.ID}, b.Superseded)
+	assert.Equal(t, states.Superseded, h.status(a.ID).Reason)
 }
 
 // The crash-safe exchange: a flow whose history ends in exchange_started
@@ -204,11 +204,11 @@ func TestInterruptedExchangeAtOpen(t *testing.T) {
 	_, code := h.prov.Authorize(t, st.AuthURL)
 	require.NoError(t, h.e.Close())
 
-	hist, err := h.log.History(h.ctx, st.State)
+	hist, err := h.log.History(h.ctx, st.ID)
 	require.NoError(t, err)
 	last := hist[len(hist)-1]
 	require.NoError(t, h.log.Append(h.ctx, []states.Record{{
-		Version: states.SchemaVersion, Flow: st.State, FlowSeq: last.FlowSeq + 1, Event: states.ExchangeStarted,
+		Version: states.SchemaVersion, Flow: st.ID, FlowSeq: last.FlowSeq + 1, Event: states.ExchangeStarted,
 		From: states.AwaitingCallback, To: states.AwaitingCallback, Time: h.clk.Now(),
 		Data: states.Data{CodeFingerprint: "hmac:0123"},
 	}}, nil))
@@ -216,19 +216,19 @@ func TestInterruptedExchangeAtOpen(t *testing.T) {
 	h.clk.Advance(engine.DefaultTTL + time.Minute)
 
 	h.open()
-	f := h.status(st.State)
+	f := h.status(st.ID)
 	assert.Equal(t, states.Error, f.State)
 	assert.Equal(t, states.ExchangeInterrupted, f.Reason)
 	assert.False(t, f.Exchanging)
 	assert.NotEmpty(t, f.Message)
 	assert.Zero(t, h.e.Stats().Live)
 
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.State, Code: code})
+	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.ErrorIs(t, err, engine.ErrNotAwaiting)
 	assert.Zero(t, h.prov.Calls(), "the code is never redeemed after the crash")
 	h.restart()
-	assert.Equal(t, 1, countEvents(t, h, st.State, states.Failed))
-	_, ok, err := h.log.Secret(h.ctx, "verifier/"+st.State)
+	assert.Equal(t, 1, countEvents(t, h, st.ID, states.Failed))
+	_, ok, err := h.log.Secret(h.ctx, "verifier/"+st.ID)
 	require.NoError(t, err)
 	assert.False(t, ok, "the verifier of an ended flow is deleted")
 	checkReplay(t, h.log)
@@ -243,15 +243,15 @@ func TestVerifierDeletedWhenFlowEnds(t *testing.T) {
 		return ok
 	}
 	a := h.start("a")
-	assert.True(t, has(a.State))
+	assert.True(t, has(a.ID))
 	b := h.connect("b")
 	assert.False(t, has(b.ID))
-	_, err := h.e.Cancel(h.ctx, a.State)
+	_, err := h.e.Cancel(h.ctx, a.ID)
 	require.NoError(t, err)
-	assert.False(t, has(a.State))
+	assert.False(t, has(a.ID))
 	c := h.start("c")
 	h.clk.Advance(engine.DefaultTTL)
-	assert.False(t, has(c.State))
+	assert.False(t, has(c.ID))
 }
 
 func TestRetentionPrunesFinishedFlows(t *testing.T) {
@@ -259,16 +259,16 @@ func TestRetentionPrunesFinishedFlows(t *testing.T) {
 	// Canceled, not connected: a connection that holds its token keeps its
 	// flow (TestRetentionKeepsActiveConnections).
 	started := h.start("a")
-	done, err := h.e.Cancel(h.ctx, started.State) // ends at epoch
+	done, err := h.e.Cancel(h.ctx, started.ID) // ends at epoch
 	require.NoError(t, err)
 	long, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Account: "b", TTL: 90 * time.Minute})
 	require.NoError(t, err)
 	h.clk.Advance(3 * time.Hour) // the pruner runs hourly; at +3h it cuts at +1h
 	_, err = h.e.Status(h.ctx, done.ID)
 	assert.ErrorIs(t, err, engine.ErrUnknownState, "ended more than the retention ago: pruned")
-	assert.Equal(t, states.Expired, h.status(long.State).State, "ended within retention: kept")
+	assert.Equal(t, states.Expired, h.status(long.ID).State, "ended within retention: kept")
 	h.clk.Advance(time.Hour)
-	_, err = h.e.Status(h.ctx, long.State)
+	_, err = h.e.Status(h.ctx, long.ID)
 	assert.ErrorIs(t, err, engine.ErrUnknownState)
 }
 

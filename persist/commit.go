@@ -50,6 +50,9 @@ type committer struct {
 	// maintain, when set, is asked before each commit for a function to
 	// run first in it (a checkpoint of the id index), or nil.
 	maintain func() func(*bolt.Tx) error
+	// fault, when set, fails every write transaction at its commit, as a
+	// disk that refuses the write does; tests set it (export_test.go).
+	fault atomic.Pointer[error]
 
 	mu      sync.Mutex
 	queue   []*commitReq
@@ -218,7 +221,24 @@ func (c *committer) settled(committed bool) {
 func (c *committer) update(fn func(*bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer recoverCorrupt(&err)
-	return c.db.Update(fn)
+	return classify(c.db.Update(c.faulty(fn)))
+}
+
+// faulty returns fn, made to fail after it ran when a fault is set, so the
+// transaction rolls back as one whose commit could not be written does.
+func (c *committer) faulty(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
+	if c.fault.Load() == nil {
+		return fn
+	}
+	return func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if f := c.fault.Load(); f != nil {
+			return *f
+		}
+		return nil
+	}
 }
 
 // safeCall runs fn, turning a panic (bbolt panics on some damaged pages)

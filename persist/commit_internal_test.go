@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/logtest"
 	"flowd.local/flowd/states"
 )
@@ -126,7 +127,7 @@ func TestStatsCountCommitsAndAppends(t *testing.T) {
 	require.NoError(t, db.Append(ctx, []states.Record{f.Created()}, nil))
 	again := logtest.NewFlow(logtest.Base)
 	again.ID = f.ID
-	require.ErrorIs(t, db.Append(ctx, []states.Record{again.Created()}, nil), states.ErrConflict)
+	require.ErrorIs(t, db.Append(ctx, []states.Record{again.Created()}, nil), engine.ErrConflict)
 
 	st := db.Stats()
 	t.Logf("%d appends in %d commits", st.Appends, st.Commits)

@@ -1,7 +1,9 @@
 package persist_test
 
 import (
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -11,7 +13,7 @@ import (
 	"flowd.local/flowd/persist"
 )
 
-// *DB is an engine.Log; asserted here because persist must not import engine.
+// *DB is an engine.Log.
 var _ engine.Log = (*persist.DB)(nil)
 
 // openDB opens a log at path and closes it when the test ends.
@@ -34,6 +36,16 @@ func TestContract(t *testing.T) {
 			db := l.(*persist.DB)
 			require.NoError(t, db.Close())
 			return openDB(t, db.Path(), persist.Options{})
+		}),
+		logtest.WithFaults(logtest.Faults{
+			// What bbolt's commit returns when the disk is full.
+			Full: func(t *testing.T, l engine.Log) func() {
+				db := l.(*persist.DB)
+				persist.SetWriteFault(db, &os.PathError{Op: "write", Path: db.Path(), Err: syscall.ENOSPC})
+				return func() { persist.SetWriteFault(db, nil) }
+			},
+			// A local file has no unreachable state; Failures/ClosedIsUnavailable
+			// covers the closed database.
 		}),
 	)
 }

@@ -19,11 +19,13 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/seal"
 )
 
@@ -466,13 +468,31 @@ func (db *DB) Close() error {
 func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer recoverCorrupt(&err)
-	return db.bolt.View(fn)
+	return classify(db.bolt.View(fn))
 }
 
 func (db *DB) update(fn func(*bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer recoverCorrupt(&err)
-	return db.bolt.Update(fn)
+	return classify(db.bolt.Update(db.commits.faulty(fn)))
+}
+
+// classify wraps bbolt's and the file system's failures into the engine's
+// storage error classes, the original error still wrapped beside: a full
+// disk or quota is engine.ErrStorageFull, a closed database
+// engine.ErrLogUnavailable. Other errors pass unchanged.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, engine.ErrStorageFull), errors.Is(err, engine.ErrLogUnavailable):
+		return err
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
+		return fmt.Errorf("%w: %w", engine.ErrStorageFull, err)
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return fmt.Errorf("%w: %w (the log was closed)", engine.ErrLogUnavailable, err)
+	}
+	return err
 }
 
 func recoverCorrupt(err *error) {

@@ -61,7 +61,7 @@ func TestFlowsFoundAcrossCheckpointsAndCrash(t *testing.T) {
 			dup := logtest.NewFlow(logtest.Base)
 			dup.ID = f.ID
 			err = db.Append(ctx, []states.Record{dup.Created()}, nil)
-			assert.ErrorIs(t, err, states.ErrConflict, "%s: flow %s must not start again", when, f.ID)
+			assert.ErrorIs(t, err, engine.ErrConflict, "%s: flow %s must not start again", when, f.ID)
 		}
 	}
 	db.ids.mu.RLock()
@@ -221,7 +221,7 @@ func TestNewFlowIDTakenBetweenCheckAndCommit(t *testing.T) {
 			again.ID = f.ID
 			err = db.Append(ctx, []states.Record{again.Created()}, nil)
 			require.True(t, raced)
-			assert.ErrorIs(t, err, states.ErrConflict)
+			assert.ErrorIs(t, err, engine.ErrConflict)
 			h, err := db.History(ctx, f.ID)
 			require.NoError(t, err)
 			assert.Equal(t, first, h, "the flow is the one the first append created")

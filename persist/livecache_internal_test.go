@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/logtest"
 	"flowd.local/flowd/states"
 )
@@ -46,7 +47,7 @@ func TestLiveHeadsFollowTheLiveIndex(t *testing.T) {
 	requireLiveHeadsMirrorDisk(t, db, "after creating")
 
 	stale := states.Record{Flow: c.ID, FlowSeq: 5, Event: states.URLIssued, From: states.Pending, To: states.AwaitingCallback, Time: logtest.Base}
-	require.ErrorIs(t, db.Append(ctx, []states.Record{stale}, nil), states.ErrConflict)
+	require.ErrorIs(t, db.Append(ctx, []states.Record{stale}, nil), engine.ErrConflict)
 	require.Error(t, db.commits.do(func(tx *bolt.Tx) error {
 		// A commit that rolls back after an append advanced a live flow.
 		_ = buckets(tx)

@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/states"
 )
 
@@ -114,10 +115,10 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 		for i, r := range recs {
 			if r.Flow != flow {
-				return fmt.Errorf("append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), states.ErrConflict)
+				return fmt.Errorf("append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), engine.ErrConflict)
 			}
 			if want := recs[0].FlowSeq + uint64(i); r.FlowSeq != want {
-				return fmt.Errorf("append flow %s: flow_seq %d where %d was due: %w", states.ShortID(flow), r.FlowSeq, want, states.ErrConflict)
+				return fmt.Errorf("append flow %s: flow_seq %d where %d was due: %w", states.ShortID(flow), r.FlowSeq, want, engine.ErrConflict)
 			}
 		}
 	}
@@ -199,7 +200,7 @@ func (db *DB) Append(ctx context.Context, recs []states.Record, secrets map[stri
 			}
 			isNew := num == 0
 			if recs[0].FlowSeq != h.last()+1 {
-				out.err = fmt.Errorf("append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), recs[0].FlowSeq, h.last(), states.ErrConflict)
+				out.err = fmt.Errorf("append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), recs[0].FlowSeq, h.last(), engine.ErrConflict)
 				return nil
 			}
 			for i, r := range recs {

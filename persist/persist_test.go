@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/logtest"
 	"flowd.local/flowd/persist"
 	"flowd.local/flowd/persist/seal"
@@ -547,7 +548,7 @@ func TestAppendRefusesUnusableFlowID(t *testing.T) {
 	rec.Flow = ""
 	err := db.Append(bg, []states.Record{rec}, nil)
 	require.Error(t, err)
-	assert.False(t, errors.Is(err, states.ErrConflict), "an empty flow id is a bug, not a race")
+	assert.False(t, errors.Is(err, engine.ErrConflict), "an empty flow id is a bug, not a race")
 }
 
 // A secret that is only ever overwritten is found by every read, however

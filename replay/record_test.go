@@ -99,7 +99,7 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(9 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Error: "access_denied",
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied",
 			ErrorDescription: "The user has denied your application access."})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.ProviderDenied)
@@ -136,10 +136,10 @@ var recordings = []recording{
 		res := <-done
 		require.Error(s.t, res.err, "the dead engine cannot record the exchange's outcome")
 		require.NoError(s.t, zombie.Close())
-		f := s.status(st.State)
+		f := s.status(st.ID)
 		s.outcome(f, states.Error, states.ExchangeInterrupted)
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the code went to the provider once")
-		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting, "the browser's retry is refused")
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the retry did not redeem the code again")
 		s.tokenStored("github", "", false)
@@ -148,7 +148,7 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(engine.DefaultTTL)
-		f, err := s.eng.Wait(s.ctx, st.State)
+		f, err := s.eng.Wait(s.ctx, st.ID)
 		require.NoError(s.t, err)
 		s.outcome(f, states.Expired, states.DeadlineExpired)
 		assert.Equal(s.t, f.Deadline, f.Ended, "expired at its deadline, not later")
@@ -160,7 +160,7 @@ var recordings = []recording{
 		s.close()
 		s.clk.Advance(2*time.Hour + 17*time.Minute)
 		s.open()
-		f := s.status(st.State)
+		f := s.status(st.ID)
 		s.outcome(f, states.Expired, states.ExpiredWhileDown)
 	}},
 	{"issuer_mismatch", "redirects with a wrong iss and with none from an issuer that promises iss (RFC 9207): error(issuer_mismatch) before any exchange, the code never sent; the right iss completes", func(s *session) {
@@ -170,19 +170,19 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "idp"})
 		s.clk.Advance(11 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Issuer: "https://attacker.example.test"})
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Issuer: "https://attacker.example.test"})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.IssuerMismatch)
 		st = s.start(engine.StartRequest{Provider: "idp", Account: "bob"})
 		s.clk.Advance(8 * time.Second)
-		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL)})
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL)})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.IssuerMismatch)
 		assert.Zero(s.t, s.prov.CodeRequests(), "no code reached the token endpoint")
 		s.tokenStored("idp", "", false)
 		st = s.start(engine.StartRequest{Provider: "idp", Account: "carol"})
 		s.clk.Advance(7 * time.Second)
-		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Issuer: recIssuer})
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Issuer: recIssuer})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Complete, states.Exchanged)
 	}},
@@ -190,7 +190,7 @@ var recordings = []recording{
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
 		s.clk.Advance(6 * time.Second)
-		f, err := s.eng.Cancel(s.ctx, st.State)
+		f, err := s.eng.Cancel(s.ctx, st.ID)
 		require.NoError(s.t, err)
 		s.outcome(f, states.Error, states.Canceled)
 	}},
@@ -209,10 +209,10 @@ var recordings = []recording{
 		first := s.start(engine.StartRequest{Provider: "github", Account: "alice"})
 		s.clk.Advance(40 * time.Second)
 		second := s.start(engine.StartRequest{Provider: "github", Account: "alice"})
-		require.Equal(s.t, []string{first.State}, second.Superseded)
-		f := s.status(first.State)
+		require.Equal(s.t, []string{first.ID}, second.Superseded)
+		f := s.status(first.ID)
 		s.outcome(f, states.Error, states.Superseded)
-		assert.Equal(s.t, second.State, f.SupersededBy)
+		assert.Equal(s.t, second.ID, f.SupersededBy)
 		s.clk.Advance(11 * time.Second)
 		f = s.callback(second, s.authorize(second.AuthURL))
 		s.outcome(f, states.Complete, states.Exchanged)
@@ -225,7 +225,7 @@ var recordings = []recording{
 		code := s.authorize(a.AuthURL)
 		s.outcome(s.callback(a, code), states.Complete, states.Exchanged)
 		s.clk.Advance(4 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: a.State, Code: code})
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: a.ID, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, 1, s.prov.CodeRequests(), "the replayed code was not redeemed again")
@@ -233,7 +233,7 @@ var recordings = []recording{
 		b := s.start(engine.StartRequest{Provider: "google", Account: "bob@example.com", Transport: states.Gateway, Scopes: []string{"openid"}})
 		late := s.authorize(b.AuthURL)
 		s.clk.Advance(engine.DefaultTTL + 90*time.Second)
-		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.State, Code: late})
+		f, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: b.ID, Code: late})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		s.outcome(f, states.Expired, states.DeadlineExpired)
 		assert.Equal(s.t, 1, f.IgnoredCallbacks)
@@ -248,7 +248,7 @@ var recordings = []recording{
 		done := s.callbackAsync(st, code)
 		s.prov.WaitEntered(s.t)
 		s.clk.Advance(40 * time.Millisecond)
-		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+		_, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: code})
 		require.ErrorIs(s.t, err, engine.ErrNotAwaiting)
 		release()
 		res := <-done
@@ -268,7 +268,7 @@ var recordings = []recording{
 		s.snapshot()
 		release()
 		require.NoError(s.t, (<-done).err)
-		assert.Equal(s.t, states.AwaitingCallback, s.status(a.State).State)
+		assert.Equal(s.t, states.AwaitingCallback, s.status(a.ID).State)
 	}},
 	{"identified", "Config.Identify names who signed in: two GitHub accounts connect one after the other and each keeps its token; an OpenID Connect flow sends a nonce (nonce_fp) and its success record carries account, subject and email", func(s *session) {
 		who := engine.Identity{Account: "octocat", Subject: "583231"}
@@ -322,17 +322,17 @@ var recordings = []recording{
 		l, err := s.eng.Launch(s.ctx, u.Query().Get(engine.LaunchParam))
 		require.NoError(s.t, err)
 		s.clk.Advance(3 * time.Second)
-		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Error: "access_denied", ErrorDescription: "forged"})
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Error: "access_denied", ErrorDescription: "forged"})
 		require.ErrorIs(s.t, err, engine.ErrBindingMissing)
 		injected := s.authorize(st.AuthURL)
-		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: injected})
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: injected})
 		require.ErrorIs(s.t, err, engine.ErrBindingMissing)
-		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: injected, Binding: "not-the-binding"})
+		_, err = s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: injected, Binding: "not-the-binding"})
 		require.ErrorIs(s.t, err, engine.ErrBindingMismatch)
 		assert.Zero(s.t, s.prov.CodeRequests(), "nothing reached the token endpoint")
 		s.restart()
 		s.clk.Advance(14 * time.Second)
-		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: s.authorize(st.AuthURL), Binding: l.Binding})
+		f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: s.authorize(st.AuthURL), Binding: l.Binding})
 		require.NoError(s.t, err)
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, 3, f.IgnoredCallbacks)
@@ -352,9 +352,9 @@ var recordings = []recording{
 		for _, step := range happySteps() {
 			step(base)
 		}
-		got, want := s.status(s.last.State), base.status(base.last.State)
+		got, want := s.status(s.last.ID), base.status(base.last.ID)
 		assert.Equal(s.t, outcomeOf(want), outcomeOf(got))
-		assert.Equal(s.t, events(base.history(base.last.State)), events(s.history(s.last.State)))
+		assert.Equal(s.t, events(base.history(base.last.ID)), events(s.history(s.last.ID)))
 		assert.Equal(s.t, want.Deadline.Sub(want.Created), got.Deadline.Sub(got.Created), "the deadline survived the restarts")
 		s.tokenStored("github", "", true)
 	}},
@@ -371,7 +371,7 @@ var recordings = []recording{
 		d, _ := s.dev.Device(st.Device.UserCode)
 		require.Equal(s.t, 3, d.Polls, "no poll at open, none before the schedule")
 		s.clk.Advance(time.Second)
-		f := s.status(st.State)
+		f := s.status(st.ID)
 		s.outcome(f, states.Complete, states.Exchanged)
 		assert.Equal(s.t, 10*time.Second, f.PollInterval)
 		assert.Equal(s.t, 1, d.SlowDowns, "the strict provider said slow_down once")
@@ -383,7 +383,7 @@ var recordings = []recording{
 		s.clk.Advance(5 * time.Second)
 		require.True(s.t, s.dev.DenyDevice(st.Device.UserCode))
 		s.clk.Advance(5 * time.Second)
-		f := s.status(st.State)
+		f := s.status(st.ID)
 		s.outcome(f, states.Error, states.ProviderDenied)
 		assert.Equal(s.t, "access_denied", f.ErrorCode)
 		s.tokenStored("microsoft", "", false)
@@ -393,13 +393,13 @@ var recordings = []recording{
 		s.dev.SetDeviceCodeLifetime(30 * time.Second)
 		st := s.start(engine.StartRequest{Provider: "microsoft", Transport: states.Device})
 		s.clk.Advance(30 * time.Second)
-		s.outcome(s.status(st.State), states.Expired, states.DeadlineExpired)
+		s.outcome(s.status(st.ID), states.Expired, states.DeadlineExpired)
 		st2 := s.start(engine.StartRequest{Provider: "microsoft", Transport: states.Device, Account: "bob"})
 		s.clk.Advance(12 * time.Second)
 		s.close()
 		s.clk.Advance(time.Minute)
 		s.open()
-		s.outcome(s.status(st2.State), states.Expired, states.ExpiredWhileDown)
+		s.outcome(s.status(st2.ID), states.Expired, states.ExpiredWhileDown)
 	}},
 	{"token_refresh_rotated", "a connection refreshed twice with rotating refresh tokens, across a restart, then disconnected at a provider without a revocation endpoint", func(s *session) {
 		s.open()
@@ -411,7 +411,7 @@ var recordings = []recording{
 		s.restart()
 		s.clk.Advance(2 * time.Hour)
 		s.token("github")
-		res, err := s.eng.Disconnect(s.ctx, "github")
+		res, err := s.eng.Disconnect(s.ctx, engine.TokenKey{Provider: "github"})
 		require.NoError(s.t, err)
 		assert.Equal(s.t, states.RevocationUnsupported, res.Revocation)
 		s.tokenStored("github", "", false)
@@ -424,13 +424,13 @@ var recordings = []recording{
 		key := engine.TokenKey{Provider: "google", Account: "alice@example.com"}
 		s.clk.Advance(2 * time.Hour)
 		s.prov.SetOverride(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
-		_, _, err := s.eng.TokenFor(s.ctx, key)
+		_, _, err := s.eng.Token(s.ctx, key)
 		var re *engine.RefreshError
 		require.ErrorAs(s.t, err, &re)
 		assert.True(s.t, re.Transient)
 		s.clk.Advance(5 * time.Minute)
 		s.prov.Refuse("invalid_grant", "Token has been expired or revoked.")
-		_, _, err = s.eng.TokenFor(s.ctx, key)
+		_, _, err = s.eng.Token(s.ctx, key)
 		require.ErrorAs(s.t, err, &re)
 		assert.True(s.t, re.NeedsReconnect())
 		cs, err := s.eng.Connections(s.ctx)
@@ -439,7 +439,7 @@ var recordings = []recording{
 		assert.Equal(s.t, states.NeedsReconnect, cs[0].Health)
 		s.prov.SetOverride(nil)
 		s.clk.Advance(time.Minute)
-		res, err := s.eng.DisconnectFor(s.ctx, key)
+		res, err := s.eng.Disconnect(s.ctx, key)
 		require.NoError(s.t, err)
 		assert.Equal(s.t, states.RevocationDone, res.Revocation)
 		s.tokenStored("google", "alice@example.com", false)
@@ -449,7 +449,7 @@ var recordings = []recording{
 // token gets provider's token, refreshing it when due.
 func (s *session) token(provider string) {
 	s.t.Helper()
-	_, _, err := s.eng.Token(s.ctx, provider)
+	_, _, err := s.eng.Token(s.ctx, engine.TokenKey{Provider: provider})
 	require.NoError(s.t, err, "token for %s", provider)
 }
 
@@ -471,7 +471,7 @@ func happySteps() []func(s *session) {
 		},
 		func(s *session) {
 			s.clk.Advance(5 * time.Second)
-			s.outcome(s.status(s.last.State), states.Complete, states.Exchanged)
+			s.outcome(s.status(s.last.ID), states.Complete, states.Exchanged)
 			s.tokenStored("github", "", true)
 		},
 	}
@@ -602,7 +602,7 @@ func (s *session) start(req engine.StartRequest) engine.Started {
 
 func (s *session) callback(st engine.Started, code string) states.Flow {
 	s.t.Helper()
-	f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.State, Code: code})
+	f, err := s.eng.Callback(s.ctx, engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(s.t, err)
 	return f
 }
@@ -618,7 +618,7 @@ func (s *session) callbackAsync(st engine.Started, code string) <-chan callbackR
 	done := make(chan callbackResult, 1)
 	eng := s.eng
 	go func() {
-		f, err := eng.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: code})
+		f, err := eng.Callback(context.Background(), engine.CallbackParams{State: st.ID, Code: code})
 		done <- callbackResult{f, err}
 	}()
 	return done
@@ -649,7 +649,7 @@ func (s *session) outcome(f states.Flow, st states.State, reason states.Reason) 
 // provider and account.
 func (s *session) tokenStored(provider, account string, want bool) {
 	s.t.Helper()
-	_, _, err := s.eng.TokenFor(s.ctx, engine.TokenKey{Provider: provider, Account: account})
+	_, _, err := s.eng.Token(s.ctx, engine.TokenKey{Provider: provider, Account: account})
 	if want {
 		require.NoError(s.t, err, "a token is stored for %s", provider)
 	} else {

@@ -29,7 +29,6 @@ var sentinels = map[string]error{
 	"ErrDuplicateSequence":  ErrDuplicateSequence,
 	"ErrUnsupportedVersion": ErrUnsupportedVersion,
 	"ErrUndecodable":        ErrUndecodable,
-	"ErrConflict":           ErrConflict,
 }
 
 // requireOnly asserts err matches want and none of the other sentinels, so

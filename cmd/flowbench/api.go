@@ -142,7 +142,7 @@ func (b *Bench) api(ctx context.Context) ([]*Row, error) {
 		return nil, err
 	}
 	defer flowd.close(flowd.srv.Shutdown)
-	url := statusPath(st.State)
+	url := statusPath(st.ID)
 	body, hdr, err := flowd.get(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("item 6: %w", err)

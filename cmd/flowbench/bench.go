@@ -259,7 +259,7 @@ func connect(ctx context.Context, e *engine.Engine, account string) error {
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	f, err := e.Callback(ctx, engine.CallbackParams{State: st.State, Code: "bench-code"})
+	f, err := e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: "bench-code"})
 	if err != nil {
 		return fmt.Errorf("callback: %w", err)
 	}

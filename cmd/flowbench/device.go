@@ -102,7 +102,7 @@ func (b *Bench) deviceRun(ctx context.Context, dir string, n int) (deviceResult,
 			return r, fmt.Errorf("start device flow %d: %w", i, err)
 		}
 		if i == 0 {
-			sample = st.State
+			sample = st.ID
 		}
 		clk.Advance(step)
 	}

@@ -89,7 +89,7 @@ func (b *Bench) liveRun(ctx context.Context, dir string) (liveResult, error) {
 	err = fanOut(ctx, s.Workers, s.LiveFlows, func(ctx context.Context, _, i int) error {
 		st, err := e.Start(ctx, engine.StartRequest{Provider: providerName, Account: fmt.Sprintf("user-%d", i)})
 		if i == 0 {
-			sample = st.State
+			sample = st.ID
 		}
 		return err
 	})

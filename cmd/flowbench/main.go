@@ -17,12 +17,14 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
-
-	"flowd.local/flowd/cmd/internal/gcfloor"
 )
+
+// flowdGOGC is cmd/flowd's DefaultGOGC.
+const flowdGOGC = 400
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -77,12 +79,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	// The engine runs here as flowd runs it, with flowd's floor under the
-	// collector's heap goal; GOGC in the environment measures without it.
+	// The engine runs here as flowd runs it, with GOGC=400 (cmd/flowd's
+	// DefaultGOGC); GOGC in the environment measures with another.
 	gc := "GOGC=" + os.Getenv("GOGC")
-	if remove, ok := gcfloor.Install(gcfloor.Default); ok {
-		defer remove()
-		gc = fmt.Sprintf("flowd's GC heap floor (%d MiB; GOGC=100 runs without it)", gcfloor.Default>>20)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(flowdGOGC)
+		gc = fmt.Sprintf("GOGC=%d as flowd runs (set GOGC to measure another)", flowdGOGC)
 	}
 
 	begin := time.Now()

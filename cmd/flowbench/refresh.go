@@ -138,7 +138,7 @@ func (b *Bench) refreshRun(ctx context.Context) (refreshResult, error) {
 	}
 	clk.Advance(2 * time.Hour) // every token has expired
 	begin := time.Now()
-	if _, _, err := e1.TokenFor(ctx, engine.TokenKey{Provider: providerName, Account: "lone"}); err != nil {
+	if _, _, err := e1.Token(ctx, engine.TokenKey{Provider: providerName, Account: "lone"}); err != nil {
 		return res, fmt.Errorf("lone refresh: %w", err)
 	}
 	res.lone = time.Since(begin)
@@ -154,7 +154,7 @@ func (b *Bench) refreshRun(ctx context.Context) (refreshResult, error) {
 			wg.Go(func() {
 				<-start
 				t0 := time.Now()
-				_, _, err := engines[i%len(engines)].TokenFor(ctx, engine.TokenKey{Provider: providerName, Account: account})
+				_, _, err := engines[i%len(engines)].Token(ctx, engine.TokenKey{Provider: providerName, Account: account})
 				d := time.Since(t0)
 				mu.Lock()
 				defer mu.Unlock()

@@ -86,7 +86,7 @@ func (b *Bench) wakeRun(ctx context.Context, dir string, viaSocket bool) (wake, 
 			if err != nil {
 				return 0, 0, fmt.Errorf("start: %w", err)
 			}
-			ids[j] = st.State
+			ids[j] = st.ID
 		}
 		woke := make([]time.Time, n)
 		errs := make([]error, n)

@@ -62,7 +62,7 @@ func (r *engineFlowd) connect(t *testing.T) states.Flow {
 	st, err := r.eng.Start(context.Background(), engine.StartRequest{Provider: "gh"})
 	require.NoError(t, err)
 	_, code := r.prov.Authorize(t, st.AuthURL)
-	f, err := r.eng.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: code})
+	f, err := r.eng.Callback(context.Background(), engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	return f
 }
@@ -157,7 +157,7 @@ func (r *engineFlowd) connectAs(t *testing.T, account string) states.Flow {
 	st, err := r.eng.Start(context.Background(), engine.StartRequest{Provider: "gh", Account: account})
 	require.NoError(t, err)
 	_, code := r.prov.Authorize(t, st.AuthURL)
-	f, err := r.eng.Callback(context.Background(), engine.CallbackParams{State: st.State, Code: code})
+	f, err := r.eng.Callback(context.Background(), engine.CallbackParams{State: st.ID, Code: code})
 	require.NoError(t, err)
 	require.Equal(t, states.Complete, f.State)
 	return f

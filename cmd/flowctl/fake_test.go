@@ -52,6 +52,9 @@ type fakeFlowd struct {
 
 	// onStart, when set, runs after a flow is started (still unlocked).
 	onStart func(st wire.StartResponse)
+	// shapeFlow, when set, changes a new flow before its start is answered
+	// (with f.mu held), so the client never sees it otherwise.
+	shapeFlow func(fl *wire.Flow)
 	// onCallback decides a pasted callback's outcome; default: code completes
 	// the flow, error denies it.
 	onCallback func(req wire.CallbackRequest) (wire.Flow, *wire.Error, int)
@@ -272,6 +275,11 @@ func (f *fakeFlowd) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fl := f.addFlow(state, req.Provider, tr, ttl)
+	if f.shapeFlow != nil {
+		f.mu.Lock()
+		f.shapeFlow(f.flows[state])
+		f.mu.Unlock()
+	}
 	st := wire.StartResponse{State: state, Provider: req.Provider, Transport: string(tr),
 		AuthURL:     "https://provider.example/authorize?client_id=x&state=" + state,
 		RedirectURI: fl.RedirectURI, ExpiresAt: fl.ExpiresAt,

@@ -387,11 +387,7 @@ func TestConnectManualPaste(t *testing.T) {
 	t.Run("a bare code where the provider sends iss is refused locally", func(t *testing.T) {
 		f := newFakeFlowd(t)
 		f.nextState = "issstate0123456789"
-		f.onStart = func(st wire.StartResponse) {
-			f.mu.Lock()
-			f.flows[st.State].IssuerRequired = true
-			f.mu.Unlock()
-		}
+		f.shapeFlow = func(fl *wire.Flow) { fl.IssuerRequired = true }
 		c := newCLI("bare-code-1\nhttp://127.0.0.1:8085/oauth/callback?code=c2&state=issstate0123456789&iss=https%3A%2F%2Fidp.example\n")
 		require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "connect", "github", "--transport", "manual", "--no-browser"))
 		assert.Contains(t, c.stdout.String(), "paste the whole address")

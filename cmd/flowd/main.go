@@ -15,22 +15,30 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/gcfloor"
 	"flowd.local/flowd/cmd/internal/server"
 	"flowd.local/flowd/cmd/internal/version"
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/docs"
 )
 
+// DefaultGOGC is the GOGC flowd runs with when the environment sets none.
+// Measured with cmd/flowbench (docs/bench.md): it carries as many durable
+// transitions as the heap floor flowd used to keep by resetting GOGC after
+// every collection, and about a fifth more than GOGC=100.
+const DefaultGOGC = 400
+
 func main() {
-	// A small live heap and ~30 KiB allocated per connect: without a
-	// floor the collector runs hundreds of times a second under load.
-	// GOGC in the environment turns it off (see package gcfloor).
-	gcfloor.Install(gcfloor.Default)
+	// A small live heap and ~30 KiB allocated per connect: at Go's
+	// default GOGC=100 the collector runs hundreds of times a second under
+	// load. GOGC in the environment overrides this (docs/config.md#memory).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(DefaultGOGC)
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

@@ -11,13 +11,18 @@
 //	}
 //
 // A durable log passes WithReopen so the suite can close it and open the
-// same storage again.
+// same storage again. A log whose failures can be injected passes
+// WithFaults, and the suite checks that each failure comes out in its
+// storage error class (engine.ErrStorageFull, engine.ErrLogUnavailable)
+// and writes nothing. A log with a Close method is checked to fail with
+// engine.ErrLogUnavailable once closed.
 package logtest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -46,9 +51,23 @@ type Option func(*suite)
 // reopen.
 func WithReopen(reopen Reopen) Option { return func(s *suite) { s.reopen = reopen } }
 
+// Faults injects a backend's failures. Each function makes l fail that
+// way and returns a function that heals it; a nil function skips its test.
+type Faults struct {
+	// Full makes l's storage refuse writes for want of space (a full
+	// disk, a store's quota).
+	Full func(t *testing.T, l engine.Log) (heal func())
+	// Unavailable makes l's backend unreachable (members down, no quorum).
+	Unavailable func(t *testing.T, l engine.Log) (heal func())
+}
+
+// WithFaults runs the failure-class tests with faults.
+func WithFaults(faults Faults) Option { return func(s *suite) { s.faults = faults } }
+
 type suite struct {
 	open   Open
 	reopen Reopen
+	faults Faults
 }
 
 // Run runs the contract suite, each test on a fresh log from open.
@@ -91,6 +110,21 @@ func Run(t *testing.T, open Open, opts ...Option) {
 		}
 		t.Run("ReopenKeepsEverything", func(t *testing.T) { testReopen(t, s.open(t), s.reopen) })
 		t.Run("ReopenKeepsPrune", func(t *testing.T) { testReopenPrune(t, s.open(t), s.reopen) })
+	})
+	t.Run("Failures", func(t *testing.T) {
+		t.Run("ClosedIsUnavailable", func(t *testing.T) { testClosed(t, s.open(t)) })
+		t.Run("StorageFullWritesNothing", func(t *testing.T) {
+			if s.faults.Full == nil {
+				t.Skip("no way to fill this log's storage (Run was given no Faults.Full)")
+			}
+			testFull(t, s.open(t), s.faults.Full)
+		})
+		t.Run("UnavailableFailsEveryMethod", func(t *testing.T) {
+			if s.faults.Unavailable == nil {
+				t.Skip("no way to make this log's backend unreachable (Run was given no Faults.Unavailable)")
+			}
+			testUnavailable(t, s.open(t), s.faults.Unavailable)
+		})
 	})
 }
 
@@ -151,7 +185,7 @@ func seqs(recs []states.Record) []uint64 {
 func requireConflict(t *testing.T, err error, what string) {
 	t.Helper()
 	require.Error(t, err, "%s must be refused", what)
-	require.ErrorIs(t, err, states.ErrConflict, "%s: the error must wrap states.ErrConflict", what)
+	require.ErrorIs(t, err, engine.ErrConflict, "%s: the error must wrap engine.ErrConflict", what)
 }
 
 func testAppendSeq(t *testing.T, l engine.Log) {
@@ -610,7 +644,7 @@ func testConcurrentSame(t *testing.T, l engine.Log) {
 			winner = i
 			continue
 		}
-		assert.ErrorIs(t, err, states.ErrConflict, "a writer that lost the race gets a conflict")
+		assert.ErrorIs(t, err, engine.ErrConflict, "a writer that lost the race gets a conflict")
 	}
 	require.Equal(t, 1, winners, "exactly one writer advances the flow")
 	h := history(t, l, f.ID)
@@ -739,6 +773,107 @@ func testReopenPrune(t *testing.T, l engine.Log, reopen Reopen) {
 	n, err = l.Prune(bg, Base.Add(time.Hour))
 	require.NoError(t, err)
 	assert.Zero(t, n)
+}
+
+// classes are the storage error classes; a failure must match exactly one.
+var classes = map[string]error{
+	"ErrConflict":       engine.ErrConflict,
+	"ErrLogUnavailable": engine.ErrLogUnavailable,
+	"ErrStorageFull":    engine.ErrStorageFull,
+}
+
+// requireClass asserts err wraps want and no other storage error class.
+func requireClass(t *testing.T, err, want error, what string) {
+	t.Helper()
+	require.Error(t, err, "%s must fail", what)
+	require.ErrorIs(t, err, want, "%s: %v", what, err)
+	for name, other := range classes {
+		if other != want {
+			require.NotErrorIs(t, err, other, "%s: %q also matches engine.%s", what, err, name)
+		}
+	}
+}
+
+// everyMethod calls each method of l and asserts each fails with want.
+func everyMethod(t *testing.T, l engine.Log, f *Flow, want error) {
+	t.Helper()
+	called := false
+	_, err := l.History(bg, f.ID)
+	requireClass(t, err, want, "History")
+	requireClass(t, l.Live(bg, func([]states.Record) error { called = true; return nil }), want, "Live")
+	requireClass(t, l.Scan(bg, 0, func(states.Record) error { called = true; return nil }), want, "Scan")
+	assert.False(t, called, "no callback runs on a failed read")
+	_, _, err = l.Secret(bg, "k")
+	requireClass(t, err, want, "Secret")
+	_, err = l.Prune(bg, Base.Add(24*time.Hour))
+	requireClass(t, err, want, "Prune")
+	requireClass(t, l.Append(bg, []states.Record{f.Failed(states.Canceled)}, map[string][]byte{"k2": []byte("v")}), want, "Append")
+}
+
+// testClosed: a closed log fails every call with ErrLogUnavailable, so a
+// server answers "unavailable, retry" rather than an internal error.
+func testClosed(t *testing.T, l engine.Log) {
+	c, ok := l.(io.Closer)
+	if !ok {
+		t.Skip("the log has no Close method")
+	}
+	f := NewFlow(Base)
+	mustAppend(t, l, map[string][]byte{"k": []byte("v")}, f.Created(), f.URLIssued())
+	require.NoError(t, c.Close())
+	everyMethod(t, l, f, engine.ErrLogUnavailable)
+}
+
+// testFull: a write refused for want of space is ErrStorageFull, writes
+// nothing (records or secrets), and the log goes on once space is back.
+func testFull(t *testing.T, l engine.Log, full func(*testing.T, engine.Log) func()) {
+	f := NewFlow(Base)
+	mustAppend(t, l, nil, f.Created(), f.URLIssued())
+	heal := full(t, l)
+	healed := false
+	defer func() {
+		if !healed {
+			heal()
+		}
+	}()
+	next := f.ExchangeStarted()
+	err := l.Append(bg, []states.Record{next}, map[string][]byte{"k": []byte("v")})
+	requireClass(t, err, engine.ErrStorageFull, "Append on full storage")
+	g := NewFlow(Base)
+	requireClass(t, l.Append(bg, []states.Record{g.Created()}, nil), engine.ErrStorageFull, "Append of a new flow on full storage")
+	heal()
+	healed = true
+
+	assert.Len(t, history(t, l, f.ID), 2, "the refused append wrote no record")
+	assert.Empty(t, history(t, l, g.ID), "the refused new flow wrote no record")
+	_, ok := secret(t, l, "k")
+	assert.False(t, ok, "the refused append wrote no secret")
+	mustAppend(t, l, nil, next)
+	assert.Len(t, history(t, l, f.ID), 3, "once space is back the same append goes through")
+}
+
+// testUnavailable: an unreachable backend fails every call with
+// ErrLogUnavailable, and once back it serves what it held.
+func testUnavailable(t *testing.T, l engine.Log, down func(*testing.T, engine.Log) func()) {
+	f := NewFlow(Base)
+	mustAppend(t, l, map[string][]byte{"k": []byte("v")}, f.Created(), f.URLIssued())
+	heal := down(t, l)
+	healed := false
+	defer func() {
+		if !healed {
+			heal()
+		}
+	}()
+	everyMethod(t, l, f, engine.ErrLogUnavailable)
+	heal()
+	healed = true
+	require.Eventually(t, func() bool {
+		_, err := l.History(bg, f.ID)
+		return err == nil
+	}, 30*time.Second, 50*time.Millisecond, "the log serves again once its backend is back")
+	assert.Len(t, history(t, l, f.ID), 2, "what it held is still there")
+	v, ok := secret(t, l, "k")
+	assert.True(t, ok)
+	assert.Equal(t, "v", string(v))
 }
 
 // A KeepingPruner spares the flows keep names (the engine's active

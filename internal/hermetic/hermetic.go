@@ -27,7 +27,7 @@ import (
 var Knobs = []string{"FLOWD_DEX_BIN", "FLOWD_RECORD_DIR", "FLOWD_PEER_HELPER_SOCKET", "FLOWD_E2E_DEX_SECRET"}
 
 // knobPrefixes are families of test knobs (FLOWD_CRASH_KILLS, ...).
-var knobPrefixes = []string{"FLOWD_CRASH_", "FLOWD_TEST_"}
+var knobPrefixes = []string{"FLOWD_CRASH_", "FLOWD_TEST_", "FLOWD_E2E_"}
 
 // homeDir is the hermetic home of this test binary, once set up.
 var homeDir string

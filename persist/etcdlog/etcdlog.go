@@ -26,7 +26,7 @@
 // writes the records, the new head, the live index and the ended index,
 // and the sealed secrets together. Two replicas can never both advance one
 // flow: the loser writes nothing and gets an error wrapping
-// states.ErrConflict, and re-reads the flow. An append returns once etcd
+// engine.ErrConflict, and re-reads the flow. An append returns once etcd
 // committed it, that is once a quorum of members has it in its
 // write-ahead log.
 //
@@ -57,6 +57,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -67,16 +68,22 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/persist/seal"
 )
 
 // Errors Open and the log's methods return, wrapped with the operation, the
 // endpoints and what to do next.
 var (
-	// ErrUnavailable: no quorum of etcd members answered in time (members
-	// down, no leader, network). A write that failed this way may still
-	// have been applied; flowd re-reads the flow on its next transition.
-	ErrUnavailable = errors.New("etcd store unavailable")
+	// ErrUnavailable is engine.ErrLogUnavailable, which the log's errors
+	// wrap when no quorum of etcd members answered in time (members down,
+	// no leader, network) or the log was closed. A write that failed this
+	// way may still have been applied; flowd re-reads the flow on its next
+	// transition. A write etcd refused for its space quota (the NOSPACE
+	// alarm) wraps engine.ErrStorageFull.
+	//
+	// Deprecated: match engine.ErrLogUnavailable, which every log uses.
+	ErrUnavailable = engine.ErrLogUnavailable
 	// ErrNoKey: no sealing key was given. Cluster mode needs the key every
 	// replica shares; flowd refuses to start without it.
 	ErrNoKey = errors.New("no sealing key for the etcd store")
@@ -150,6 +157,7 @@ type Log struct {
 	sealer    *seal.Sealer
 	timeout   time.Duration
 	endpoints string
+	closed    atomic.Bool
 }
 
 // Format of meta/format; a layout older code cannot read gets a new number.
@@ -267,6 +275,7 @@ func (l *Log) init(ctx context.Context) error {
 
 // Close closes the connection to etcd, unless Options.Client was given.
 func (l *Log) Close() error {
+	l.closed.Store(true)
 	if !l.own || l.cli == nil {
 		return nil
 	}
@@ -286,6 +295,12 @@ func (l *Log) Prefix() string { return l.prefix }
 // a member cut off from quorum fails fast instead of waiting, and turns
 // the failures of an unreachable or leaderless cluster into ErrUnavailable.
 func (l *Log) call(ctx context.Context, op string, fn func(ctx context.Context) error) error {
+	if l.closed.Load() {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		return fmt.Errorf("%s: %w: the log was closed", op, engine.ErrLogUnavailable)
+	}
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), l.timeout)
 	defer cancel()
 	err := fn(rctx)
@@ -295,8 +310,11 @@ func (l *Log) call(ctx context.Context, op string, fn func(ctx context.Context) 
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("%s: %w", op, cerr)
 	}
+	if errors.Is(err, rpctypes.ErrNoSpace) {
+		return fmt.Errorf("%s: %w: etcd at %s refused the write for its space quota (NOSPACE alarm): %w", op, engine.ErrStorageFull, l.endpoints, err)
+	}
 	if unavailable(err) || rctx.Err() != nil {
-		return fmt.Errorf("%s: %w at %s: %v; flowd needs a quorum of the etcd members: check them (etcdctl endpoint health), and retry once they serve", op, ErrUnavailable, l.endpoints, err)
+		return fmt.Errorf("%s: %w at %s: %v; flowd needs a quorum of the etcd members: check them (etcdctl endpoint health), and retry once they serve", op, engine.ErrLogUnavailable, l.endpoints, err)
 	}
 	return fmt.Errorf("%s on etcd %s: %w", op, l.endpoints, err)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/logtest"
 	"flowd.local/flowd/persist/etcdlog"
 	"flowd.local/flowd/persist/etcdlog/etcdtest"
@@ -119,7 +120,7 @@ func TestTwoReplicasOneFlowOneWinner(t *testing.T) {
 		if err == nil {
 			wins++
 		} else {
-			assert.ErrorIs(t, err, states.ErrConflict)
+			assert.ErrorIs(t, err, engine.ErrConflict)
 		}
 	}
 	assert.Equal(t, 1, wins, "exactly one replica advances the flow")

@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/states"
 )
 
@@ -74,15 +75,15 @@ func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		}
 		for i, r := range recs {
 			if r.Flow != flow {
-				return fmt.Errorf("append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), states.ErrConflict)
+				return fmt.Errorf("append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), engine.ErrConflict)
 			}
 			if want := recs[0].FlowSeq + uint64(i); r.FlowSeq != want {
-				return fmt.Errorf("append flow %s: flow_seq %d where %d was due: %w", states.ShortID(flow), r.FlowSeq, want, states.ErrConflict)
+				return fmt.Errorf("append flow %s: flow_seq %d where %d was due: %w", states.ShortID(flow), r.FlowSeq, want, engine.ErrConflict)
 			}
 		}
 		first := recs[0].FlowSeq
 		if first == 0 {
-			return fmt.Errorf("append flow %s: flow_seq 0 continues nothing: %w", states.ShortID(flow), states.ErrConflict)
+			return fmt.Errorf("append flow %s: flow_seq 0 continues nothing: %w", states.ShortID(flow), engine.ErrConflict)
 		}
 		head := l.headKey(flow)
 		if first == 1 {
@@ -155,7 +156,7 @@ func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			last = string(kvs[0].Value)
 		}
-		return fmt.Errorf("append flow %s: flow_seq %d does not follow the stored last flow_seq (%s): %w", states.ShortID(flow), recs[0].FlowSeq, last, states.ErrConflict)
+		return fmt.Errorf("append flow %s: flow_seq %d does not follow the stored last flow_seq (%s): %w", states.ShortID(flow), recs[0].FlowSeq, last, engine.ErrConflict)
 	}
 	for i := range recs {
 		recs[i].Seq = seqOf(resp.Header.Revision, i)

@@ -7,17 +7,24 @@
 //
 // It behaves like the bbolt log on a done context: every method then
 // returns the context's error and reads or writes nothing, so a test that
-// passes on memlog does not fail on the real log for that.
+// passes on memlog does not fail on the real log for that. It fails with
+// the engine's storage error classes as the durable logs do: Close makes
+// every later call fail with engine.ErrLogUnavailable, and Fail makes it
+// fail as a backend in trouble would (a full disk, a lost quorum), so an
+// embedder's tests can cover those paths without a disk or a cluster.
 package memlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"flowd.local/flowd/engine"
 	"flowd.local/flowd/states"
 )
 
@@ -29,6 +36,44 @@ type Log struct {
 	flows   map[string][]int     // flow -> indexes into records
 	ended   map[string]time.Time // terminal flows -> time of their terminal record
 	secrets map[string][]byte
+
+	closed atomic.Bool
+	fault  atomic.Pointer[error]
+}
+
+// Close closes the log: every later call fails with an error wrapping
+// engine.ErrLogUnavailable, as a closed bbolt or etcd log's do.
+func (l *Log) Close() error {
+	l.closed.Store(true)
+	return nil
+}
+
+// Fail makes every later call fail with an error wrapping err, as a
+// backend in trouble would, until Fail(nil). An err wrapping
+// engine.ErrStorageFull fails writes (Append, Prune) only, as a full disk
+// does; any other err, such as engine.ErrLogUnavailable, fails reads too.
+// A call that fails writes nothing.
+func (l *Log) Fail(err error) {
+	if err == nil {
+		l.fault.Store(nil)
+		return
+	}
+	l.fault.Store(&err)
+}
+
+// refuse returns the error a call must fail with before it reads or
+// writes anything, or nil.
+func (l *Log) refuse(ctx context.Context, op string, write bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if l.closed.Load() {
+		return fmt.Errorf("memlog: %s: %w: the log is closed", op, engine.ErrLogUnavailable)
+	}
+	if p := l.fault.Load(); p != nil && (write || !errors.Is(*p, engine.ErrStorageFull)) {
+		return fmt.Errorf("memlog: %s: %w", op, *p)
+	}
+	return nil
 }
 
 // New returns an empty log.
@@ -38,7 +83,7 @@ func New() *Log {
 
 // Append implements engine.Log.
 func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[string][]byte) error {
-	if err := ctx.Err(); err != nil {
+	if err := l.refuse(ctx, "append", true); err != nil {
 		return err
 	}
 	l.mu.Lock()
@@ -48,10 +93,10 @@ func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[stri
 		last := uint64(len(l.flows[flow]))
 		for i, r := range recs {
 			if r.Flow != flow {
-				return fmt.Errorf("memlog: append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), states.ErrConflict)
+				return fmt.Errorf("memlog: append: records of flows %s and %s in one append: %w", states.ShortID(flow), states.ShortID(r.Flow), engine.ErrConflict)
 			}
 			if r.FlowSeq != last+1+uint64(i) {
-				return fmt.Errorf("memlog: append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), r.FlowSeq, last+uint64(i), states.ErrConflict)
+				return fmt.Errorf("memlog: append flow %s: flow_seq %d does not follow %d: %w", states.ShortID(flow), r.FlowSeq, last+uint64(i), engine.ErrConflict)
 			}
 		}
 		for i := range recs {
@@ -79,7 +124,7 @@ func (l *Log) Append(ctx context.Context, recs []states.Record, secrets map[stri
 
 // History implements engine.Log.
 func (l *Log) History(ctx context.Context, flow string) ([]states.Record, error) {
-	if err := ctx.Err(); err != nil {
+	if err := l.refuse(ctx, "history", false); err != nil {
 		return nil, err
 	}
 	l.mu.RLock()
@@ -94,7 +139,7 @@ func (l *Log) History(ctx context.Context, flow string) ([]states.Record, error)
 
 // Live implements engine.Log.
 func (l *Log) Live(ctx context.Context, fn func([]states.Record) error) error {
-	if err := ctx.Err(); err != nil {
+	if err := l.refuse(ctx, "live", false); err != nil {
 		return err
 	}
 	l.mu.RLock()
@@ -120,7 +165,7 @@ func (l *Log) Live(ctx context.Context, fn func([]states.Record) error) error {
 
 // Scan implements engine.Log.
 func (l *Log) Scan(ctx context.Context, after uint64, fn func(states.Record) error) error {
-	if err := ctx.Err(); err != nil {
+	if err := l.refuse(ctx, "scan", false); err != nil {
 		return err
 	}
 	l.mu.RLock()
@@ -144,7 +189,7 @@ func (l *Log) Scan(ctx context.Context, after uint64, fn func(states.Record) err
 
 // Secret implements engine.Log.
 func (l *Log) Secret(ctx context.Context, key string) ([]byte, bool, error) {
-	if err := ctx.Err(); err != nil {
+	if err := l.refuse(ctx, "secret", false); err != nil {
 		return nil, false, err
 	}
 	l.mu.RLock()
@@ -162,7 +207,7 @@ func (l *Log) Prune(ctx context.Context, endedBefore time.Time) (int, error) {
 // PruneKeeping implements engine.KeepingPruner: Prune, sparing the flows
 // keep (nil: none) names.
 func (l *Log) PruneKeeping(ctx context.Context, endedBefore time.Time, keep func(flow string) bool) (int, error) {
-	if err := ctx.Err(); err != nil {
+	if err := l.refuse(ctx, "prune", true); err != nil {
 		return 0, err
 	}
 	l.mu.Lock()

@@ -8,12 +8,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"syscall"
 
 	"flowd.local/flowd/cmd/internal/wire"
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/engine/mcpauth"
-	"flowd.local/flowd/persist/etcdlog"
 	"flowd.local/flowd/states"
 )
 
@@ -103,12 +101,12 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "flowd is shutting down; start it again and retry"
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("the request body is over %d bytes", mbe.Limit)
-	case errors.Is(err, etcdlog.ErrUnavailable):
-		// The message names the endpoints and what to check.
-		return http.StatusServiceUnavailable, wire.CodeUnavailable, err.Error()
-	case errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, engine.ErrStorageFull):
 		return http.StatusInsufficientStorage, wire.CodeStorageFull,
-			"the disk holding flowd's database is full, so nothing was changed: free space on it (see flowd -h for the state directory) and retry"
+			fmt.Sprintf("flowd's store is full, so nothing was changed (%v): free space on the disk holding the state directory (see flowd -h), or raise the etcd quota and disarm its NOSPACE alarm, and retry", err)
+	case errors.Is(err, engine.ErrLogUnavailable):
+		// The backend's message names what it could not reach.
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, fmt.Sprintf("flowd's store is unavailable, so nothing was changed (%v); retry once it serves", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "the request was canceled before flowd finished it; retry"
 	}

@@ -150,7 +150,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		transport = string(states.Loopback)
 	}
 	resp := wire.StartResponse{
-		State: st.State, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
+		State: st.ID, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
 		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded, Scopes: st.Scopes,
 		LaunchURL: st.LaunchURL,
 	}
@@ -478,7 +478,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := key.Provider
-	get := s.cfg.Engine.TokenFor
+	get := s.cfg.Engine.Token
 	switch r.URL.Query().Get("force") {
 	case "", "false":
 	case "true":
@@ -518,7 +518,7 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 	key, err := s.cfg.Engine.ResolveAccount(r.Context(), key)
 	var res engine.Disconnection
 	if err == nil {
-		res, err = s.cfg.Engine.DisconnectFor(r.Context(), key)
+		res, err = s.cfg.Engine.Disconnect(r.Context(), key)
 	}
 	if errors.Is(err, engine.ErrNoToken) {
 		writeJSON(w, http.StatusOK, wire.DisconnectResponse{Provider: name, Account: key.Account, Removed: false})

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -63,6 +64,8 @@ type harnessOpts struct {
 	device bool
 	// identify is the engine's Config.Identify.
 	identify engine.IdentifyFunc
+	// log, when set, is the engine's log instead of a fresh memlog.
+	log *memlog.Log
 }
 
 // harness is a Server on a real unix socket and a real loopback TCP
@@ -97,7 +100,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ecfg := engine.Config{
-		Log: memlog.New(),
+		Log: cmp.Or(o.log, memlog.New()),
 		Providers: []engine.Provider{{Name: "fake", AuthURL: h.provider.URL + "/auth", TokenURL: h.provider.URL + "/token",
 			AuthMethod: engine.AuthMethodClientSecretPost, ClientID: "cid", ClientSecret: clientSecret, Scopes: []string{"read"}}},
 		LoopbackRedirectURL: "http://" + h.tcp + engine.CallbackPath,
@@ -291,9 +294,9 @@ func (c *countingEngine) List(ctx context.Context, f engine.Filter) ([]states.Fl
 	return c.Engine.List(ctx, f)
 }
 
-func (c *countingEngine) TokenFor(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
+func (c *countingEngine) Token(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
 	c.calls.Add(1)
-	return c.Engine.TokenFor(ctx, k)
+	return c.Engine.Token(ctx, k)
 }
 
 func (c *countingEngine) ForceRefresh(ctx context.Context, k engine.TokenKey) (*oauth2.Token, engine.StoredToken, error) {
@@ -301,9 +304,9 @@ func (c *countingEngine) ForceRefresh(ctx context.Context, k engine.TokenKey) (*
 	return c.Engine.ForceRefresh(ctx, k)
 }
 
-func (c *countingEngine) DisconnectFor(ctx context.Context, k engine.TokenKey) (engine.Disconnection, error) {
+func (c *countingEngine) Disconnect(ctx context.Context, k engine.TokenKey) (engine.Disconnection, error) {
 	c.calls.Add(1)
-	return c.Engine.DisconnectFor(ctx, k)
+	return c.Engine.Disconnect(ctx, k)
 }
 
 func (c *countingEngine) Connections(ctx context.Context) ([]engine.Connection, error) {

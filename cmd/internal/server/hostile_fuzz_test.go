@@ -73,7 +73,7 @@ func (h *hostileServer) start(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.State
+	return st.ID
 }
 
 // refusals that must leave the log exactly as it was: the request never
@@ -165,8 +165,8 @@ func FuzzCallbackQuery(f *testing.F) {
 			}
 			binding = l.Binding
 		}
-		q = strings.ReplaceAll(q, "STATE", st.State)
-		cookie = strings.ReplaceAll(strings.ReplaceAll(cookie, "NAME", redirect.CookieName(st.State)), "BINDING", binding)
+		q = strings.ReplaceAll(q, "STATE", st.ID)
+		cookie = strings.ReplaceAll(strings.ReplaceAll(cookie, "NAME", redirect.CookieName(st.ID)), "BINDING", binding)
 		beforeN, before := h.snapshot(t)
 		r := httptest.NewRequest("GET", "/oauth/callback", nil)
 		r.URL.RawQuery = q
@@ -176,7 +176,7 @@ func FuzzCallbackQuery(f *testing.F) {
 		w := serveAs(h.s, connInfo{}, r)
 		if bound {
 			var sent string
-			if c, err := r.Cookie(redirect.CookieName(st.State)); err == nil {
+			if c, err := r.Cookie(redirect.CookieName(st.ID)); err == nil {
 				sent = c.Value
 			}
 			if sent != binding && w.Code < 400 {
@@ -184,7 +184,7 @@ func FuzzCallbackQuery(f *testing.F) {
 			}
 		}
 		h.checkRejection(t, "GET /oauth/callback?"+clip(q, 200)+" Cookie: "+clip(cookie, 100), w, true, beforeN, before)
-		_, _ = h.eng.Cancel(context.Background(), st.State)
+		_, _ = h.eng.Cancel(context.Background(), st.ID)
 	})
 }
 

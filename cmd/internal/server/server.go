@@ -41,9 +41,9 @@ type Engine interface {
 	History(ctx context.Context, state string) ([]states.Record, error)
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error
 	List(ctx context.Context, f engine.Filter) ([]states.Flow, error)
-	TokenFor(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
+	Token(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
 	ForceRefresh(ctx context.Context, key engine.TokenKey) (*oauth2.Token, engine.StoredToken, error)
-	DisconnectFor(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
+	Disconnect(ctx context.Context, key engine.TokenKey) (engine.Disconnection, error)
 	Connections(ctx context.Context) ([]engine.Connection, error)
 	ResolveAccount(ctx context.Context, key engine.TokenKey) (engine.TokenKey, error)
 	Providers() []string

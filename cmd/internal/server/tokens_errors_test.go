@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/persist/etcdlog"
+	"flowd.local/flowd/engine"
+	"flowd.local/flowd/persist/memlog"
+	"flowd.local/flowd/states"
 )
 
 // A flow started for an account stores its token under that account: the
@@ -44,8 +47,40 @@ func TestTokenPerAccount(t *testing.T) {
 // A store without quorum is the server's temporary problem: 503
 // unavailable with the store's own message, never a 500 that reads like a bug.
 func TestStoreUnavailableIs503(t *testing.T) {
-	status, code, msg := classify(fmt.Errorf("append: %w: endpoints 127.0.0.1:2379", etcdlog.ErrUnavailable))
+	status, code, msg := classify(fmt.Errorf("append: %w: endpoints 127.0.0.1:2379", engine.ErrLogUnavailable))
 	assert.Equal(t, http.StatusServiceUnavailable, status)
 	assert.Equal(t, wire.CodeUnavailable, code)
 	assert.Contains(t, msg, "127.0.0.1:2379")
+}
+
+// The server answers a store's failures by the engine's storage classes
+// alone, whichever backend raised them: a full store is 507 storage_full,
+// an unreachable or closed one 503 unavailable, and neither starts a flow.
+func TestStoreFailureClassesReachTheClient(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fail   func(*memlog.Log)
+		status int
+		code   string
+	}{
+		{"full", func(l *memlog.Log) { l.Fail(fmt.Errorf("quota: %w", engine.ErrStorageFull)) }, http.StatusInsufficientStorage, wire.CodeStorageFull},
+		{"unreachable", func(l *memlog.Log) { l.Fail(fmt.Errorf("no quorum: %w", engine.ErrLogUnavailable)) }, http.StatusServiceUnavailable, wire.CodeUnavailable},
+		{"closed", func(l *memlog.Log) { _ = l.Close() }, http.StatusServiceUnavailable, wire.CodeUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := memlog.New()
+			h := newHarness(t, harnessOpts{log: log})
+			tc.fail(log)
+			r := h.local("POST", "/v1/flows", wire.StartRequest{Provider: "fake"})
+			assert.Equal(t, tc.status, r.status, string(r.body))
+			assert.Equal(t, tc.code, r.errCode())
+			if tc.name == "closed" {
+				return // nothing to read it back with
+			}
+			log.Fail(nil)
+			n := 0
+			require.NoError(t, log.Scan(context.Background(), 0, func(states.Record) error { n++; return nil }))
+			assert.Zero(t, n, "a refused start records nothing")
+		})
+	}
 }
