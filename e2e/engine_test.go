@@ -41,6 +41,8 @@ type engineRig struct {
 const (
 	dexProvider    = "dex"
 	publicProvider = "dex-public"
+	// deviceProvider is the public client with Dex's device endpoint.
+	deviceProvider = "dex-device"
 )
 
 func newEngineRig(t *testing.T, opts dextest.Options) *engineRig {
@@ -86,6 +88,12 @@ func (r *engineRig) open() {
 				AuthMethod: engine.AuthMethodNone,
 				ClientID:   dextest.PublicClientID,
 				Scopes:     []string{"openid", "offline_access"},
+			},
+			{
+				Name: deviceProvider, AuthURL: r.dex.AuthURL, TokenURL: r.dex.TokenURL, DeviceAuthURL: r.dex.DeviceAuthURL,
+				AuthMethod: engine.AuthMethodNone,
+				ClientID:   dextest.PublicClientID,
+				Scopes:     []string{"openid", "email", "offline_access"},
 			},
 		},
 		LoopbackRedirectURL: r.dex.RedirectURIs[0],

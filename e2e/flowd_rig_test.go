@@ -138,7 +138,18 @@ client_id = %q
 client_secret_env = %q
 scopes = ["openid", "email", "offline_access"]
 auth_style = "in_header"
-`, listen, extra, r.dex.AuthURL, r.dex.TokenURL, dextest.ClientID, secretEnv)
+
+# The device grant (RFC 8628) through Dex's public client: Dex sends a
+# confidential client's device login to a path outside its issuer.
+[providers.dex-device]
+auth_url = %q
+token_url = %q
+device_auth_url = %q
+client_id = %q
+scopes = ["openid", "email", "offline_access"]
+auth_style = "in_params"
+`, listen, extra, r.dex.AuthURL, r.dex.TokenURL, dextest.ClientID, secretEnv,
+		r.dex.AuthURL, r.dex.TokenURL, r.dex.DeviceAuthURL, dextest.PublicClientID)
 	dir := filepath.Join(configHome, "flowd")
 	require.NoError(r.t, os.MkdirAll(dir, 0o700))
 	require.NoError(r.t, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600))
@@ -190,7 +201,9 @@ func (r *flowdRig) env() []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(k, "XDG_"), k == "HOME", k == "DISPLAY", k == "WAYLAND_DISPLAY", k == "BROWSER",
-			strings.HasPrefix(k, "FLOWD_"), k == "GORACE", k == "GOGC":
+			strings.HasPrefix(k, "FLOWD_"), k == "GORACE", k == "GOGC",
+			// A test run over SSH must not turn flowctl's default transport into device or manual.
+			k == "SSH_CONNECTION", k == "SSH_TTY":
 			continue
 		}
 		env = append(env, kv)

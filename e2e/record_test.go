@@ -13,6 +13,7 @@ import (
 
 	"flowd.local/flowd/engine"
 	"flowd.local/flowd/internal/dextest"
+	"flowd.local/flowd/internal/oauthtest"
 	"flowd.local/flowd/replay"
 	"flowd.local/flowd/states"
 )
@@ -84,6 +85,41 @@ func TestDexRecordings(t *testing.T) {
 		got := r.exportAndReplay(dir, "restart_before_callback")
 		assert.Equal(t, states.Exchanged, got.Reason)
 		assert.True(t, got.TokenStored)
+	})
+
+	t.Run("device", func(t *testing.T) {
+		// The device grant: a poll before the user enters the code (Dex
+		// says authorization_pending: nothing recorded), flowd restarts
+		// while the user has the code, the user logs in, and the next poll
+		// on the recorded schedule gets the token.
+		r := newEngineRig(t, dextest.Options{})
+		st, err := r.eng.Start(ctx, engine.StartRequest{Provider: deviceProvider, Transport: states.Device})
+		require.NoError(t, err)
+		require.NotNil(t, st.Device)
+		require.Equal(t, r.dex.Issuer+"/device", st.Device.VerificationURI)
+		r.clock.Advance(st.PollInterval)
+		require.Equal(t, 1, r.dex.TokenRequests(oauthtest.DeviceGrantType), "one poll at the interval")
+		r.restart()
+		require.NoError(t, r.dex.Browser().ApproveDevice(ctx, st.Device.VerificationURI, st.Device.UserCode))
+		r.clock.Advance(st.PollInterval)
+		f, err := r.eng.Status(ctx, st.ID)
+		require.NoError(t, err)
+		require.Equal(t, states.Complete, f.State, "flow %+v", f)
+		assert.Equal(t, 2, r.dex.TokenRequests(oauthtest.DeviceGrantType))
+		tok, _, err := r.eng.Token(ctx, engine.TokenKey{Provider: deviceProvider})
+		require.NoError(t, err)
+		claims := r.userinfo(tok.AccessToken)
+		assert.Equal(t, "kilgore@kilgore.trout", claims["email"])
+		got := r.exportAndReplay(dir, "device")
+		assert.Equal(t, states.Exchanged, got.Reason)
+		assert.Equal(t, states.Device, got.Transport)
+		hist, err := r.eng.History(ctx, st.ID)
+		require.NoError(t, err)
+		var evs []states.Event
+		for _, rec := range hist {
+			evs = append(evs, rec.Event)
+		}
+		assert.Equal(t, []states.Event{states.Created, states.DeviceAuthorized, states.ExchangeSucceeded}, evs)
 	})
 }
 

@@ -45,6 +45,9 @@ type Provider struct {
 	Scopes []string
 	// AuthParams are extra authorize-URL parameters (prompt=consent, access_type=offline, ...).
 	AuthParams map[string]string
+	// DeviceAuthURL is the device authorization endpoint (RFC 8628); empty
+	// when the provider has none, and the device transport is refused.
+	DeviceAuthURL string
 	// RevocationURL is the provider's RFC 7009 token revocation endpoint
 	// (revocation_endpoint in its metadata). Empty: the provider has none,
 	// and Disconnect only deletes the local copy (and says so).
@@ -181,6 +184,12 @@ type Started struct {
 	Deadline    time.Time
 	// Superseded lists the earlier live flows this one ended.
 	Superseded []string
+	// Device is the user code and where to enter it, for the device
+	// transport (AuthURL and RedirectURI are empty then); nil otherwise.
+	Device *DeviceCode
+	// PollInterval is how often the engine polls the token endpoint of a
+	// device flow, at the start; slow_down makes it longer.
+	PollInterval time.Duration
 	// Scopes are the scopes asked for: those requested, joined by those
 	// the account's stored token was already granted (a step-up never
 	// asks for fewer than the connection holds).
@@ -273,7 +282,7 @@ var (
 	ErrExchangeInProgress = errors.New("exchange in progress")
 	// ErrNoGateway: the gateway transport needs Config.PublicBaseURL.
 	ErrNoGateway = errors.New("gateway transport needs a public base URL")
-	// ErrBadTransport: the transport is not loopback, gateway or manual.
+	// ErrBadTransport: the transport is not loopback, gateway, manual or device.
 	ErrBadTransport = errors.New("unknown transport")
 	// ErrNoToken: no token is stored for the provider; connect first.
 	ErrNoToken = errors.New("no token stored")

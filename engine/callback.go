@@ -76,6 +76,10 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		locked = false
 		f, err := e.ignoreFinished(ctx, p.State, fp)
 		return f, err, false
+	case f.Transport == states.Device:
+		// A device flow has no redirect: a callback naming it (a guessed
+		// or replayed state) is refused, and changes nothing.
+		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}, false
 	case f.Exchanging:
 		f, err := e.commit(ctx, lf, e.record(lf, states.CallbackIgnored, states.Data{Ignored: states.IgnoredInProgress, CodeFingerprint: fp}), nil)
 		if err != nil {
@@ -246,7 +250,21 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 	if err != nil {
 		return failed(describeExchangeError(err, xctx.Err(), e.cfg.ExchangeTimeout, code, verifier, p.ClientSecret))
 	}
-	id, fail := e.identify(ctx, p, f, tok, nonce, code, verifier)
+	return e.storeToken(ctx, p, f, tok, nonce, code, verifier)
+}
+
+// storeToken establishes who the token a flow obtained belongs to
+// (Config.Identify), stores it, or, when tokens are kept in the log,
+// returns it in the outcome's secrets. sent are the secrets the flow sent
+// to get it (a code and verifier, or a device code), redacted from any
+// message. The code exchange and the device transport's poll share it.
+func (e *Engine) storeToken(ctx context.Context, p *provider, f states.Flow, tok *oauth2.Token, nonce string, sent ...string) outcome {
+	failed := func(d states.Data) outcome {
+		d.Reason = states.ExchangeFailed
+		e.logger.Warn("exchange failed", "flow", states.ShortID(f.ID), "provider", f.Provider, "http_status", d.HTTPStatus, "error_code", d.ErrorCode)
+		return outcome{event: states.Failed, data: d}
+	}
+	id, fail := e.identify(ctx, p, f, tok, nonce, sent...)
 	if fail != nil {
 		return *fail
 	}

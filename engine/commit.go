@@ -27,8 +27,11 @@ func (e *Engine) record(lf *liveFlow, ev states.Event, d states.Data) []states.R
 }
 
 // dropFlowSecrets deletes the secrets sealed with lf's first records:
-// its PKCE verifier, and its nonce if it sent one.
+// its PKCE verifier, and its nonce if it sent one, or a device flow's codes.
 func (e *Engine) dropFlowSecrets(lf *liveFlow) map[string][]byte {
+	if lf.flow.Transport == states.Device {
+		return map[string][]byte{deviceKeyPrefix + lf.flow.ID: nil}
+	}
 	if lf.flow.NonceFingerprint != "" {
 		return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil, nonceKeyPrefix + lf.flow.ID: nil}
 	}

@@ -149,6 +149,10 @@ type liveFlow struct {
 	// copy, always written with the flow's first records. Memory is not
 	// the log: the process holds the key that opens every sealed secret.
 	verifier string
+	// dev is the poll state of a device flow this engine polls (guarded
+	// by mu); nil for the other transports, and for device flows another
+	// engine on a shared log started (the one that started it polls).
+	dev *deviceState
 	// nonce is the OpenID Connect nonce of a flow this engine started,
 	// kept like verifier (its sealed copy is read otherwise).
 	nonce string
@@ -264,6 +268,11 @@ func validateProvider(p Provider) error {
 			return fmt.Errorf("provider %q: %s %q is not an absolute http(s) URL", p.Name, field, raw)
 		}
 	}
+	if p.DeviceAuthURL != "" {
+		if u, err := url.Parse(p.DeviceAuthURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("provider %q: device authorization URL %q is not an absolute http(s) URL", p.Name, p.DeviceAuthURL)
+		}
+	}
 	if p.ClientID == "" {
 		return fmt.Errorf("provider %q: no client id", p.Name)
 	}
@@ -359,7 +368,8 @@ type Stats struct {
 	// Live is the number of non-terminal flows.
 	Live int
 	// TimerWakeups counts how often the deadline timer fired. It grows only
-	// at deadlines: an idle engine does not wake up.
+	// at deadlines and at device flows' scheduled polls: an idle engine
+	// does not wake up.
 	TimerWakeups int64
 }
 

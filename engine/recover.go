@@ -26,6 +26,10 @@ func (e *Engine) recover(ctx context.Context) error {
 			return fmt.Errorf("replay live flow: %w", err)
 		}
 		lf := &liveFlow{flow: f, done: make(chan struct{}), index: -1}
+		if f.Transport == states.Device && e.shared == nil {
+			// Polling resumes on the recorded schedule (wakeFor).
+			lf.dev = &deviceState{}
+		}
 		noteRecords(lf, history)
 		switch {
 		case f.Exchanging && e.shared != nil:

@@ -236,6 +236,11 @@ func noteRecords(lf *liveFlow, recs []states.Record) {
 // that died mid-exchange leaves the flow to the others to end. The caller
 // holds lf.mu.
 func (e *Engine) wakeFor(lf *liveFlow) time.Time {
+	if lf.dev != nil && lf.flow.State.Live() {
+		if at := e.pollAt(lf); at.Before(lf.flow.Deadline) {
+			return at
+		}
+	}
 	if e.remoteExchange(lf) {
 		if due := e.exchangeDue(lf); due.Before(lf.flow.Deadline) {
 			return due

@@ -35,6 +35,20 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if req.Transport == "" {
 		req.Transport = states.Loopback
 	}
+	if req.Transport == states.Device {
+		if req.Resource != "" {
+			return Started{}, fmt.Errorf("start %s: %w %q for an MCP server: use loopback or manual", req.Provider, ErrBadTransport, req.Transport)
+		}
+		p, err := e.provider(req.Provider)
+		if err != nil {
+			return Started{}, err
+		}
+		scopes := req.Scopes
+		if len(scopes) == 0 {
+			scopes = p.Scopes
+		}
+		return e.startDevice(ctx, p, req, scopes)
+	}
 	var redirect string
 	switch req.Transport {
 	case states.Loopback:
@@ -47,7 +61,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		}
 		redirect = strings.TrimSuffix(e.cfg.PublicBaseURL, "/") + CallbackPath
 	default:
-		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway or manual", req.Provider, ErrBadTransport, req.Transport)
+		return Started{}, fmt.Errorf("start %s: %w %q: use loopback, gateway, manual or device", req.Provider, ErrBadTransport, req.Transport)
 	}
 	var (
 		p      *provider

@@ -122,6 +122,9 @@ func (e *Engine) fire() {
 		e.mu.Unlock()
 	}
 	_ = e.each(expiring, func(lf *liveFlow) error {
+		if e.devicePoll(lf, now, retry) {
+			return nil
+		}
 		lf.mu.Lock()
 		defer lf.mu.Unlock()
 		f := lf.flow

@@ -358,6 +358,49 @@ var recordings = []recording{
 		assert.Equal(s.t, want.Deadline.Sub(want.Created), got.Deadline.Sub(got.Created), "the deadline survived the restarts")
 		s.tokenStored("github", "", true)
 	}},
+	{"device_complete", "device transport (RFC 8628): two polls hear authorization_pending (not recorded), slow_down adds 5 s (poll_slowed), flowd restarts while the user has the code, and the next poll on the recorded schedule gets the token", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "microsoft", Transport: states.Device})
+		require.NotNil(s.t, st.Device)
+		s.clk.Advance(10 * time.Second) // polls at 5 and 10 s: pending
+		s.dev.SlowDownNext()
+		s.clk.Advance(5 * time.Second) // at 15 s: slow_down, interval 10 s
+		s.restart()                    // down 2 s: back at 17 s, next poll at 25 s
+		require.True(s.t, s.dev.ApproveDevice(st.Device.UserCode))
+		s.clk.Advance(7 * time.Second)
+		d, _ := s.dev.Device(st.Device.UserCode)
+		require.Equal(s.t, 3, d.Polls, "no poll at open, none before the schedule")
+		s.clk.Advance(time.Second)
+		f := s.status(st.ID)
+		s.outcome(f, states.Complete, states.Exchanged)
+		assert.Equal(s.t, 10*time.Second, f.PollInterval)
+		assert.Equal(s.t, 1, d.SlowDowns, "the strict provider said slow_down once")
+		s.tokenStored("microsoft", "", true)
+	}},
+	{"device_denied", "device transport: the user refuses at the provider; the next poll hears access_denied: error(provider_denied)", func(s *session) {
+		s.open()
+		st := s.start(engine.StartRequest{Provider: "microsoft", Transport: states.Device})
+		s.clk.Advance(5 * time.Second)
+		require.True(s.t, s.dev.DenyDevice(st.Device.UserCode))
+		s.clk.Advance(5 * time.Second)
+		f := s.status(st.ID)
+		s.outcome(f, states.Error, states.ProviderDenied)
+		assert.Equal(s.t, "access_denied", f.ErrorCode)
+		s.tokenStored("microsoft", "", false)
+	}},
+	{"device_expired", "device transport: nobody enters the code; the flow ends at the device code's expiry (deadline_passed(expired)), and a second flow's code runs out while flowd is down (expired_while_down)", func(s *session) {
+		s.open()
+		s.dev.SetDeviceCodeLifetime(30 * time.Second)
+		st := s.start(engine.StartRequest{Provider: "microsoft", Transport: states.Device})
+		s.clk.Advance(30 * time.Second)
+		s.outcome(s.status(st.ID), states.Expired, states.DeadlineExpired)
+		st2 := s.start(engine.StartRequest{Provider: "microsoft", Transport: states.Device, Account: "bob"})
+		s.clk.Advance(12 * time.Second)
+		s.close()
+		s.clk.Advance(time.Minute)
+		s.open()
+		s.outcome(s.status(st2.ID), states.Expired, states.ExpiredWhileDown)
+	}},
 	{"token_refresh_rotated", "a connection refreshed twice with rotating refresh tokens, across a restart, then disconnected at a provider without a revocation endpoint", func(s *session) {
 		s.open()
 		st := s.start(engine.StartRequest{Provider: "github"})
@@ -460,6 +503,9 @@ type session struct {
 	ctx  context.Context
 	clk  *fakeclock.Clock
 	prov *oauthtest.Server
+	// dev is the device-flow provider: no latency, since its polls run
+	// inside the fake clock's Advance.
+	dev  *oauthtest.Server
 	cfg  engine.Config
 	path string
 	db   *persist.DB
@@ -475,6 +521,10 @@ func newSession(t *testing.T, name string) *session {
 	s := &session{t: t, ctx: context.Background(), clk: fakeclock.New(recEpoch),
 		path: filepath.Join(t.TempDir(), "flowd.db")}
 	s.prov = newRecProvider(t, s.clk)
+	s.dev = oauthtest.New(t, oauthtest.Options{ClientID: recClientID, ClientSecret: recClientSecret, Now: s.clk.Now,
+		VerificationURI: "https://microsoft.example.test/devicelogin"})
+	device := recProviderConfig(s.dev, "microsoft", "openid", "offline_access")
+	device.DeviceAuthURL = s.dev.DeviceAuthURL
 	s.cfg = engine.Config{
 		Clock: s.clk,
 		// Seeded by the scenario's name: the same state tokens, PKCE
@@ -483,6 +533,7 @@ func newSession(t *testing.T, name string) *session {
 		Providers: []engine.Provider{
 			recProviderConfig(s.prov, "github", "repo", "read:user"),
 			withRevocation(recProviderConfig(s.prov, "google", "openid", "email"), s.prov),
+			device,
 		},
 		PublicBaseURL:   recPublicBase,
 		ExchangeTimeout: 10 * time.Second,

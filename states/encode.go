@@ -53,7 +53,8 @@ func (d Data) IsZero() bool {
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.Subject == "" && d.Email == "" &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
-		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == ""
+		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == "" &&
+		d.VerificationURI == "" && d.PollInterval == 0 && d.NextPoll == nil
 }
 
 // appendData writes Data's fields in declaration order, each left out
@@ -101,6 +102,15 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
+	w.str("verification_uri", d.VerificationURI)
+	if d.PollInterval != 0 {
+		w.key("poll_interval")
+		w.b = strconv.AppendInt(w.b, int64(d.PollInterval), 10)
+	}
+	if d.NextPoll != nil {
+		w.key("next_poll")
+		w.b, w.ok = appendTime(w.b, *d.NextPoll, w.ok)
+	}
 	w.str("binding_fp", d.BindingFingerprint)
 	if d.TokenExpiry != nil {
 		w.key("token_expiry")

@@ -193,6 +193,12 @@ func genRecord(t *rapid.T) (Record, bool) {
 		d.SupersededBy = genString(t, "superseded", weird)
 		d.CodeFingerprint = genString(t, "fp", weird)
 		d.Ignored = Ignored(genString(t, "ignored", weird))
+		d.VerificationURI = genString(t, "verification_uri", weird)
+		d.PollInterval = rapid.IntRange(-100, 100000).Draw(t, "poll_interval")
+		if rapid.Bool().Draw(t, "has-next-poll") {
+			np := genTime(t, "next_poll")
+			d.NextPoll = &np
+		}
 		d.BindingFingerprint = genString(t, "binding_fp", weird)
 		if rapid.Bool().Draw(t, "has-token-expiry") {
 			te := genTime(t, "token_expiry")

@@ -60,6 +60,28 @@ type Flow struct {
 	// exchange_succeeded that stored a token, advanced by the token events.
 	// Nil for every other flow.
 	Conn *Connection
+	// Device flows: where the user enters the code, how often the token
+	// endpoint is polled, and the last recorded poll time. Polls follow
+	// NextPoll every PollInterval; the ones that change nothing are not
+	// recorded, so NextPoll may lie in the past (see NextPollAfter).
+	VerificationURI string
+	PollInterval    time.Duration
+	NextPoll        time.Time
+}
+
+// NextPollAfter returns the first time of a device flow's poll schedule
+// (NextPoll, then every PollInterval) at or after t: where polling resumes
+// after a restart, neither at once nor later than the schedule says. It
+// returns the zero time for a flow that does not poll.
+func (f Flow) NextPollAfter(t time.Time) time.Time {
+	if f.Transport != Device || f.NextPoll.IsZero() {
+		return time.Time{}
+	}
+	if !f.NextPoll.Before(t) || f.PollInterval <= 0 {
+		return f.NextPoll
+	}
+	n := (t.Sub(f.NextPoll) + f.PollInterval - 1) / f.PollInterval
+	return f.NextPoll.Add(n * f.PollInterval)
 }
 
 // Bound reports whether the flow is bound to a browser: its loopback
@@ -107,6 +129,15 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
+	case DeviceAuthorized, PollSlowed:
+		if d.VerificationURI != "" {
+			f.VerificationURI = d.VerificationURI
+		}
+		f.PollInterval = time.Duration(d.PollInterval) * time.Second
+		f.NextPoll = *d.NextPoll
+		if rec.Event == PollSlowed {
+			f.ErrorCode, f.Message = d.ErrorCode, d.Message
+		}
 	case BrowserBound:
 		f.BindingFingerprint = d.BindingFingerprint
 	default:
@@ -165,17 +196,36 @@ func (f Flow) check(rec Record) error {
 	if reasonsOf[rec.Event] == nil && d.Reason != "" {
 		return fmt.Errorf("%w: %s carries reason %q", ErrBadReason, rec.Event, d.Reason)
 	}
+	device := f.Transport == Device
 	switch rec.Event {
 	case Created:
 		if d.Deadline == nil || d.Deadline.IsZero() {
 			return ErrMissingDeadline
 		}
+	case URLIssued:
+		if device {
+			return fmt.Errorf("%w: url_issued in a device flow (it has no authorization URL; device_authorized)", ErrIllegalTransition)
+		}
+	case DeviceAuthorized, PollSlowed:
+		switch {
+		case !device:
+			return fmt.Errorf("%w: %s in a %s flow (only device flows poll)", ErrIllegalTransition, rec.Event, f.Transport)
+		case d.PollInterval <= 0 || d.NextPoll == nil || d.NextPoll.IsZero():
+			return fmt.Errorf("%w: %s needs poll_interval and next_poll", ErrIllegalTransition, rec.Event)
+		case rec.Event == PollSlowed && time.Duration(d.PollInterval)*time.Second <= f.PollInterval:
+			// RFC 8628 section 3.5: slow_down adds to the interval for the rest of the flow.
+			return fmt.Errorf("%w: poll_slowed to %ds from %s (an interval only grows)", ErrIllegalTransition, d.PollInterval, f.PollInterval)
+		}
 	case ExchangeStarted:
+		if device {
+			// A device code is polled, not redeemed once: no exchange to start.
+			return fmt.Errorf("%w: exchange_started in a device flow (it polls)", ErrIllegalTransition)
+		}
 		if f.Exchanging {
 			return fmt.Errorf("%w: exchange_started twice", ErrIllegalTransition)
 		}
 	case ExchangeSucceeded:
-		if !f.Exchanging {
+		if !f.Exchanging && !device {
 			return fmt.Errorf("%w: exchange_succeeded without exchange_started", ErrIllegalTransition)
 		}
 	case CallbackIgnored:
@@ -203,12 +253,22 @@ func (f Flow) check(rec Record) error {
 		switch {
 		case d.BindingFingerprint == "":
 			return fmt.Errorf("%w: browser_bound without a binding fingerprint", ErrBadReason)
+		case device:
+			return fmt.Errorf("%w: browser_bound in a device flow (it has no launch link)", ErrIllegalTransition)
 		case f.Bound():
 			return fmt.Errorf("%w: browser_bound twice: a launch link binds one browser", ErrIllegalTransition)
 		case f.Exchanging:
 			return fmt.Errorf("%w: browser_bound while an exchange is under way", ErrIllegalTransition)
 		}
 	case Failed, DeadlinePassed:
+		if device {
+			// A poll that fails ends the flow exchange_failed at once (a poll
+			// is not recorded before it is made); nothing is interrupted.
+			if d.Reason == ExchangeInterrupted {
+				return fmt.Errorf("%w: %s(%s) in a device flow (it never starts an exchange)", ErrIllegalTransition, rec.Event, d.Reason)
+			}
+			break
+		}
 		exchangeOutcome := d.Reason == ExchangeFailed || d.Reason == ExchangeInterrupted || d.Reason == IdentityInvalid || d.Reason == AccountMismatch
 		if exchangeOutcome != f.Exchanging {
 			if f.Exchanging {

@@ -44,6 +44,8 @@ func guardAllows(p position, e Event, variant string) bool {
 			return p.State == AwaitingCallback && p.Bound && !p.Exchanging
 		}
 		return false
+	case DeviceAuthorized, PollSlowed:
+		return false // these positions are of a loopback flow; device flows: TestApplyDeviceFlow
 	case BrowserBound:
 		return !p.Bound && !p.Exchanging
 	}
@@ -351,6 +353,95 @@ func TestFoldEmpty(t *testing.T) {
 	f, err := Fold(nil)
 	require.NoError(t, err)
 	assert.Equal(t, Flow{}, f)
+}
+
+// deviceHistory is a device flow that was authorized, slowed down once and
+// completed, as the engine records it.
+func deviceHistory() []Record {
+	dl := t0.Add(15 * time.Minute)
+	p1, p2 := t0.Add(5*time.Second), t0.Add(20*time.Second)
+	return []Record{
+		{Version: SchemaVersion, Seq: 1, Flow: testFlow, FlowSeq: 1, Event: Created, To: Pending, Time: t0,
+			Data: Data{Provider: "github", Scopes: []string{"repo"}, Transport: Device, Deadline: &dl}},
+		{Version: SchemaVersion, Seq: 2, Flow: testFlow, FlowSeq: 2, Event: DeviceAuthorized, From: Pending, To: AwaitingCallback, Time: t0,
+			Data: Data{VerificationURI: "https://github.com/login/device", PollInterval: 5, NextPoll: &p1}},
+		{Version: SchemaVersion, Seq: 3, Flow: testFlow, FlowSeq: 3, Event: PollSlowed, From: AwaitingCallback, To: AwaitingCallback, Time: t0.Add(10 * time.Second),
+			Data: Data{ErrorCode: "slow_down", PollInterval: 10, NextPoll: &p2}},
+		{Version: SchemaVersion, Seq: 4, Flow: testFlow, FlowSeq: 4, Event: ExchangeSucceeded, From: AwaitingCallback, To: Complete, Time: t0.Add(20 * time.Second),
+			Data: Data{Reason: Exchanged, TokenStored: true}},
+	}
+}
+
+// A device flow polls instead of redeeming a code: its history folds
+// without exchange_started, keeps the interval and next poll, and the
+// events of the other transports are refused in it (and its events in
+// theirs: TestApplyEveryPair).
+func TestApplyDeviceFlow(t *testing.T) {
+	h := deviceHistory()
+	f, err := Fold(h)
+	require.NoError(t, err)
+	assert.Equal(t, Complete, f.State)
+	assert.Equal(t, 10*time.Second, f.PollInterval)
+	assert.Equal(t, "https://github.com/login/device", f.VerificationURI)
+	assert.Equal(t, t0.Add(20*time.Second), f.NextPoll)
+
+	authorized, err := Fold(h[:2])
+	require.NoError(t, err)
+	slowed, err := Fold(h[:3])
+	require.NoError(t, err)
+	assert.Equal(t, "slow_down", slowed.ErrorCode)
+	next := func(f Flow, e Event, d Data) Record {
+		return Record{Version: SchemaVersion, Seq: f.LastSeq + 1, Flow: testFlow, FlowSeq: f.LastSeq + 1, Event: e, From: f.State,
+			To: targetOf(f.State, e), Time: t0.Add(30 * time.Second), Data: d}
+	}
+	p := t0.Add(time.Minute)
+	refused := map[string]Record{
+		"url_issued in a device flow":        next(must(Fold(h[:1])), URLIssued, Data{}),
+		"device_authorized without poll":     next(must(Fold(h[:1])), DeviceAuthorized, Data{VerificationURI: "https://x"}),
+		"exchange_started":                   next(authorized, ExchangeStarted, Data{CodeFingerprint: "hmac:1"}),
+		"interval that does not grow":        next(slowed, PollSlowed, Data{PollInterval: 10, NextPoll: &p}),
+		"interval that shrinks":              next(slowed, PollSlowed, Data{PollInterval: 5, NextPoll: &p}),
+		"exchange_interrupted (no exchange)": next(authorized, Failed, Data{Reason: ExchangeInterrupted}),
+	}
+	for name, r := range refused {
+		t.Run(name, func(t *testing.T) {
+			base := authorized
+			if r.FlowSeq == 2 {
+				base = must(Fold(h[:1]))
+			} else if r.FlowSeq == 4 {
+				base = slowed
+			}
+			g, err := base.Apply(r)
+			requireOnly(t, err, ErrIllegalTransition)
+			assert.Equal(t, base, g)
+		})
+	}
+	// A poll that fails ends the flow exchange_failed without an exchange_started.
+	g, err := authorized.Apply(next(authorized, Failed, Data{Reason: ExchangeFailed, ErrorCode: "invalid_grant", HTTPStatus: 400}))
+	require.NoError(t, err)
+	assert.Equal(t, Error, g.State)
+}
+
+func must(f Flow, err error) Flow {
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
+
+// Polling resumes on the recorded schedule: at NextPoll, or at the first
+// later point of NextPoll + k*interval, never earlier than the schedule.
+func TestNextPollAfter(t *testing.T) {
+	f, err := Fold(deviceHistory()[:2]) // next poll t0+5s, every 5s
+	require.NoError(t, err)
+	assert.Equal(t, t0.Add(5*time.Second), f.NextPollAfter(t0))
+	assert.Equal(t, t0.Add(5*time.Second), f.NextPollAfter(t0.Add(5*time.Second)))
+	assert.Equal(t, t0.Add(10*time.Second), f.NextPollAfter(t0.Add(5*time.Second+time.Nanosecond)))
+	assert.Equal(t, t0.Add(65*time.Second), f.NextPollAfter(t0.Add(61*time.Second)))
+	loop, err := Fold(deviceHistory()[:1])
+	require.NoError(t, err)
+	loop.Transport = Loopback
+	assert.True(t, loop.NextPollAfter(t0).IsZero())
 }
 
 // A flow's account is the one asked for until the exchange names the one

@@ -62,6 +62,17 @@ const (
 	// CallbackIgnored records a callback that changed nothing: the flow had
 	// finished, or an exchange was already under way.
 	CallbackIgnored Event = "callback_ignored"
+	// DeviceAuthorized: the provider's device authorization endpoint
+	// answered (RFC 8628 section 3.2); the user code is out and the engine
+	// polls the token endpoint. It is the device transport's url_issued, and
+	// carries the verification URI, the poll interval and the first poll's
+	// time. The device code and user code are sealed, never in the record.
+	DeviceAuthorized Event = "device_authorized"
+	// PollSlowed: the poll interval of a device flow grew (the provider
+	// answered slow_down, RFC 8628 section 3.5, or did not answer at all);
+	// it carries the new interval and the next poll's time. A poll that
+	// only hears authorization_pending is not recorded: it changes nothing.
+	PollSlowed Event = "poll_slowed"
 	// BrowserBound: the flow's one-time launch link was opened, and the
 	// browser that opened it got the flow's binding cookie. From then on a
 	// callback on the loopback listener must carry that cookie. The record
@@ -113,6 +124,8 @@ var Table = []Transition{
 	{Event: Failed, From: []State{Pending, AwaitingCallback}, To: Error},
 	{Event: DeadlinePassed, From: []State{Pending, AwaitingCallback}, To: Expired},
 	{Event: CallbackIgnored, From: []State{AwaitingCallback, Complete, Error, Expired}, To: ""},
+	{Event: DeviceAuthorized, From: []State{Pending}, To: AwaitingCallback},
+	{Event: PollSlowed, From: []State{AwaitingCallback}, To: ""},
 	{Event: BrowserBound, From: []State{AwaitingCallback}, To: ""},
 	{Event: RefreshStarted, From: []State{Complete}, To: ""},
 	{Event: TokenRefreshed, From: []State{Complete}, To: ""},

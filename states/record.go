@@ -24,10 +24,14 @@ const (
 	Gateway Transport = "gateway"
 	// Manual: the user pastes the URL the browser ended on (SSH, headless).
 	Manual Transport = "manual"
+	// Device: no redirect at all. The user types a user code at the
+	// provider's verification URI on any device, and the engine polls the
+	// token endpoint (OAuth 2.0 device authorization grant, RFC 8628).
+	Device Transport = "device"
 )
 
 // Valid reports whether t is a known transport.
-func (t Transport) Valid() bool { return t == Loopback || t == Gateway || t == Manual }
+func (t Transport) Valid() bool { return t == Loopback || t == Gateway || t == Manual || t == Device }
 
 // Ignored says why a callback changed nothing.
 type Ignored string
@@ -150,6 +154,14 @@ type Data struct {
 	CodeFingerprint string  `json:"code_fp,omitempty"`
 	Ignored         Ignored `json:"ignored,omitempty"`
 
+	// Device flows (device_authorized, poll_slowed)
+	// VerificationURI is where the user enters the user code (the code itself is sealed).
+	VerificationURI string `json:"verification_uri,omitempty"`
+	// PollInterval is the seconds between two polls of the token endpoint.
+	PollInterval int `json:"poll_interval,omitempty"`
+	// NextPoll is when the engine polls next; later polls follow every
+	// PollInterval seconds, so a restart resumes on the same schedule.
+	NextPoll *time.Time `json:"next_poll,omitempty"`
 	// BindingFingerprint (browser_bound) is a keyed hash of the secret the
 	// launch page set as the flow's binding cookie, never the secret: a
 	// loopback callback must carry the cookie whose hash this is.

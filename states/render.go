@@ -143,6 +143,13 @@ func FormatData(d Data) string {
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
+	add("verification_uri", d.VerificationURI)
+	if d.PollInterval != 0 {
+		add("poll_interval", (time.Duration(d.PollInterval) * time.Second).String())
+	}
+	if d.NextPoll != nil {
+		add("next_poll", d.NextPoll.UTC().Format(time.RFC3339))
+	}
 	add("binding_fp", d.BindingFingerprint)
 	if d.TokenExpiry != nil {
 		add("token_expiry", d.TokenExpiry.UTC().Format(time.RFC3339))
@@ -199,6 +206,9 @@ func FormatFlow(f Flow, now time.Time) string {
 		}
 	}
 	b.WriteByte('\n')
+	if f.Transport == Device && f.State.Live() {
+		fmt.Fprintf(&b, "polling:  every %s, next at %s\n", f.PollInterval, f.NextPollAfter(now).UTC().Format(time.RFC3339))
+	}
 	if f.Conn != nil {
 		b.WriteString(FormatConnection(*f.Conn, now))
 	}

@@ -36,27 +36,29 @@ type Sizes struct {
 	WakeFlows int
 	// APICalls is how many status calls item 6 makes per side per run.
 	APICalls int
+	// DeviceFlows is how many device flows item 8 watches polling for a minute.
+	DeviceFlows int
 }
 
 // FullSizes are the sizes the issue states.
 var FullSizes = Sizes{
 	Workers: 64, DurableFlows: 12800, NaiveOps: 2000,
 	RecoveryLive: 10_000, RecoveryHistory: 1_000_000,
-	LiveFlows: 100_000, WakeFlows: 1000, APICalls: 20_000,
+	LiveFlows: 100_000, WakeFlows: 1000, APICalls: 20_000, DeviceFlows: 10_000,
 }
 
 // QuickSizes finish the whole table in a minute or two on two cores.
 var QuickSizes = Sizes{
 	Workers: 64, DurableFlows: 3200, NaiveOps: 400,
 	RecoveryLive: 2000, RecoveryHistory: 200_000,
-	LiveFlows: 20_000, WakeFlows: 400, APICalls: 10_000,
+	LiveFlows: 20_000, WakeFlows: 400, APICalls: 10_000, DeviceFlows: 2000,
 }
 
 // TinySizes only check that every row is produced (the package's tests).
 var TinySizes = Sizes{
 	Workers: 8, DurableFlows: 32, NaiveOps: 16,
 	RecoveryLive: 20, RecoveryHistory: 400,
-	LiveFlows: 100, WakeFlows: 16, APICalls: 50,
+	LiveFlows: 100, WakeFlows: 16, APICalls: 50, DeviceFlows: 20,
 }
 
 // Bench runs the comparisons.
@@ -95,6 +97,7 @@ func (b *Bench) Run(ctx context.Context) ([]*Row, error) {
 		{[]string{"4"}, b.wakeup},
 		{[]string{"6"}, b.api},
 		{[]string{"8"}, b.refresh},
+		{[]string{"9"}, b.deviceFlows},
 	}
 	for _, s := range steps {
 		selected := false

@@ -60,8 +60,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		b.Only = map[string]bool{}
 		for _, it := range strings.Split(*only, ",") {
 			it = strings.TrimSpace(it)
-			if len(it) != 1 || it[0] < '1' || it[0] > '8' {
-				return fmt.Errorf("-only: %q is not an item number 1 to 8", it)
+			if len(it) != 1 || it[0] < '1' || it[0] > '9' {
+				return fmt.Errorf("-only: %q is not an item number 1 to 9", it)
 			}
 			b.Only[it] = true
 		}

@@ -28,7 +28,7 @@ func (systemBrowser) Open(u string) error {
 // user. Over SSH it would open on the remote machine, if anywhere; on
 // Linux and the BSDs a graphical session sets DISPLAY or WAYLAND_DISPLAY.
 func hasDisplay(goos string, getenv func(string) string) bool {
-	if getenv("SSH_CONNECTION") != "" {
+	if overSSH(getenv) != "" {
 		return false
 	}
 	switch goos {

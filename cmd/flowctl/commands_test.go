@@ -272,9 +272,9 @@ func TestTokenDisconnectProviders(t *testing.T) {
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers"))
 	lines := strings.Split(strings.TrimSpace(c.stdout.String()), "\n")
 	require.Len(t, lines, 3)
-	assert.Regexp(t, `^NAME\s+STATUS\s+PRESET\s+CLIENT ID\s+SCOPES\s+TOKEN AUTH\s+ISS\s+AUTH URL$`, lines[0])
-	assert.Regexp(t, `^github\s+available\s+github\s+Iv1\.abc\s+repo,read:user\s+client_secret_post \(preset\)\s+-\s+https://github\.com/login/oauth/authorize$`, lines[1])
-	assert.Regexp(t, `^google\s+available\s+google\s+123\.apps\s+openid,email\s+client_secret_post \(preset\)\s+required\s+https://accounts`, lines[2])
+	assert.Regexp(t, `^NAME\s+STATUS\s+PRESET\s+CLIENT ID\s+SCOPES\s+TOKEN AUTH\s+ISS\s+DEVICE\s+AUTH URL$`, lines[0])
+	assert.Regexp(t, `^github\s+available\s+github\s+Iv1\.abc\s+repo,read:user\s+client_secret_post \(preset\)\s+-\s+no\s+https://github\.com/login/oauth/authorize$`, lines[1])
+	assert.Regexp(t, `^google\s+available\s+google\s+123\.apps\s+openid,email\s+client_secret_post \(preset\)\s+required\s+no\s+https://accounts`, lines[2])
 
 	c = newCLI("")
 	require.Equal(t, ExitOK, c.run(testCtx(t), f.socket, "providers", "--json"))

@@ -46,10 +46,18 @@ Transports say how the provider's redirect gets back to flowd:
   loopback  to flowd's loopback listener (the browser runs on this machine)
   gateway   to a public gateway that relays it to flowd
   manual    you paste the address the browser ended on (SSH, headless)
+  device    you enter a code at the provider's page on any device, and flowd
+            polls the provider (RFC 8628; the provider must offer it)
+
+Without --transport, connect uses loopback, except over SSH (SSH_CONNECTION or
+SSH_TTY set), where a redirect to 127.0.0.1 cannot reach this flowd: it then
+uses device when the provider offers it, else manual, and says so.
 
 Ctrl+C cancels the flow in flowd and exits 130. With --no-browser --json it
 prints {state, auth_url, expires_at, ...} at once and exits 0, so a script can
-do the browser part and then run: flowctl wait <state>.
+do the browser part and then run: flowctl wait <state>. With the device
+transport --json alone prints {state, user_code, verification_uri, expires_at,
+transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
 
 ` + exitCodesHelp,
 		Example: `  flowctl connect github
@@ -57,6 +65,7 @@ do the browser part and then run: flowctl wait <state>.
   flowctl connect github --account octocat --scopes gist   # step up: asks for gist and what octocat has
   flowctl connect google --scopes openid,email,profile
   flowctl connect github --transport manual        # over SSH: paste the final URL
+  flowctl connect github --transport device        # enter a code on any device
   flowctl connect github --no-browser --json       # script the browser part
   flowctl connect https://mcp.example.com/mcp      # an MCP server: discovery, registration, resource-bound token`,
 		Args: argsUsage(cobra.ExactArgs(1)),
@@ -68,7 +77,7 @@ do the browser part and then run: flowctl wait <state>.
 	f := cmd.Flags()
 	f.StringVar(&o.account, "account", "", "the account to connect again (a reconnect or a scope step-up); signing in as another fails. Default: whichever account you sign in with, added beside any already connected")
 	f.StringSliceVar(&o.scopes, "scopes", nil, "scopes to request, comma-separated, on top of those the account was already granted (default: the provider's configured scopes)")
-	f.StringVar(&o.transport, "transport", string(states.Loopback), "how the redirect reaches flowd: loopback, gateway or manual")
+	f.StringVar(&o.transport, "transport", "", "how the redirect reaches flowd: loopback, gateway, manual or device (default loopback; over SSH device or manual)")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
 	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
 	f.StringVar(&o.challenge, "challenge", "", "for an MCP server URL: the WWW-Authenticate header it answered with (a 403 insufficient_scope steps up)")
@@ -76,8 +85,8 @@ do the browser part and then run: flowctl wait <state>.
 }
 
 func (a *app) connect(ctx context.Context, provider string, o connectOpts) error {
-	if !states.Transport(o.transport).Valid() {
-		return usagef("unknown transport %q: use loopback, gateway or manual", o.transport)
+	if o.transport != "" && !states.Transport(o.transport).Valid() {
+		return usagef("unknown transport %q: use loopback, gateway, manual or device", o.transport)
 	}
 	ttl := ""
 	if o.timeoutSet {
@@ -88,12 +97,15 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 	}
 	cl := a.client()
 	defer cl.Close()
+	// Without --timeout no ttl is sent: flowd's configured ttl applies, and
+	// a device flow lives as long as the provider's device code.
+	transport := a.chooseTransport(ctx, cl, provider, o, a.info())
 	st, err := cl.Start(ctx, wire.StartRequest{
 		Provider:  provider,
 		Account:   o.account,
 		Scopes:    splitList(o.scopes),
 		Challenge: o.challenge,
-		Transport: o.transport,
+		Transport: transport,
 		TTL:       ttl,
 	})
 	if err != nil {
@@ -104,7 +116,8 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 		}
 		return fmt.Errorf("start connecting %s: %w", provider, err)
 	}
-	if o.noBrowser && a.json {
+	device := st.Transport == string(states.Device)
+	if a.json && (o.noBrowser || device) {
 		return a.writeJSON(st)
 	}
 
@@ -113,10 +126,16 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 		fmt.Fprintf(out, "This connect replaces an earlier one for %s (%s), which flowd has ended.\n", st.Provider, shortID(old))
 	}
 	manual := st.Transport == string(states.Manual)
-	a.sendToBrowser(out, st, o.noBrowser)
+	if device {
+		showDeviceCode(out, st.Provider, st.UserCode, st.VerificationURI, st.VerificationURIComplete)
+	} else {
+		a.sendToBrowser(out, st, o.noBrowser)
+	}
 
 	var flow wire.Flow
-	if manual {
+	if device {
+		flow, err = a.waitDevice(ctx, cl, st)
+	} else if manual {
 		flow, err = a.waitManual(ctx, cl, st, out)
 	} else {
 		var cd *countdown

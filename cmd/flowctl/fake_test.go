@@ -246,6 +246,34 @@ func (f *fakeFlowd) handleStart(w http.ResponseWriter, r *http.Request) {
 	if tr == "" {
 		tr = states.Loopback
 	}
+	if tr == states.Device {
+		f.mu.Lock()
+		device := ""
+		for _, p := range f.providers {
+			if p.Name == req.Provider {
+				device = p.DeviceAuthURL
+			}
+		}
+		f.mu.Unlock()
+		if device == "" {
+			writeErr(w, 400, wire.CodeDeviceNotSupported, "provider has no device authorization endpoint")
+			return
+		}
+		fl := f.addFlow(state, req.Provider, tr, ttl)
+		f.mu.Lock()
+		f.flows[state].RedirectURI = ""
+		f.flows[state].VerificationURI = fakeVerificationURI
+		f.flows[state].PollInterval = 5
+		f.flows[state].UserCode = fakeUserCode
+		f.mu.Unlock()
+		st := wire.StartResponse{State: state, Provider: req.Provider, Transport: string(tr), ExpiresAt: fl.ExpiresAt,
+			UserCode: fakeUserCode, VerificationURI: fakeVerificationURI, PollInterval: 5}
+		writeJSONResp(w, 201, st)
+		if f.onStart != nil {
+			go f.onStart(st)
+		}
+		return
+	}
 	fl := f.addFlow(state, req.Provider, tr, ttl)
 	if f.shapeFlow != nil {
 		f.mu.Lock()

@@ -260,6 +260,10 @@ flow running in flowd.
 			f, err := withState(ctx, a, cl, args[0], func(state string) (wire.Flow, error) {
 				return cl.Status(ctx, state, 0)
 			})
+			if err == nil && !f.Terminal && f.UserCode != "" {
+				// A device flow: the user may need the code again.
+				showDeviceCode(a.info(), f.Provider, f.UserCode, f.VerificationURI, f.VerificationURIComplete)
+			}
 			if err == nil && !f.Terminal {
 				var cd *countdown
 				if !a.json && a.isTerminal(a.stdout) {

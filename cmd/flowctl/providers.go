@@ -156,7 +156,7 @@ registered>, NAME the server's URL).`,
 				return nil
 			}
 			tw := newTable(a.stdout, 2)
-			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tAUTH URL")
+			fmt.Fprintln(tw, "NAME\tSTATUS\tPRESET\tCLIENT ID\tSCOPES\tTOKEN AUTH\tISS\tDEVICE\tAUTH URL")
 			var down []wire.Provider
 			for _, p := range ps {
 				preset := p.Preset
@@ -169,8 +169,13 @@ registered>, NAME the server's URL).`,
 					down = append(down, p)
 					authURL = "(discovering " + p.Issuer + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
-					authMethodText(p), issText(p), authURL)
+				// DEVICE: whether --transport device works (RFC 8628 endpoint configured).
+				device := "no"
+				if p.DeviceAuthURL != "" {
+					device = "yes"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, dash(preset), dash(p.ClientID), dash(strings.Join(p.Scopes, ",")),
+					authMethodText(p), issText(p), device, authURL)
 			}
 			if err := tw.Flush(); err != nil {
 				return err

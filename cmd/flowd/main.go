@@ -179,6 +179,9 @@ func checkConfig(ctx context.Context, path string, out io.Writer) int {
 			line += "; iss checked when sent: " + p.Issuer
 		}
 		fmt.Fprintln(out, line+")")
+		if p.DeviceAuthURL != "" {
+			fmt.Fprintf(out, "  %-12s device transport (RFC 8628): %s\n", "", p.DeviceAuthURL)
+		}
 	}
 	return 0
 }

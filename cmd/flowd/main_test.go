@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +80,8 @@ func TestCheckConfigShowsAuthMethodAndIss(t *testing.T) {
 	assert.Contains(t, out.String(), "token endpoint auth: client_secret_post, from preset)")
 	assert.Contains(t, out.String(), "token endpoint auth: none, from discovery; iss required: "+prov.Issuer+")")
 	assert.Contains(t, out.String(), "token endpoint auth: client_secret_post, from setting)")
+	// The device endpoint, from the preset and from discovery.
+	assert.Contains(t, out.String(), "device transport (RFC 8628): https://github.com/login/device/code\n")
+	assert.Contains(t, out.String(), "device transport (RFC 8628): "+prov.DeviceAuthURL+"\n")
+	assert.Equal(t, 2, strings.Count(out.String(), "device transport"), "corp has none")
 }

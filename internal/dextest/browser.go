@@ -254,3 +254,78 @@ func pageText(html []byte) string {
 	}
 	return s
 }
+
+// ApproveDevice does the user's part of a device flow (RFC 8628 section
+// 3.3) at Dex: it opens the verification URI, enters userCode in Dex's
+// form (a POST to /device/auth/verify_code), logs in with the browser's
+// connector, and checks Dex's success page. flowd, polling the token
+// endpoint, then gets the token. It fails with Dex's own words when Dex
+// refuses the code (unknown or expired) or the login.
+func (b *Browser) ApproveDevice(ctx context.Context, verificationURI, userCode string) error {
+	page0, err := url.Parse(verificationURI)
+	if err != nil {
+		return fmt.Errorf("browser: parse verification URI: %w", err)
+	}
+	jar, _ := cookiejar.New(nil)
+	noFollow := &http.Client{Jar: jar, Transport: b.Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := do(ctx, noFollow, http.MethodGet, page0.String(), nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("browser: dex answered %s at %s: %s", resp.Status, page0.Path, resp.text)
+	}
+	// The form on that page posts the code to /device/auth/verify_code.
+	verify := *page0
+	verify.Path = strings.TrimSuffix(page0.Path, "/device") + "/device/auth/verify_code"
+	verify.RawQuery = ""
+	resp, err = do(ctx, noFollow, http.MethodPost, verify.String(), url.Values{"user_code": {userCode}})
+	if err != nil {
+		return err
+	}
+	loc := resp.Header.Get("Location")
+	if !isRedirect(resp.StatusCode) || loc == "" {
+		return fmt.Errorf("browser: dex did not take user code %q (%s): %s", userCode, resp.Status, resp.text)
+	}
+	auth, err := resp.Request.URL.Parse(loc)
+	if err != nil {
+		return fmt.Errorf("browser: bad redirect %q: %w", loc, err)
+	}
+	connector := b.Connector
+	if connector == "" {
+		connector = MockConnector
+	}
+	q := auth.Query()
+	q.Set("connector_id", connector)
+	auth.RawQuery = q.Encode()
+	follow := &http.Client{Jar: jar, Transport: b.Transport}
+	resp, err = do(ctx, follow, http.MethodGet, auth.String(), nil)
+	if err != nil {
+		return err
+	}
+	for range maxPages {
+		page := resp.Request.URL
+		switch {
+		case resp.StatusCode == http.StatusOK && strings.HasSuffix(page.Path, DeviceCallbackPath):
+			return nil // Dex's "Login Successful" page: the device token is complete
+		case resp.StatusCode == http.StatusOK && strings.HasSuffix(page.Path, "/login"):
+			pw := b.Password
+			if pw == "" {
+				pw = Password
+			}
+			resp, err = do(ctx, follow, http.MethodPost, page.String(), url.Values{"login": {b.login()}, "password": {pw}})
+			if err != nil {
+				return err
+			}
+		case resp.StatusCode == http.StatusOK && strings.HasSuffix(page.Path, "/approval"):
+			resp, err = do(ctx, follow, http.MethodPost, page.String(), url.Values{"req": {page.Query().Get("req")}, "approval": {"approve"}})
+			if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("browser: device login ended at %s with %s: %s", page.Path, resp.Status, resp.text)
+		}
+	}
+	return fmt.Errorf("browser: device login did not finish after %d pages", maxPages)
+}

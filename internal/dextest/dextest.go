@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +71,10 @@ const (
 
 	// DefaultRedirectURI is flowd's default loopback callback.
 	DefaultRedirectURI = "http://127.0.0.1:8085/oauth/callback"
+
+	// DeviceCallbackPath is the redirect URI Dex's device flow uses for
+	// its own login (relative to the issuer).
+	DeviceCallbackPath = "/device/callback"
 )
 
 // DeniedScope is a scope Dex refuses to grant: a cross-client audience
@@ -104,10 +109,12 @@ type Options struct {
 type Server struct {
 	// Issuer is the OIDC issuer URL, http://127.0.0.1:<port>/dex.
 	Issuer string
-	// AuthURL, DexTokenURL and UserinfoURL come from discovery.
-	AuthURL     string
-	DexTokenURL string
-	UserinfoURL string
+	// AuthURL, DexTokenURL, UserinfoURL and DeviceAuthURL (the device
+	// authorization endpoint, RFC 8628) come from discovery.
+	AuthURL       string
+	DexTokenURL   string
+	UserinfoURL   string
+	DeviceAuthURL string
 	// TokenURL is a recording proxy in front of DexTokenURL. Give it to
 	// flowd as the token endpoint so Secrets sees what was exchanged.
 	TokenURL string
@@ -292,10 +299,16 @@ func (s *Server) config(addr string, opts Options) map[string]any {
 			"redirectURIs": opts.RedirectURIs,
 		},
 		{
-			"id":           PublicClientID,
-			"public":       true,
-			"name":         "flowd test (public)",
-			"redirectURIs": opts.RedirectURIs,
+			"id":     PublicClientID,
+			"public": true,
+			"name":   "flowd test (public)",
+			// Dex sends the device flow's login back to its own
+			// /device/callback; a public client with registered redirect
+			// URIs must list it (Dex v2.45.1, server/oauth2.go
+			// validateRedirectURI). Confidential clients cannot use the
+			// device flow under an issuer with a path: Dex redirects them
+			// to /device/callback without the issuer's path.
+			"redirectURIs": append(slices.Clone(opts.RedirectURIs), DeviceCallbackPath),
 		},
 		{
 			"id":           PeerClientID,
@@ -348,7 +361,8 @@ func (s *Server) discover(ctx context.Context, exited <-chan error) error {
 		doc, err := fetchDiscovery(ctx, wellKnown)
 		if err == nil {
 			s.AuthURL, s.DexTokenURL, s.UserinfoURL = doc.AuthorizationEndpoint, doc.TokenEndpoint, doc.UserinfoEndpoint
-			if s.AuthURL == "" || s.DexTokenURL == "" || s.UserinfoURL == "" {
+			s.DeviceAuthURL = doc.DeviceAuthorizationEndpoint
+			if s.AuthURL == "" || s.DexTokenURL == "" || s.UserinfoURL == "" || s.DeviceAuthURL == "" {
 				return fmt.Errorf("dex discovery at %s lacks an endpoint: %+v", wellKnown, doc)
 			}
 			return nil
@@ -368,6 +382,8 @@ type discovery struct {
 	AuthorizationEndpoint string `json:"authorization_endpoint"`
 	TokenEndpoint         string `json:"token_endpoint"`
 	UserinfoEndpoint      string `json:"userinfo_endpoint"`
+	// DeviceAuthorizationEndpoint is RFC 8628 section 4's metadata.
+	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
 }
 
 func fetchDiscovery(ctx context.Context, u string) (discovery, error) {
@@ -502,7 +518,7 @@ func (s *Server) tokenProxy() http.Handler {
 				s.codes[code]++
 			}
 			s.mu.Unlock()
-			for _, k := range []string{"code", "code_verifier", "client_secret", "refresh_token"} {
+			for _, k := range []string{"code", "code_verifier", "client_secret", "refresh_token", "device_code"} {
 				s.Secrets.Add(k, form.Get(k))
 			}
 		}

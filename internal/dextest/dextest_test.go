@@ -106,6 +106,29 @@ func TestDexPublicClient(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// The device grant at Dex (RFC 8628), with x/oauth2's own client: Dex's
+// device endpoint comes from discovery, ApproveDevice plays the user at
+// /device, and a user code Dex did not issue is refused with Dex's words.
+func TestDexDeviceFlow(t *testing.T) {
+	s := Start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := config(s, PublicClientID, "", "openid")
+	cfg.Endpoint.AuthStyle = oauth2.AuthStyleInParams
+	cfg.Endpoint.DeviceAuthURL = s.DeviceAuthURL
+	da, err := cfg.DeviceAuth(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, s.Issuer+"/device", da.VerificationURI)
+	err = s.Browser().ApproveDevice(ctx, da.VerificationURI, "NOPE-NOPE")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "did not take user code")
+	require.NoError(t, s.Browser().ApproveDevice(ctx, da.VerificationURI, da.UserCode))
+	tok, err := cfg.DeviceAccessToken(ctx, da)
+	require.NoError(t, err)
+	_, err = s.Userinfo(ctx, tok.AccessToken)
+	require.NoError(t, err)
+}
+
 func TestDexDenials(t *testing.T) {
 	t.Run("scope refused by policy redirects with an error", func(t *testing.T) {
 		s := Start(t, Options{})

@@ -108,8 +108,14 @@ type Options struct {
 	// Issuer is the issuer identifier it advertises and puts in iss
 	// (default: the server's URL).
 	Issuer string
-	// Now is the clock access tokens expire by (default time.Now).
+	// Now is the clock access tokens expire by, and the device endpoint
+	// keeps time by (poll intervals, code expiry): a fake clock's Now in
+	// engine tests. Default time.Now.
 	Now func() time.Time
+	// VerificationURI is the verification URI device authorizations name
+	// (default: URL + "/device"), for recordings that must not carry a
+	// random port.
+	VerificationURI string
 	// AuthURL is the authorization endpoint to configure clients with
 	// (default DefaultAuthURL).
 	AuthURL string
@@ -182,6 +188,10 @@ type Server struct {
 	// TokenURL is its token endpoint (any path under URL serves it; this
 	// one is URL + "/token").
 	TokenURL string
+	// DeviceAuthURL is its device authorization endpoint (RFC 8628 section
+	// 3.1), URL + "/device/code"; VerificationURI is where users enter a
+	// user code (nothing serves it: ApproveDevice plays the user there).
+	DeviceAuthURL, VerificationURI string
 	// AuthURL, ClientID, ClientSecret, AuthMethods and Issuer are the
 	// Options in force, defaults filled in (ClientSecret is "" for a public
 	// client).
@@ -221,6 +231,40 @@ type Server struct {
 	closed  bool
 	// rev is the revocation endpoint's state (revoke.go).
 	rev revocation
+
+	// Device grants by device code, and the shape of device authorization responses.
+	devices        map[string]*deviceGrant
+	byUserCode     map[string]*deviceGrant
+	deviceExpires  time.Duration
+	deviceInterval time.Duration
+	noInterval     bool
+	slowDownNext   bool
+	devicePolls    int
+}
+
+// deviceGrant is one device authorization (RFC 8628) and where it stands.
+type deviceGrant struct {
+	userCode string
+	expires  time.Time
+	// interval is the least gap the server accepts between two polls; it
+	// grows by 5 seconds with every slow_down (section 3.5).
+	interval time.Duration
+	lastPoll time.Time
+	approved bool
+	denied   bool
+	// spent: a token was issued for it; it is good for nothing more.
+	spent     bool
+	polls     int
+	slowDowns int
+}
+
+// DeviceState is what the server knows of a device authorization.
+type DeviceState struct {
+	UserCode  string
+	Polls     int
+	SlowDowns int
+	Interval  time.Duration
+	Spent     bool
 }
 
 // New starts a fake provider; it is closed when the test ends.
@@ -231,6 +275,8 @@ func New(t testing.TB, o Options) *Server {
 		t: t, accept: o.AcceptCode, delay: o.Latency, now: o.Now,
 		grants: map[string]*grant{}, refresh: map[string]*refreshToken{}, access: map[string]*accessToken{},
 		uses: map[string]int{}, expiresIn: 3600,
+		devices: map[string]*deviceGrant{}, byUserCode: map[string]*deviceGrant{},
+		deviceExpires: 10 * time.Minute, deviceInterval: 5 * time.Second,
 	}
 	if s.AuthURL == "" {
 		s.AuthURL = DefaultAuthURL
@@ -265,10 +311,16 @@ func New(t testing.TB, o Options) *Server {
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveMetadata)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveMetadata)
 	mux.HandleFunc("/resource", s.serveResource)
+	mux.HandleFunc("/device/code", s.serveDeviceAuth)
 	mux.HandleFunc("/", s.serveToken)
 	s.srv = httptest.NewServer(mux)
 	s.URL = s.srv.URL
 	s.TokenURL = s.srv.URL + "/token"
+	s.DeviceAuthURL = s.srv.URL + "/device/code"
+	s.VerificationURI = o.VerificationURI
+	if s.VerificationURI == "" {
+		s.VerificationURI = s.srv.URL + "/device"
+	}
 	if s.Issuer == "" {
 		s.Issuer = s.URL
 	}
@@ -285,7 +337,8 @@ func (s *Server) Metadata() map[string]any {
 		"token_endpoint":                        s.TokenURL,
 		"token_endpoint_auth_methods_supported": s.AuthMethods,
 		"response_types_supported":              []string{"code"},
-		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token", DeviceGrantType},
+		"device_authorization_endpoint":         s.DeviceAuthURL,
 		"code_challenge_methods_supported":      []string{"S256"},
 		// RFC 9207 section 3: the server promises iss on every
 		// authorization response, so a client must refuse one without it.
@@ -628,7 +681,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if req.GrantType == "authorization_code" {
 		s.uses[req.Code]++
 	}
-	for _, v := range []string{req.Code, req.Verifier, f.Get("refresh_token")} {
+	for _, v := range []string{req.Code, req.Verifier, f.Get("refresh_token"), f.Get("device_code")} {
 		if v != "" {
 			s.seen = append(s.seen, v)
 		}
@@ -683,6 +736,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		rt.used = true // rotation: a refresh token is good once
 		g = rt.grant
+	case DeviceGrantType:
+		if !s.pollDevice(w, f.Get("device_code")) {
+			return
+		}
+		g = &grant{unbound: true, used: true}
 	default:
 		WriteError(w, http.StatusBadRequest, "unsupported_grant_type", req.GrantType)
 		return
@@ -821,4 +879,162 @@ func WriteError(w http.ResponseWriter, status int, errCode, desc string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": errCode, "error_description": desc})
+}
+
+// DeviceGrantType is the grant_type of a device access token request (RFC 8628 section 3.4).
+const DeviceGrantType = "urn:ietf:params:oauth:grant-type:device_code"
+
+// SetDeviceCodeLifetime sets the expires_in of later device authorizations
+// (default 10 minutes).
+func (s *Server) SetDeviceCodeLifetime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deviceExpires = d
+}
+
+// SetDevicePollInterval sets the interval of later device authorizations
+// (default 5 seconds); 0 leaves it out of the response, and the client
+// must use 5 (RFC 8628 section 3.2).
+func (s *Server) SetDevicePollInterval(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deviceInterval, s.noInterval = d, d == 0
+	if d == 0 {
+		s.deviceInterval = 5 * time.Second
+	}
+}
+
+// SlowDownNext makes the next device poll that would be answered
+// authorization_pending be answered slow_down instead, raising that
+// device code's interval by 5 seconds, as a loaded server does.
+func (s *Server) SlowDownNext() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slowDownNext = true
+}
+
+// ApproveDevice plays the user entering userCode at the verification URI
+// and approving; DenyDevice plays them refusing. Either reports false for
+// a user code the server did not issue.
+func (s *Server) ApproveDevice(userCode string) bool { return s.decideDevice(userCode, true) }
+
+// DenyDevice: see ApproveDevice.
+func (s *Server) DenyDevice(userCode string) bool { return s.decideDevice(userCode, false) }
+
+func (s *Server) decideDevice(userCode string, approve bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.byUserCode[userCode]
+	if g == nil {
+		return false
+	}
+	g.approved, g.denied = approve, !approve
+	return true
+}
+
+// Device returns what the server knows of the device authorization whose
+// user code is userCode, and false if it issued none.
+func (s *Server) Device(userCode string) (DeviceState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.byUserCode[userCode]
+	if g == nil {
+		return DeviceState{}, false
+	}
+	return DeviceState{UserCode: g.userCode, Polls: g.polls, SlowDowns: g.slowDowns, Interval: g.interval, Spent: g.spent}, true
+}
+
+// DevicePolls is how many device access token requests reached the token endpoint.
+func (s *Server) DevicePolls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.devicePolls
+}
+
+// serveDeviceAuth is the device authorization endpoint (RFC 8628 section
+// 3.1): POST only, a form with client_id and an optional scope; a
+// confidential client authenticates exactly as at the token endpoint.
+func (s *Server) serveDeviceAuth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		WriteError(w, http.StatusMethodNotAllowed, "invalid_request", "the device authorization endpoint takes POST (RFC 8628 section 3.1)")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		WriteError(w, http.StatusBadRequest, "invalid_request", "bad form")
+		return
+	}
+	req := Request{Form: r.PostForm}
+	req.BasicUser, req.BasicPass, req.HasBasic = r.BasicAuth()
+	if !req.HasBasic && r.PostForm.Get("client_id") == "" {
+		// Section 3.1: client_id is REQUIRED unless the client authenticates.
+		WriteError(w, http.StatusBadRequest, "invalid_request", "client_id is required (RFC 8628 section 3.1)")
+		return
+	}
+	if !s.clientAuthenticated(w, req) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	dc, uc := fmt.Sprintf("DEVICE-CODE-S3CR3T-%04d", s.n), fmt.Sprintf("USER-%04d", s.n)
+	g := &deviceGrant{userCode: uc, expires: s.now().Add(s.deviceExpires), interval: s.deviceInterval}
+	s.devices[dc], s.byUserCode[uc] = g, g
+	s.seen = append(s.seen, dc, uc)
+	body := map[string]any{
+		"device_code": dc, "user_code": uc, "verification_uri": s.VerificationURI,
+		"verification_uri_complete": s.VerificationURI + "?user_code=" + uc,
+		"expires_in":                int(s.deviceExpires / time.Second),
+	}
+	if !s.noInterval {
+		body["interval"] = int(s.deviceInterval / time.Second)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// pollDevice answers a device access token request (RFC 8628 section 3.5)
+// strictly: a poll sooner than the code's interval after the last one is
+// slow_down (and the interval grows by 5 seconds for good), an expired
+// code is expired_token, a spent or unknown one invalid_grant. It reports
+// whether a token may be issued. The caller holds mu.
+func (s *Server) pollDevice(w http.ResponseWriter, code string) bool {
+	s.devicePolls++
+	g := s.devices[code]
+	now := s.now()
+	if g == nil {
+		WriteError(w, http.StatusBadRequest, "invalid_grant", "unknown device code")
+		return false
+	}
+	g.polls++
+	last := g.lastPoll
+	g.lastPoll = now
+	switch {
+	case g.spent:
+		WriteError(w, http.StatusBadRequest, "invalid_grant", "device code already redeemed")
+		return false
+	case !now.Before(g.expires):
+		WriteError(w, http.StatusBadRequest, "expired_token", "the device code has expired")
+		return false
+	case g.denied:
+		WriteError(w, http.StatusBadRequest, "access_denied", "the user denied the request")
+		return false
+	case !last.IsZero() && now.Sub(last) < g.interval:
+		g.interval += 5 * time.Second
+		g.slowDowns++
+		WriteError(w, http.StatusBadRequest, "slow_down", "polling too often")
+		return false
+	case s.slowDownNext && !g.approved:
+		s.slowDownNext = false
+		g.interval += 5 * time.Second
+		g.slowDowns++
+		WriteError(w, http.StatusBadRequest, "slow_down", "slow down")
+		return false
+	case !g.approved:
+		WriteError(w, http.StatusBadRequest, "authorization_pending", "the user has not yet approved")
+		return false
+	}
+	g.spent = true
+	return true
 }

@@ -213,6 +213,78 @@ func TestHoldReleasedAtClose(t *testing.T) {
 	assert.Error(t, <-done)
 }
 
+// The device endpoint is strict where RFC 8628 is: POST only with a
+// client_id (section 3.1), the client authenticated as at the token
+// endpoint, a poll sooner than the interval is slow_down and the interval
+// grows by 5 s for good (section 3.5), an expired code is expired_token,
+// and a code is good for one token.
+func TestDeviceEndpointIsStrict(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := oauthtest.New(t, oauthtest.Options{Now: func() time.Time { return now }})
+	post := func(u string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		resp, err := http.PostForm(u, form)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var m map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+		return resp.StatusCode, m
+	}
+	resp, err := http.Get(s.DeviceAuthURL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	status, m := post(s.DeviceAuthURL, url.Values{})
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Equal(t, "invalid_request", m["error"])
+	status, m = post(s.DeviceAuthURL, url.Values{"client_id": {s.ClientID}, "client_secret": {"wrong"}})
+	assert.Equal(t, http.StatusUnauthorized, status)
+	assert.Equal(t, "invalid_client", m["error"])
+
+	creds := url.Values{"client_id": {s.ClientID}, "client_secret": {s.ClientSecret}}
+	status, m = post(s.DeviceAuthURL, creds)
+	require.Equal(t, http.StatusOK, status)
+	code, user := m["device_code"].(string), m["user_code"].(string)
+	assert.EqualValues(t, 5, m["interval"])
+	assert.EqualValues(t, 600, m["expires_in"])
+	assert.Equal(t, s.VerificationURI+"?user_code="+user, m["verification_uri_complete"])
+
+	poll := func() string {
+		t.Helper()
+		f := url.Values{"grant_type": {oauthtest.DeviceGrantType}, "device_code": {code}}
+		for k, v := range creds {
+			f[k] = v
+		}
+		_, m := post(s.TokenURL, f)
+		if e, ok := m["error"].(string); ok {
+			return e
+		}
+		return "token"
+	}
+	assert.Equal(t, "authorization_pending", poll())
+	now = now.Add(4 * time.Second)
+	assert.Equal(t, "slow_down", poll(), "4 s after the last poll, with an interval of 5")
+	now = now.Add(5 * time.Second)
+	assert.Equal(t, "slow_down", poll(), "the interval is 10 s now")
+	now = now.Add(15 * time.Second)
+	assert.Equal(t, "authorization_pending", poll())
+	require.True(t, s.ApproveDevice(user))
+	now = now.Add(15 * time.Second)
+	assert.Equal(t, "token", poll())
+	now = now.Add(15 * time.Second)
+	assert.Equal(t, "invalid_grant", poll(), "a device code is good for one token")
+	d, ok := s.Device(user)
+	require.True(t, ok)
+	assert.Equal(t, 2, d.SlowDowns)
+	assert.Equal(t, 15*time.Second, d.Interval)
+	assert.Contains(t, s.Secrets(), code)
+
+	_, m = post(s.DeviceAuthURL, creds)
+	code = m["device_code"].(string)
+	now = now.Add(11 * time.Minute)
+	assert.Equal(t, "expired_token", poll())
+}
+
 // The metadata advertises iss and the auth methods in force, and every
 // redirect, success or error, carries iss (RFC 9207).
 func TestMetadataAndIssOnEveryRedirect(t *testing.T) {

@@ -84,6 +84,10 @@ type Provider struct {
 	// RequireIssuer: discovery found authorization_response_iss_parameter_supported,
 	// so every redirect must carry iss = Issuer (RFC 9207).
 	RequireIssuer bool
+	// DeviceAuthURL is the device authorization endpoint (RFC 8628): from
+	// the preset, the config (device_auth_url) or discovery
+	// (device_authorization_endpoint); empty when there is none.
+	DeviceAuthURL string
 	// UserInfoURL is where flowd reads who signed in with the new access
 	// token (the userinfo_url setting, or a preset's). IDTokenIssuer and
 	// JWKSURL verify ID tokens (from a preset, or discovered from issuer).
@@ -116,7 +120,7 @@ const (
 func (p Provider) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", p.Name), slog.String("preset", p.Preset),
 		slog.String("issuer", p.Issuer), slog.String("auth_url", p.AuthURL),
-		slog.String("token_url", p.TokenURL), slog.String("client_id", p.ClientID))
+		slog.String("token_url", p.TokenURL), slog.String("device_auth_url", p.DeviceAuthURL), slog.String("client_id", p.ClientID))
 }
 
 // String keeps the client secret out of %v and %+v.
@@ -132,7 +136,7 @@ func (p Provider) Engine() engine.Provider {
 		Name: p.Name, AuthURL: p.AuthURL, TokenURL: p.TokenURL, AuthMethod: engine.AuthMethod(p.AuthMethod),
 		ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 		Issuer: p.Issuer, RequireIssuer: p.RequireIssuer,
-		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, RevocationURL: p.RevocationURL,
+		Scopes: slices.Clone(p.Scopes), AuthParams: p.AuthParams, RevocationURL: p.RevocationURL, DeviceAuthURL: p.DeviceAuthURL,
 	}
 }
 
@@ -223,6 +227,7 @@ type providerFile struct {
 	AuthStyle       string            `toml:"auth_style"`
 	AuthMethod      string            `toml:"token_endpoint_auth_method"`
 	Tenant          string            `toml:"tenant"`
+	DeviceAuthURL   string            `toml:"device_auth_url"`
 	UserInfoURL     *string           `toml:"userinfo_url"`
 	RevocationURL   string            `toml:"revocation_url"`
 }
@@ -435,7 +440,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if pf.Issuer != "" {
 			return Provider{}, fail("issuer", "set either preset or issuer, not both")
 		}
-		p.AuthURL, p.TokenURL, p.RevocationURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL
+		p.AuthURL, p.TokenURL, p.RevocationURL, p.DeviceAuthURL = pr.AuthURL, pr.TokenURL, pr.RevocationURL, pr.DeviceAuthURL
 		p.Scopes = slices.Clone(pr.Scopes)
 		p.UserInfoURL, p.IDTokenIssuer, p.JWKSURL = pr.UserInfoURL, pr.IDTokenIssuer, pr.JWKSURL
 		if len(pr.AuthParams) > 0 {
@@ -453,6 +458,7 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 			}
 			p.AuthURL = strings.Replace(p.AuthURL, "/common/", "/"+pf.Tenant+"/", 1)
 			p.TokenURL = strings.Replace(p.TokenURL, "/common/", "/"+pf.Tenant+"/", 1)
+			p.DeviceAuthURL = strings.Replace(p.DeviceAuthURL, "/common/", "/"+pf.Tenant+"/", 1)
 		}
 	} else if pf.Tenant != "" {
 		return Provider{}, fail("tenant", "only the microsoft preset takes a tenant")
@@ -486,6 +492,12 @@ func provider(name string, pf providerFile, getenv func(string) string) (Provide
 		if _, err := checkURL(p.TokenURL); err != nil {
 			return Provider{}, fail("token_url", "%v", err)
 		}
+	}
+	if pf.DeviceAuthURL != "" {
+		if _, err := checkURL(pf.DeviceAuthURL); err != nil {
+			return Provider{}, fail("device_auth_url", "%v", err)
+		}
+		p.DeviceAuthURL = pf.DeviceAuthURL
 	}
 	if pf.UserInfoURL != nil {
 		// "" turns a preset's off: flowd then names accounts by what

@@ -66,6 +66,32 @@ func TestMicrosoftTenant(t *testing.T) {
 	c, err := Parse("f.toml", []byte("[providers.ms]\npreset = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"x\"\n"), nil)
 	require.NoError(t, err)
 	assert.Equal(t, "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token", c.Providers[0].TokenURL)
+	assert.Equal(t, "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode", c.Providers[0].DeviceAuthURL)
+}
+
+// GitHub and Microsoft offer the device grant to the clients their presets
+// are for; Google only to another client type, so its preset has none.
+// device_auth_url sets or overrides one, and is checked like every URL.
+func TestDeviceEndpoints(t *testing.T) {
+	c, err := Parse("f.toml", []byte("[providers.github]\nclient_id = \"x\"\n[providers.google]\nclient_id = \"y\"\n"+
+		"[providers.tv]\npreset = \"google\"\nclient_id = \"z\"\ndevice_auth_url = \"https://oauth2.googleapis.com/device/code\"\n"), nil)
+	require.NoError(t, err)
+	got := map[string]string{}
+	for _, p := range c.Providers {
+		got[p.Name] = p.Engine().DeviceAuthURL
+	}
+	assert.Equal(t, map[string]string{"github": "https://github.com/login/device/code", "google": "", "tv": "https://oauth2.googleapis.com/device/code"}, got)
+
+	_, err = Parse("f.toml", []byte("[providers.github]\nclient_id = \"x\"\ndevice_auth_url = \"ftp://nope\"\n"), nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "providers.github.device_auth_url")
+
+	// A config file as flowd loads it knows the setting.
+	path := filepath.Join(t.TempDir(), "config.toml")
+	require.NoError(t, os.WriteFile(path, []byte("[providers.tv]\npreset = \"google\"\nclient_id = \"z\"\ndevice_auth_url = \"https://oauth2.googleapis.com/device/code\"\n"), 0o600))
+	c, err = Load(path, false, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "https://oauth2.googleapis.com/device/code", c.Providers[0].DeviceAuthURL)
 }
 
 func TestSettings(t *testing.T) {
@@ -143,8 +169,8 @@ func TestOIDCDiscovery(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"token_endpoint_auth_methods_supported":["client_secret_post"]}`,
-			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token")
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"token_endpoint_auth_methods_supported":["client_secret_post"],"device_authorization_endpoint":%q}`,
+			srv.URL+"/dex", srv.URL+"/dex/auth", srv.URL+"/dex/token", srv.URL+"/dex/device/code")
 	}))
 	defer srv.Close()
 	c, err := Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\nclient_secret = \"s\"\n", srv.URL+"/dex")), nil)
@@ -155,6 +181,8 @@ func TestOIDCDiscovery(t *testing.T) {
 	assert.Equal(t, srv.URL+"/dex/token", p.TokenURL)
 	assert.Equal(t, "client_secret_post", p.AuthMethod, "the only secret method the metadata lists")
 	assert.Equal(t, FromDiscovery, p.AuthMethodFrom)
+	assert.Equal(t, srv.URL+"/dex/device/code", p.DeviceAuthURL, "the device endpoint comes from discovery")
+	assert.Equal(t, srv.URL+"/dex/device/code", p.Engine().DeviceAuthURL)
 
 	c, err = Parse("f.toml", []byte(fmt.Sprintf("[providers.dex]\nissuer = %q\nclient_id = \"x\"\n", srv.URL+"/other")), nil)
 	require.NoError(t, err)

@@ -18,9 +18,10 @@ const DefaultDiscoveryTimeout = 10 * time.Second
 // maxDiscoveryBytes bounds a discovery document; real ones are a few KiB.
 const maxDiscoveryBytes = 1 << 20
 
-// Resolve fills AuthURL, TokenURL, RequireIssuer and (when not set in the
-// file) AuthMethod of every provider configured by issuer, from the
-// issuer's .well-known/openid-configuration. Each fetch is bounded by timeout (0
+// Resolve fills AuthURL, TokenURL, RequireIssuer, DeviceAuthURL (when not
+// set in the file and offered) and (when not set in the file) AuthMethod
+// of every provider configured by issuer, from the issuer's
+// .well-known/openid-configuration. Each fetch is bounded by timeout (0
 // means DefaultDiscoveryTimeout). client nil means http.DefaultClient.
 func (c *Config) Resolve(ctx context.Context, client *http.Client, timeout time.Duration) error {
 	if client == nil {
@@ -65,6 +66,8 @@ type discoveryDoc struct {
 	RevocationEndpoint string `json:"revocation_endpoint"`
 	// RFC 9207 section 3: the server puts iss on every authorization response.
 	IssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
+	// RFC 8628 section 4: where the provider offers the device grant.
+	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
 }
 
 func discover(ctx context.Context, client *http.Client, timeout time.Duration, p *Provider) error {
@@ -121,6 +124,13 @@ func discover(ctx context.Context, client *http.Client, timeout time.Duration, p
 		p.RevocationURL = doc.RevocationEndpoint
 	}
 	p.RequireIssuer = doc.IssParameterSupported
+	if p.DeviceAuthURL == "" && doc.DeviceAuthorizationEndpoint != "" {
+		// A bad device endpoint costs only the device transport: leave it
+		// out rather than refuse the provider.
+		if _, err := checkURL(doc.DeviceAuthorizationEndpoint); err == nil {
+			p.DeviceAuthURL = doc.DeviceAuthorizationEndpoint
+		}
+	}
 	if p.AuthMethod == "" {
 		// Chosen once, from the metadata (absent means
 		// client_secret_basic, RFC 8414 section 2): never by trying one

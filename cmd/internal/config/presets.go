@@ -16,6 +16,10 @@ type Preset struct {
 	AuthMethods []string
 	Scopes      []string
 	AuthParams  map[string]string
+	// DeviceAuthURL is the device authorization endpoint (RFC 8628), for
+	// the device transport; empty where the preset's usual client type
+	// cannot use it.
+	DeviceAuthURL string
 	// UserInfoURL is where the signed-in user is read with the access
 	// token, for providers that issue no ID token (GitHub).
 	UserInfoURL string
@@ -40,6 +44,8 @@ var Presets = map[string]Preset{
 		TokenURL:    "https://github.com/login/oauth/access_token",
 		AuthMethods: post,
 		Scopes:      []string{"read:user"},
+		// Needs "Enable Device Flow" in the OAuth app's settings.
+		DeviceAuthURL: "https://github.com/login/device/code",
 		// GitHub issues no ID token; its REST API names the user (login).
 		UserInfoURL: "https://api.github.com/user",
 	},
@@ -54,13 +60,19 @@ var Presets = map[string]Preset{
 		AuthParams:    map[string]string{"access_type": "offline", "prompt": "consent"},
 		IDTokenIssuer: "https://accounts.google.com",
 		JWKSURL:       "https://www.googleapis.com/oauth2/v3/certs",
+		// No DeviceAuthURL: Google serves the device grant
+		// (https://oauth2.googleapis.com/device/code) only to clients of
+		// type "TVs and Limited Input devices", not to the web or desktop
+		// client this preset is for. docs/config.md says how to add one.
 	},
 	"microsoft": {
 		// "common" is replaced by the provider's tenant when one is set.
 		AuthURL:     "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
 		TokenURL:    "https://login.microsoftonline.com/common/oauth2/v2.0/token",
 		AuthMethods: post,
-		Scopes:      []string{"openid", "profile", "email", "offline_access"},
+		// Needs "Allow public client flows" in the app registration.
+		DeviceAuthURL: "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+		Scopes:        []string{"openid", "profile", "email", "offline_access"},
 	},
 	"gitlab": {
 		// read_user reads the user, named by its username.

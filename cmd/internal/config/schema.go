@@ -59,6 +59,7 @@ var (
 		"tenant":                     {kindString, `"contoso.onmicrosoft.com"`},
 		"token_endpoint_auth_method": {kindString, `"client_secret_basic", "client_secret_post" or "none"`},
 		"revocation_url":             {kindString, `"https://example.com/oauth/revoke"`},
+		"device_auth_url":            {kindString, `"https://github.com/login/device/code"`},
 		"userinfo_url":               {kindString, `"https://api.github.com/user"`},
 	}
 	mcpSettings = map[string]setting{

@@ -360,7 +360,8 @@ func WireProviders(ps []config.Provider) []wire.Provider {
 	for i, p := range ps {
 		out[i] = wire.Provider{Name: p.Name, Preset: p.Preset, AuthURL: p.AuthURL, TokenURL: p.TokenURL,
 			Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes,
-			AuthMethod: p.AuthMethod, AuthMethodFrom: p.AuthMethodFrom, IssuerRequired: p.RequireIssuer}
+			AuthMethod: p.AuthMethod, AuthMethodFrom: p.AuthMethodFrom, IssuerRequired: p.RequireIssuer,
+			DeviceAuthURL: p.DeviceAuthURL}
 	}
 	return out
 }

@@ -89,6 +89,12 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusBadRequest, wire.CodeGatewayNotConfigured, err.Error()
 	case errors.Is(err, engine.ErrBadTransport):
 		return http.StatusBadRequest, wire.CodeUnknownTransport, err.Error()
+	case errors.Is(err, engine.ErrNoDeviceEndpoint):
+		return http.StatusBadRequest, wire.CodeDeviceNotSupported,
+			err.Error() + "; use --transport manual, or set device_auth_url for the provider in flowd's config"
+	case errors.Is(err, engine.ErrDeviceAuthorization):
+		return http.StatusBadGateway, wire.CodeDeviceAuthorizationFailed,
+			err.Error() + "; check the provider's client settings (device flow enabled, client type), or use --transport manual"
 	case errors.Is(err, engine.ErrNoToken):
 		return http.StatusNotFound, wire.CodeNotConnected, err.Error() + "; connect first: flowctl connect <provider>"
 	case errors.Is(err, engine.ErrClosed):

@@ -105,7 +105,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Transport != "" && !states.Transport(req.Transport).Valid() {
-		bad(wire.CodeUnknownTransport, "transport %q is not loopback, gateway or manual", clip(req.Transport, 40))
+		bad(wire.CodeUnknownTransport, "transport %q is not loopback, gateway, manual or device", clip(req.Transport, 40))
 		return
 	}
 	if len(req.Scopes) > maxScopes {
@@ -149,11 +149,16 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	if transport == "" {
 		transport = string(states.Loopback)
 	}
-	writeJSON(w, http.StatusCreated, wire.StartResponse{
+	resp := wire.StartResponse{
 		State: st.ID, Provider: req.Provider, Transport: transport, AuthURL: st.AuthURL,
 		RedirectURI: st.RedirectURI, ExpiresAt: st.Deadline.UTC(), Superseded: st.Superseded, Scopes: st.Scopes,
 		LaunchURL: st.LaunchURL,
-	})
+	}
+	if st.Device != nil {
+		resp.UserCode, resp.VerificationURI, resp.VerificationURIComplete = st.Device.UserCode, st.Device.VerificationURI, st.Device.VerificationURIComplete
+		resp.PollInterval = int(st.PollInterval / time.Second)
+	}
+	writeJSON(w, http.StatusCreated, resp)
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +181,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			s.engineError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, wire.FlowFrom(f))
+		writeJSON(w, http.StatusOK, s.flowWithCode(r.Context(), f))
 		return
 	}
 	// A long-poll ends when the flow is terminal, the wait is up, the client
@@ -198,6 +203,23 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.FlowFrom(f))
+}
+
+// flowWithCode is f's wire form, with the user code of a live device flow
+// so that a client re-attaching (flowctl wait) can show it again. The code
+// is the same secret Start answered with, to the same local user.
+func (s *Server) flowWithCode(ctx context.Context, f states.Flow) wire.Flow {
+	w := wire.FlowFrom(f)
+	if f.Transport == states.Device && f.State.Live() {
+		if dc, err := s.cfg.Engine.DeviceCode(ctx, f.ID); err == nil {
+			w.UserCode, w.VerificationURIComplete = dc.UserCode, dc.VerificationURIComplete
+			if !dc.NextPoll.IsZero() {
+				t := dc.NextPoll.UTC()
+				w.NextPoll = &t
+			}
+		}
+	}
+	return w
 }
 
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {

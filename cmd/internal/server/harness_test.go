@@ -60,6 +60,8 @@ type harnessOpts struct {
 	noGateway bool
 	uid       *int
 	clock     *fakeclock.Clock
+	// device configures the fake provider's device endpoint.
+	device bool
 	// identify is the engine's Config.Identify.
 	identify engine.IdentifyFunc
 	// log, when set, is the engine's log instead of a fresh memlog.
@@ -108,6 +110,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	if !o.noGateway {
 		ecfg.PublicBaseURL = "https://gw.example.test"
+	}
+	if o.device {
+		ecfg.Providers[0].DeviceAuthURL = h.provider.DeviceAuthURL
 	}
 	if o.clock != nil {
 		ecfg.Clock = o.clock
@@ -262,6 +267,11 @@ func (c *countingEngine) Cancel(ctx context.Context, s string) (states.Flow, err
 func (c *countingEngine) Status(ctx context.Context, s string) (states.Flow, error) {
 	c.calls.Add(1)
 	return c.Engine.Status(ctx, s)
+}
+
+func (c *countingEngine) DeviceCode(ctx context.Context, s string) (engine.DeviceCode, error) {
+	c.calls.Add(1)
+	return c.Engine.DeviceCode(ctx, s)
 }
 
 func (c *countingEngine) Wait(ctx context.Context, s string) (states.Flow, error) {

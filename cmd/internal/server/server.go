@@ -36,6 +36,7 @@ type Engine interface {
 	Launch(ctx context.Context, token string) (engine.Launched, error)
 	Cancel(ctx context.Context, state string) (states.Flow, error)
 	Status(ctx context.Context, state string) (states.Flow, error)
+	DeviceCode(ctx context.Context, state string) (engine.DeviceCode, error)
 	Wait(ctx context.Context, state string) (states.Flow, error)
 	History(ctx context.Context, state string) ([]states.Record, error)
 	Export(ctx context.Context, q engine.ExportQuery, fn func(states.Record) error) error

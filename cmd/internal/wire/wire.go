@@ -176,8 +176,14 @@ const (
 	CodeNotBound = "not_browser_bound"
 	// CodeGatewayNotConfigured (400): the gateway transport needs public_base_url in the config.
 	CodeGatewayNotConfigured = "gateway_not_configured"
-	// CodeUnknownTransport (400): transport is not loopback, gateway or manual.
+	// CodeUnknownTransport (400): transport is not loopback, gateway, manual or device.
 	CodeUnknownTransport = "unknown_transport"
+	// CodeDeviceNotSupported (400): the provider has no device authorization
+	// endpoint; use another transport, or set device_auth_url in the config.
+	CodeDeviceNotSupported = "device_not_supported"
+	// CodeDeviceAuthorizationFailed (502): the provider's device
+	// authorization endpoint refused the request; nothing was recorded.
+	CodeDeviceAuthorizationFailed = "device_authorization_failed"
 	// CodeNotConnected (404): no token is stored for the provider; connect first.
 	CodeNotConnected = "not_connected"
 	// CodeAccountRequired (409): the provider has several connected
@@ -223,7 +229,7 @@ type StartRequest struct {
 	// server answered with (a 401, or a 403 insufficient_scope to step
 	// up); empty makes flowd probe the server.
 	Challenge string `json:"challenge,omitempty"`
-	// Transport is loopback (default), gateway or manual.
+	// Transport is loopback (default), gateway, manual or device.
 	Transport string `json:"transport,omitempty"`
 	// TTL overrides the configured flow lifetime, as a Go duration ("10m").
 	TTL string `json:"ttl,omitempty"`
@@ -247,6 +253,14 @@ type StartResponse struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	// Superseded lists earlier live flows this one ended.
 	Superseded []string `json:"superseded,omitempty"`
+	// The device transport (auth_url and redirect_uri are empty then): the
+	// code the user enters at verification_uri, the same with the code
+	// filled in when the provider gives one, and the poll interval in
+	// seconds at the start.
+	UserCode                string `json:"user_code,omitempty"`
+	VerificationURI         string `json:"verification_uri,omitempty"`
+	VerificationURIComplete string `json:"verification_uri_complete,omitempty"`
+	PollInterval            int    `json:"poll_interval,omitempty"`
 	// Scopes are the scopes asked for: those requested plus those the
 	// account's connection was already granted (a step-up).
 	Scopes []string `json:"scopes,omitempty"`
@@ -301,6 +315,15 @@ type Flow struct {
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// IgnoredCallbacks counts late or repeated callbacks that changed nothing.
 	IgnoredCallbacks int `json:"ignored_callbacks,omitempty"`
+	// Device flows: where to enter the code and the poll interval in
+	// seconds. NextPoll, UserCode and VerificationURIComplete are filled
+	// for a live device flow by GET /v1/flows/{state}, so a client that
+	// re-attaches can show the code again.
+	VerificationURI         string     `json:"verification_uri,omitempty"`
+	PollInterval            int        `json:"poll_interval,omitempty"`
+	NextPoll                *time.Time `json:"next_poll,omitempty"`
+	UserCode                string     `json:"user_code,omitempty"`
+	VerificationURIComplete string     `json:"verification_uri_complete,omitempty"`
 	// BrowserBound is true once the flow's launch link was opened: only the
 	// browser that opened it may deliver its loopback callback.
 	BrowserBound bool `json:"browser_bound,omitempty"`
@@ -341,6 +364,10 @@ func FlowFrom(f states.Flow) Flow {
 	}
 	if f.Reason != "" {
 		w.ReasonText = f.Reason.Describe()
+	}
+	if f.Transport == states.Device {
+		w.VerificationURI = f.VerificationURI
+		w.PollInterval = int(f.PollInterval / time.Second)
 	}
 	if c := f.Conn; c != nil {
 		switch {
@@ -424,6 +451,9 @@ type Provider struct {
 	AuthMethodFrom string `json:"token_endpoint_auth_method_from,omitempty"`
 	// IssuerRequired: redirects must carry iss equal to Issuer (RFC 9207).
 	IssuerRequired bool `json:"issuer_required,omitempty"`
+	// DeviceAuthURL is the device authorization endpoint; empty when the
+	// provider does not offer the device transport.
+	DeviceAuthURL string `json:"device_auth_url,omitempty"`
 	// Status is ProviderAvailable, or ProviderUnavailable while its OIDC
 	// issuer has not answered discovery (flowd retries in the background).
 	Status string `json:"status,omitempty"`
