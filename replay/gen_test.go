@@ -94,7 +94,7 @@ func (l *logb) start(name, provider, principal string, tr states.Transport, scop
 		uri = gatewayURI
 	}
 	dl := l.now.Add(ttl)
-	l.add(f, 0, states.Created, states.Data{Provider: provider, Principal: principal, Scopes: scopes,
+	l.add(f, 0, states.Created, states.Data{Provider: provider, Account: principal, Scopes: scopes,
 		Transport: tr, RedirectURI: uri, Deadline: &dl})
 	l.add(f, 3*time.Millisecond, states.URLIssued, states.Data{})
 	return f
@@ -170,7 +170,7 @@ var scenarios = map[string]func(l *logb){
 		a := l.start("superseded_first", "github", "alice", states.Loopback, "repo")
 		b := &fb{id: flowID("superseded_second")}
 		dl := l.now.Add(40 * time.Second).Add(ttl)
-		l.add(b, 40*time.Second, states.Created, states.Data{Provider: "github", Principal: "alice",
+		l.add(b, 40*time.Second, states.Created, states.Data{Provider: "github", Account: "alice",
 			Scopes: []string{"repo"}, Transport: states.Loopback, RedirectURI: loopbackURI, Deadline: &dl})
 		l.add(b, 2*time.Millisecond, states.URLIssued, states.Data{})
 		// The engine records the new flow first, then ends the old one.

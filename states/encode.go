@@ -45,7 +45,7 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 // slice as data, written "data":{}, which decoded back to no data: a
 // record that changed on its second encoding. Found by FuzzDecode.)
 func (d Data) IsZero() bool {
-	return d.Provider == "" && d.Account == "" && d.Principal == "" && len(d.Scopes) == 0 && d.Transport == "" &&
+	return d.Provider == "" && d.Account == "" && len(d.Scopes) == 0 && d.Transport == "" &&
 		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.NonceFingerprint == "" &&
 		d.Resource == "" &&
 		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
@@ -63,7 +63,6 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w := fieldWriter{b: append(b, '{'), ok: ok, first: true}
 	w.str("provider", d.Provider)
 	w.str("account", d.Account)
-	w.str("principal", d.Principal)
 	w.list("scopes", d.Scopes)
 	w.str("transport", string(d.Transport))
 	w.str("redirect_uri", d.RedirectURI)

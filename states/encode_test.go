@@ -174,7 +174,6 @@ func genRecord(t *rapid.T) (Record, bool) {
 		d := &r.Data
 		d.Provider = genString(t, "provider", weird)
 		d.Account = genString(t, "account", weird)
-		d.Principal = genString(t, "principal", weird)
 		d.Scopes = genStrings(t, "scopes", weird)
 		d.Transport = Transport(genString(t, "transport", weird))
 		d.RedirectURI = genString(t, "redirect", weird)

@@ -102,9 +102,6 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 	case Created:
 		f.ID = rec.Flow
 		f.Provider, f.Account, f.Transport, f.RedirectURI = d.Provider, d.Account, d.Transport, d.RedirectURI
-		if f.Account == "" {
-			f.Account = d.Principal // written before accounts had their one name
-		}
 		f.NonceFingerprint = d.NonceFingerprint
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired

@@ -445,8 +445,8 @@ func TestNextPollAfter(t *testing.T) {
 }
 
 // A flow's account is the one asked for until the exchange names the one
-// that signed in; logs written before accounts had one name call it
-// principal, and read the same.
+// that signed in; version 1 logs, written before accounts had one name,
+// call it principal, and read the same after the upcast to version 2.
 func TestFlowAccount(t *testing.T) {
 	recs := happy(testFlow, 1, t0)
 	recs[0].Data.Account = "work"
@@ -464,9 +464,12 @@ func TestFlowAccount(t *testing.T) {
 	legacy := happy(testFlow, 1, t0)
 	b, err := legacy[0].Encode()
 	require.NoError(t, err)
+	b = bytes.Replace(b, []byte(`"v":2`), []byte(`"v":1`), 1)
 	b = bytes.Replace(b, []byte(`"provider":"github"`), []byte(`"provider":"github","principal":"alice"`), 1)
 	legacy[0], err = Decode(b)
 	require.NoError(t, err, "%s", b)
+	assert.Equal(t, SchemaVersion, legacy[0].Version, "upcast to the current version")
+	assert.Equal(t, "alice", legacy[0].Data.Account)
 	f, err = Fold(legacy)
 	require.NoError(t, err)
 	assert.Equal(t, "alice", f.Account, "an old log's principal is the account")

@@ -11,7 +11,7 @@ import (
 // Records of older versions are upgraded on read by the upcasters in
 // upcast; newer versions are refused. docs/record-format.md documents every
 // version.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Transport says how the provider's redirect reaches flowd.
 type Transport string
@@ -87,10 +87,7 @@ type Data struct {
 	// created it is the account asked for (empty: whichever account the
 	// user signs in with); in exchange_succeeded it is the account the
 	// token belongs to, as the provider identified it when it did.
-	Account string `json:"account,omitempty"`
-	// Principal is Account as flowd wrote it before accounts had their one
-	// name: read from old logs as Account, never written.
-	Principal   string     `json:"principal,omitempty"`
+	Account     string     `json:"account,omitempty"`
 	Scopes      []string   `json:"scopes,omitempty"`
 	Transport   Transport  `json:"transport,omitempty"`
 	RedirectURI string     `json:"redirect_uri,omitempty"`
@@ -316,4 +313,37 @@ func version(b []byte) (int, error) {
 // the format changes: bump SchemaVersion, add the upcaster here, keep a log
 // of the old version in testdata/replay, and document both in
 // docs/record-format.md.
-var upcasters = map[int]func([]byte) ([]byte, error){}
+var upcasters = map[int]func([]byte) ([]byte, error){
+	1: upcastV1,
+}
+
+// upcastV1 turns a version 1 record into version 2. Version 2 added
+// optional data fields and events only (the iss check, token events,
+// browser binding, identity, MCP discovery, device flows) and renamed
+// data.principal to data.account; a version 1 record is a valid version 2
+// record once the rename is made.
+func upcastV1(b []byte) ([]byte, error) {
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, err
+	}
+	rec["v"] = json.RawMessage("2")
+	if raw, ok := rec["data"]; ok {
+		var data map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &data); err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+		if p, ok := data["principal"]; ok {
+			if _, has := data["account"]; !has {
+				data["account"] = p
+			}
+			delete(data, "principal")
+			nd, err := json.Marshal(data)
+			if err != nil {
+				return nil, err
+			}
+			rec["data"] = nd
+		}
+	}
+	return json.Marshal(rec)
+}

@@ -20,7 +20,7 @@ func fullRecord() Record {
 		Version: SchemaVersion, Seq: 42, Flow: testFlow, FlowSeq: 7, Event: Failed,
 		From: AwaitingCallback, To: Error, Time: t0.Add(1500 * time.Millisecond),
 		Data: Data{
-			Provider: "github", Account: "alice", Principal: "alice-legacy", Scopes: []string{"repo", "read:user"},
+			Provider: "github", Account: "alice", Scopes: []string{"repo", "read:user"},
 			NonceFingerprint: "hmac:5d1f0c2a9b8e7d6c5b4a3f2e", Subject: "583231", Email: "alice@example.com",
 			Transport: Gateway, RedirectURI: "https://flowd.example.com/oauth/callback", Deadline: &dl,
 			Reason: ExchangeFailed, Message: "code expired", ErrorCode: "invalid_grant", HTTPStatus: 400,
@@ -70,14 +70,14 @@ func TestEncodeFieldNames(t *testing.T) {
 	assert.ElementsMatch(t, []string{"v", "seq", "flow", "flow_seq", "event", "from", "to", "time", "data"}, keys(top))
 	var data map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal(top["data"], &data))
-	assert.ElementsMatch(t, []string{"provider", "account", "principal", "scopes", "transport", "redirect_uri", "deadline",
+	assert.ElementsMatch(t, []string{"provider", "account", "scopes", "transport", "redirect_uri", "deadline",
 		"nonce_fp", "reason", "message", "error_code", "http_status", "granted_scopes", "token_stored",
 		"subject", "email", "superseded_by", "code_fp", "ignored"}, keys(data))
 
 	// Empty data and the new pseudo-state stay compact.
-	b, err = Record{Version: 1, Seq: 1, Flow: "f", FlowSeq: 2, Event: URLIssued, From: Pending, To: AwaitingCallback, Time: t0}.Encode()
+	b, err = Record{Version: SchemaVersion, Seq: 1, Flow: "f", FlowSeq: 2, Event: URLIssued, From: Pending, To: AwaitingCallback, Time: t0}.Encode()
 	require.NoError(t, err)
-	assert.Equal(t, `{"v":1,"seq":1,"flow":"f","flow_seq":2,"event":"url_issued","from":"pending","to":"awaiting_callback","time":"2026-03-01T10:00:00Z"}`, string(b))
+	assert.Equal(t, `{"v":2,"seq":1,"flow":"f","flow_seq":2,"event":"url_issued","from":"pending","to":"awaiting_callback","time":"2026-03-01T10:00:00Z"}`, string(b))
 }
 
 func keys(m map[string]json.RawMessage) []string {
@@ -91,21 +91,21 @@ func keys(m map[string]json.RawMessage) []string {
 func TestDecodeRefuses(t *testing.T) {
 	good, err := fullRecord().Encode()
 	require.NoError(t, err)
-	withV := func(v string) string { return strings.Replace(string(good), `"v":1`, `"v":`+v, 1) }
+	withV := func(v string) string { return strings.Replace(string(good), `"v":2`, `"v":`+v, 1) }
 
 	cases := []struct {
 		name, in string
 		want     error
 		says     string
 	}{
-		{"missing version", strings.Replace(string(good), `"v":1,`, "", 1), ErrUnsupportedVersion, `no schema version`},
+		{"missing version", strings.Replace(string(good), `"v":2,`, "", 1), ErrUnsupportedVersion, `no schema version`},
 		{"null version", withV("null"), ErrUnsupportedVersion, `no schema version`},
 		{"version zero", withV("0"), ErrUnsupportedVersion, "version 0"},
 		{"negative version", withV("-3"), ErrUnsupportedVersion, "version -3"},
 		{"newer version", withV(fmt.Sprint(SchemaVersion + 1)), ErrUnsupportedVersion, "upgrade flowd"},
 		{"version as string", withV(`"1"`), ErrUndecodable, ""},
 		{"version as float", withV(`1.5`), ErrUndecodable, ""},
-		{"unknown top-level field", strings.Replace(string(good), `"v":1,`, `"v":1,"code":"abc",`, 1), ErrUndecodable, `unknown field "code"`},
+		{"unknown top-level field", strings.Replace(string(good), `"v":2,`, `"v":2,"code":"abc",`, 1), ErrUndecodable, `unknown field "code"`},
 		{"unknown data field", strings.Replace(string(good), `"data":{`, `"data":{"verifier":"x",`, 1), ErrUndecodable, `unknown field "verifier"`},
 		{"trailing record", string(good) + string(good), ErrUndecodable, ""},
 		{"trailing garbage", string(good) + "x", ErrUndecodable, ""},
@@ -148,8 +148,7 @@ func TestUpcastersCoverEveryOldVersion(t *testing.T) {
 	}
 }
 
-// The upcaster chain, run with a pretend version 2 (no real one exists
-// yet): a version-1 record that called the provider "provider" is read by a
+// The upcaster chain, run with a pretend upcaster: a version-1 record that called the provider "provider" is read by a
 // version-2 decoder after the upcaster renames the field; a missing,
 // failing or forgetful upcaster is an error, never a panic.
 func TestDecodeRunsUpcasters(t *testing.T) {
@@ -215,4 +214,31 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("encoding not stable: %q then %q", enc, enc2)
 		}
 	})
+}
+
+// A version 2 record written by this flowd is refused by a version 1
+// reader with "upgrade flowd", not as damage; and every version 1 record
+// reads as version 2 with only principal renamed.
+func TestUpcastV1(t *testing.T) {
+	v2, err := fullRecord().Encode()
+	require.NoError(t, err)
+	_, err = decode(v2, 1, nil)
+	requireOnly(t, err, ErrUnsupportedVersion)
+	assert.Contains(t, err.Error(), "upgrade flowd")
+
+	v1 := []byte(`{"v":1,"seq":3,"flow":"f","flow_seq":1,"event":"created","from":"","to":"pending","time":"2026-03-01T10:00:00Z","data":{"provider":"github","principal":"alice","scopes":["repo"]}}`)
+	r, err := Decode(v1)
+	require.NoError(t, err)
+	assert.Equal(t, 2, r.Version)
+	assert.Equal(t, Data{Provider: "github", Account: "alice", Scopes: []string{"repo"}}, r.Data)
+
+	both := bytes.Replace(v1, []byte(`"principal":"alice"`), []byte(`"principal":"old","account":"alice"`), 1)
+	r, err = Decode(both)
+	require.NoError(t, err)
+	assert.Equal(t, "alice", r.Data.Account, "account wins over the legacy name")
+
+	noData := []byte(`{"v":1,"seq":4,"flow":"f","flow_seq":2,"event":"url_issued","from":"pending","to":"awaiting_callback","time":"2026-03-01T10:00:00Z"}`)
+	r, err = Decode(noData)
+	require.NoError(t, err)
+	assert.Equal(t, URLIssued, r.Event)
 }

@@ -109,7 +109,6 @@ func FormatData(d Data) string {
 	add("reason", string(d.Reason))
 	add("provider", d.Provider)
 	add("account", d.Account)
-	add("principal", d.Principal)
 	add("scopes", strings.Join(d.Scopes, ","))
 	add("transport", string(d.Transport))
 	add("redirect_uri", d.RedirectURI)

@@ -97,8 +97,9 @@ func TestFullDisk(t *testing.T) {
 	t.Logf("a start on a full disk, after %d that fitted: %d %s", len(acked)-5, refused.status, refused.body)
 	assert.Equal(t, 507, refused.status, "a full disk is Insufficient Storage, the server's problem, not the client's")
 	assert.Equal(t, "storage_full", refused.errCode())
-	assert.Contains(t, refused.errMessage(), "disk holding flowd's database is full", "the caller is told why and what to do")
+	assert.Contains(t, refused.errMessage(), "flowd's store is full, so nothing was changed", "the caller is told why and what to do")
 
+	assert.Contains(t, refused.errMessage(), "free space on the disk holding the state directory", "and what to do")
 	// A callback on an acknowledged flow: it may fit or not, but a refused
 	// one leaves the flow where it was and spends no code.
 	code := "c-" + randHex(16)
