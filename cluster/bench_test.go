@@ -11,9 +11,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/etcdlog/etcdtest"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/etcdlog/etcdtest"
+	"github.com/flowdhq/flowd/states"
 )
 
 // benchWorkers is how many transitions are in flight at once, as many

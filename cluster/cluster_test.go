@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/etcdlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 var bg = context.Background()

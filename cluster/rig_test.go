@@ -10,10 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/persist/etcdlog"
-	"flowd.local/flowd/persist/etcdlog/etcdtest"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/persist/etcdlog/etcdtest"
 )
 
 // No goleak here, unlike the engine's tests: embedded etcd members leave

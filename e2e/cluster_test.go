@@ -21,10 +21,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/internal/syncbuf"
-	"flowd.local/flowd/persist/etcdlog"
-	"flowd.local/flowd/persist/etcdlog/etcdtest"
+	"github.com/flowdhq/flowd/internal/dextest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/persist/etcdlog/etcdtest"
 )
 
 // clusterReplica is one flowd process in cluster mode.

@@ -25,8 +25,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/internal/dextest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
 )
 
 // flowdRig runs the flowd daemon and the flowctl client as a user would:

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/internal/dextest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
 )
 
 func TestFlowdConnectLoopback(t *testing.T) {

@@ -7,10 +7,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/internal/identity"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/dextest"
+	"github.com/flowdhq/flowd/internal/identity"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Dex signs real ID tokens and echoes the nonce flowd sends: flowd's

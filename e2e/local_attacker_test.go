@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/internal/dextest"
+	"github.com/flowdhq/flowd/internal/dextest"
 )
 
 // The attacker helper's modes, given in attackerEnv: "ps" prints the

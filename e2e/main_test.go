@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"flowd.local/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/internal/hermetic"
 )
 
 // binDir holds the flowd and flowctl binaries built once for this run.
@@ -45,7 +45,7 @@ func buildBinaries(t *testing.T) (flowd, flowctl string) {
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		args = append(args, "flowd.local/flowd/cmd/flowd", "flowd.local/flowd/cmd/flowctl")
+		args = append(args, "github.com/flowdhq/flowd/cmd/flowd", "github.com/flowdhq/flowd/cmd/flowctl")
 		start := time.Now()
 		cmd := exec.Command("go", args...)
 		cmd.Dir = ".." // the module root

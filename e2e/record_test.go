@@ -11,11 +11,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/dextest"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/replay"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/dextest"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/replay"
+	"github.com/flowdhq/flowd/states"
 )
 
 // recordDirEnv names the directory TestDexRecordings writes its exports

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // ErrAccountRequired: the provider has several connected accounts and the

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Provider is an OAuth 2.0 authorization server flowd can connect to.

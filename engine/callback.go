@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Callback delivers the provider's redirect for a flow. A provider error

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // record builds the next record of lf. The caller holds lf.mu.

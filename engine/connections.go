@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Connection is what a user holds after connecting: a stored token and how

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // The device authorization grant (RFC 8628). A device flow has no redirect:

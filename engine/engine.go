@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Defaults of Config.

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/memlog"
 )
 
 // Embedding the engine: open it on a log, start a flow, deliver the

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // ExportQuery selects the records Export writes. Zero fields select everything.

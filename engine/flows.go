@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sort"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Cancel ends a live flow error(canceled). A flow mid-exchange cannot be

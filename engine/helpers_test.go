@@ -9,12 +9,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/internal/syncbuf"
-	"flowd.local/flowd/persist/memlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Known secrets, the fake provider's defaults. They are distinctive so a

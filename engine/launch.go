@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // launch is a launch link handed out by Start. It lives in memory only: it

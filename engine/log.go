@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Log is the durable event log the engine runs on. The engine sees storage

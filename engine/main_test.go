@@ -5,7 +5,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"flowd.local/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/internal/hermetic"
 )
 
 // TestMain fails the package if a test leaves a goroutine behind: the

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"sync"
 
-	"flowd.local/flowd/engine/mcpauth"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine/mcpauth"
+	"github.com/flowdhq/flowd/states"
 )
 
 // MCPConfig configures connects by MCP server URL (StartRequest.Resource):

@@ -12,13 +12,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/engine/mcpauth"
-	"flowd.local/flowd/internal/mcptest"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/persist/memlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/engine/mcpauth"
+	"github.com/flowdhq/flowd/internal/mcptest"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 // mcpEngine opens an engine with no configured providers on log.

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/states"
 )
 
 // A provider added at run time connects like one given to Open, and a

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // recoveryWorkers bounds concurrent appends at open and at a shared

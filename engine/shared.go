@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Shared logs: several engines (flowd replicas) on one Log that implements

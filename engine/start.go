@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Start begins a flow: it records the flow with its deadline, seals the

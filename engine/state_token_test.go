@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // A state never begins with '-', which command lines take for flags: a

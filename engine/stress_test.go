@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Everything at once: starts, callbacks (good, duplicate, denied),

@@ -5,7 +5,7 @@ import (
 	"context"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // systemClock is the real clock.

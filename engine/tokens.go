@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // TokenKey names a stored token: the provider, and the account at it.

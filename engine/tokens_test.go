@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/states"
 )
 
 // refreshTokensSent lists the refresh tokens p was asked to redeem.

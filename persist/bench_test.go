@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/states"
 )
 
 // runWriters runs fn from about writers goroutines for b.N calls in all

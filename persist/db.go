@@ -25,8 +25,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/seal"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/seal"
 )
 
 // Errors Open and the log's methods return, wrapped with the path or the

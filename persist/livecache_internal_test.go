@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/states"
 )
 
 // requireLiveHeadsMirrorDisk checks the live heads in memory are exactly

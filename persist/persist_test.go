@@ -18,11 +18,11 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/persist/seal"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/persist/seal"
+	"github.com/flowdhq/flowd/states"
 )
 
 var bg = context.Background()

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // How a record is stored in the events bucket. The record is its JSON

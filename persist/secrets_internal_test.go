@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/states"
 )
 
 // A secret written with a flow's first records is a flow secret, numbered;

@@ -7,8 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist"
 )
 
 // A database file cut short (a full disk during a copy, a bad restore)

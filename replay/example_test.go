@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"flowd.local/flowd/replay"
+	"github.com/flowdhq/flowd/replay"
 )
 
 // Replaying an exported log: each record with the flow's state after it,

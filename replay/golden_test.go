@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 var update = flag.Bool("update", false, "rewrite the .golden files under testdata/replay from the current machine")

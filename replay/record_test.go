@@ -23,11 +23,11 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/states"
 )
 
 // The logs in testdata/replay/engine are exports of the real engine

@@ -29,7 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // MaxLine bounds one line of a log. Records are a few hundred bytes; a

@@ -13,10 +13,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/metrics"
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/cmd/internal/metrics"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // apiClients is how many clients call the API at once in item 6.

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Sizes are the workloads of one benchmark invocation.

@@ -13,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Item 9: device flows (RFC 8628) polling on the engine's one timer.

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/memlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 // durable measures items 1 and 5. Each run drives DurableFlows flows

@@ -8,9 +8,9 @@ import (
 	"runtime"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/states"
 )
 
 // memoryBudget is item 3's target: heap bytes per live flow.

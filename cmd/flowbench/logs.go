@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/binary"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist"
 )
 
 // durableLog is an engine.Log on disk that the benchmark opens and closes.

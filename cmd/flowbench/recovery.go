@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/states"
 )
 
 // epoch is when the generated flows of item 2 happen; the engine's clock

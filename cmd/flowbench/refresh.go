@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/states"
 )
 
 // refreshCallers is how many Token calls item 8 makes at once on one expired token.

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/states"
 )
 
 // wakeInFlight is how many waited-on flows complete at once in item 4:

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // completeTimeout bounds a completion's question to flowd: a shell waits

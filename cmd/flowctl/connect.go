@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/client"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/client"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/states"
 )
 
 type connectOpts struct {

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/states"
 )
 
 // logReader is the read side of flowd's event log that inspect --db needs.

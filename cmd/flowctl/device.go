@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 
-	"flowd.local/flowd/cmd/internal/client"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/client"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/states"
 )
 
 // overSSH names the variable that says flowctl runs in an SSH session

@@ -13,10 +13,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/internal/oauthtest"
 )
 
 // One OIDC issuer that refuses connections at start-up stops only its own

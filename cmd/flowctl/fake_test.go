@@ -20,9 +20,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/internal/syncbuf"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/states"
 )
 
 // fakeFlowd fakes flowd's API with the wire types on a real unix socket,

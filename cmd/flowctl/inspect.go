@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/states"
 )
 
 // dbOpenTimeout bounds the wait for a database file's lock. A running flowd

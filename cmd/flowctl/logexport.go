@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/client"
+	"github.com/flowdhq/flowd/cmd/internal/client"
 )
 
 func (a *app) logCmd() *cobra.Command {

@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strings"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // pasted is what a user pasted at the manual transport's prompt, reduced to

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/states"
 )
 
 func (a *app) tokenCmd() *cobra.Command {

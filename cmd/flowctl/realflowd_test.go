@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/persist"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/persist"
 )
 
 // realFlowd runs the real daemon (config, engine, bbolt log, HTTP API)

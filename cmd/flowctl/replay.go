@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/replay"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/replay"
 )
 
 // replayResult is replay's --json output.

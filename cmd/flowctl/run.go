@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"flowd.local/flowd/cmd/internal/client"
-	"flowd.local/flowd/cmd/internal/version"
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/client"
+	"github.com/flowdhq/flowd/cmd/internal/version"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // Exit codes. They are part of flowctl's interface: scripts branch on them,

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // execCredential is kubectl's exec credential plugin output

@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/states"
 )
 
 // asFlowctlEnv makes this test binary run as flowctl, so real git and

@@ -20,9 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/persist"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/persist"
 )
 
 var (

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // flowd on the real bbolt log: connect through the loopback callback, stop

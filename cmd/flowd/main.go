@@ -19,11 +19,11 @@ import (
 	"syscall"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/cmd/internal/version"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/docs"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/version"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/docs"
 )
 
 // DefaultGOGC is the GOGC flowd runs with when the environment sets none.

@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/internal/hermetic"
-	"flowd.local/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/internal/oauthtest"
 )
 
 func TestMain(m *testing.M) {

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/server"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/persist/etcdlog"
 )
 
 // storeFlags select the event log: the bbolt file in the state directory

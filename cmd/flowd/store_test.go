@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/persist/etcdlog"
 )
 
 func TestStoreFlags(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // Clock is a manual engine.Clock. The zero value is not usable; call New.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"flowd.local/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/engine/fakeclock"
 )
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Base is the time the suite's flows start at. Records carry times as data;

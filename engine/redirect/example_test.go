@@ -6,8 +6,8 @@ import (
 	"net"
 	"net/http"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
 )
 
 // An embedder's loopback listener: the handler serves the launch link and

@@ -25,7 +25,7 @@ func TestImportsOnlyStdlibEngineAndStates(t *testing.T) {
 			for _, imp := range f.Imports {
 				path, _ := strconv.Unquote(imp.Path.Value)
 				stdlib := !strings.Contains(strings.Split(path, "/")[0], ".")
-				ok := stdlib || path == "flowd.local/flowd/engine" || path == "flowd.local/flowd/states"
+				ok := stdlib || path == "github.com/flowdhq/flowd/engine" || path == "github.com/flowdhq/flowd/states"
 				assert.True(t, ok, "%s imports %s", name, path)
 			}
 		}

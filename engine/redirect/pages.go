@@ -6,8 +6,8 @@ import (
 	"html/template"
 	"net/http"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Kind is what a launch or callback came to, as the page tells it. Only

@@ -24,8 +24,8 @@ import (
 	"net/http"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Engine is what the handler needs of *engine.Engine.

@@ -14,11 +14,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/persist/memlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 type rig struct {

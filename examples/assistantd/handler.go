@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
 )
 
 // maxWait bounds a status long-poll; a client polls again after it.

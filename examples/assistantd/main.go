@@ -27,8 +27,8 @@ import (
 	"syscall"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist"
 )
 
 func main() {

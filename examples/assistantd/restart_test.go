@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
 )
 
 // The real binary on a bbolt file, killed with SIGKILL between the start

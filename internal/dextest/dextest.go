@@ -38,7 +38,7 @@ import (
 	"testing"
 	"time"
 
-	"flowd.local/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/internal/syncbuf"
 )
 
 // Fixed identities of the Dex instance. They are test fixtures, not secrets

@@ -22,7 +22,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // maxUserInfoBytes bounds a userinfo answer; real ones are a few KiB.

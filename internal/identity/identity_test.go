@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/identity"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/identity"
 )
 
 const clientID = "flowd-client"

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/internal/oauthtest"
 )
 
 const redirect = "http://127.0.0.1:8085/oauth/callback"

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"flowd.local/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/internal/syncbuf"
 )
 
 // Writers on many goroutines and a reader at the same time: every line

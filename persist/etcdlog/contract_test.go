@@ -12,10 +12,10 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist/etcdlog"
-	"flowd.local/flowd/persist/etcdlog/etcdtest"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/persist/etcdlog/etcdtest"
 )
 
 // *Log is an engine.Log.

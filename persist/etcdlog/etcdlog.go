@@ -68,8 +68,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/seal"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/seal"
 )
 
 // Errors Open and the log's methods return, wrapped with the operation, the

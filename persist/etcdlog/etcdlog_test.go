@@ -16,12 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist/etcdlog"
-	"flowd.local/flowd/persist/etcdlog/etcdtest"
-	"flowd.local/flowd/persist/seal"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/persist/etcdlog/etcdtest"
+	"github.com/flowdhq/flowd/persist/seal"
+	"github.com/flowdhq/flowd/states"
 )
 
 var bg = context.Background()

@@ -12,7 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // ErrWatchLost: a watch cannot resume where it stopped, because etcd

@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist/etcdlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist/etcdlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 // collector gathers what a Watch delivers.

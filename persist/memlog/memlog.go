@@ -24,8 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Log is an in-memory event log. The zero value is not usable; call New.

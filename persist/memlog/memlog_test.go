@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"testing"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/logtest"
-	"flowd.local/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/logtest"
+	"github.com/flowdhq/flowd/persist/memlog"
 )
 
 var _ engine.Log = (*memlog.Log)(nil)

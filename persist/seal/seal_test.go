@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/persist/seal"
+	"github.com/flowdhq/flowd/persist/seal"
 )
 
 func TestSealOpenRoundTrip(t *testing.T) {

@@ -21,10 +21,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/states"
 )
 
 func envInt(t *testing.T, name string, def int) int {

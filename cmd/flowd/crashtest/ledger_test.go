@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/states"
 )
 
 // ack is everything flowd's responses acknowledged about one flow. Each

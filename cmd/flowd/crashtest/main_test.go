@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"flowd.local/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/internal/hermetic"
 )
 
 // TestMain removes the flowd binary built for the run, and fails the run

@@ -21,9 +21,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
 )
 
 // bins is the flowd binary, built once per test run.
@@ -54,7 +54,7 @@ func flowdBinary(t *testing.T) string {
 		if os.Getenv("FLOWD_CRASH_RACE") == "1" {
 			args = append(args, "-race")
 		}
-		args = append(args, "flowd.local/flowd/cmd/flowd")
+		args = append(args, "github.com/flowdhq/flowd/cmd/flowd")
 		begin := time.Now()
 		// Run in the test's own directory: it is inside the module, so the
 		// import path resolves wherever this package lives.

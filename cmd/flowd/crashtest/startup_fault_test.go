@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // preparedRig is a rig whose state directory flowd has already used: a

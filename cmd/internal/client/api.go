@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 func path(name string, vals ...string) (wire.Route, string, error) {

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // DefaultTimeout bounds a request that is not a long poll. flowd answers

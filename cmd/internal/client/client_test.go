@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // serve runs h on a fresh unix socket and returns a client for it.

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"flowd.local/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/internal/hermetic"
 )
 
 // TestMain keeps the tests away from the user's flowd config, state,

@@ -23,7 +23,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // Defaults of the settings a config file may leave out.

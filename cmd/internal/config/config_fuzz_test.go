@@ -2,7 +2,7 @@ package config
 
 import (
 	"errors"
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 	"net"
 	"strings"
 	"testing"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // DefaultDiscoveryTimeout bounds the discovery of one issuer.

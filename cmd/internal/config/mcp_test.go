@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/engine"
 )
 
 func TestParseMCP(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/internal/identity"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/internal/identity"
 )
 
 // Connecting a second account of a provider keeps the first: flowd asks

@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"net/url"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/states"
 )
 
 // The loopback listener's browser routes (launch link, callback, preflight)

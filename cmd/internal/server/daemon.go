@@ -24,14 +24,14 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sys/unix"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/metrics"
-	"flowd.local/flowd/cmd/internal/pidfile"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/internal/identity"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/metrics"
+	"github.com/flowdhq/flowd/cmd/internal/pidfile"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/internal/identity"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Log is an event log flowd opens and closes: persist.DB in production,

@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/pidfile"
-	"flowd.local/flowd/persist"
-	"flowd.local/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/cmd/internal/pidfile"
+	"github.com/flowdhq/flowd/persist"
+	"github.com/flowdhq/flowd/persist/memlog"
 )
 
 // lockingLogs is an OpenLog that, like persist, refuses a second opener of

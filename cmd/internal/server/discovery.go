@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // An OIDC issuer that does not answer at start-up must not stop flowd for

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"flowd.local/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/engine/fakeclock"
 )
 
 // Retries double from 1 s to a 5 min cap, each drawn between half and all

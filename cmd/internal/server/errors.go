@@ -9,10 +9,10 @@ import (
 	"net/http"
 	"strings"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/mcpauth"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/mcpauth"
+	"github.com/flowdhq/flowd/states"
 )
 
 // writeJSON writes v with status. Responses are never cached: they carry

@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/persist/memlog"
 )
 
 // fuzzServer is a server on a memlog engine whose provider's token

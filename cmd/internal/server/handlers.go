@@ -11,13 +11,13 @@ import (
 	"strings"
 	"time"
 
-	"flowd.local/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/config"
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Bounds on start requests, beyond the body size.

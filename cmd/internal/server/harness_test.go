@@ -21,15 +21,15 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/cmd/internal/metrics"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/fakeclock"
-	"flowd.local/flowd/internal/hermetic"
-	"flowd.local/flowd/internal/oauthtest"
-	"flowd.local/flowd/internal/syncbuf"
-	"flowd.local/flowd/persist/memlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/metrics"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/internal/oauthtest"
+	"github.com/flowdhq/flowd/internal/syncbuf"
+	"github.com/flowdhq/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 func TestMain(m *testing.M) {

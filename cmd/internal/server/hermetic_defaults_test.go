@@ -7,9 +7,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/internal/hermetic"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/internal/hermetic"
 )
 
 // The tests never see the user's flowd: every default flowd resolves from

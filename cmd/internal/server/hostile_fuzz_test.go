@@ -11,11 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
-	"flowd.local/flowd/persist/memlog"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/states"
 )
 
 // hostileServer is a server on a memlog engine whose token endpoint

@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/persist/memlog"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/persist/memlog"
 )
 
 // The github preset names the account by GitHub's user API; flowd wires

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/internal/mcptest"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/internal/mcptest"
 )
 
 // A connect by MCP server URL through the API: start by URL, the

@@ -1,6 +1,6 @@
 package server
 
-import "flowd.local/flowd/cmd/internal/wire"
+import "github.com/flowdhq/flowd/cmd/internal/wire"
 
 // Principal is who is calling, decided by the listener a request came in on
 // and what it carries. It is never taken from request input alone.

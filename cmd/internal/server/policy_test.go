@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"flowd.local/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
 // fillPath gives a route's wildcards harmless values.

@@ -8,9 +8,9 @@ import (
 	"reflect"
 	"slices"
 
-	"flowd.local/flowd/cmd/internal/config"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
+	"github.com/flowdhq/flowd/cmd/internal/config"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
 )
 
 // Reload reads the config file again and applies its providers while

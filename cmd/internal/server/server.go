@@ -21,11 +21,11 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"flowd.local/flowd/cmd/internal/metrics"
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine"
-	"flowd.local/flowd/engine/redirect"
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/cmd/internal/metrics"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine"
+	"github.com/flowdhq/flowd/engine/redirect"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Engine is what the server needs of *engine.Engine; an interface so the

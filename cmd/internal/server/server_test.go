@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"flowd.local/flowd/cmd/internal/wire"
-	"flowd.local/flowd/engine/fakeclock"
+	"github.com/flowdhq/flowd/cmd/internal/wire"
+	"github.com/flowdhq/flowd/engine/fakeclock"
 )
 
 func callbackPath(q url.Values) string { return "/oauth/callback?" + q.Encode() }

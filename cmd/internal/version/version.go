@@ -12,7 +12,7 @@ import (
 )
 
 // Override, when set at build time with
-// -ldflags "-X flowd.local/flowd/cmd/internal/version.Override=v1.2.3",
+// -ldflags "-X github.com/flowdhq/flowd/cmd/internal/version.Override=v1.2.3",
 // wins over the build info (release builds).
 var Override = ""
 

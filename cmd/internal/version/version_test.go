@@ -9,7 +9,7 @@ import (
 
 func TestFromBuildInfo(t *testing.T) {
 	bi := func(v string, settings ...string) *debug.BuildInfo {
-		b := &debug.BuildInfo{Main: debug.Module{Path: "flowd.local/flowd", Version: v}}
+		b := &debug.BuildInfo{Main: debug.Module{Path: "github.com/flowdhq/flowd", Version: v}}
 		for i := 0; i+1 < len(settings); i += 2 {
 			b.Settings = append(b.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
 		}

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"flowd.local/flowd/states"
+	"github.com/flowdhq/flowd/states"
 )
 
 // Route is one endpoint of flowd's HTTP API.
