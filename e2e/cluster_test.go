@@ -165,7 +165,7 @@ auth_style = "in_params"
 	etcd.Stop(1)
 	_, stderr, code = ctl(a, "connect", "fake", "--transport", "gateway", "--no-browser", "--json")
 	assert.NotEqual(t, 0, code)
-	assert.Contains(t, stderr, "etcd store unavailable", "the user is told the store is unavailable")
+	assert.Contains(t, stderr, "store is unavailable, so nothing was changed", "the user is told the store is unavailable")
 	assert.Contains(t, stderr, "etcdctl endpoint health", "and what to check")
 	etcd.RestartAsync(0)
 	etcd.RestartAsync(1)
