@@ -79,8 +79,16 @@ func startBinary(t *testing.T, extraEnv []string, args ...string) *daemonProc {
 	logf, err := os.Create(p.logPath)
 	require.NoError(t, err)
 	defer logf.Close()
+	p.run(t, bin, logf, extraEnv, args...)
+	return p
+}
+
+// run starts flowd in p's directories with stdout and stderr going to
+// logf, and kills it when the test ends unless it was waited for.
+func (p *daemonProc) run(t *testing.T, bin string, logf *os.File, extraEnv []string, args ...string) {
+	t.Helper()
 	p.cmd = exec.Command(bin, append([]string{"-state-dir", p.stateDir, "-socket", p.socket, "-listen", "127.0.0.1:0"}, args...)...)
-	p.cmd.Env = append([]string{"HOME=" + dir, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "PATH=" + os.Getenv("PATH")}, extraEnv...)
+	p.cmd.Env = append([]string{"HOME=" + p.dir, "XDG_CONFIG_HOME=" + filepath.Join(p.dir, "config"), "PATH=" + os.Getenv("PATH")}, extraEnv...)
 	p.cmd.Stderr = logf
 	p.cmd.Stdout = logf
 	require.NoError(t, p.cmd.Start())
@@ -91,7 +99,6 @@ func startBinary(t *testing.T, extraEnv []string, args ...string) *daemonProc {
 			<-p.waited
 		}
 	})
-	return p
 }
 
 // waitReady waits for the socket to appear (flowd is serving).
@@ -198,17 +205,7 @@ func startBinaryWithLog(t *testing.T, prev *daemonProc, extraEnv []string) *daem
 	logf, err := os.OpenFile(p.logPath, os.O_WRONLY|os.O_APPEND, 0)
 	require.NoError(t, err)
 	defer logf.Close()
-	p.cmd = exec.Command(flowdBinary(t), "-state-dir", p.stateDir, "-socket", p.socket, "-listen", "127.0.0.1:0")
-	p.cmd.Env = append([]string{"HOME=" + p.dir, "XDG_CONFIG_HOME=" + filepath.Join(p.dir, "config"), "PATH=" + os.Getenv("PATH")}, extraEnv...)
-	p.cmd.Stderr = logf
-	require.NoError(t, p.cmd.Start())
-	go func() { p.waited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.waited
-		}
-	})
+	p.run(t, flowdBinary(t), logf, extraEnv)
 	return p
 }
 
