@@ -94,6 +94,10 @@ type Engine struct {
 	watchDone chan struct{}
 
 	closing  chan struct{}
+	// background bounds the engine's own work (retention), cancelled by
+	// Close so a prune scanning a large log does not hold Close up.
+	background     context.Context
+	stopBackground context.CancelFunc
 	inflight sync.WaitGroup
 	wakeups  atomic.Int64
 	// mcp holds the providers of MCP connections by resource URL (guarded
@@ -184,6 +188,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		launches: map[string]*launch{},
 		closing:  make(chan struct{}),
 	}
+	e.background, e.stopBackground = context.WithCancel(context.Background())
 	e.shared, _ = cfg.Log.(Watcher)
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
@@ -253,7 +258,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		e.follow(head)
 	}
 	if cfg.Retention > 0 {
-		e.prune()
+		// In the background: finding the connections retention must keep
+		// reads the whole log, and Open must cost the live flows only
+		// (flowbench item 2).
+		go e.prune()
 	}
 	return e, nil
 }
@@ -315,6 +323,7 @@ func (e *Engine) Close() error {
 	}
 	e.closed = true
 	close(e.closing)
+	e.stopBackground()
 	if e.armed != nil {
 		e.armed.Stop()
 	}

@@ -189,15 +189,18 @@ func (e *Engine) prune() {
 		// A connection that still holds its token keeps its flow: its
 		// token events go on being recorded there.
 		var keep map[string]bool
-		if keep, err = e.connectionFlows(context.Background()); err == nil {
-			n, err = kp.PruneKeeping(context.Background(), cutoff, func(flow string) bool { return keep[flow] })
+		if keep, err = e.connectionFlows(e.background); err == nil {
+			n, err = kp.PruneKeeping(e.background, cutoff, func(flow string) bool { return keep[flow] })
 		}
 	} else {
-		n, err = e.log.Prune(context.Background(), cutoff)
+		n, err = e.log.Prune(e.background, cutoff)
 	}
-	if err != nil {
+	switch {
+	case err != nil && e.background.Err() != nil:
+		// Close stopped it; the next Open prunes again.
+	case err != nil:
 		e.logger.Error("retention: could not delete old flows", "err", err)
-	} else if n > 0 {
+	case n > 0:
 		e.logger.Info("retention: deleted finished flows", "flows", n, "ended_before", cutoff)
 	}
 	e.mu.Lock()
