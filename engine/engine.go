@@ -93,13 +93,13 @@ type Engine struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
-	closing  chan struct{}
+	closing chan struct{}
 	// background bounds the engine's own work (retention), cancelled by
 	// Close so a prune scanning a large log does not hold Close up.
 	background     context.Context
 	stopBackground context.CancelFunc
-	inflight sync.WaitGroup
-	wakeups  atomic.Int64
+	inflight       sync.WaitGroup
+	wakeups        atomic.Int64
 	// mcp holds the providers of MCP connections by resource URL (guarded
 	// by mcpMu, which also serializes updates of their sealed index).
 	mcpMu sync.Mutex
