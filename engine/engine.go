@@ -260,8 +260,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Retention > 0 {
 		// In the background: finding the connections retention must keep
 		// reads the whole log, and Open must cost the live flows only
-		// (flowbench item 2).
-		go e.prune()
+		// (flowbench item 2). The hourly schedule starts now, as before.
+		e.mu.Lock()
+		e.pruner = e.clock.AfterFunc(pruneEvery, e.prune)
+		e.mu.Unlock()
+		go e.pruneOnce()
 	}
 	return e, nil
 }

@@ -178,6 +178,17 @@ func (e *Engine) fire() {
 
 // prune deletes finished flows past retention, and schedules the next run.
 func (e *Engine) prune() {
+	e.pruneOnce()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		e.pruner = e.clock.AfterFunc(pruneEvery, e.prune)
+	}
+}
+
+// pruneOnce deletes the flows that ended before the retention period,
+// sparing those of connections that still hold their token.
+func (e *Engine) pruneOnce() {
 	if err := e.enter(); err != nil {
 		return
 	}
@@ -202,10 +213,5 @@ func (e *Engine) prune() {
 		e.logger.Error("retention: could not delete old flows", "err", err)
 	case n > 0:
 		e.logger.Info("retention: deleted finished flows", "flows", n, "ended_before", cutoff)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.closed {
-		e.pruner = e.clock.AfterFunc(pruneEvery, e.prune)
 	}
 }

@@ -92,10 +92,12 @@ func (f Flow) Bound() bool { return f.BindingFingerprint != "" }
 // f is the zero Flow for a flow's first record. On error f is unchanged and
 // the error, a *RecordError, names the record.
 func (f Flow) Apply(rec Record) (Flow, error) {
-	if err := f.check(rec); err != nil {
+	// By pointer from here: a Record is some 650 bytes, checked and read
+	// on every transition.
+	if err := f.check(&rec); err != nil {
 		return f, &RecordError{Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
 	}
-	d := rec.Data
+	d := &rec.Data
 	f.LastSeq = rec.FlowSeq
 	f.State = rec.To
 	switch rec.Event {
@@ -147,7 +149,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 	return f, nil
 }
 
-func (f Flow) check(rec Record) error {
+func (f *Flow) check(rec *Record) error {
 	if rec.Version != SchemaVersion {
 		return fmt.Errorf("%w %d", ErrUnsupportedVersion, rec.Version)
 	}
@@ -184,7 +186,7 @@ func (f Flow) check(rec Record) error {
 	if to != rec.To {
 		return fmt.Errorf("%w: %s leads from %s to %s, record says %s", ErrIllegalTransition, rec.Event, f.State, to, rec.To)
 	}
-	d := rec.Data
+	d := &rec.Data
 	// The reason is checked before the guards that read it, so an unknown
 	// reason is reported as such rather than as the transition it implies.
 	if want := reasonsOf[rec.Event]; want != nil && !slices.Contains(want, d.Reason) {
@@ -245,7 +247,7 @@ func (f Flow) check(rec Record) error {
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
 	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
-		return f.checkTokenEvent(rec)
+		return f.checkTokenEvent(*rec)
 	case BrowserBound:
 		switch {
 		case d.BindingFingerprint == "":
