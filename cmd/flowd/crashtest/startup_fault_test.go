@@ -53,7 +53,7 @@ func TestStartupRefusals(t *testing.T) {
 			l, err := net.Listen("tcp", r.listen)
 			require.NoError(t, err)
 			_, port, _ := net.SplitHostPort(r.listen)
-			return []string{"port " + port}, []string{"already in use", "--listen"}, func() { l.Close() }
+			return []string{"port " + port}, []string{"already in use", "-listen"}, func() { l.Close() }
 		}},
 		{"database held by another process", func(t *testing.T, r *rig) ([]string, []string, func()) {
 			// This test process is the other process: it holds bbolt's flock.

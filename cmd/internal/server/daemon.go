@@ -404,7 +404,7 @@ func checkPrivate(dir string) error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	if !info.IsDir() {
-		return fmt.Errorf("state directory %s is not a directory; point --state-dir elsewhere", dir)
+		return fmt.Errorf("state directory %s is not a directory; point -state-dir elsewhere", dir)
 	}
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
 		return fmt.Errorf("state directory %s has mode %04o: group or others can reach flowd's database and keys; run: chmod 700 %s", dir, perm, dir)
@@ -498,28 +498,28 @@ func listenTCP(addr string) (net.Listener, error) {
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("loopback port %s (%s) is already in use by another process; stop it (see: ss -ltnp 'sport = :%s'), or set listen in the config or --listen to another address", port, addr, port)
+		return nil, fmt.Errorf("loopback port %s (%s) is already in use by another process; stop it (see: ss -ltnp 'sport = :%s'), or set listen in the config or -listen to another address", port, addr, port)
 	}
-	return nil, fmt.Errorf("listen on %s: %w; set listen in the config or --listen", addr, err)
+	return nil, fmt.Errorf("listen on %s: %w; set listen in the config or -listen", addr, err)
 }
 
 // listenUnix binds the API socket, mode 0600. A live socket means another
 // flowd; a dead one is left over from a crash and is replaced.
 func listenUnix(path string) (net.Listener, error) {
 	if len(path) > 107 {
-		return nil, fmt.Errorf("socket path %s is %d bytes, over the 107 a unix socket allows; use a shorter --socket", path, len(path))
+		return nil, fmt.Errorf("socket path %s is %d bytes, over the 107 a unix socket allows; use a shorter -socket", path, len(path))
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another --socket", path)
+			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another -socket", path)
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			c.Close()
-			return nil, fmt.Errorf("another flowd is already serving on socket %s; stop it, or give this one another --socket and --state-dir", path)
+			return nil, fmt.Errorf("another flowd is already serving on socket %s; stop it, or give this one another -socket and -state-dir", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
