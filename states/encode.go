@@ -66,15 +66,9 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.list("scopes", d.Scopes)
 	w.str("transport", string(d.Transport))
 	w.str("redirect_uri", d.RedirectURI)
-	if d.Deadline != nil {
-		w.key("deadline")
-		w.b, w.ok = appendTime(w.b, *d.Deadline, w.ok)
-	}
+	w.timestamp("deadline", d.Deadline)
 	w.str("issuer", d.Issuer)
-	if d.IssuerRequired {
-		w.key("issuer_required")
-		w.b = append(w.b, "true"...)
-	}
+	w.flag("issuer_required", d.IssuerRequired)
 	w.str("nonce_fp", d.NonceFingerprint)
 	w.str("resource", d.Resource)
 	w.str("resource_metadata", d.ResourceMetadataURL)
@@ -87,43 +81,22 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("reason", string(d.Reason))
 	w.str("message", d.Message)
 	w.str("error_code", d.ErrorCode)
-	if d.HTTPStatus != 0 {
-		w.key("http_status")
-		w.b = strconv.AppendInt(w.b, int64(d.HTTPStatus), 10)
-	}
+	w.int("http_status", int64(d.HTTPStatus))
 	w.list("granted_scopes", d.GrantedScopes)
-	if d.TokenStored {
-		w.key("token_stored")
-		w.b = append(w.b, "true"...)
-	}
+	w.flag("token_stored", d.TokenStored)
 	w.str("subject", d.Subject)
 	w.str("email", d.Email)
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
 	w.str("verification_uri", d.VerificationURI)
-	if d.PollInterval != 0 {
-		w.key("poll_interval")
-		w.b = strconv.AppendInt(w.b, int64(d.PollInterval), 10)
-	}
-	if d.NextPoll != nil {
-		w.key("next_poll")
-		w.b, w.ok = appendTime(w.b, *d.NextPoll, w.ok)
-	}
+	w.int("poll_interval", int64(d.PollInterval))
+	w.timestamp("next_poll", d.NextPoll)
 	w.str("binding_fp", d.BindingFingerprint)
-	if d.TokenExpiry != nil {
-		w.key("token_expiry")
-		w.b, w.ok = appendTime(w.b, *d.TokenExpiry, w.ok)
-	}
+	w.timestamp("token_expiry", d.TokenExpiry)
 	w.str("refresh_fp", d.RefreshFP)
-	if d.Rotated {
-		w.key("rotated")
-		w.b = append(w.b, "true"...)
-	}
-	if d.Transient {
-		w.key("transient")
-		w.b = append(w.b, "true"...)
-	}
+	w.flag("rotated", d.Rotated)
+	w.flag("transient", d.Transient)
 	w.str("revocation", string(d.Revocation))
 	return append(w.b, '}'), w.ok
 }
@@ -149,6 +122,28 @@ func (w *fieldWriter) str(name, v string) {
 	if v != "" {
 		w.key(name)
 		w.b, w.ok = appendString(w.b, v, w.ok)
+	}
+}
+
+func (w *fieldWriter) timestamp(name string, v *time.Time) {
+	if v != nil {
+		w.key(name)
+		w.b, w.ok = appendTime(w.b, *v, w.ok)
+	}
+}
+
+// flag writes true; false is left out, as omitempty does.
+func (w *fieldWriter) flag(name string, v bool) {
+	if v {
+		w.key(name)
+		w.b = append(w.b, "true"...)
+	}
+}
+
+func (w *fieldWriter) int(name string, v int64) {
+	if v != 0 {
+		w.key(name)
+		w.b = strconv.AppendInt(w.b, v, 10)
 	}
 }
 
