@@ -38,7 +38,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	runs := fs.Int("runs", 5, "repetitions of each comparison; the table shows the median ratio")
 	quick := fs.Bool("quick", false, "smaller sizes, so the whole table takes a minute or two")
-	only := fs.String("only", "", "comma-separated item numbers to run (1-8); empty runs all")
+	only := fs.String("only", "", "comma-separated item numbers to run (1-9); empty runs all")
 	dir := fs.String("dir", "", "directory for the temporary databases (default the system temp dir); put it on the disk flowd would use")
 	quiet := fs.Bool("q", false, "print only the table, not each run's figures")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
