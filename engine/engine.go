@@ -153,9 +153,11 @@ type liveFlow struct {
 	// copy, always written with the flow's first records. Memory is not
 	// the log: the process holds the key that opens every sealed secret.
 	verifier string
-	// dev is the poll state of a device flow this engine polls (guarded
-	// by mu); nil for the other transports, and for device flows another
-	// engine on a shared log started (the one that started it polls).
+	// dev is the poll state of a device flow this engine polls (its
+	// fields guarded by mu; the pointer itself is set before the flow is
+	// published and never changes); nil for the other transports, and for
+	// device flows another engine on a shared log started (the one that
+	// started it polls).
 	dev *deviceState
 	// nonce is the OpenID Connect nonce of a flow this engine started,
 	// kept like verifier (its sealed copy is read otherwise).

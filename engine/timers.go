@@ -122,7 +122,9 @@ func (e *Engine) fire() {
 		e.mu.Unlock()
 	}
 	_ = e.each(expiring, func(lf *liveFlow) error {
-		if e.devicePoll(lf, now, retry) {
+		// dev is set before a flow is published and never changes: other
+		// flows skip the device check without taking their lock twice.
+		if lf.dev != nil && e.devicePoll(lf, now, retry) {
 			return nil
 		}
 		lf.mu.Lock()
