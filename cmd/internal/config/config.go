@@ -55,11 +55,33 @@ type Config struct {
 	// flags and environment win over them.
 	StateDir string
 	Socket   string
+	// Store is the event log's store when the file sets it ("bbolt" or
+	// "etcd"; "" otherwise), and Etcd the cluster's settings ([etcd]):
+	// flags and environment win over both.
+	Store string
+	Etcd  Etcd
 	// Providers, sorted by name.
 	Providers []Provider
 	// MCP configures connects by MCP server URL.
 	MCP engine.MCPConfig
 }
+
+// Etcd is the [etcd] table: the etcd cluster flowd replicas share in
+// cluster mode (store = "etcd"). Paths are used as written.
+type Etcd struct {
+	Endpoints   []string
+	Prefix      string
+	Cert        string
+	Key         string
+	CA          string
+	SealKeyFile string
+}
+
+// Stores flowd can keep its event log in.
+const (
+	StoreBbolt = "bbolt"
+	StoreEtcd  = "etcd"
+)
 
 // Provider is one configured authorization server.
 type Provider struct {
@@ -192,6 +214,8 @@ type file struct {
 	ServiceTokenFile string                  `toml:"service_token_file"`
 	StateDir         string                  `toml:"state_dir"`
 	Socket           string                  `toml:"socket"`
+	Store            string                  `toml:"store"`
+	Etcd             etcdFile                `toml:"etcd"`
 	Providers        map[string]providerFile `toml:"providers"`
 	MCP              mcpFile                 `toml:"mcp"`
 }
@@ -212,6 +236,16 @@ type mcpClientFile struct {
 	ClientSecret    string `toml:"client_secret"`
 	ClientSecretEnv string `toml:"client_secret_env"`
 	AuthMethod      string `toml:"auth_method"`
+}
+
+// etcdFile is the [etcd] table.
+type etcdFile struct {
+	Endpoints   []string `toml:"endpoints"`
+	Prefix      string   `toml:"prefix"`
+	Cert        string   `toml:"cert"`
+	Key         string   `toml:"key"`
+	CA          string   `toml:"ca"`
+	SealKeyFile string   `toml:"seal_key_file"`
 }
 
 type providerFile struct {
@@ -310,7 +344,16 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 	}
 
 	c := &Config{File: name, Listen: DefaultListen, TTL: DefaultTTL, Retention: DefaultRetention,
-		ServiceTokenFile: f.ServiceTokenFile, StateDir: f.StateDir, Socket: f.Socket}
+		ServiceTokenFile: f.ServiceTokenFile, StateDir: f.StateDir, Socket: f.Socket,
+		Store: f.Store, Etcd: Etcd(f.Etcd)}
+	if c.Store != "" && c.Store != StoreBbolt && c.Store != StoreEtcd {
+		return nil, fail("store", "%q is not a store: use %q (a file in the state directory) or %q (a cluster shared by replicas)", c.Store, StoreBbolt, StoreEtcd)
+	}
+	for i, ep := range c.Etcd.Endpoints {
+		if u, err := url.Parse(ep); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fail("etcd.endpoints", "item %d is not an http:// or https:// URL (e.g. \"https://etcd-1:2379\")", i+1)
+		}
+	}
 	if f.Listen != "" {
 		c.Listen = f.Listen
 	}

@@ -145,6 +145,10 @@ func TestInvalidConfigNamesFileFieldAndReason(t *testing.T) {
 		{"reserved param", "[providers.github]\nclient_id = \"x\"\nauth_params = { state = \"x\" }\n", "providers.github.auth_params.state", "flowd sets"},
 		{"scope with space", "[providers.github]\nclient_id = \"x\"\nscopes = [\"a b\"]\n", "providers.github.scopes", "spaces"},
 		{"public url query", "public_base_url = \"https://x.example/?a=b\"\n", "public_base_url", "query"},
+		{"unknown store", "store = \"postgres\"\n", "store", `use "bbolt"`},
+		{"etcd endpoint not a URL", "store = \"etcd\"\n[etcd]\nendpoints = [\"10.0.0.1:2379\"]\n", "etcd.endpoints", "item 1 is not an http:// or https:// URL"},
+		{"etcd endpoints a string", "[etcd]\nendpoints = \"https://a:2379\"\n", "etcd.endpoints", "expected a list"},
+		{"unknown etcd key", "[etcd]\nprefx = \"a/\"\n", "etcd.prefx", "did you mean prefix?"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,6 +164,17 @@ func TestInvalidConfigNamesFileFieldAndReason(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.reason)
 		})
 	}
+}
+
+// The store settings have config keys: store, and the [etcd] table.
+func TestStoreSettings(t *testing.T) {
+	c, err := Parse("f.toml", []byte("store = \"etcd\"\n[etcd]\nendpoints = [\"https://a:2379\", \"http://b:2379\"]\nprefix = \"p/\"\ncert = \"/c\"\nkey = \"/k\"\nca = \"/ca\"\nseal_key_file = \"/s\"\n"), env(nil))
+	require.NoError(t, err)
+	assert.Equal(t, StoreEtcd, c.Store)
+	assert.Equal(t, Etcd{Endpoints: []string{"https://a:2379", "http://b:2379"}, Prefix: "p/", Cert: "/c", Key: "/k", CA: "/ca", SealKeyFile: "/s"}, c.Etcd)
+	c, err = Parse("f.toml", nil, env(nil))
+	require.NoError(t, err)
+	assert.Empty(t, c.Store, "no store in the file: the flags, environment or default decide")
 }
 
 func TestOIDCDiscovery(t *testing.T) {

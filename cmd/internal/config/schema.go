@@ -42,6 +42,8 @@ var (
 		"service_token_file": {kindString, `"/etc/flowd/service_token"`},
 		"state_dir":          {kindString, `"/var/lib/flowd"`},
 		"socket":             {kindString, `"/run/flowd/flowd.sock"`},
+		"store":              {kindString, `"etcd"`},
+		"etcd":               {kindTable, `[etcd] with endpoints = ["https://etcd-1:2379"]`},
 		"providers":          {kindTable, `[providers.github] with client_id = "..."`},
 		"mcp":                {kindTable, `[mcp] with client_metadata_url = "https://..."`},
 	}
@@ -68,6 +70,14 @@ var (
 		"no_offline_access":   {kindBool, `true`},
 		"clients":             {kindTable, `[mcp.clients."https://auth.example.com"] with client_id = "..."`},
 	}
+	etcdSettings = map[string]setting{
+		"endpoints":     {kindStringList, `["https://etcd-1:2379", "https://etcd-2:2379"]`},
+		"prefix":        {kindString, `"flowd/"`},
+		"cert":          {kindString, `"/etc/flowd/etcd-client.pem"`},
+		"key":           {kindString, `"/etc/flowd/etcd-client-key.pem"`},
+		"ca":            {kindString, `"/etc/flowd/etcd-ca.pem"`},
+		"seal_key_file": {kindString, `"/etc/flowd/seal.key"`},
+	}
 	mcpClientSettings = map[string]setting{
 		"client_id":         {kindString, `"my-client-id"`},
 		"client_secret":     {kindString, `"..." (better: client_secret_env)`},
@@ -88,6 +98,11 @@ func checkShape(raw map[string]any) *Error {
 	}
 	if err := checkMCPShape(raw); err != nil {
 		return err
+	}
+	if e, ok := raw["etcd"].(map[string]any); ok {
+		if err := checkTable("etcd.", e, etcdSettings); err != nil {
+			return err
+		}
 	}
 	provs, ok := raw["providers"].(map[string]any)
 	if !ok {
@@ -268,8 +283,9 @@ func sortedKeys[V any](m map[string]V) []string {
 // without the "providers.<name>." prefix; not the providers table itself),
 // for documentation checks.
 func SettingNames() []string {
-	top := slices.DeleteFunc(sortedKeys(topSettings), func(k string) bool { return k == "providers" || k == "mcp" })
+	top := slices.DeleteFunc(sortedKeys(topSettings), func(k string) bool { return k == "providers" || k == "mcp" || k == "etcd" })
 	top = append(top, sortedKeys(providerSettings)...)
+	top = append(top, sortedKeys(etcdSettings)...)
 	top = append(top, slices.DeleteFunc(sortedKeys(mcpSettings), func(k string) bool { return k == "clients" })...)
 	return append(top, sortedKeys(mcpClientSettings)...)
 }
