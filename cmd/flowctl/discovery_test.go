@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/daemon"
 	"github.com/flowdhq/flowd/cmd/internal/wire"
 	"github.com/flowdhq/flowd/engine/fakeclock"
 	"github.com/flowdhq/flowd/internal/oauthtest"
@@ -49,7 +49,7 @@ issuer = %q
 client_id = %q
 client_secret = %q
 `, gh.AuthURL, gh.TokenURL, gh.ClientID, gh.ClientSecret, gh.AuthMethod, issuer, corp.ClientID, corp.ClientSecret)
-	socket, _ := realFlowd(t, config, func(o *server.Options) {
+	socket, _ := realFlowd(t, config, func(o *daemon.Options) {
 		o.DiscoveryClock = clk
 		o.DiscoveryBackoff = func(int) time.Duration { return time.Minute }
 	})

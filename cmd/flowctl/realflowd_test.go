@@ -9,14 +9,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/daemon"
 	"github.com/flowdhq/flowd/persist"
 )
 
 // realFlowd runs the real daemon (config, engine, bbolt log, HTTP API)
 // from configTOML on a temporary state directory, and returns its socket.
 // Its providers need not answer: starting a flow calls no one.
-func realFlowd(t *testing.T, configTOML string, opts ...func(*server.Options)) (socket string, d *server.Daemon) {
+func realFlowd(t *testing.T, configTOML string, opts ...func(*daemon.Options)) (socket string, d *daemon.Daemon) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "fr") // short: unix socket paths are limited to 108 bytes
 	require.NoError(t, err)
@@ -24,9 +24,9 @@ func realFlowd(t *testing.T, configTOML string, opts ...func(*server.Options)) (
 	cfg := filepath.Join(dir, "flowd.toml")
 	require.NoError(t, os.WriteFile(cfg, []byte(configTOML), 0o600))
 	socket = filepath.Join(dir, "s")
-	o := server.Options{
-		ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: socket, Listen: "127.0.0.1:0",
-		OpenLog: func(path string) (server.Log, error) {
+	o := daemon.Options{
+		Flags: daemon.Flags{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: socket, Listen: "127.0.0.1:0"},
+		OpenLog: func(path string) (daemon.Log, error) {
 			return persist.Open(path, persist.Options{Timeout: time.Second})
 		},
 		Getenv: func(string) string { return "" },
@@ -34,7 +34,7 @@ func realFlowd(t *testing.T, configTOML string, opts ...func(*server.Options)) (
 	for _, opt := range opts {
 		opt(&o)
 	}
-	d, err = server.Open(context.Background(), o)
+	d, err = daemon.Open(context.Background(), o)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/daemon"
 	"github.com/flowdhq/flowd/cmd/internal/wire"
 )
 
@@ -46,7 +46,7 @@ func TestConnectSurvivesRestart(t *testing.T) {
 		"[providers.fake]\nauth_url = %q\ntoken_url = %q\nclient_id = \"cid\"\nclient_secret = \"cs\"\n",
 		tokenSrv.URL+"/auth", tokenSrv.URL+"/token")), 0o600))
 	sock := filepath.Join(dir, "s")
-	opts := server.Options{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: sock, Listen: "127.0.0.1:0", OpenLog: openLog}
+	opts := daemon.Options{Flags: daemon.Flags{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: sock, Listen: "127.0.0.1:0"}}
 
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
@@ -60,8 +60,8 @@ func TestConnectSurvivesRestart(t *testing.T) {
 		require.NoError(t, json.NewDecoder(r.Body).Decode(out))
 		return r.StatusCode
 	}
-	run := func() (*server.Daemon, func()) {
-		d, err := server.Open(context.Background(), opts)
+	run := func() (*daemon.Daemon, func()) {
+		d, err := daemon.Open(context.Background(), opts)
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

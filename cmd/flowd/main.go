@@ -2,8 +2,9 @@
 // with no flags on embedded defaults; see `flowd -help-config` (docs/config.md)
 // and `flowd -h`.
 //
-// This file only wires flags, environment and signals to
-// cmd/internal/server, where everything testable lives.
+// This file only wires flags and signals to cmd/internal/daemon, which
+// settles them over the environment and the config file and starts the
+// daemon; cmd/internal/server is its HTTP API.
 package main
 
 import (
@@ -20,10 +21,11 @@ import (
 	"time"
 
 	"github.com/flowdhq/flowd/cmd/internal/config"
-	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/daemon"
 	"github.com/flowdhq/flowd/cmd/internal/version"
 	"github.com/flowdhq/flowd/cmd/internal/wire"
 	"github.com/flowdhq/flowd/docs"
+	"github.com/flowdhq/flowd/persist/etcdlog"
 )
 
 // DefaultGOGC is the GOGC flowd runs with when the environment sets none.
@@ -45,25 +47,27 @@ func main() {
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("flowd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	env := func(k, def string) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return def
-	}
-	cfgPath := fs.String("config", env("FLOWD_CONFIG", ""), "config file (env FLOWD_CONFIG; default "+config.DefaultPath()+", optional)")
-	stateDir := fs.String("state-dir", env("FLOWD_STATE_DIR", ""), "state directory for the database, key and service token (env FLOWD_STATE_DIR; default "+wire.DefaultStateDir()+")")
-	socket := fs.String("socket", os.Getenv(wire.SocketEnv), "API unix socket (env "+wire.SocketEnv+"; default $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in the state directory: "+wire.DefaultSocketPath()+")")
-	listen := fs.String("listen", env("FLOWD_LISTEN", ""), "loopback listener for /oauth/callback and the gateway relay (env FLOWD_LISTEN; default "+config.DefaultListen+")")
-	logLevel := fs.String("log-level", env("FLOWD_LOG_LEVEL", "info"), "debug, info, warn or error (env FLOWD_LOG_LEVEL)")
-	logFormat := fs.String("log-format", env("FLOWD_LOG_FORMAT", "text"), "text or json (env FLOWD_LOG_FORMAT)")
-	check := fs.Bool("check-config", false, "load the config (and discover OIDC issuers), print the providers, and exit")
+	// Flags default to "": daemon.Settle puts them over the environment
+	// and the config file; the help names each one's other spellings.
+	var f daemon.Flags
+	fs.StringVar(&f.ConfigPath, "config", "", "config file (env FLOWD_CONFIG; default "+config.DefaultPath()+", optional)")
+	fs.StringVar(&f.StateDir, "state-dir", "", "state directory for the database, key and service token (env FLOWD_STATE_DIR, config state_dir; default "+wire.DefaultStateDir()+")")
+	fs.StringVar(&f.Socket, "socket", "", "API unix socket (env "+wire.SocketEnv+", config socket; default $XDG_RUNTIME_DIR/flowd.sock, else flowd.sock in the state directory)")
+	fs.StringVar(&f.Listen, "listen", "", "loopback listener for /oauth/callback and the gateway relay (env FLOWD_LISTEN, config listen; default "+config.DefaultListen+")")
+	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (env FLOWD_LOG_LEVEL; default info)")
+	fs.StringVar(&f.LogFormat, "log-format", "", "text or json (env FLOWD_LOG_FORMAT; default text)")
+	fs.StringVar(&f.Store, "store", "", "event log: bbolt (a file in the state directory) or etcd (a cluster shared by replicas; see docs/deploy.md) (env FLOWD_STORE, config store; default bbolt)")
+	fs.StringVar(&f.EtcdEndpoints, "etcd-endpoints", "", "etcd members' client URLs, comma-separated (env FLOWD_ETCD_ENDPOINTS, config etcd.endpoints)")
+	fs.StringVar(&f.EtcdPrefix, "etcd-prefix", "", "key prefix of flowd's log in etcd (env FLOWD_ETCD_PREFIX, config etcd.prefix; default "+etcdlog.DefaultPrefix+")")
+	fs.StringVar(&f.EtcdCert, "etcd-cert", "", "client certificate for etcd, PEM (env FLOWD_ETCD_CERT, config etcd.cert)")
+	fs.StringVar(&f.EtcdKey, "etcd-key", "", "the client certificate's key, PEM (env FLOWD_ETCD_KEY, config etcd.key)")
+	fs.StringVar(&f.EtcdCA, "etcd-ca", "", "CA of the etcd members' certificates, PEM (env FLOWD_ETCD_CA, config etcd.ca; default the system's roots when the endpoints are https)")
+	fs.StringVar(&f.SealKeyFile, "seal-key-file", "", "with -store etcd: the 32-byte sealing key file every replica shares (env FLOWD_SEAL_KEY_FILE, config etcd.seal_key_file; else the key in base64 in $"+etcdlog.KeyEnv+")")
+	check := fs.Bool("check-config", false, "load the config (and discover OIDC issuers), print the providers and where each start-up setting comes from, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	helpConfig := fs.Bool("help-config", false, "print the configuration reference (docs/config.md) and a commented example file, and exit")
-	var store storeFlags
-	store.register(fs, env)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: flowd [flags]\n\nflowd owns OAuth connect flows; flowctl talks to it over the unix socket.\nWith no flags it runs on embedded defaults.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: flowd [flags]\n\nflowd owns OAuth connect flows; flowctl talks to it over the unix socket.\nWith no flags it runs on embedded defaults. A flag wins over its environment\nvariable, which wins over the config file.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -85,18 +89,25 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "flowd", versionString())
 		return 0
 	}
-	if err := store.check(); err != nil {
+	cfgPath, missingOK, _ := daemon.ConfigPath(f, os.Getenv)
+	cfg, err := config.Load(cfgPath, missingOK, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "flowd: %v\n", err)
+		return 1
+	}
+	settings, err := daemon.Settle(f, os.Getenv, cfg)
+	if err != nil {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 2
 	}
-	setup := logSetup{format: *logFormat, levelSet: levelSet(fs, "log-level", "FLOWD_LOG_LEVEL")}
-	if err := setup.level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "flowd: -log-level %q: use debug, info, warn or error\n", *logLevel)
+	setup := logSetup{format: settings.LogFormat, levelSet: settings.From["log-level"] != daemon.FromDefault}
+	if err := setup.level.UnmarshalText([]byte(settings.LogLevel)); err != nil {
+		fmt.Fprintf(stderr, "flowd: log level %q: use debug, info, warn or error\n", settings.LogLevel)
 		return 2
 	}
-	if f, ok := stderr.(*os.File); ok {
-		setup.journal = stderrIsJournal(f, os.Getenv("JOURNAL_STREAM"))
-		setup.background = !setup.journal && inBackgroundOnTerminal(f)
+	if file, ok := stderr.(*os.File); ok {
+		setup.journal = stderrIsJournal(file, os.Getenv("JOURNAL_STREAM"))
+		setup.background = !setup.journal && inBackgroundOnTerminal(file)
 	}
 	h, err := setup.handler(stderr)
 	if err != nil {
@@ -109,7 +120,7 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 
 	if *check {
-		return checkConfig(ctx, *cfgPath, stderr)
+		return checkConfig(ctx, cfg, cfgPath, settings, stderr)
 	}
 
 	// SIGHUP re-reads the config (as flowctl reload does). Caught from
@@ -118,11 +129,7 @@ func run(args []string, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	d, err := server.Open(ctx, server.Options{
-		ConfigPath: *cfgPath, StateDir: *stateDir, Socket: *socket, Listen: *listen,
-		Logger: logger, Version: versionString(),
-		OpenLog: store.opener(ctx),
-	})
+	d, err := daemon.Open(ctx, daemon.Options{Flags: f, Config: cfg, Logger: logger, Version: versionString()})
 	if err != nil {
 		fmt.Fprintf(stderr, "flowd: %v\n", err)
 		return 1
@@ -139,7 +146,7 @@ func run(args []string, stderr io.Writer) int {
 // reloadOnHangup reloads the config on each SIGHUP until ctx is done. The
 // daemon logs what changed, or why the file was refused and the running
 // config kept.
-func reloadOnHangup(ctx context.Context, d *server.Daemon, hup <-chan os.Signal) {
+func reloadOnHangup(ctx context.Context, d *daemon.Daemon, hup <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -152,24 +159,16 @@ func reloadOnHangup(ctx context.Context, d *server.Daemon, hup <-chan os.Signal)
 	}
 }
 
-func checkConfig(ctx context.Context, path string, out io.Writer) int {
-	missingOK := path == ""
-	if path == "" {
-		path = config.DefaultPath()
-	}
-	cfg, err := config.Load(path, missingOK, nil)
-	if err == nil {
-		err = cfg.Resolve(ctx, nil, 0)
-	}
-	if err != nil {
+func checkConfig(ctx context.Context, cfg *config.Config, path string, s daemon.Settings, out io.Writer) int {
+	if err := cfg.Resolve(ctx, nil, 0); err != nil {
 		fmt.Fprintf(out, "flowd: %v\n", err)
 		return 1
 	}
 	if cfg.File == "" {
 		fmt.Fprintf(out, "no config file at %s: flowd runs with no providers\n", path)
-		return 0
+	} else {
+		fmt.Fprintf(out, "%s: ok, %d provider(s)\n", cfg.File, len(cfg.Providers))
 	}
-	fmt.Fprintf(out, "%s: ok, %d provider(s)\n", cfg.File, len(cfg.Providers))
 	for _, p := range cfg.Providers {
 		line := fmt.Sprintf("  %-12s %s (token endpoint auth: %s, from %s", p.Name, p.AuthURL, p.AuthMethod, p.AuthMethodFrom)
 		switch {
@@ -183,15 +182,11 @@ func checkConfig(ctx context.Context, path string, out io.Writer) int {
 			fmt.Fprintf(out, "  %-12s device transport (RFC 8628): %s\n", "", p.DeviceAuthURL)
 		}
 	}
+	fmt.Fprintln(out, "start-up settings:")
+	for _, line := range s.Describe() {
+		fmt.Fprintln(out, "  "+line)
+	}
 	return 0
-}
-
-// levelSet reports whether the user chose the log level, by flag or
-// environment.
-func levelSet(fs *flag.FlagSet, flagName, envName string) bool {
-	set := os.Getenv(envName) != ""
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == flagName })
-	return set
 }
 
 func versionString() string { return version.String() }

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/flowdhq/flowd/cmd/internal/server"
+	"github.com/flowdhq/flowd/cmd/internal/daemon"
 	"github.com/flowdhq/flowd/internal/hermetic"
 	"github.com/flowdhq/flowd/internal/oauthtest"
 )
@@ -30,14 +30,14 @@ func TestSecondFlowdOnSameStateDir(t *testing.T) {
 	require.NoError(t, err)
 	defer os.RemoveAll(dir)
 	t.Setenv("XDG_CONFIG_HOME", dir)
-	o := server.Options{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "a"), Listen: "127.0.0.1:0", OpenLog: openLog}
-	first, err := server.Open(context.Background(), o)
+	o := daemon.Options{Flags: daemon.Flags{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "a"), Listen: "127.0.0.1:0"}}
+	first, err := daemon.Open(context.Background(), o)
 	require.NoError(t, err)
 	defer first.Close()
 
 	o.Socket = filepath.Join(dir, "b")
 	begin := time.Now()
-	_, err = server.Open(context.Background(), o)
+	_, err = daemon.Open(context.Background(), o)
 	took := time.Since(begin)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), filepath.Join(dir, "state", "flowd.db"))
@@ -84,4 +84,28 @@ func TestCheckConfigShowsAuthMethodAndIss(t *testing.T) {
 	assert.Contains(t, out.String(), "device transport (RFC 8628): https://github.com/login/device/code\n")
 	assert.Contains(t, out.String(), "device transport (RFC 8628): "+prov.DeviceAuthURL+"\n")
 	assert.Equal(t, 2, strings.Count(out.String(), "device transport"), "corp has none")
+}
+
+// -check-config says where each start-up setting came from: the flag
+// over the environment over the file over the default.
+func TestCheckConfigShowsWhereSettingsComeFrom(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	require.NoError(t, os.WriteFile(cfg, []byte("listen = \"127.0.0.1:7007\"\nstate_dir = \"/file/state\"\nstore = \"etcd\"\n[etcd]\nendpoints = [\"https://file:2379\"]\n"), 0o600))
+	t.Setenv("FLOWD_STATE_DIR", "/env/state")
+	t.Setenv("FLOWD_ETCD_PREFIX", "env/")
+	var out bytes.Buffer
+	require.Equal(t, 0, run([]string{"-check-config", "-config", cfg, "-socket", "/flag/flowd.sock"}, &out), out.String())
+	for _, want := range []string{
+		"config          " + cfg + " (flag)",
+		"state-dir       /env/state (environment)",
+		"socket          /flag/flowd.sock (flag)",
+		"listen          127.0.0.1:7007 (config file)",
+		"store           etcd (config file)",
+		"etcd-endpoints  https://file:2379 (config file)",
+		"etcd-prefix     env/ (environment)",
+		"log-level       info (default)",
+	} {
+		assert.Contains(t, out.String(), want)
+	}
 }

@@ -15,7 +15,7 @@ import (
 func TestStoreFlags(t *testing.T) {
 	var out bytes.Buffer
 	assert.Equal(t, 2, run([]string{"-store", "postgres"}, &out))
-	assert.Contains(t, out.String(), "use bbolt or etcd")
+	assert.Contains(t, out.String(), `store "postgres" (-store): use bbolt`)
 	out.Reset()
 	assert.Equal(t, 2, run([]string{"-store", "etcd"}, &out))
 	assert.Contains(t, out.String(), "-etcd-endpoints")

@@ -1,14 +1,10 @@
-package server
+package daemon
 
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,15 +14,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/oauth2"
-	"golang.org/x/sys/unix"
 
 	"github.com/flowdhq/flowd/cmd/internal/config"
 	"github.com/flowdhq/flowd/cmd/internal/metrics"
 	"github.com/flowdhq/flowd/cmd/internal/pidfile"
+	"github.com/flowdhq/flowd/cmd/internal/server"
 	"github.com/flowdhq/flowd/cmd/internal/wire"
 	"github.com/flowdhq/flowd/engine"
 	"github.com/flowdhq/flowd/internal/identity"
@@ -34,30 +29,25 @@ import (
 	"github.com/flowdhq/flowd/states"
 )
 
-// Log is an event log flowd opens and closes: persist.DB in production,
-// memlog (with a no-op Close) in tests.
-type Log interface {
-	engine.Log
-	io.Closer
-}
-
-// Options configure a Daemon. Empty paths and addresses fall back to the
-// config file, then to the embedded defaults.
+// Options configure a Daemon.
 type Options struct {
-	// ConfigPath is the config file. "" means config.DefaultPath(), where
-	// a missing file is fine (no providers); a named file must exist.
-	ConfigPath string
-	StateDir   string
-	Socket     string
-	Listen     string
-	// OpenLog opens the event log at path (required). The log must refuse
-	// a second opener with an error that names the path.
+	// Flags are the settings given on the command line ("" for one not
+	// given). Open settles them over the environment and the config file
+	// (Settle); tests set the paths here.
+	Flags
+	// Config is the config file, as loaded from the path the flags and
+	// environment settle on; nil makes Open load it.
+	Config *config.Config
+	// Getenv is flowd's environment: its FLOWD_* settings and the
+	// providers' client_secret_env. Default os.Getenv.
+	Getenv func(string) string
+	// OpenLog, if set, opens the event log at path instead of the store
+	// the settings select (tests: memlog). The log must refuse a second
+	// opener with an error that names the path.
 	OpenLog func(path string) (Log, error)
 	// Logger receives the daemon's logs. Default: discard.
 	Logger  *slog.Logger
 	Version string
-	// Getenv resolves client_secret_env. Default os.Getenv.
-	Getenv func(string) string
 	// DiscoveryClient fetches OIDC discovery documents. Default http.DefaultClient.
 	DiscoveryClient *http.Client
 	// DiscoveryTimeout bounds the first discovery of each issuer at
@@ -88,7 +78,9 @@ const (
 type Daemon struct {
 	// Config is the config in force: Reload replaces it, so read it only
 	// while no reload can run (after Open, in tests).
-	Config     *config.Config
+	Config *config.Config
+	// Settings are the start-up settings Open settled (Settle).
+	Settings   Settings
 	StateDir   string
 	SocketPath string
 	// Addr is the loopback listener's actual address.
@@ -96,7 +88,7 @@ type Daemon struct {
 	// ServiceTokenPath is where the gateway's token is kept.
 	ServiceTokenPath string
 	Engine           *engine.Engine
-	Server           *Server
+	Server           *server.Server
 	Metrics          *metrics.Metrics
 
 	log       *slog.Logger
@@ -132,9 +124,6 @@ type Daemon struct {
 // engine, and binds both listeners. Any failure says which file, field,
 // port or path is at fault and what to do; whatever was opened is closed.
 func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
-	if o.OpenLog == nil {
-		return nil, errors.New("flowd: no event log opener")
-	}
 	lg := o.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -146,12 +135,17 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		}
 	}()
 
-	cfgPath, missingOK := o.ConfigPath, false
-	if cfgPath == "" {
-		cfgPath, missingOK = config.DefaultPath(), true
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
 	}
-	cfg, err := config.Load(cfgPath, missingOK, o.Getenv)
-	if err != nil {
+	cfgPath, missingOK, _ := ConfigPath(o.Flags, o.Getenv)
+	cfg := o.Config
+	if cfg == nil {
+		if cfg, err = config.Load(cfgPath, missingOK, o.Getenv); err != nil {
+			return nil, err
+		}
+	}
+	if d.Settings, err = Settle(o.Flags, o.Getenv, cfg); err != nil {
 		return nil, err
 	}
 	d.Config = cfg
@@ -162,7 +156,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		warnReadableSecrets(lg, cfg)
 	}
 
-	d.StateDir = first(o.StateDir, cfg.StateDir, wire.DefaultStateDir())
+	d.StateDir = d.Settings.StateDir
 	if err := prepareStateDir(d.StateDir); err != nil {
 		return nil, err
 	}
@@ -177,7 +171,11 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	// The log first: its lock is what stops a second flowd on this state
 	// directory, before it touches the socket of the first.
 	dbPath := filepath.Join(d.StateDir, DBFile)
-	db, err := o.OpenLog(dbPath)
+	openLog := o.OpenLog
+	if openLog == nil {
+		openLog = d.Settings.Store.opener(ctx)
+	}
+	db, err := openLog(dbPath)
 	if err != nil {
 		if errors.Is(err, persist.ErrLocked) {
 			return nil, lockedError(d.StateDir, dbPath, err)
@@ -199,14 +197,12 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 
-	listen := first(o.Listen, cfg.Listen)
+	listen := d.Settings.Listen
 	if d.tcpL, err = listenTCP(listen); err != nil {
 		return nil, err
 	}
 	d.Addr = d.tcpL.Addr().String()
-	// The default socket follows the state directory actually used
-	// (docs/config.md), not the default one.
-	d.SocketPath = first(o.Socket, cfg.Socket, wire.SocketPathIn(d.StateDir))
+	d.SocketPath = d.Settings.Socket
 	if d.unixL, err = listenUnix(d.SocketPath); err != nil {
 		return nil, err
 	}
@@ -251,7 +247,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if cfg.PublicBaseURL != "" {
 		gateway = cfg.PublicBaseURL + engine.CallbackPath
 	}
-	d.Server, err = New(Config{
+	d.Server, err = server.New(server.Config{
 		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
 		ConfigFile: cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
 		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
@@ -262,7 +258,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.discovery.start(d.Engine)
-	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir,
+	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir, "store", d.Settings.Store.Kind,
 		"providers", len(cfg.Providers), "unavailable", strings.Join(unavailable, ","), "loopback_redirect_uri", loopback)
 	return d, nil
 }
@@ -373,171 +369,6 @@ func first(vals ...string) string {
 		}
 	}
 	return ""
-}
-
-// redirectHost keeps the host as configured ("localhost" stays localhost,
-// since that is what is registered at the provider) with the port actually
-// bound (which differs only for port 0, in tests).
-func redirectHost(configured, bound string) string {
-	host, _, err := net.SplitHostPort(configured)
-	_, port, err2 := net.SplitHostPort(bound)
-	if err != nil || err2 != nil || host == "" {
-		return bound
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// prepareStateDir creates the state directory 0700, or checks an existing
-// one and the files in it are private to flowd's user.
-func prepareStateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create state directory %s: %w", dir, err)
-	}
-	return checkPrivate(dir)
-}
-
-// checkPrivate refuses a state directory, or a regular file in it (the
-// database, its key, the service token), that group or others can access.
-func checkPrivate(dir string) error {
-	info, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	if !info.IsDir() {
-		return fmt.Errorf("state directory %s is not a directory; point -state-dir elsewhere", dir)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("state directory %s has mode %04o: group or others can reach flowd's database and keys; run: chmod 700 %s", dir, perm, dir)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("read state directory %s: %w", dir, err)
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil {
-			continue // removed meanwhile
-		}
-		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			p := filepath.Join(dir, e.Name())
-			return fmt.Errorf("%s has mode %04o: group or others can read it; run: chmod 600 %s", p, perm, p)
-		}
-	}
-	return nil
-}
-
-// serviceToken reads the gateway's token, creating it (0600, random) when
-// it is the default file and missing.
-func serviceToken(path string, create bool) (string, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) && create {
-		return createServiceToken(path)
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("service token file %s (service_token_file in the config) does not exist; create it with: (umask 077; head -c 32 /dev/urandom | base64 > %s)", path, path)
-	}
-	if err != nil {
-		return "", fmt.Errorf("read service token file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("read service token file %s: %w", path, err)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("service token file %s has mode %04o: group or others can read it; run: chmod 600 %s", path, perm, path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 4096))
-	if err != nil {
-		return "", fmt.Errorf("read service token file %s: %w", path, err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if len(tok) < minServiceToken {
-		return "", fmt.Errorf("service token in %s is shorter than %d characters; replace it with: (umask 077; head -c 32 /dev/urandom | base64 > %s)", path, minServiceToken, path)
-	}
-	return tok, nil
-}
-
-func createServiceToken(path string) (string, error) {
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return "", fmt.Errorf("create service token: %w", err)
-	}
-	tok := base64.RawURLEncoding.EncodeToString(raw)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("create service token file: %w", err)
-	}
-	if _, err := f.WriteString(tok + "\n"); err != nil {
-		f.Close()
-		os.Remove(path)
-		return "", fmt.Errorf("write service token file %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("write service token file %s: %w", path, err)
-	}
-	return tok, nil
-}
-
-func listenTCP(addr string) (net.Listener, error) {
-	// The config file's listen is checked on load; a flag or FLOWD_LISTEN here.
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen address %q is not host:port (e.g. 127.0.0.1:8085)", addr)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("listen address %q is not a loopback address; flowd's listener must stay on this machine (use 127.0.0.1 or ::1)", addr)
-	}
-	l, err := net.Listen("tcp", addr)
-	if err == nil {
-		return l, nil
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("loopback port %s (%s) is already in use by another process; stop it (see: ss -ltnp 'sport = :%s'), or set listen in the config or -listen to another address", port, addr, port)
-	}
-	return nil, fmt.Errorf("listen on %s: %w; set listen in the config or -listen", addr, err)
-}
-
-// listenUnix binds the API socket, mode 0600. A live socket means another
-// flowd; a dead one is left over from a crash and is replaced.
-func listenUnix(path string) (net.Listener, error) {
-	if len(path) > 107 {
-		return nil, fmt.Errorf("socket path %s is %d bytes, over the 107 a unix socket allows; use a shorter -socket", path, len(path))
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another -socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("another flowd is already serving on socket %s; stop it, or give this one another -socket and -state-dir", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
-	}
-	// umask, not a chmod after bind: there is no moment at which the
-	// socket is open to others.
-	old := unix.Umask(0o077)
-	l, err := net.Listen("unix", path)
-	unix.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen on socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
-	}
-	return l, nil
 }
 
 // warnReadableSecrets warns when the config file holds a client secret

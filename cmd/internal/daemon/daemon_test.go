@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"context"
@@ -56,8 +56,10 @@ func newDirs(t *testing.T) daemonDirs {
 }
 
 func (d daemonDirs) opts(logs *lockingLogs) Options {
-	return Options{StateDir: d.state, Socket: d.sock, Listen: "127.0.0.1:0", ConfigPath: "", OpenLog: logs.openLog,
-		Getenv: func(string) string { return "" }, ShutdownGrace: 5 * time.Second}
+	return Options{
+		Flags:   Flags{StateDir: d.state, Socket: d.sock, Listen: "127.0.0.1:0"},
+		OpenLog: logs.openLog, Getenv: func(string) string { return "" }, ShutdownGrace: 5 * time.Second,
+	}
 }
 
 func openDaemon(t *testing.T, o Options) *Daemon {
@@ -237,4 +239,32 @@ func TestDefaultSocketFollowsTheStateDir(t *testing.T) {
 	o.Socket = ""
 	d := openDaemon(t, o)
 	assert.Equal(t, filepath.Join(dirs.state, "flowd.sock"), d.SocketPath)
+}
+
+// The store named in the config file is the one flowd opens, and the
+// environment overrides it: with store = "etcd" and no sealing key, Open
+// refuses before it touches etcd; FLOWD_STORE=bbolt opens the file.
+func TestStoreChosenByConfigFileAndEnvironment(t *testing.T) {
+	dirs := newDirs(t)
+	require.NoError(t, os.WriteFile(dirs.cfg, []byte("store = \"etcd\"\n[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n"), 0o600))
+	o := dirs.opts(nil)
+	o.OpenLog = nil // the store the settings choose
+	o.Flags.ConfigPath = dirs.cfg
+	_, err := Open(context.Background(), o)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cluster mode", "the file's store = \"etcd\" was used")
+	assert.Contains(t, err.Error(), "no sealing key")
+
+	o.Getenv = func(k string) string {
+		if k == "FLOWD_STORE" {
+			return "bbolt"
+		}
+		return ""
+	}
+	d, err := Open(context.Background(), o)
+	require.NoError(t, err)
+	defer d.Close()
+	assert.Equal(t, "bbolt", d.Settings.Store.Kind)
+	assert.Equal(t, FromEnv, d.Settings.From["store"])
+	assert.FileExists(t, filepath.Join(dirs.state, DBFile), "the bbolt file in the state directory")
 }

@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"context"
@@ -50,19 +50,8 @@ func DefaultBackoff(retry int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// ProviderStatus reports providers that are configured but cannot be used
-// yet. The Server consults it for GET /v1/providers and for errors naming
-// an unknown provider.
-type ProviderStatus interface {
-	// Unavailable returns why the named provider cannot be used now, as a
-	// sentence for the user, or ok false.
-	Unavailable(name string) (why string, ok bool)
-	// Describe returns ps with each provider's current status and endpoints.
-	Describe(ps []wire.Provider) []wire.Provider
-}
-
 // discovery retries the OIDC discovery of providers whose issuer did not
-// answer, and adds each to the engine once it does. It is a ProviderStatus.
+// answer, and adds each to the engine once it does. It is a server.ProviderStatus.
 type discovery struct {
 	client  *http.Client
 	timeout time.Duration

@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"context"
@@ -39,10 +39,9 @@ func faultDaemon(t *testing.T, tokenURL string, exchangeTimeout time.Duration) (
 		"[providers.fake]\nauth_url = \"https://auth.example.test/a\"\ntoken_url = %q\nclient_id = \"cid\"\nclient_secret = %q\nauth_style = \"in_params\"\n",
 		tokenURL, clientSecret)), 0o600))
 	d, err := Open(context.Background(), Options{
-		ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"), Listen: "127.0.0.1:0",
-		OpenLog:       func(string) (Log, error) { return memLogCloser{memlog.New()}, nil },
-		Engine:        func(c *engine.Config) { c.ExchangeTimeout = exchangeTimeout },
-		ShutdownGrace: 5 * time.Second,
+		Flags:   Flags{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"), Listen: "127.0.0.1:0"},
+		OpenLog: func(string) (Log, error) { return memLogCloser{memlog.New()}, nil },
+		Engine:  func(c *engine.Config) { c.ExchangeTimeout = exchangeTimeout }, ShutdownGrace: 5 * time.Second,
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func TestDaemonNamesGitHubAccountFromUserAPI(t *testing.T) {
 		"[providers.github]\nauth_url = \"https://github.example.test/authorize\"\ntoken_url = %q\nuserinfo_url = %q\nclient_id = \"cid\"\nclient_secret = %q\n",
 		tokens.URL+"/token", api.URL+"/user", clientSecret)), 0o600))
 	d, err := Open(context.Background(), Options{
-		ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"), Listen: "127.0.0.1:0",
+		Flags:         Flags{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "s"), Listen: "127.0.0.1:0"},
 		OpenLog:       func(string) (Log, error) { return memLogCloser{memlog.New()}, nil },
 		ShutdownGrace: 5 * time.Second,
 	})

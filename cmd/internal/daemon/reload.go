@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"cmp"
@@ -84,8 +84,9 @@ func (d *Daemon) Reload(ctx context.Context) (wire.ReloadResponse, error) {
 		{"ttl", boot.TTL, cfg.TTL}, {"retention", boot.Retention, cfg.Retention},
 		{"service_token_file", boot.ServiceTokenFile, cfg.ServiceTokenFile},
 		{"state_dir", boot.StateDir, cfg.StateDir}, {"socket", boot.Socket, cfg.Socket},
+		{"store", boot.Store, cfg.Store}, {"etcd", boot.Etcd, cfg.Etcd},
 	} {
-		if s.was != s.now {
+		if !reflect.DeepEqual(s.was, s.now) {
 			resp.RestartNeeded = append(resp.RestartNeeded, s.name)
 		}
 	}

@@ -92,7 +92,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	h.sock = filepath.Join(dir, "s")
-	ul, err := listenUnix(h.sock)
+	ul, err := net.Listen("unix", h.sock)
 	require.NoError(t, err)
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

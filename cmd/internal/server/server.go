@@ -447,3 +447,14 @@ func clip(s string, n int) string {
 	}
 	return s
 }
+
+// ProviderStatus reports providers that are configured but cannot be used
+// yet. The Server consults it for GET /v1/providers and for errors naming
+// an unknown provider.
+type ProviderStatus interface {
+	// Unavailable returns why the named provider cannot be used now, as a
+	// sentence for the user, or ok false.
+	Unavailable(name string) (why string, ok bool)
+	// Describe returns ps with each provider's current status and endpoints.
+	Describe(ps []wire.Provider) []wire.Provider
+}
