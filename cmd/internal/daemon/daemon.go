@@ -124,107 +124,136 @@ type Daemon struct {
 // engine, and binds both listeners. Any failure says which file, field,
 // port or path is at fault and what to do; whatever was opened is closed.
 func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
-	lg := o.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{log: lg}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	d := &Daemon{log: o.Logger, opts: o}
 	defer func() {
 		if err != nil {
 			_ = d.Close()
 		}
 	}()
-
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
-	}
-	cfgPath, missingOK, _ := ConfigPath(o.Flags, o.Getenv)
-	cfg := o.Config
-	if cfg == nil {
-		if cfg, err = config.Load(cfgPath, missingOK, o.Getenv); err != nil {
-			return nil, err
-		}
-	}
-	if d.Settings, err = Settle(o.Flags, o.Getenv, cfg); err != nil {
+	if err := d.settle(); err != nil {
 		return nil, err
 	}
-	d.Config = cfg
-	d.opts, d.cfgPath, d.cfgMissingOK, d.bootConfig = o, cfgPath, missingOK, cfg
-	if cfg.File == "" {
-		lg.Info("no config file; running with no providers", "looked_at", cfgPath)
-	} else {
-		warnReadableSecrets(lg, cfg)
-	}
-
-	d.StateDir = d.Settings.StateDir
 	if err := prepareStateDir(d.StateDir); err != nil {
 		return nil, err
 	}
 	// An issuer that does not answer stops only its own provider: flowd
 	// starts without it and retries in the background (discovery.go).
-	d.discovery = newDiscovery(o.DiscoveryClient, o.DiscoveryBackoff, o.DiscoveryClock, lg.With("component", "discovery"))
-	unavailable := d.discovery.resolve(ctx, cfg, cmp.Or(o.DiscoveryTimeout, StartupDiscoveryTimeout))
+	d.discovery = newDiscovery(o.DiscoveryClient, o.DiscoveryBackoff, o.DiscoveryClock, d.log.With("component", "discovery"))
+	unavailable := d.discovery.resolve(ctx, d.Config, cmp.Or(o.DiscoveryTimeout, StartupDiscoveryTimeout))
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("start-up interrupted during OIDC discovery: %w", ctx.Err())
 	}
-
 	// The log first: its lock is what stops a second flowd on this state
 	// directory, before it touches the socket of the first.
-	dbPath := filepath.Join(d.StateDir, DBFile)
-	openLog := o.OpenLog
-	if openLog == nil {
-		openLog = d.Settings.Store.opener(ctx)
+	if err := d.openLog(ctx); err != nil {
+		return nil, err
 	}
-	db, err := openLog(dbPath)
+	d.ServiceTokenPath = first(d.Config.ServiceTokenFile, filepath.Join(d.StateDir, ServiceTokenFile))
+	token, err := serviceToken(d.ServiceTokenPath, d.Config.ServiceTokenFile == "")
+	if err != nil {
+		return nil, err
+	}
+	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	loopback := "http://" + redirectHost(d.Settings.Listen, d.Addr) + engine.CallbackPath
+	if err := d.startEngine(ctx, loopback, unavailable); err != nil {
+		return nil, err
+	}
+	if err := d.newServer(token, loopback); err != nil {
+		return nil, err
+	}
+	d.discovery.start(d.Engine)
+	d.log.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir, "store", d.Settings.Store.Kind,
+		"providers", len(d.Config.Providers), "unavailable", strings.Join(unavailable, ","), "loopback_redirect_uri", loopback)
+	return d, nil
+}
+
+// settle loads the config file (unless Options.Config holds it) and
+// settles the start-up settings over it.
+func (d *Daemon) settle() (err error) {
+	o := d.opts
+	d.cfgPath, d.cfgMissingOK, _ = ConfigPath(o.Flags, o.Getenv)
+	cfg := o.Config
+	if cfg == nil {
+		if cfg, err = config.Load(d.cfgPath, d.cfgMissingOK, o.Getenv); err != nil {
+			return err
+		}
+	}
+	if d.Settings, err = Settle(o.Flags, o.Getenv, cfg); err != nil {
+		return err
+	}
+	d.Config, d.bootConfig, d.StateDir = cfg, cfg, d.Settings.StateDir
+	if cfg.File == "" {
+		d.log.Info("no config file; running with no providers", "looked_at", d.cfgPath)
+	} else {
+		warnReadableSecrets(d.log, cfg)
+	}
+	return nil
+}
+
+// openLog opens the event log in the store the settings chose (or
+// Options.OpenLog's), and checks the files it may have created.
+func (d *Daemon) openLog(ctx context.Context) error {
+	dbPath := filepath.Join(d.StateDir, DBFile)
+	open := d.opts.OpenLog
+	if open == nil {
+		open = d.Settings.Store.opener(ctx)
+	}
+	db, err := open(dbPath)
 	if err != nil {
 		if errors.Is(err, persist.ErrLocked) {
-			return nil, lockedError(d.StateDir, dbPath, err)
+			return lockedError(d.StateDir, dbPath, err)
 		}
 		if strings.Contains(err.Error(), dbPath) {
-			return nil, err // persist already names the file
+			return err // persist already names the file
 		}
-		return nil, fmt.Errorf("open event log %s: %w", dbPath, err)
+		return fmt.Errorf("open event log %s: %w", dbPath, err)
 	}
 	d.db = db
-	// The log may have just created its files: check them too.
-	if err := checkPrivate(d.StateDir); err != nil {
-		return nil, err
-	}
+	return checkPrivate(d.StateDir)
+}
 
-	d.ServiceTokenPath = first(cfg.ServiceTokenFile, filepath.Join(d.StateDir, ServiceTokenFile))
-	token, err := serviceToken(d.ServiceTokenPath, cfg.ServiceTokenFile == "")
-	if err != nil {
-		return nil, err
-	}
-
-	listen := d.Settings.Listen
-	if d.tcpL, err = listenTCP(listen); err != nil {
-		return nil, err
+// listen binds the loopback listener and the API socket, and writes the
+// pid file beside the database it guards: a second flowd that finds the
+// database locked says which process holds it and where it listens.
+func (d *Daemon) listen() (err error) {
+	if d.tcpL, err = listenTCP(d.Settings.Listen); err != nil {
+		return err
 	}
 	d.Addr = d.tcpL.Addr().String()
 	d.SocketPath = d.Settings.Socket
 	if d.unixL, err = listenUnix(d.SocketPath); err != nil {
-		return nil, err
+		return err
 	}
-	// Beside the database it guards: a second flowd that finds the
-	// database locked says which process holds it and where it listens.
 	if err := pidfile.Write(d.StateDir, os.Getpid(), d.SocketPath); err != nil {
-		return nil, err
+		return err
 	}
 	d.pidWritten = true
+	return nil
+}
 
+// startEngine opens the engine on the log, with the providers whose
+// issuers answered, sign-ins identified as a reload may change.
+func (d *Daemon) startEngine(ctx context.Context, loopback string, unavailable []string) (err error) {
+	cfg := d.Config
 	d.Metrics = metrics.New()
-	if st, ok := db.(interface{ Stats() persist.Stats }); ok {
+	if st, ok := d.db.(interface{ Stats() persist.Stats }); ok {
 		d.Metrics.WatchLog(func() (uint64, uint64) { s := st.Stats(); return s.Commits, s.Appends })
 	}
-	loopback := "http://" + redirectHost(listen, d.Addr) + engine.CallbackPath
 	ecfg := engine.Config{
-		Log: db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention, MCP: cfg.MCP,
+		Log: d.db, Providers: availableProviders(cfg, unavailable), TTL: cfg.TTL, Retention: cfg.Retention, MCP: cfg.MCP,
 		LoopbackRedirectURL: loopback, PublicBaseURL: cfg.PublicBaseURL,
-		Logger: lg.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
+		Logger: d.log.With("component", "engine"), Hooks: d.Metrics.Hooks(engine.Hooks{}),
 	}
-	if o.Engine != nil {
-		o.Engine(&ecfg)
+	if d.opts.Engine != nil {
+		d.opts.Engine(&ecfg)
 	}
 	if ecfg.Identify == nil {
 		// A reload swaps the providers' identity settings (setIdentify).
@@ -239,28 +268,28 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		if errors.As(err, &re) {
 			// A record the machine refuses is damage to the log: say which
 			// file, and what to do, as persist does for damage it finds.
-			return nil, fmt.Errorf("start the engine: %w; the event log %s is damaged: keep a copy for a bug report, then restore a backup or move it aside to start empty", err, dbPath)
+			return fmt.Errorf("start the engine: %w; the event log %s is damaged: keep a copy for a bug report, then restore a backup or move it aside to start empty", err, filepath.Join(d.StateDir, DBFile))
 		}
-		return nil, fmt.Errorf("start the engine: %w", err)
+		return fmt.Errorf("start the engine: %w", err)
 	}
+	return nil
+}
+
+// newServer builds the HTTP API over the engine.
+func (d *Daemon) newServer(token, loopback string) (err error) {
+	cfg := d.Config
 	gateway := ""
 	if cfg.PublicBaseURL != "" {
 		gateway = cfg.PublicBaseURL + engine.CallbackPath
 	}
 	d.Server, err = server.New(server.Config{
 		Engine: d.Engine, Providers: WireProviders(cfg.Providers), ServiceToken: token,
-		ConfigFile: cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
-		Metrics: d.Metrics, Logger: lg.With("component", "http"), Version: o.Version,
+		ConfigFile: d.cfgPath, ConfigFileFound: cfg.File != "", Reload: d.Reload,
+		Metrics: d.Metrics, Logger: d.log.With("component", "http"), Version: d.opts.Version,
 		Listen: d.Addr, LoopbackRedirectURI: loopback, GatewayRedirectURI: gateway,
-		ShutdownGrace: o.ShutdownGrace, ProviderStatus: d.discovery,
+		ShutdownGrace: d.opts.ShutdownGrace, ProviderStatus: d.discovery,
 	})
-	if err != nil {
-		return nil, err
-	}
-	d.discovery.start(d.Engine)
-	lg.Info("flowd ready", "socket", d.SocketPath, "listen", d.Addr, "state_dir", d.StateDir, "store", d.Settings.Store.Kind,
-		"providers", len(cfg.Providers), "unavailable", strings.Join(unavailable, ","), "loopback_redirect_uri", loopback)
-	return d, nil
+	return err
 }
 
 // Serve serves both listeners until ctx is done or one fails, then closes
