@@ -247,3 +247,57 @@ func TestPerStartClientDevice(t *testing.T) {
 	assertNoSecrets(t, h, st)
 	assert.Contains(t, h.prov.Secrets(), byoSecret, "the scan knew the client secret")
 }
+
+// With an embedder's TokenStore the token goes there, carrying the
+// client's ID only; the client's secret stays sealed in the Log, and the
+// refresh and the disconnect still use it.
+func TestPerStartClientCustomTokenStore(t *testing.T) {
+	ts := &mapTokens{m: map[engine.TokenKey]engine.StoredToken{}}
+	var prov *oauthtest.Server
+	h := newHarness(t, func(c *engine.Config) {
+		prov = oauthtest.New(t, oauthtest.Options{})
+		p := providerConfig(prov, "gh")
+		p.RevocationURL = prov.URL + oauthtest.RevokePath
+		c.Providers, c.Tokens = []engine.Provider{p}, ts
+	})
+	h.prov = prov
+	prov.AddClient(byoID, byoSecret)
+	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Client: byoClient()})
+	require.NoError(t, err)
+	_, code := h.prov.Authorize(t, st.AuthURL)
+	f, err := h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
+	require.NoError(t, err)
+	require.Equal(t, states.Complete, f.State)
+	ts.mu.Lock()
+	saved := ts.m[engine.TokenKey{Provider: "gh"}]
+	ts.mu.Unlock()
+	assert.Equal(t, byoID, saved.ClientID, "the store is told which client the token is for")
+
+	h.restart()
+	h.clk.Advance(2 * time.Hour)
+	_, _, err = h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.NoError(t, err)
+	assertAsBYO(t, h, "refreshed as the per-start client")
+	res, err := h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
+	require.NoError(t, err)
+	assert.Equal(t, states.RevocationDone, res.Revocation)
+	_, ok, err := h.log.Secret(h.ctx, "client/conn/gh/")
+	require.NoError(t, err)
+	assert.False(t, ok, "the client goes with the connection")
+}
+
+// A per-start flow that ends without connecting (canceled here) drops its
+// client with its other secrets.
+func TestPerStartClientDroppedWithTheFlow(t *testing.T) {
+	h := newBYOHarness(t)
+	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Client: byoClient()})
+	require.NoError(t, err)
+	_, ok, err := h.log.Secret(h.ctx, "client/flow/"+st.ID)
+	require.NoError(t, err)
+	require.True(t, ok, "sealed with the flow")
+	_, err = h.e.Cancel(h.ctx, st.ID)
+	require.NoError(t, err)
+	_, ok, err = h.log.Secret(h.ctx, "client/flow/"+st.ID)
+	require.NoError(t, err)
+	assert.False(t, ok, "dropped when the flow ended")
+}
