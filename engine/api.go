@@ -172,6 +172,15 @@ type StartRequest struct {
 	// loopback callback from anyone else on the machine changes nothing.
 	// The link is served on the loopback listener whatever the transport.
 	Launch bool
+	// Client, when set, is the OAuth client this connect uses instead of
+	// the provider's configured ClientID, ClientSecret and AuthMethod: for
+	// the authorization request, the code exchange (or the device
+	// transport's authorization and polls), and every refresh and the
+	// revocation of the connection it makes. Its secret is sealed, never
+	// recorded. An invalid client, or one given with Resource, is refused
+	// with an error wrapping ErrBadClient, and nothing is recorded. Nil
+	// uses the provider's configured client, as before.
+	Client *Client
 }
 
 // Started is what Start returns: everything needed to send the user off.

@@ -150,6 +150,23 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 		}
 		return f, nil, false
 	}
+	if lf.perStart {
+		// The flow's own client, never the configured one: its code was
+		// issued to that client, and the user chose it.
+		c := lf.client
+		if c == nil {
+			if c, err = e.readClient(ctx, flowClientPrefix+f.ID); err != nil {
+				return f, fmt.Errorf("callback: read the flow's client: %w", err), false
+			}
+		}
+		if c == nil {
+			// As a missing verifier: exchange ends the flow
+			// exchange_failed(client_missing) without sending the code.
+			prov = nil
+		} else {
+			prov = prov.withClient(c)
+		}
+	}
 	verifier, ok := lf.verifier, lf.verifier != ""
 	if !ok {
 		plain, found, err := e.log.Secret(ctx, verifierKeyPrefix+f.ID)
@@ -171,7 +188,7 @@ func (e *Engine) callback(ctx context.Context, lf *liveFlow, p CallbackParams, f
 	if _, err := e.commit(ctx, lf, e.record(lf, states.ExchangeStarted, states.Data{CodeFingerprint: fp}), nil); err != nil {
 		return lf.flow, fmt.Errorf("callback: %w", err), conflict(err)
 	}
-	lf.verifier, lf.nonce = "", "" // the code is spent: nothing redeems it again
+	lf.verifier, lf.nonce, lf.client = "", "", nil // the code is spent: nothing redeems it again
 	// The exchange runs without the flow's lock, so a repeated callback is
 	// recorded at once as ignored instead of queueing behind the exchange.
 	lf.exchanging = true
@@ -228,6 +245,7 @@ type outcome struct {
 // in (Config.Identify), and stores the token, or, when tokens are kept in
 // the log, returns it in the outcome's secrets. A token whose user is not
 // established is not stored: an earlier connection of the account stays.
+// p is nil for a flow whose per-start client is missing: it fails unsent.
 func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code, verifier string, haveVerifier bool, nonce string) outcome {
 	failed := func(d states.Data) outcome {
 		d.Reason = states.ExchangeFailed
@@ -236,6 +254,9 @@ func (e *Engine) exchange(ctx context.Context, p *provider, f states.Flow, code,
 	}
 	if !haveVerifier {
 		return failed(states.Data{ErrorCode: "verifier_missing", Message: "the flow's PKCE verifier is missing from the sealed store; start a new connect"})
+	}
+	if p == nil {
+		return failed(states.Data{ErrorCode: "client_missing", Message: "the flow's per-start client is missing from the sealed store, and the provider's configured client cannot redeem a code issued to it; the code was not used; start a new connect"})
 	}
 	oc := p.oauth
 	oc.RedirectURL = f.RedirectURI
@@ -278,8 +299,19 @@ func (e *Engine) storeToken(ctx context.Context, p *provider, f states.Flow, tok
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType, RefreshToken: tok.RefreshToken,
 		Expiry: e.expiry(tok), Scopes: granted, Flow: f.ID, Obtained: now,
 	}
+	if p.client != nil {
+		st.ClientID = p.client.ID
+	}
 	key := TokenKey{Provider: f.Provider, Account: account}
-	var secrets map[string][]byte
+	// The connection's client lands with its token, in the outcome's
+	// append: a per-start one sealed under the token's key, and any
+	// earlier connection's per-start client deleted when the configured
+	// client replaces it (nil), so no client secret outlives its token.
+	var client []byte
+	if p.client != nil {
+		client = encodeClient(p.client)
+	}
+	secrets := map[string][]byte{connClientKey(key): client}
 	if lt, ok := e.tokens.(*logTokens); ok {
 		// Tokens kept in the log's secrets go in the append that records
 		// the outcome: one commit instead of two, and the token lands
@@ -288,7 +320,7 @@ func (e *Engine) storeToken(ctx context.Context, p *provider, f states.Flow, tok
 		if err != nil {
 			return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
 		}
-		secrets = map[string][]byte{lt.key(key): b}
+		secrets[lt.key(key)] = b
 	} else if err := e.tokens.SaveToken(ctx, key, st); err != nil {
 		return failed(states.Data{ErrorCode: "token_not_stored", Message: "the token could not be stored: " + err.Error()})
 	}

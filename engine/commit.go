@@ -27,15 +27,20 @@ func (e *Engine) record(lf *liveFlow, ev states.Event, d states.Data) []states.R
 }
 
 // dropFlowSecrets deletes the secrets sealed with lf's first records:
-// its PKCE verifier, and its nonce if it sent one, or a device flow's codes.
+// its PKCE verifier, its nonce if it sent one and its per-start client if
+// it had one, or a device flow's codes (and client, sealed with them).
 func (e *Engine) dropFlowSecrets(lf *liveFlow) map[string][]byte {
 	if lf.flow.Transport == states.Device {
 		return map[string][]byte{deviceKeyPrefix + lf.flow.ID: nil}
 	}
+	drop := map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil}
 	if lf.flow.NonceFingerprint != "" {
-		return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil, nonceKeyPrefix + lf.flow.ID: nil}
+		drop[nonceKeyPrefix+lf.flow.ID] = nil
 	}
-	return map[string][]byte{verifierKeyPrefix + lf.flow.ID: nil}
+	if lf.perStart {
+		drop[flowClientPrefix+lf.flow.ID] = nil
+	}
+	return drop
 }
 
 // commit checks recs against the machine, appends them durably, and only

@@ -184,7 +184,15 @@ func (e *Engine) disconnectLocked(ctx context.Context, p *provider, key TokenKey
 		return Disconnection{}, nil, err
 	}
 	bg := context.WithoutCancel(ctx) // once revoked, the deletion is recorded
-	res := e.revoke(bg, p, st)
+	var res Disconnection
+	if cp, err := e.connectionClient(bg, p, key, st); err != nil {
+		// Revoking as the configured client would present another
+		// client's tokens: the local copy still goes.
+		res = Disconnection{Revocation: states.RevocationFailed, ErrorCode: "client_missing",
+			Message: "the per-start client the token was obtained with is missing from the sealed store, so it could not be revoked; revoke it at the provider"}
+	} else {
+		res = e.revoke(bg, cp, st)
+	}
 	for attempt := 0; ; attempt++ {
 		f, ok, err := e.connectionFlow(bg, st.Flow)
 		if err != nil {
@@ -197,7 +205,19 @@ func (e *Engine) disconnectLocked(ctx context.Context, p *provider, key TokenKey
 		} else if err := e.tokens.DeleteToken(bg, key); err != nil {
 			return res, nil, fmt.Errorf("disconnect %s: %w", key.Provider, err)
 		}
+		if st.ClientID != "" {
+			// The connection's per-start client goes with its token.
+			if secrets == nil {
+				secrets = map[string][]byte{}
+			}
+			secrets[connClientKey(key)] = nil
+		}
 		if !ok || f.ID != st.Flow || st.Flow == "" {
+			if secrets != nil {
+				if err := e.log.Append(bg, nil, secrets); err != nil {
+					return res, nil, fmt.Errorf("disconnect %s: delete its client: %w", key.Provider, err)
+				}
+			}
 			return res, nil, nil // no flow to record on (pruned): the token is gone
 		}
 		cl := &claim{flow: f, index: -1}

@@ -67,6 +67,9 @@ type deviceSecret struct {
 	DeviceCode              string `json:"device_code"`
 	UserCode                string `json:"user_code"`
 	VerificationURIComplete string `json:"verification_uri_complete,omitempty"`
+	// Client is the flow's per-start client (StartRequest.Client): the
+	// device code was issued to it, so every poll authenticates as it.
+	Client *sealedClient `json:"client,omitempty"`
 }
 
 // deviceState is what the engine keeps of a live device flow beyond its
@@ -156,7 +159,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 		interval = DefaultPollInterval
 	}
 	first := now.Add(interval)
-	secret := &deviceSecret{DeviceCode: da.DeviceCode, UserCode: da.UserCode, VerificationURIComplete: da.VerificationURIComplete}
+	secret := &deviceSecret{DeviceCode: da.DeviceCode, UserCode: da.UserCode, VerificationURIComplete: da.VerificationURIComplete, Client: p.client}
 	sealed, err := json.Marshal(secret)
 	if err != nil {
 		return Started{}, fmt.Errorf("start %s: seal the device code: %w", p.Name, err)
@@ -166,6 +169,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes), Transport: states.Device, Deadline: &due},
 	}
+	createdClientData(&created.Data, p.client)
 	authorized := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.DeviceAuthorized,
 		From: states.Pending, To: states.AwaitingCallback, Time: now,
@@ -380,6 +384,20 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 			retry(lf, now.Add(time.Second))
 		}
 		return true
+	}
+	if lf.perStart {
+		if d.secret.Client == nil {
+			// Polling as the configured client would be refused: the
+			// device code was issued to the flow's own client.
+			_, err := e.commit(ctx, lf, e.record(lf, states.Failed, states.Data{Reason: states.ExchangeFailed, ErrorCode: "client_missing",
+				Message: "the flow's per-start client is missing from the sealed store; start a new connect"}), e.dropFlowSecrets(lf))
+			lf.mu.Unlock()
+			if err != nil {
+				retry(lf, now.Add(time.Second))
+			}
+			return true
+		}
+		p = p.withClient(d.secret.Client)
 	}
 	code, seq := d.secret.DeviceCode, f.LastSeq
 	d.polling = true

@@ -115,6 +115,9 @@ type Engine struct {
 type provider struct {
 	Provider
 	oauth oauth2.Config
+	// client is the per-start client (StartRequest.Client) that replaced
+	// the configured one in Provider and oauth; nil for the configured one.
+	client *sealedClient
 }
 
 // ownerKey is who a flow connects: a new Start for the same provider and
@@ -162,6 +165,12 @@ type liveFlow struct {
 	// nonce is the OpenID Connect nonce of a flow this engine started,
 	// kept like verifier (its sealed copy is read otherwise).
 	nonce string
+	// perStart: the flow was started with a StartRequest.Client (its
+	// created record says so), whose sealed copy its exchange must use.
+	perStart bool
+	// client is that client for a flow this engine started, kept like
+	// verifier (its sealed copy is read otherwise).
+	client *sealedClient
 	// owner is the account the flow was started for (guarded by
 	// Engine.mu): its key in Engine.owners.
 	owner string

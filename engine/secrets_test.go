@@ -25,7 +25,8 @@ import (
 
 // After a run that touches every path a secret takes (codes exchanged,
 // refused and replayed, verifiers sealed and deleted, tokens stored and
-// rotated, the client secret sent in both auth styles), none of the
+// rotated, the client secret sent in both auth styles, a per-start
+// client's secret sealed, sent, echoed back and refused), none of the
 // secrets appears in the database file, the key-less export of its
 // records, the engine's logs, or any error the engine returned. They live
 // only sealed, in the secrets bucket.
@@ -134,6 +135,42 @@ func TestSecretsNeverLeak(t *testing.T) {
 	params.SetOverride(nil)
 	_, _, err = e.Token(ctx, engine.TokenKey{Provider: "gl"})
 	require.NoError(t, err)
+	// A per-start client: refused by a provider echoing its secret,
+	// connected, refreshed, disconnected, refused at Start with its secret
+	// in hand, and one awaiting its callback through the restart below.
+	params.AddClient(byoID, byoSecret)
+	byo := &engine.Client{ID: byoID, Secret: byoSecret, AuthMethod: engine.AuthMethodClientSecretPost}
+	startBYO := func(account string) engine.Started {
+		st, err := e.Start(ctx, engine.StartRequest{Provider: "gh", Account: account, Client: byo})
+		require.NoError(t, err)
+		return st
+	}
+	params.SetOverride(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		oauthtest.WriteError(w, 400, "invalid_client", "client "+r.PostForm.Get("client_id")+" secret "+r.PostForm.Get("client_secret"))
+	})
+	st = startBYO("byo-refused")
+	_, code = params.Authorize(t, st.AuthURL)
+	codes = append(codes, code)
+	f, err = e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code})
+	require.NoError(t, err)
+	require.Contains(t, f.Message, "secret [redacted]")
+	params.SetOverride(nil)
+	st = startBYO("byo")
+	_, code = params.Authorize(t, st.AuthURL)
+	codes = append(codes, code)
+	f, err = e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: code})
+	require.NoError(t, err)
+	require.Equal(t, states.Complete, f.State)
+	clk.Advance(2 * time.Hour)
+	_, _, err = e.Token(ctx, engine.TokenKey{Provider: "gh", Account: "byo"})
+	require.NoError(t, err)
+	require.Equal(t, byoSecret, params.LastRequest().Form.Get("client_secret"), "sanity: the refresh sent the per-start secret")
+	note(e.Disconnect(ctx, engine.TokenKey{Provider: "gh", Account: "byo"}))
+	note(e.Start(ctx, engine.StartRequest{Provider: "gh", Client: &engine.Client{Secret: byoSecret}}))
+	note(e.Start(ctx, engine.StartRequest{Provider: "gh", Client: &engine.Client{ID: byoID, Secret: byoSecret, AuthMethod: engine.AuthMethodNone}}))
+	note(e.Start(ctx, engine.StartRequest{Provider: "gh", Client: &engine.Client{ID: byoID, Secret: byoSecret, AuthMethod: "private_key_jwt"}}))
+	byoLate := startBYO("byo-late")
 	// An interrupted exchange, through a restart.
 	inter := start("gl", "h")
 	require.NoError(t, e.Close())
@@ -144,6 +181,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 	e, err = engine.Open(ctx, cfg)
 	require.NoError(t, err)
 	note(e.Callback(ctx, engine.CallbackParams{State: inter.ID, Code: codePrefix + "after-crash"}))
+	_, code = params.Authorize(t, byoLate.AuthURL)
+	codes = append(codes, code)
+	f, err = e.Callback(ctx, engine.CallbackParams{State: byoLate.ID, Code: code})
+	require.NoError(t, err)
+	require.Equal(t, states.Complete, f.State, "the per-start client is read back after the restart")
 	require.NoError(t, e.Close())
 
 	for _, p := range []*oauthtest.Server{params, header} {
@@ -154,7 +196,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, len(verifiers), 4)
-	secrets := append([]string{clientSecret}, codes...)
+	secrets := append([]string{clientSecret, byoSecret}, codes...)
 	secrets = append(secrets, verifiers...)
 	secrets = append(secrets, params.Issued()...)
 	secrets = append(secrets, header.Issued()...)

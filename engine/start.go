@@ -35,6 +35,10 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	if req.Transport == "" {
 		req.Transport = states.Loopback
 	}
+	client, err := checkClient(req.Provider, req.Client, req.Resource)
+	if err != nil {
+		return Started{}, err
+	}
 	if req.Transport == states.Device {
 		if req.Resource != "" {
 			return Started{}, fmt.Errorf("start %s: %w %q for an MCP server: use loopback or manual", req.Provider, ErrBadTransport, req.Transport)
@@ -47,7 +51,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		if len(scopes) == 0 {
 			scopes = p.Scopes
 		}
-		return e.startDevice(ctx, p, req, scopes)
+		return e.startDevice(ctx, p.withClient(client), req, scopes)
 	}
 	var redirect string
 	switch req.Transport {
@@ -67,7 +71,6 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		p      *provider
 		scopes = req.Scopes
 		extra  states.Data
-		err    error
 	)
 	if req.Resource != "" {
 		if p, scopes, extra, err = e.startMCP(ctx, req, redirect); err != nil {
@@ -76,6 +79,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	} else if p, err = e.provider(req.Provider); err != nil {
 		return Started{}, err
 	}
+	p = p.withClient(client)
 	switch {
 	case req.Resource != "":
 		// An MCP server's scopes (and its step-up) are startMCP's.
@@ -119,7 +123,12 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	}
 	authURL := oc.AuthCodeURL(state, opts...)
 
-	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier, nonce: nonce}
+	if client != nil {
+		// Sealed with the verifier: the callback after a restart reads it
+		// back, and it is dropped with the flow's other secrets.
+		sealed[flowClientPrefix+state] = encodeClient(client)
+	}
+	lf := &liveFlow{done: make(chan struct{}), index: -1, verifier: verifier, nonce: nonce, client: client}
 	created := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 1, Event: states.Created, To: states.Pending, Time: now,
 		Data: states.Data{
@@ -131,6 +140,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
 		},
 	}
+	createdClientData(&created.Data, client)
 	issued := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.URLIssued,
 		From: states.Pending, To: states.AwaitingCallback, Time: now,

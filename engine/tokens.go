@@ -35,7 +35,14 @@ type StoredToken struct {
 	Scopes       []string  `json:"scopes,omitempty"`
 	// Flow is the state of the flow that obtained the token. The token
 	// events (refreshes, disconnect) are recorded on it.
-	Flow     string    `json:"flow,omitempty"`
+	Flow string `json:"flow,omitempty"`
+	// ClientID is the ID of the per-start client (StartRequest.Client)
+	// the token was obtained with; its refreshes and revocation use that
+	// client, whose secret the engine keeps sealed in the Log apart from
+	// the token (never here). Empty for the provider's configured client.
+	// A TokenStore must keep it: without it a refresh would go out as the
+	// configured client, which the provider refuses.
+	ClientID string    `json:"client_id,omitempty"`
 	Obtained time.Time `json:"obtained"`
 }
 
@@ -269,6 +276,13 @@ func (e *Engine) tokenLocked(ctx context.Context, p *provider, key TokenKey, for
 		if st.RefreshToken == "" {
 			return nil, st, nil, fmt.Errorf("token for %s: %w", key.Provider, ErrNoRefreshToken)
 		}
+		// Before the claim: a connection whose client is gone records
+		// no refresh it cannot make.
+		used := st.ClientID
+		cp, err := e.connectionClient(ctx, p, key, st)
+		if err != nil {
+			return nil, st, nil, err
+		}
 		cl, st, err := e.claimRefresh(ctx, key, st, forced)
 		switch {
 		case (errors.Is(err, errRefreshedElsewhere) || conflict(err)) && attempt < claimAttempts:
@@ -278,7 +292,15 @@ func (e *Engine) tokenLocked(ctx context.Context, p *provider, key TokenKey, for
 		case err != nil:
 			return nil, st, nil, err
 		}
-		return e.refresh1(ctx, p, key, st, cl)
+		if st.ClientID != used {
+			// The claim read a token a connect with another client stored
+			// meanwhile: refresh it with its own client. (Should that one
+			// be gone, the claim is left to be taken over.)
+			if cp, err = e.connectionClient(ctx, p, key, st); err != nil {
+				return nil, st, nil, err
+			}
+		}
+		return e.refresh1(ctx, cp, key, st, cl)
 	}
 }
 

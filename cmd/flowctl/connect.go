@@ -26,6 +26,12 @@ type connectOpts struct {
 	timeout    time.Duration
 	timeoutSet bool
 	challenge  string
+	// clientID, clientSecretEnv and tokenAuth bring the user's own OAuth
+	// client. The secret is read from the environment variable named,
+	// never taken on the command line, which every local user can read.
+	clientID        string
+	clientSecretEnv string
+	tokenAuth       string
 }
 
 func (a *app) connectCmd() *cobra.Command {
@@ -67,7 +73,8 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
   flowctl connect github --transport manual        # over SSH: paste the final URL
   flowctl connect github --transport device        # enter a code on any device
   flowctl connect github --no-browser --json       # script the browser part
-  flowctl connect https://mcp.example.com/mcp      # an MCP server: discovery, registration, resource-bound token`,
+  flowctl connect https://mcp.example.com/mcp      # an MCP server: discovery, registration, resource-bound token
+  MY_SECRET=... flowctl connect github --client-id Iv1.abc --client-secret-env MY_SECRET   # your own OAuth app`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.timeoutSet = cmd.Flags().Changed("timeout")
@@ -81,6 +88,9 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the URL instead of opening a browser")
 	f.DurationVar(&o.timeout, "timeout", 0, "how long the flow waits for your approval, like 10m (default: flowd's configured ttl, 5m unless set)")
 	f.StringVar(&o.challenge, "challenge", "", "for an MCP server URL: the WWW-Authenticate header it answered with (a 403 insufficient_scope steps up)")
+	f.StringVar(&o.clientID, "client-id", "", "connect with your own OAuth app registered at the provider instead of flowd's configured client; its refreshes and disconnect use it too")
+	f.StringVar(&o.clientSecretEnv, "client-secret-env", "", "the environment variable holding --client-id's secret (never pass a secret on the command line); omit for a public client")
+	f.StringVar(&o.tokenAuth, "token-auth", "", "how --client-id authenticates at the token endpoint: none, client_secret_basic or client_secret_post (default: none without a secret, client_secret_basic with one)")
 	return cmd
 }
 
@@ -95,6 +105,18 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 		}
 		ttl = o.timeout.String()
 	}
+	secret := ""
+	if o.clientSecretEnv != "" {
+		if o.clientID == "" {
+			return usagef("--client-secret-env needs --client-id")
+		}
+		if secret = a.getenv(o.clientSecretEnv); secret == "" {
+			return usagef("--client-secret-env %s: the variable is unset or empty; export the client secret in it", o.clientSecretEnv)
+		}
+	}
+	if o.tokenAuth != "" && o.clientID == "" {
+		return usagef("--token-auth needs --client-id")
+	}
 	cl := a.client()
 	defer cl.Close()
 	// Without --timeout no ttl is sent: flowd's configured ttl applies, and
@@ -107,6 +129,7 @@ func (a *app) connect(ctx context.Context, provider string, o connectOpts) error
 		Challenge: o.challenge,
 		Transport: transport,
 		TTL:       ttl,
+		ClientID:  o.clientID, ClientSecret: secret, TokenAuth: o.tokenAuth,
 	})
 	if err != nil {
 		if ctx.Err() != nil {

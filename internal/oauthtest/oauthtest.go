@@ -159,6 +159,10 @@ type Request struct {
 type grant struct {
 	challenge   string
 	redirectURI string
+	// client is the client_id the code was issued to: only that client
+	// redeems it, refreshes its tokens and revokes them (RFC 6749 sections
+	// 4.1.3 and 6, RFC 7009 section 2.1). "" for an unbound code.
+	client string
 	// unbound: made up by the test and let in by Options.AcceptCode; no
 	// challenge or redirect URI to check.
 	unbound bool
@@ -231,6 +235,9 @@ type Server struct {
 	closed  bool
 	// rev is the revocation endpoint's state (revoke.go).
 	rev revocation
+	// clients are the clients the server knows, id to secret ("" for a
+	// public one): ClientID's and those AddClient added.
+	clients map[string]string
 
 	// Device grants by device code, and the shape of device authorization responses.
 	devices        map[string]*deviceGrant
@@ -245,7 +252,9 @@ type Server struct {
 // deviceGrant is one device authorization (RFC 8628) and where it stands.
 type deviceGrant struct {
 	userCode string
-	expires  time.Time
+	// client is the client the device code was issued to; only it polls.
+	client  string
+	expires time.Time
 	// interval is the least gap the server accepts between two polls; it
 	// grows by 5 seconds with every slow_down (section 3.5).
 	interval time.Duration
@@ -307,6 +316,7 @@ func New(t testing.TB, o Options) *Server {
 	if s.ClientSecret != "" {
 		s.seen = []string{s.ClientSecret}
 	}
+	s.clients = map[string]string{s.ClientID: s.ClientSecret}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveMetadata)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveMetadata)
@@ -326,6 +336,26 @@ func New(t testing.TB, o Options) *Server {
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// AddClient registers another client at the server, as a second OAuth app
+// registered at a real provider: secret "" makes it a public one (it then
+// authenticates with method none, which AuthMethods must list). Its codes,
+// tokens and device codes are bound to it: presented by another client,
+// even the default one, they are refused, so a test sees which client a
+// request authenticated as. The token endpoint auth methods are the
+// server's, shared by every client. A client id already known fails the
+// test.
+func (s *Server) AddClient(id, secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.clients[id]; dup || id == "" {
+		s.t.Fatalf("oauthtest: AddClient(%q): the id is empty or already registered", id)
+	}
+	s.clients[id] = secret
+	if secret != "" {
+		s.seen = append(s.seen, secret)
+	}
 }
 
 // Metadata is the server's authorization server metadata (RFC 8414
@@ -411,7 +441,7 @@ func (s *Server) Authorize(t T, authURL string) (state, code string) {
 	defer s.mu.Unlock()
 	s.n++
 	code = fmt.Sprintf("%s%04d", CodePrefix, s.n)
-	s.grants[code] = &grant{challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri")}
+	s.grants[code] = &grant{challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri"), client: q.Get("client_id")}
 	s.seen = append(s.seen, code)
 	return q.Get("state"), code
 }
@@ -462,9 +492,16 @@ func (s *Server) checkAuthURL(t T, authURL string) url.Values {
 		t.FailNow()
 	}
 	q := u.Query()
+	s.mu.Lock()
+	_, known := s.clients[q.Get("client_id")]
+	s.mu.Unlock()
+	want := s.ClientID
+	if known {
+		want = q.Get("client_id") // a client AddClient registered
+	}
 	for _, c := range []struct{ param, got, want string }{
 		{"response_type", q.Get("response_type"), "code"},
-		{"client_id", q.Get("client_id"), s.ClientID},
+		{"client_id", q.Get("client_id"), want},
 		{"code_challenge_method", q.Get("code_challenge_method"), "S256"},
 	} {
 		if c.got != c.want {
@@ -709,7 +746,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		override(w, r)
 		return
 	}
-	if !s.clientAuthenticated(w, req) {
+	client, ok := s.clientAuthenticated(w, req)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -717,7 +755,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	var g *grant
 	switch req.GrantType {
 	case "authorization_code":
-		if g = s.redeem(w, req); g == nil {
+		if g = s.redeem(w, req, client); g == nil {
 			return
 		}
 	case "refresh_token":
@@ -725,6 +763,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case rt == nil || rt.grant.revoked:
 			WriteError(w, http.StatusBadRequest, "invalid_grant", "refresh token unknown or revoked")
+			return
+		case rt.grant.client != "" && rt.grant.client != client:
+			// RFC 6749 section 6: the refresh token must have been
+			// issued to the authenticated client.
+			WriteError(w, http.StatusBadRequest, "invalid_grant", "refresh token was issued to another client")
 			return
 		case rt.used:
 			// RFC 9700 section 4.14.2: a rotated refresh token presented
@@ -737,10 +780,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		rt.used = true // rotation: a refresh token is good once
 		g = rt.grant
 	case DeviceGrantType:
-		if !s.pollDevice(w, f.Get("device_code")) {
+		if !s.pollDevice(w, f.Get("device_code"), client) {
 			return
 		}
-		g = &grant{unbound: true, used: true}
+		g = &grant{unbound: true, used: true, client: client}
 	default:
 		WriteError(w, http.StatusBadRequest, "unsupported_grant_type", req.GrantType)
 		return
@@ -781,14 +824,14 @@ func refuseClient(w http.ResponseWriter, triedBasic bool, desc string) bool {
 
 // clientAuthenticated checks the client's credentials by the method the
 // request uses, which must be one the server advertises, and answers
-// invalid_client when they are wrong.
-func (s *Server) clientAuthenticated(w http.ResponseWriter, req Request) bool {
+// invalid_client when they are wrong. It returns the client's id.
+func (s *Server) clientAuthenticated(w http.ResponseWriter, req Request) (string, bool) {
 	method := MethodNone
 	switch {
 	case req.HasBasic && req.Form.Has("client_secret"):
 		// RFC 6749 section 2.3: a client MUST NOT use more than one
 		// authentication method in a request.
-		return refuseClient(w, true, "more than one client authentication method in one request")
+		return "", refuseClient(w, true, "more than one client authentication method in one request")
 	case req.HasBasic:
 		method = MethodBasic
 	case req.Form.Has("client_secret"):
@@ -797,7 +840,7 @@ func (s *Server) clientAuthenticated(w http.ResponseWriter, req Request) bool {
 	if !slices.Contains(s.AuthMethods, method) {
 		// RFC 8414 section 2: the methods it supports are the ones it
 		// advertises; anything else is a client guessing.
-		return refuseClient(w, req.HasBasic, fmt.Sprintf("client authentication method %s is not supported (supported: %s)", method, strings.Join(s.AuthMethods, ", ")))
+		return "", refuseClient(w, req.HasBasic, fmt.Sprintf("client authentication method %s is not supported (supported: %s)", method, strings.Join(s.AuthMethods, ", ")))
 	}
 	id, secret := req.Form.Get("client_id"), req.Form.Get("client_secret")
 	switch method {
@@ -808,40 +851,46 @@ func (s *Server) clientAuthenticated(w http.ResponseWriter, req Request) bool {
 		id, err1 = url.QueryUnescape(req.BasicUser)
 		secret, err2 = url.QueryUnescape(req.BasicPass)
 		if err1 != nil || err2 != nil {
-			return refuseClient(w, true, "Basic credentials are not form-encoded")
+			return "", refuseClient(w, true, "Basic credentials are not form-encoded")
 		}
 		if fid := req.Form.Get("client_id"); fid != "" && fid != id {
-			return refuseClient(w, true, "client_id in the form is not the Basic user")
+			return "", refuseClient(w, true, "client_id in the form is not the Basic user")
 		}
 		if secret == "" {
 			// RFC 6749 section 5.2: an empty password authenticates
 			// nobody; a public client uses none and sends no Basic header.
-			return refuseClient(w, true, "client_secret must be provided in the Authorization header; a public client sends none")
+			return "", refuseClient(w, true, "client_secret must be provided in the Authorization header; a public client sends none")
 		}
 	case MethodPost:
 		if secret == "" {
-			return refuseClient(w, false, "empty client_secret")
+			return "", refuseClient(w, false, "empty client_secret")
 		}
 	case MethodNone:
 		// RFC 6749 section 3.2.1: a confidential client must authenticate;
 		// only a public client identifies itself by client_id alone.
-		if s.ClientSecret != "" {
-			return refuseClient(w, false, "client authentication required")
+		s.mu.Lock()
+		known, ok := s.clients[id]
+		s.mu.Unlock()
+		if !ok || known != "" {
+			return "", refuseClient(w, false, "client authentication required")
 		}
 		if id == "" {
-			return refuseClient(w, false, "a public client sends its client_id")
+			return "", refuseClient(w, false, "a public client sends its client_id")
 		}
 	}
-	if id != s.ClientID || secret != s.ClientSecret {
-		return refuseClient(w, req.HasBasic, "wrong client credentials")
+	s.mu.Lock()
+	want, ok := s.clients[id]
+	s.mu.Unlock()
+	if !ok || secret != want {
+		return "", refuseClient(w, req.HasBasic, "wrong client credentials")
 	}
-	return true
+	return id, true
 }
 
 // redeem spends an authorization code and returns its grant, or answers
 // invalid_grant saying why it cannot be and returns nil. The caller holds
 // mu.
-func (s *Server) redeem(w http.ResponseWriter, req Request) *grant {
+func (s *Server) redeem(w http.ResponseWriter, req Request, client string) *grant {
 	g := s.grants[req.Code]
 	if g == nil && req.Code != "" && s.accept != nil && s.accept(req.Code) {
 		g = &grant{unbound: true}
@@ -850,6 +899,12 @@ func (s *Server) redeem(w http.ResponseWriter, req Request) *grant {
 	switch {
 	case g == nil:
 		WriteError(w, http.StatusBadRequest, "invalid_grant", "unknown code")
+		return nil
+	case g.client != "" && g.client != client:
+		// RFC 6749 section 4.1.3: the code must have been issued to the
+		// authenticated client. Refused before it counts as used: the
+		// client it was issued to may still redeem it.
+		WriteError(w, http.StatusBadRequest, "invalid_grant", "code was issued to another client")
 		return nil
 	case g.used:
 		// RFC 6749 section 4.1.2: a code used more than once is refused,
@@ -971,14 +1026,15 @@ func (s *Server) serveDeviceAuth(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_request", "client_id is required (RFC 8628 section 3.1)")
 		return
 	}
-	if !s.clientAuthenticated(w, req) {
+	client, ok := s.clientAuthenticated(w, req)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.n++
 	dc, uc := fmt.Sprintf("DEVICE-CODE-S3CR3T-%04d", s.n), fmt.Sprintf("USER-%04d", s.n)
-	g := &deviceGrant{userCode: uc, expires: s.now().Add(s.deviceExpires), interval: s.deviceInterval}
+	g := &deviceGrant{userCode: uc, client: client, expires: s.now().Add(s.deviceExpires), interval: s.deviceInterval}
 	s.devices[dc], s.byUserCode[uc] = g, g
 	s.seen = append(s.seen, dc, uc)
 	body := map[string]any{
@@ -999,12 +1055,17 @@ func (s *Server) serveDeviceAuth(w http.ResponseWriter, r *http.Request) {
 // slow_down (and the interval grows by 5 seconds for good), an expired
 // code is expired_token, a spent or unknown one invalid_grant. It reports
 // whether a token may be issued. The caller holds mu.
-func (s *Server) pollDevice(w http.ResponseWriter, code string) bool {
+func (s *Server) pollDevice(w http.ResponseWriter, code, client string) bool {
 	s.devicePolls++
 	g := s.devices[code]
 	now := s.now()
 	if g == nil {
 		WriteError(w, http.StatusBadRequest, "invalid_grant", "unknown device code")
+		return false
+	}
+	if g.client != client {
+		// RFC 8628 section 3.4: the device code was issued to another client.
+		WriteError(w, http.StatusBadRequest, "invalid_grant", "device code was issued to another client")
 		return false
 	}
 	g.polls++

@@ -419,3 +419,34 @@ func TestReuseRevokesAndExpiryIsExact(t *testing.T) {
 	_, err = c.TokenSource(ctx, fresh).Token()
 	assert.Equal(t, "invalid_grant", oauthErr(t, err))
 }
+
+// A second client's codes and refresh tokens are its own: the default
+// client presenting them is refused (RFC 6749 sections 4.1.3 and 6), and
+// the code stays good for the client it was issued to.
+func TestAddedClientOwnsItsGrants(t *testing.T) {
+	ctx := context.Background()
+	s := oauthtest.New(t, oauthtest.Options{})
+	s.AddClient("second-app", "SECOND-SECRET-x")
+	def := client(s)
+	own := client(s)
+	own.ClientID, own.ClientSecret = "second-app", "SECOND-SECRET-x"
+
+	code, verifier := authorize(t, s, own)
+	_, err := def.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	assert.Equal(t, "invalid_grant", oauthErr(t, err), "another client's code")
+	tok, err := own.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	require.NoError(t, err, "refused from another client, the code is still its own client's")
+
+	expired := &oauth2.Token{RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
+	_, err = def.TokenSource(ctx, expired).Token()
+	assert.Equal(t, "invalid_grant", oauthErr(t, err), "another client's refresh token")
+	_, err = own.TokenSource(ctx, expired).Token()
+	require.NoError(t, err)
+
+	wrong := client(s)
+	wrong.ClientID, wrong.ClientSecret = "second-app", oauthtest.DefaultClientSecret
+	code, verifier = authorize(t, s, wrong)
+	_, err = wrong.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	assert.Equal(t, "invalid_client", oauthErr(t, err), "each client has its own secret")
+	assert.Contains(t, s.Secrets(), "SECOND-SECRET-x", "a leak scan knows the added secret")
+}

@@ -60,7 +60,8 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, refuse, "revocation refused by the test")
 		return
 	}
-	if !s.clientAuthenticated(w, req) {
+	client, ok := s.clientAuthenticated(w, req)
+	if !ok {
 		return
 	}
 	tok := r.PostForm.Get("token")
@@ -69,10 +70,30 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
+	g := s.grantOf(tok)
+	if g != nil && g.client != "" && g.client != client {
+		s.mu.Unlock()
+		// Section 2.1: the server verifies the token was issued to the
+		// client making the request, and refuses it otherwise.
+		WriteError(w, http.StatusBadRequest, "unauthorized_client", "the token was issued to another client")
+		return
+	}
 	delete(s.refresh, tok)
 	s.mu.Unlock()
 	s.rev.mu.Lock()
 	s.rev.revoked = append(s.rev.revoked, tok)
 	s.rev.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
+}
+
+// grantOf is the grant tok was issued from, nil for a token the server
+// does not know. The caller holds mu.
+func (s *Server) grantOf(tok string) *grant {
+	if rt := s.refresh[tok]; rt != nil {
+		return rt.grant
+	}
+	if at := s.access[tok]; at != nil {
+		return at.grant
+	}
+	return nil
 }

@@ -95,6 +95,10 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, engine.ErrDeviceAuthorization):
 		return http.StatusBadGateway, wire.CodeDeviceAuthorizationFailed,
 			err.Error() + "; check the provider's client settings (device flow enabled, client type), or use --transport manual"
+	case errors.Is(err, engine.ErrBadClient):
+		return http.StatusBadRequest, wire.CodeBadClient, err.Error()
+	case errors.Is(err, engine.ErrClientMissing):
+		return http.StatusNotFound, wire.CodeNotConnected, err.Error() + ": flowctl connect <provider>, with the same client"
 	case errors.Is(err, engine.ErrNoToken):
 		return http.StatusNotFound, wire.CodeNotConnected, err.Error() + "; connect first: flowctl connect <provider>"
 	case errors.Is(err, engine.ErrClosed):

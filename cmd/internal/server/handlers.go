@@ -33,6 +33,8 @@ const (
 	// WWW-Authenticate header relayed with it.
 	maxResourceLen  = 2048
 	maxChallengeLen = 4096
+	// maxClientSecret bounds a start request's own client secret.
+	maxClientSecret = 4096
 )
 
 // stateParam reads and bounds the {state} path value. ok is false if an
@@ -122,6 +124,20 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		bad(wire.CodeTooLarge, "account is over %d bytes", maxAccount)
 		return
 	}
+	// The engine validates the client (wrapping engine.ErrBadClient);
+	// here only what it cannot see: a secret or method with no client.
+	// No message names the secret.
+	var client *engine.Client
+	switch {
+	case len(req.ClientSecret) > maxClientSecret:
+		bad(wire.CodeTooLarge, "client_secret is over %d bytes", maxClientSecret)
+		return
+	case req.ClientID == "" && (req.ClientSecret != "" || req.TokenAuth != ""):
+		bad(wire.CodeBadClient, "client_secret and token_auth need client_id: pass the client_id registered at the provider with them, or none of the three to use the provider's configured client")
+		return
+	case req.ClientID != "":
+		client = &engine.Client{ID: req.ClientID, Secret: req.ClientSecret, AuthMethod: engine.AuthMethod(req.TokenAuth)}
+	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
@@ -135,7 +151,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	// the authorization URL, so nothing in the opener's argv is usable.
 	sreq := engine.StartRequest{
 		Provider: req.Provider, Scopes: req.Scopes, Transport: states.Transport(req.Transport),
-		Account: req.Account, TTL: ttl, Launch: true,
+		Account: req.Account, TTL: ttl, Launch: true, Client: client,
 	}
 	if resource {
 		sreq.Provider, sreq.Resource, sreq.Challenge = "", req.Provider, req.Challenge

@@ -184,8 +184,14 @@ const (
 	// CodeDeviceAuthorizationFailed (502): the provider's device
 	// authorization endpoint refused the request; nothing was recorded.
 	CodeDeviceAuthorizationFailed = "device_authorization_failed"
-	// CodeNotConnected (404): no token is stored for the provider; connect first.
+	// CodeNotConnected (404): no token is stored for the provider; connect
+	// first. Also: the connection was made with a per-start client whose
+	// sealed copy is gone; connect again.
 	CodeNotConnected = "not_connected"
+	// CodeBadClient (400): the start request's own client (client_id,
+	// client_secret, token_auth) is incomplete or inconsistent, or was
+	// given for an MCP server URL; nothing was recorded.
+	CodeBadClient = "bad_client"
 	// CodeAccountRequired (409): the provider has several connected
 	// accounts and the request named none; the message lists them.
 	CodeAccountRequired = "account_required"
@@ -240,6 +246,18 @@ type StartRequest struct {
 	// email). A user who signs in as another account than a named one
 	// ends the flow error(account_mismatch).
 	Account string `json:"account,omitempty"`
+	// ClientID, ClientSecret and TokenAuth bring the caller's own OAuth
+	// client for this connect, instead of the provider's configured
+	// client_id, client_secret and token auth method: the authorization
+	// request, the code exchange, and every refresh and the revocation of
+	// the connection it makes use it. ClientID is required when either of
+	// the others is set. TokenAuth is none, client_secret_basic or
+	// client_secret_post; empty means none without a secret and
+	// client_secret_basic with one. The secret is sealed, never recorded,
+	// logged or echoed. Not for an MCP server URL.
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	TokenAuth    string `json:"token_auth,omitempty"`
 }
 
 // StartResponse is what POST /v1/flows returns (201): everything needed to
