@@ -28,7 +28,9 @@ type Client struct {
 	Secret string
 	// AuthMethod is how the client authenticates at the token endpoint,
 	// as for Provider.AuthMethod: empty means AuthMethodNone without a
-	// Secret and AuthMethodClientSecretBasic with one.
+	// Secret and, with one, the provider's configured method when it sends
+	// a secret (the token endpoint is the provider's), else
+	// AuthMethodClientSecretBasic.
 	AuthMethod AuthMethod
 }
 
@@ -104,7 +106,8 @@ func checkClient(provider string, c *Client, resource string) (*sealedClient, er
 	case m != AuthMethodNone && c.Secret == "":
 		return nil, bad("auth method %s needs a client secret, and none is given: pass one, or use %s for a public client", m, AuthMethodNone)
 	}
-	return &sealedClient{ID: c.ID, Secret: c.Secret, AuthMethod: m}, nil
+	// An unset method is settled against the provider (withClient).
+	return &sealedClient{ID: c.ID, Secret: c.Secret, AuthMethod: c.AuthMethod}, nil
 }
 
 // withClient is p with c in place of its configured client; p itself
@@ -112,6 +115,12 @@ func checkClient(provider string, c *Client, resource string) (*sealedClient, er
 func (p *provider) withClient(c *sealedClient) *provider {
 	if c == nil {
 		return p
+	}
+	if c.AuthMethod == "" {
+		c.AuthMethod = authMethodOf(Provider{ClientSecret: c.Secret})
+		if c.Secret != "" && (p.AuthMethod == AuthMethodClientSecretBasic || p.AuthMethod == AuthMethodClientSecretPost) {
+			c.AuthMethod = p.AuthMethod
+		}
 	}
 	q := *p
 	q.ClientID, q.ClientSecret, q.AuthMethod = c.ID, c.Secret, c.AuthMethod

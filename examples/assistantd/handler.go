@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -31,7 +32,21 @@ func newHandler(e *engine.Engine, apiKey string) http.Handler {
 	}
 
 	mux.HandleFunc("POST /connect/{provider}", guard(func(w http.ResponseWriter, r *http.Request) {
-		st, err := e.Start(r.Context(), engine.StartRequest{Provider: r.PathValue("provider")})
+		// An optional body brings the user's own OAuth app: the engine
+		// seals its secret with the flow and the connection it makes.
+		var body struct {
+			ClientID     string `json:"client_id"`
+			ClientSecret string `json:"client_secret"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			reply(w, http.StatusBadRequest, errBody("the body is JSON: {\"client_id\": ..., \"client_secret\": ...}, or empty for the configured client"))
+			return
+		}
+		req := engine.StartRequest{Provider: r.PathValue("provider")}
+		if body.ClientID != "" || body.ClientSecret != "" {
+			req.Client = &engine.Client{ID: body.ClientID, Secret: body.ClientSecret}
+		}
+		st, err := e.Start(r.Context(), req)
 		if err != nil {
 			fail(w, err)
 			return
@@ -82,6 +97,8 @@ func status(err error) int {
 	switch {
 	case errors.Is(err, engine.ErrUnknownProvider), errors.Is(err, engine.ErrUnknownState), errors.Is(err, engine.ErrNoToken):
 		return http.StatusNotFound
+	case errors.Is(err, engine.ErrBadClient):
+		return http.StatusBadRequest
 	case errors.As(err, &fe):
 		return http.StatusConflict
 	case errors.Is(err, engine.ErrStorageFull):

@@ -101,6 +101,40 @@ func TestConnectCallbackToken(t *testing.T) {
 	assert.Equal(t, d.prov.Issued()[0], out["access_token"])
 }
 
+// A user's own OAuth app, given in the start route's body, is the client
+// the code is exchanged with: the provider refuses the configured one's
+// credentials for its code. A body the route cannot read starts nothing.
+func TestConnectWithTheUsersOwnClient(t *testing.T) {
+	d := newDaemon(t)
+	d.prov.AddClient("users-app", "users-app-secret-5d1e")
+	post := func(body string) (int, map[string]any) {
+		req, err := http.NewRequest("POST", d.url+"/connect/test", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return resp.StatusCode, out
+	}
+	code, out := post(`{"client_id": "users-app", "client_secret": "users-app-secret-5d1e"}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	assert.Contains(t, out["auth_url"], "client_id=users-app")
+	code, _, page := call(t, "GET", d.prov.Redirect(t, out["auth_url"].(string)), "")
+	require.Equal(t, http.StatusOK, code, page)
+	code, tok, body := call(t, "GET", d.url+"/token/test", testKey)
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Equal(t, d.prov.Issued()[0], tok["access_token"])
+
+	code, out = post(`{"client_secret": "a-secret-without-an-id"}`)
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.NotContains(t, out["error"], "a-secret-without-an-id", "the secret stays out of the error")
+	code, out = post(`{"client_id": `)
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Contains(t, out["error"], "client_id")
+}
+
 func TestRoutesNeedTheAPIKey(t *testing.T) {
 	d := newDaemon(t)
 	for _, key := range []string{"", "wrong"} {
