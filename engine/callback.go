@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -456,7 +457,17 @@ func clip(s string, n int) string {
 // ignoreFinished records a callback for a flow that is no longer live. The
 // flow's history is read back from the log; a conflicting writer is
 // retried, since the append is a compare-and-set on the flow's sequence.
+//
+// The callbacks this engine ignores on one flow take turns: a burst of
+// them (a browser re-sending the redirect, a proxy retrying it) would
+// otherwise race each other for the same sequence number, one winner a
+// round, and a caller losing conflictRetries+1 rounds would get a
+// conflict error instead of ErrNotAwaiting, its callback unrecorded. The
+// retries are left to other writers: another engine on a shared log, or
+// this engine's token records on a complete flow.
 func (e *Engine) ignoreFinished(ctx context.Context, state, fp string) (states.Flow, error) {
+	unlock := e.ignoring.lock(state)
+	defer unlock()
 	for attempt := 0; ; attempt++ {
 		history, err := e.log.History(ctx, state)
 		if err != nil {
@@ -478,13 +489,51 @@ func (e *Engine) ignoreFinished(ctx context.Context, state, fp string) (states.F
 		}
 		tmp := &liveFlow{flow: f, index: -1}
 		f, err = e.commit(ctx, tmp, e.record(tmp, states.CallbackIgnored, states.Data{Ignored: states.IgnoredFinished, CodeFingerprint: fp}), nil)
-		if errors.Is(err, ErrConflict) && attempt < 3 {
+		if errors.Is(err, ErrConflict) && attempt < conflictRetries {
 			continue
 		}
 		if err != nil {
 			return f, fmt.Errorf("callback: %w", err)
 		}
 		return f, &FlowError{Flow: f, Err: ErrNotAwaiting}
+	}
+}
+
+// flowLocks is a mutex per flow, kept only while someone holds or awaits
+// it: finished flows are never forgotten by the log, so a map keeping a
+// mutex for every flow that ever had a late callback would grow for ever.
+// The zero value is ready to use.
+type flowLocks struct {
+	mu    sync.Mutex
+	locks map[string]*flowLock
+}
+
+type flowLock struct {
+	sync.Mutex
+	users int // holders and waiters, guarded by flowLocks.mu
+}
+
+// lock takes id's mutex and returns what releases it.
+func (l *flowLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*flowLock{}
+	}
+	fl := l.locks[id]
+	if fl == nil {
+		fl = &flowLock{}
+		l.locks[id] = fl
+	}
+	fl.users++
+	l.mu.Unlock()
+	fl.Lock()
+	return func() {
+		fl.Unlock()
+		l.mu.Lock()
+		if fl.users--; fl.users == 0 {
+			delete(l.locks, id)
+		}
+		l.mu.Unlock()
 	}
 }
 

@@ -110,6 +110,11 @@ type Engine struct {
 	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
 	// token are serialized, other tokens are not held up behind them.
 	refreshing sync.Map
+	// ignoring serializes the late callbacks this engine records on one
+	// finished flow (ignoreFinished). Each appends after the flow's last
+	// record; concurrent ones would only make each other lose the
+	// append's compare-and-set and run out of retries.
+	ignoring flowLocks
 }
 
 type provider struct {

@@ -258,6 +258,33 @@ func TestExchangeOncePerCodeWhileInProgress(t *testing.T) {
 	checkReplay(t, h.log)
 }
 
+// A burst of late callbacks on a finished flow (a browser re-sending the
+// redirect, a proxy retrying it): each is told the flow is not awaiting a
+// callback and each is recorded, however many arrive at once. They used
+// to race each other for the flow's next sequence number and the losers
+// of four rounds got "flow sequence conflict" back, unrecorded.
+func TestLateCallbackBurstOnFinishedFlow(t *testing.T) {
+	h := newHarness(t)
+	f := h.connect("")
+	code := h.prov.LastRequest().Code
+	const n = 32
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			<-start
+			_, err := h.e.Callback(h.ctx, engine.CallbackParams{State: f.ID, Code: code})
+			assert.ErrorIs(t, err, engine.ErrNotAwaiting)
+		})
+	}
+	close(start)
+	wg.Wait()
+	assert.Equal(t, n, countEvents(t, h, f.ID, states.CallbackIgnored), "every late callback is in the history")
+	assert.Equal(t, states.Complete, h.status(f.ID).State)
+	assert.Equal(t, 1, h.prov.Calls(), "the code reached the token endpoint once")
+	checkReplay(t, h.log)
+}
+
 // Truly concurrent duplicates, no choreography: exactly one wins, the
 // token endpoint sees the code once, every other call is recorded as
 // ignored for one of the two legal reasons.
