@@ -107,7 +107,9 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.NonceFingerprint = d.NonceFingerprint
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
-		f.Resource = d.Resource
+		if d.MCPDiscovery != nil {
+			f.Resource = d.Resource
+		}
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:
@@ -124,11 +126,12 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		}
 		f.Subject, f.Email = d.Subject, d.Email
 		if rec.Event == ExchangeSucceeded && d.TokenStored {
-			f.Conn = newConnection(f, rec)
+			f.Conn = newConnection(&f, &rec)
 		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
 	case DeviceAuthorized, PollSlowed:
+		// check made sure d.DevicePolling is set.
 		if d.VerificationURI != "" {
 			f.VerificationURI = d.VerificationURI
 		}
@@ -142,7 +145,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 	default:
 		if rec.Event.TokenEvent() {
 			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
-			c.apply(rec)
+			c.apply(&rec)
 			f.Conn = &c
 		}
 	}
@@ -209,7 +212,7 @@ func (f *Flow) check(rec *Record) error {
 		switch {
 		case !device:
 			return fmt.Errorf("%w: %s in a %s flow (only device flows poll)", ErrIllegalTransition, rec.Event, f.Transport)
-		case d.PollInterval <= 0 || d.NextPoll == nil || d.NextPoll.IsZero():
+		case d.DevicePolling == nil || d.PollInterval <= 0 || d.NextPoll == nil || d.NextPoll.IsZero():
 			return fmt.Errorf("%w: %s needs poll_interval and next_poll", ErrIllegalTransition, rec.Event)
 		case rec.Event == PollSlowed && time.Duration(d.PollInterval)*time.Second <= f.PollInterval:
 			// RFC 8628 section 3.5: slow_down adds to the interval for the rest of the flow.
@@ -247,7 +250,7 @@ func (f *Flow) check(rec *Record) error {
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
 	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
-		return f.checkTokenEvent(*rec)
+		return f.checkTokenEvent(rec)
 	case BrowserBound:
 		switch {
 		case d.BindingFingerprint == "":
