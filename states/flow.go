@@ -92,10 +92,19 @@ func (f Flow) Bound() bool { return f.BindingFingerprint != "" }
 // f is the zero Flow for a flow's first record. On error f is unchanged and
 // the error, a *RecordError, names the record.
 func (f Flow) Apply(rec Record) (Flow, error) {
-	// By pointer from here: a Record is some 650 bytes, checked and read
-	// on every transition.
-	if err := f.check(&rec); err != nil {
-		return f, &RecordError{Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
+	err := f.Advance(&rec)
+	return f, err
+}
+
+// Advance is Apply in place: it checks rec against the machine and f, and
+// advances f by it. On error f is unchanged and the error, a
+// *RecordError, names the record. The engine's commit calls it on every
+// transition: a Flow is some 480 bytes and a Record 460, and Apply copies
+// both in and the Flow out. Advance keeps nothing of rec but copies of its
+// lists, so the caller may reuse rec.
+func (f *Flow) Advance(rec *Record) error {
+	if err := f.check(rec); err != nil {
+		return &RecordError{Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
 	}
 	d := &rec.Data
 	f.LastSeq = rec.FlowSeq
@@ -126,7 +135,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		}
 		f.Subject, f.Email = d.Subject, d.Email
 		if rec.Event == ExchangeSucceeded && d.TokenStored {
-			f.Conn = newConnection(&f, &rec)
+			f.Conn = newConnection(f, rec)
 		}
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
@@ -145,11 +154,11 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 	default:
 		if rec.Event.TokenEvent() {
 			c := *f.Conn // a copy: a Flow is a value, earlier folds keep theirs
-			c.apply(&rec)
+			c.apply(rec)
 			f.Conn = &c
 		}
 	}
-	return f, nil
+	return nil
 }
 
 func (f *Flow) check(rec *Record) error {
@@ -285,9 +294,8 @@ func (f *Flow) check(rec *Record) error {
 // Fold replays one flow's history through the machine.
 func Fold(history []Record) (Flow, error) {
 	var f Flow
-	for _, rec := range history {
-		var err error
-		if f, err = f.Apply(rec); err != nil {
+	for i := range history {
+		if err := f.Advance(&history[i]); err != nil {
 			return f, err
 		}
 	}
