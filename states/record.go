@@ -149,8 +149,9 @@ type Data struct {
 }
 
 // MCPDiscovery is what a created record of a connect by MCP server URL
-// says discovery found, so inspect shows why the connect went where it went (Issuer is the
-// authorization server it chose). None is a secret. Data embeds it.
+// says discovery found, so inspect shows why the connect went where it
+// went (Data.Issuer is the authorization server it chose). None is a
+// secret. Data embeds it.
 type MCPDiscovery struct {
 	// Resource is the resource indicator (RFC 8707) sent on the
 	// authorization and token requests.
