@@ -334,12 +334,18 @@ func (e *Engine) storeToken(ctx context.Context, p *provider, f states.Flow, tok
 		// is the created record's (records stay small on the hot path).
 		Account: id.Account, Subject: id.Subject, Email: id.Email,
 	}
+	// The token fields are set only when there is one: a group left empty
+	// stays nil, as the record decodes.
+	var te states.TokenEvents
 	if !st.Expiry.IsZero() {
 		exp := st.Expiry
-		d.TokenExpiry = &exp
+		te.TokenExpiry = &exp
 	}
 	if st.RefreshToken != "" {
-		d.RefreshFP = e.fingerprint(st.RefreshToken)
+		te.RefreshFP = e.fingerprint(st.RefreshToken)
+	}
+	if te != (states.TokenEvents{}) {
+		d.TokenEvents = &te
 	}
 	return outcome{event: states.ExchangeSucceeded, data: d, secrets: secrets}
 }

@@ -47,9 +47,10 @@ func (e *Engine) dropFlowSecrets(lf *liveFlow) map[string][]byte {
 // then advances lf. The caller holds lf.mu. On error lf is unchanged.
 func (e *Engine) commit(ctx context.Context, lf *liveFlow, recs []states.Record, secrets map[string][]byte) (states.Flow, error) {
 	next := lf.flow
-	for _, rec := range recs {
-		var err error
-		if next, err = next.Apply(rec); err != nil {
+	for i := range recs {
+		// In place, by pointer: Apply would copy the Flow and the record in
+		// and the Flow out, for every record of every transition.
+		if err := next.Advance(&recs[i]); err != nil {
 			return lf.flow, fmt.Errorf("flow %s: %w", states.ShortID(lf.flow.ID), err)
 		}
 	}

@@ -225,7 +225,7 @@ func (e *Engine) disconnectLocked(ctx context.Context, p *provider, key TokenKey
 		if res.Revocation == states.RevocationDone {
 			recs = e.record(cl, states.Revoked, states.Data{})
 		}
-		d := states.Data{Revocation: res.Revocation, ErrorCode: res.ErrorCode, HTTPStatus: res.HTTPStatus, Message: res.Message}
+		d := states.Data{ErrorCode: res.ErrorCode, HTTPStatus: res.HTTPStatus, Message: res.Message, TokenEvents: &states.TokenEvents{Revocation: res.Revocation}}
 		next := e.record(cl, states.Disconnected, d)
 		next[0].FlowSeq += uint64(len(recs))
 		recs = append(recs, next...)

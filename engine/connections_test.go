@@ -116,7 +116,7 @@ func TestRefreshFailuresAreRecorded(t *testing.T) {
 	assert.Equal(t, states.RefreshFailed, last.Event)
 	assert.Equal(t, "invalid_grant", last.Data.ErrorCode)
 	assert.Equal(t, 400, last.Data.HTTPStatus)
-	assert.False(t, last.Data.Transient)
+	assert.False(t, last.Data.Tokens().Transient)
 	cs, _ = h.e.Connections(h.ctx)
 	assert.Equal(t, states.NeedsReconnect, cs[0].Health)
 	assert.Equal(t, failedAt, cs[0].FailingSince, "failing since the first failure of the run")

@@ -173,7 +173,7 @@ func (e *Engine) startDevice(ctx context.Context, p *provider, req StartRequest,
 	authorized := states.Record{
 		Version: states.SchemaVersion, Flow: state, FlowSeq: 2, Event: states.DeviceAuthorized,
 		From: states.Pending, To: states.AwaitingCallback, Time: now,
-		Data: states.Data{VerificationURI: da.VerificationURI, PollInterval: int(interval / time.Second), NextPoll: &first},
+		Data: states.Data{DevicePolling: &states.DevicePolling{VerificationURI: da.VerificationURI, PollInterval: int(interval / time.Second), NextPoll: &first}},
 	}
 	e.mu.Lock()
 	e.starting[state] = true
@@ -431,8 +431,10 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 	case "slow_down", "timeout", "network_error":
 		interval := f.PollInterval + slowDownStep
 		next := now.Add(interval).UTC()
-		recs = e.record(lf, states.PollSlowed, states.Data{PollInterval: int(interval / time.Second), NextPoll: &next,
-			ErrorCode: ans.errorCode, Message: ans.description})
+		recs = e.record(lf, states.PollSlowed, states.Data{
+			ErrorCode: ans.errorCode, Message: ans.description,
+			DevicePolling: &states.DevicePolling{PollInterval: int(interval / time.Second), NextPoll: &next},
+		})
 	case "access_denied":
 		recs = e.record(lf, states.Failed, states.Data{Reason: states.ProviderDenied, ErrorCode: ans.errorCode, Message: ans.description})
 		secrets = e.dropFlowSecrets(lf)

@@ -178,11 +178,11 @@ func (e *Engine) startMCP(ctx context.Context, req StartRequest, redirect string
 	for i, s := range disc.Steps {
 		steps[i] = s.String()
 	}
-	d := states.Data{
+	d := states.Data{MCPDiscovery: &states.MCPDiscovery{
 		Resource: conn.ResourceIndicator, ResourceMetadataURL: disc.ResourceMetadataURL,
 		ServerMetadataURL: disc.ServerMetadataURL, Registration: conn.Registration, ClientID: conn.ClientID,
 		TokenAuth: conn.TokenAuth, ScopeSource: source, Discovery: steps,
-	}
+	}}
 	return p, scopes, d, nil
 }
 

@@ -135,9 +135,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 			Provider: p.Name, Account: req.Account, Scopes: slices.Clone(scopes),
 			Transport: req.Transport, RedirectURI: redirect, Deadline: &due,
 			Issuer: p.Issuer, IssuerRequired: p.RequireIssuer, NonceFingerprint: nonceFP,
-			Resource: extra.Resource, ResourceMetadataURL: extra.ResourceMetadataURL,
-			ServerMetadataURL: extra.ServerMetadataURL, Registration: extra.Registration, ClientID: extra.ClientID,
-			TokenAuth: extra.TokenAuth, ScopeSource: extra.ScopeSource, Discovery: extra.Discovery,
+			// Nil but for a connect by MCP server URL.
+			MCPDiscovery: extra.MCPDiscovery,
 		},
 	}
 	createdClientData(&created.Data, client)

@@ -358,7 +358,7 @@ func (e *Engine) claimRefresh(ctx context.Context, key TokenKey, st StoredToken,
 		return nil, st, errRefreshedElsewhere
 	}
 	cl := &claim{flow: f, index: -1}
-	if _, err := e.commit(ctx, cl, e.record(cl, states.RefreshStarted, states.Data{RefreshFP: e.fingerprint(st.RefreshToken)}), nil); err != nil {
+	if _, err := e.commit(ctx, cl, e.record(cl, states.RefreshStarted, states.Data{TokenEvents: &states.TokenEvents{RefreshFP: e.fingerprint(st.RefreshToken)}}), nil); err != nil {
 		if conflict(err) {
 			return nil, st, err // another writer advanced the flow: look again
 		}
@@ -434,9 +434,12 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 	fresh, err := p.oauth.TokenSource(rctx, expired).Token()
 	if err != nil {
 		d := describeExchangeError(err, rctx.Err(), e.cfg.ExchangeTimeout, st.RefreshToken, st.AccessToken, p.ClientSecret)
-		d.Transient = transient(err, d)
-		rerr := &RefreshError{Provider: key.Provider, Account: key.Account, ErrorCode: d.ErrorCode, Message: d.Message, HTTPStatus: d.HTTPStatus, Transient: d.Transient, Err: err}
-		e.logger.Warn("token refresh failed", "provider", key.Provider, "error_code", d.ErrorCode, "http_status", d.HTTPStatus, "transient", d.Transient)
+		if transient(err, d) {
+			d.TokenEvents = &states.TokenEvents{Transient: true}
+		}
+		isTransient := d.TokenEvents != nil && d.Transient
+		rerr := &RefreshError{Provider: key.Provider, Account: key.Account, ErrorCode: d.ErrorCode, Message: d.Message, HTTPStatus: d.HTTPStatus, Transient: isTransient, Err: err}
+		e.logger.Warn("token refresh failed", "provider", key.Provider, "error_code", d.ErrorCode, "http_status", d.HTTPStatus, "transient", isTransient)
 		if cl != nil {
 			_, cerr := e.commitOutcome(bg, cl, states.RefreshFailed, d, nil)
 			if errors.Is(cerr, errClaimLost) {
@@ -468,13 +471,19 @@ func (e *Engine) refresh1(ctx context.Context, p *provider, key TokenKey, st Sto
 	if len(named) > 0 {
 		st.Scopes = named
 	}
-	d := states.Data{GrantedScopes: named, Rotated: rotated}
+	var tok states.TokenEvents
+	tok.Rotated = rotated
 	if !st.Expiry.IsZero() {
 		exp := st.Expiry
-		d.TokenExpiry = &exp
+		tok.TokenExpiry = &exp
 	}
 	if rotated {
-		d.RefreshFP = e.fingerprint(st.RefreshToken)
+		tok.RefreshFP = e.fingerprint(st.RefreshToken)
+	}
+	d := states.Data{GrantedScopes: named}
+	if tok != (states.TokenEvents{}) {
+		// Left nil when empty, as the record decodes.
+		d.TokenEvents = &tok
 	}
 	var secrets map[string][]byte
 	lt, inLog := e.tokens.(*logTokens)

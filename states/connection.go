@@ -96,20 +96,21 @@ func (c Connection) HealthAt(now time.Time) Health {
 	return Healthy
 }
 
-func newConnection(f Flow, rec Record) *Connection {
+func newConnection(f *Flow, rec *Record) *Connection {
+	t := rec.Data.Tokens()
 	c := &Connection{
 		Flow: f.ID, Provider: f.Provider, Account: f.Account, Connected: rec.Time,
-		Scopes: slices.Clone(rec.Data.GrantedScopes), RefreshFP: rec.Data.RefreshFP,
+		Scopes: slices.Clone(rec.Data.GrantedScopes), RefreshFP: t.RefreshFP,
 	}
-	if rec.Data.TokenExpiry != nil {
-		c.TokenExpiry = rec.Data.TokenExpiry.UTC()
+	if t.TokenExpiry != nil {
+		c.TokenExpiry = t.TokenExpiry.UTC()
 	}
 	return c
 }
 
 // apply advances c by a token event that checkTokenEvent accepted.
-func (c *Connection) apply(rec Record) {
-	d := rec.Data
+func (c *Connection) apply(rec *Record) {
+	d, t := &rec.Data, rec.Data.Tokens()
 	switch rec.Event {
 	case RefreshStarted:
 		c.Refreshing, c.RefreshingSince = true, rec.Time
@@ -118,12 +119,12 @@ func (c *Connection) apply(rec Record) {
 		c.LastRefresh = rec.Time
 		c.Refreshes++
 		c.TokenExpiry = time.Time{}
-		if d.TokenExpiry != nil {
-			c.TokenExpiry = d.TokenExpiry.UTC()
+		if t.TokenExpiry != nil {
+			c.TokenExpiry = t.TokenExpiry.UTC()
 		}
-		if d.Rotated {
+		if t.Rotated {
 			c.Rotations++
-			c.RefreshFP = d.RefreshFP
+			c.RefreshFP = t.RefreshFP
 		}
 		if len(d.GrantedScopes) > 0 {
 			c.Scopes = slices.Clone(d.GrantedScopes)
@@ -134,13 +135,13 @@ func (c *Connection) apply(rec Record) {
 		if c.LastFailure == nil {
 			c.FailingSince = rec.Time
 		}
-		c.LastFailure = &RefreshFailure{Time: rec.Time, ErrorCode: d.ErrorCode, Message: d.Message, HTTPStatus: d.HTTPStatus, Transient: d.Transient}
+		c.LastFailure = &RefreshFailure{Time: rec.Time, ErrorCode: d.ErrorCode, Message: d.Message, HTTPStatus: d.HTTPStatus, Transient: t.Transient}
 	case Revoked:
 		c.Revocation = RevocationDone
 	case Disconnected:
 		c.Refreshing, c.RefreshingSince = false, time.Time{}
 		c.Disconnected = rec.Time
-		c.Revocation = d.Revocation
+		c.Revocation = t.Revocation
 	}
 }
 
@@ -149,8 +150,8 @@ func (c *Connection) apply(rec Record) {
 // refresh's outcome needs its refresh_started. A refresh_started while
 // another has no outcome is legal: the engine that ran the first may have
 // stopped, and its claim is taken over.
-func (f Flow) checkTokenEvent(rec Record) error {
-	d := rec.Data
+func (f *Flow) checkTokenEvent(rec *Record) error {
+	d := rec.Data.Tokens()
 	switch {
 	case f.Conn == nil:
 		return fmt.Errorf("%w: %s on a flow that stored no token", ErrIllegalTransition, rec.Event)

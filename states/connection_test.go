@@ -13,7 +13,7 @@ func connected(t *testing.T) (Flow, []Record) {
 	t.Helper()
 	h := happy(testFlow, 1, t0)
 	exp := t0.Add(time.Hour)
-	h[3].Data.TokenExpiry, h[3].Data.RefreshFP = &exp, "hmac:aaaaaaaaaaaaaaaaaaaaaaaa"
+	h[3].Data.TokenEvents = &TokenEvents{TokenExpiry: &exp, RefreshFP: "hmac:aaaaaaaaaaaaaaaaaaaaaaaa"}
 	return mustFold(t, h...), h
 }
 
@@ -36,9 +36,9 @@ func TestConnectionLife(t *testing.T) {
 	assert.Equal(t, Healthy, f.Conn.HealthAt(t0.Add(2*time.Hour)))
 
 	exp := t0.Add(3 * time.Hour)
-	step(RefreshStarted, Data{RefreshFP: "hmac:aaaaaaaaaaaaaaaaaaaaaaaa"}, time.Hour)
+	step(RefreshStarted, Data{TokenEvents: &TokenEvents{RefreshFP: "hmac:aaaaaaaaaaaaaaaaaaaaaaaa"}}, time.Hour)
 	assert.True(t, f.Conn.Refreshing)
-	step(TokenRefreshed, Data{TokenExpiry: &exp, Rotated: true, RefreshFP: "hmac:bbbbbbbbbbbbbbbbbbbbbbbb", GrantedScopes: []string{"repo", "gist"}}, time.Hour+time.Second)
+	step(TokenRefreshed, Data{GrantedScopes: []string{"repo", "gist"}, TokenEvents: &TokenEvents{TokenExpiry: &exp, Rotated: true, RefreshFP: "hmac:bbbbbbbbbbbbbbbbbbbbbbbb"}}, time.Hour+time.Second)
 	assert.Equal(t, exp, f.Conn.TokenExpiry)
 	assert.Equal(t, "hmac:bbbbbbbbbbbbbbbbbbbbbbbb", f.Conn.RefreshFP)
 	assert.Equal(t, []string{"repo", "gist"}, f.Conn.Scopes)
@@ -46,7 +46,7 @@ func TestConnectionLife(t *testing.T) {
 	assert.Equal(t, t0.Add(time.Hour+time.Second), f.Conn.LastRefresh)
 
 	step(RefreshStarted, Data{}, 3*time.Hour)
-	step(RefreshFailed, Data{ErrorCode: "network_error", Transient: true}, 3*time.Hour+time.Second)
+	step(RefreshFailed, Data{ErrorCode: "network_error", TokenEvents: &TokenEvents{Transient: true}}, 3*time.Hour+time.Second)
 	assert.Equal(t, RefreshFailing, f.Conn.HealthAt(t0.Add(4*time.Hour)))
 	step(RefreshStarted, Data{}, 4*time.Hour)
 	step(RefreshFailed, Data{ErrorCode: "invalid_grant", HTTPStatus: 400}, 4*time.Hour+time.Second)
@@ -55,7 +55,7 @@ func TestConnectionLife(t *testing.T) {
 	assert.Len(t, Connections(map[string]Flow{f.ID: f}), 1)
 
 	step(Revoked, Data{}, 5*time.Hour)
-	step(Disconnected, Data{Revocation: RevocationDone}, 5*time.Hour)
+	step(Disconnected, Data{TokenEvents: &TokenEvents{Revocation: RevocationDone}}, 5*time.Hour)
 	assert.False(t, f.Conn.Active())
 	assert.Empty(t, Connections(map[string]Flow{f.ID: f}))
 
@@ -74,7 +74,7 @@ func TestConnectionGuards(t *testing.T) {
 	require.NoError(t, err)
 	_, err = g.Apply(rec(g, RefreshStarted, Complete, Data{}))
 	assert.NoError(t, err, "a claim lost with its engine is taken over")
-	_, err = g.Apply(rec(g, TokenRefreshed, Complete, Data{Rotated: true}))
+	_, err = g.Apply(rec(g, TokenRefreshed, Complete, Data{TokenEvents: &TokenEvents{Rotated: true}}))
 	assert.ErrorIs(t, err, ErrBadReason, "a rotation names the new refresh token's fingerprint")
 
 	h := happy(testFlow, 1, t0)
@@ -90,7 +90,7 @@ func TestConnectionsLatestWins(t *testing.T) {
 	old, _ := connected(t)
 	h := happy("bmV3ZXJGbG93MDAwMDAwMDAy", 10, t0.Add(time.Hour))
 	exp := t0.Add(90 * time.Minute)
-	h[3].Data.TokenExpiry = &exp
+	h[3].Data.TokenEvents = &TokenEvents{TokenExpiry: &exp}
 	newer := mustFold(t, h...)
 	cs := Connections(map[string]Flow{old.ID: old, newer.ID: newer})
 	require.Len(t, cs, 1)

@@ -47,18 +47,18 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 func (d Data) IsZero() bool {
 	return d.Provider == "" && d.Account == "" && len(d.Scopes) == 0 && d.Transport == "" &&
 		d.RedirectURI == "" && d.Deadline == nil && d.Issuer == "" && !d.IssuerRequired && d.NonceFingerprint == "" &&
-		d.Resource == "" &&
-		d.ResourceMetadataURL == "" && d.ServerMetadataURL == "" && d.Registration == "" && d.ClientID == "" &&
-		d.TokenAuth == "" && d.ScopeSource == "" && len(d.Discovery) == 0 && d.Reason == "" && d.Message == "" &&
+		(d.MCPDiscovery == nil || d.MCPDiscovery.isZero()) &&
+		d.Reason == "" && d.Message == "" &&
 		d.ErrorCode == "" && d.HTTPStatus == 0 && len(d.GrantedScopes) == 0 && !d.TokenStored &&
 		d.Subject == "" && d.Email == "" &&
 		d.SupersededBy == "" && d.CodeFingerprint == "" && d.Ignored == "" && d.BindingFingerprint == "" &&
-		d.TokenExpiry == nil && d.RefreshFP == "" && !d.Rotated && !d.Transient && d.Revocation == "" &&
-		d.VerificationURI == "" && d.PollInterval == 0 && d.NextPoll == nil
+		(d.TokenEvents == nil || *d.TokenEvents == TokenEvents{}) &&
+		(d.DevicePolling == nil || *d.DevicePolling == DevicePolling{})
 }
 
 // appendData writes Data's fields in declaration order, each left out
-// when empty (omitempty).
+// when empty (omitempty), an embedded group's fields in its place, as
+// encoding/json flattens them (none of a nil group's).
 func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w := fieldWriter{b: append(b, '{'), ok: ok, first: true}
 	w.str("provider", d.Provider)
@@ -70,14 +70,16 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("issuer", d.Issuer)
 	w.flag("issuer_required", d.IssuerRequired)
 	w.str("nonce_fp", d.NonceFingerprint)
-	w.str("resource", d.Resource)
-	w.str("resource_metadata", d.ResourceMetadataURL)
-	w.str("server_metadata", d.ServerMetadataURL)
-	w.str("registration", d.Registration)
-	w.str("client_id", d.ClientID)
-	w.str("token_auth", d.TokenAuth)
-	w.str("scope_source", d.ScopeSource)
-	w.list("discovery", d.Discovery)
+	if m := d.MCPDiscovery; m != nil {
+		w.str("resource", m.Resource)
+		w.str("resource_metadata", m.ResourceMetadataURL)
+		w.str("server_metadata", m.ServerMetadataURL)
+		w.str("registration", m.Registration)
+		w.str("client_id", m.ClientID)
+		w.str("token_auth", m.TokenAuth)
+		w.str("scope_source", m.ScopeSource)
+		w.list("discovery", m.Discovery)
+	}
 	w.str("reason", string(d.Reason))
 	w.str("message", d.Message)
 	w.str("error_code", d.ErrorCode)
@@ -89,15 +91,19 @@ func appendData(b []byte, d *Data, ok bool) ([]byte, bool) {
 	w.str("superseded_by", d.SupersededBy)
 	w.str("code_fp", d.CodeFingerprint)
 	w.str("ignored", string(d.Ignored))
-	w.str("verification_uri", d.VerificationURI)
-	w.int("poll_interval", int64(d.PollInterval))
-	w.timestamp("next_poll", d.NextPoll)
+	if p := d.DevicePolling; p != nil {
+		w.str("verification_uri", p.VerificationURI)
+		w.int("poll_interval", int64(p.PollInterval))
+		w.timestamp("next_poll", p.NextPoll)
+	}
 	w.str("binding_fp", d.BindingFingerprint)
-	w.timestamp("token_expiry", d.TokenExpiry)
-	w.str("refresh_fp", d.RefreshFP)
-	w.flag("rotated", d.Rotated)
-	w.flag("transient", d.Transient)
-	w.str("revocation", string(d.Revocation))
+	if t := d.TokenEvents; t != nil {
+		w.timestamp("token_expiry", t.TokenExpiry)
+		w.str("refresh_fp", t.RefreshFP)
+		w.flag("rotated", t.Rotated)
+		w.flag("transient", t.Transient)
+		w.str("revocation", string(t.Revocation))
+	}
 	return append(w.b, '}'), w.ok
 }
 

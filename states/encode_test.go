@@ -39,7 +39,10 @@ func TestEncodeMatchesJSON(t *testing.T) {
 
 // TestEncodeEveryField sets each field of Record and of Data alone, through
 // reflection, so a field added to either without teaching appendRecord
-// fails here even if no generator knows of it.
+// fails here even if no generator knows of it. The fields of Data's
+// embedded groups (MCPDiscovery, DevicePolling, TokenEvents) count as
+// Data's, as encoding/json flattens them; each group is also tried
+// present but empty, which writes none of its fields.
 func TestEncodeEveryField(t *testing.T) {
 	base := Record{Version: SchemaVersion, Flow: "f", FlowSeq: 1, Event: Created, To: Pending, Time: time.Unix(1, 0).UTC()}
 	check := func(t *testing.T, r Record) {
@@ -51,44 +54,79 @@ func TestEncodeEveryField(t *testing.T) {
 		_, fast := appendRecord(nil, &r)
 		assert.True(t, fast, "a plain value of the field takes the encoder without reflection")
 	}
-	for _, v := range []reflect.Value{reflect.ValueOf(&base).Elem(), reflect.ValueOf(&base.Data).Elem()} {
-		for i := range v.NumField() {
-			name := v.Type().Field(i).Name
-			if name == "Data" || name == "Version" {
-				continue
-			}
-			t.Run(v.Type().Name()+"."+name, func(t *testing.T) {
-				r := base
-				target := reflect.ValueOf(&r).Elem()
-				if v.Type() == reflect.TypeOf(Data{}) {
-					target = target.FieldByName("Data")
-				}
-				f := target.Field(i)
-				switch f.Kind() {
-				case reflect.String:
-					f.SetString("x-1")
-				case reflect.Int, reflect.Int64:
-					f.SetInt(7)
-				case reflect.Uint64:
-					f.SetUint(9)
-				case reflect.Bool:
-					f.SetBool(true)
-				case reflect.Slice:
-					f.Set(reflect.ValueOf([]string{"a", "b"}))
-				case reflect.Pointer:
-					f.Set(reflect.ValueOf(new(time.Unix(2, 5).UTC())))
-				case reflect.Struct:
-					f.Set(reflect.ValueOf(time.Unix(3, 0).UTC()))
-				default:
-					t.Fatalf("field %s of kind %s: teach appendRecord and this test", name, f.Kind())
-				}
-				check(t, r)
-				if f.Kind() == reflect.Slice {
-					f.Set(reflect.MakeSlice(f.Type(), 0, 0)) // empty, not nil: data is written, the field is not
-					check(t, r)
-				}
-			})
+	set := func(t *testing.T, name string, f reflect.Value) {
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x-1")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(7)
+		case reflect.Uint64:
+			f.SetUint(9)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]string{"a", "b"}))
+		case reflect.Pointer:
+			f.Set(reflect.ValueOf(new(time.Unix(2, 5).UTC())))
+		case reflect.Struct:
+			f.Set(reflect.ValueOf(time.Unix(3, 0).UTC()))
+		default:
+			t.Fatalf("field %s of kind %s: teach appendRecord and this test", name, f.Kind())
 		}
+	}
+	type leaf struct {
+		name  string
+		path  []int // in Record, or in Data when data
+		group bool  // path[0] is an embedded group of Data, path[1] its field
+		data  bool
+	}
+	var leaves []leaf
+	rt, dt := reflect.TypeFor[Record](), reflect.TypeFor[Data]()
+	for i := range rt.NumField() {
+		if name := rt.Field(i).Name; name != "Data" && name != "Version" {
+			leaves = append(leaves, leaf{name: "Record." + name, path: []int{i}})
+		}
+	}
+	groups := 0
+	for i := range dt.NumField() {
+		sf := dt.Field(i)
+		if sf.Anonymous && sf.Type.Kind() == reflect.Pointer && sf.Type.Elem().Kind() == reflect.Struct {
+			groups++
+			gt := sf.Type.Elem()
+			for j := range gt.NumField() {
+				leaves = append(leaves, leaf{name: "Data." + gt.Name() + "." + gt.Field(j).Name, path: []int{i, j}, group: true, data: true})
+			}
+			t.Run("Data."+gt.Name()+".empty", func(t *testing.T) {
+				r := base
+				reflect.ValueOf(&r.Data).Elem().Field(i).Set(reflect.New(gt))
+				assert.True(t, r.Data.IsZero(), "an empty group is no data")
+				check(t, r)
+			})
+			continue
+		}
+		leaves = append(leaves, leaf{name: "Data." + sf.Name, path: []int{i}, data: true})
+	}
+	require.Equal(t, 3, groups, "Data embeds MCPDiscovery, DevicePolling and TokenEvents")
+	for _, l := range leaves {
+		t.Run(l.name, func(t *testing.T) {
+			r := base
+			target := reflect.ValueOf(&r).Elem()
+			if l.data {
+				target = reflect.ValueOf(&r.Data).Elem()
+			}
+			f := target.Field(l.path[0])
+			if l.group {
+				g := reflect.New(f.Type().Elem())
+				f.Set(g)
+				f = g.Elem().Field(l.path[1])
+			}
+			set(t, l.name, f)
+			check(t, r)
+			if f.Kind() == reflect.Slice {
+				f.Set(reflect.MakeSlice(f.Type(), 0, 0)) // empty, not nil: data is written, the field is not
+				check(t, r)
+			}
+		})
 	}
 }
 
@@ -192,21 +230,45 @@ func genRecord(t *rapid.T) (Record, bool) {
 		d.SupersededBy = genString(t, "superseded", weird)
 		d.CodeFingerprint = genString(t, "fp", weird)
 		d.Ignored = Ignored(genString(t, "ignored", weird))
-		d.VerificationURI = genString(t, "verification_uri", weird)
-		d.PollInterval = rapid.IntRange(-100, 100000).Draw(t, "poll_interval")
-		if rapid.Bool().Draw(t, "has-next-poll") {
-			np := genTime(t, "next_poll")
-			d.NextPoll = &np
+		// Each group may be absent, present but empty, or filled.
+		switch rapid.IntRange(0, 2).Draw(t, "mcp") {
+		case 1:
+			d.MCPDiscovery = &MCPDiscovery{}
+		case 2:
+			d.MCPDiscovery = &MCPDiscovery{
+				Resource: genString(t, "resource", weird), ResourceMetadataURL: genString(t, "resource_metadata", weird),
+				ServerMetadataURL: genString(t, "server_metadata", weird), Registration: genString(t, "registration", weird),
+				ClientID: genString(t, "client_id", weird), TokenAuth: genString(t, "token_auth", weird),
+				ScopeSource: genString(t, "scope_source", weird), Discovery: genStrings(t, "discovery", weird),
+			}
+		}
+		switch rapid.IntRange(0, 2).Draw(t, "device") {
+		case 1:
+			d.DevicePolling = &DevicePolling{}
+		case 2:
+			d.DevicePolling = &DevicePolling{}
+			d.VerificationURI = genString(t, "verification_uri", weird)
+			d.PollInterval = rapid.IntRange(-100, 100000).Draw(t, "poll_interval")
+			if rapid.Bool().Draw(t, "has-next-poll") {
+				np := genTime(t, "next_poll")
+				d.NextPoll = &np
+			}
 		}
 		d.BindingFingerprint = genString(t, "binding_fp", weird)
-		if rapid.Bool().Draw(t, "has-token-expiry") {
-			te := genTime(t, "token_expiry")
-			d.TokenExpiry = &te
+		switch rapid.IntRange(0, 2).Draw(t, "tokens") {
+		case 1:
+			d.TokenEvents = &TokenEvents{}
+		case 2:
+			d.TokenEvents = &TokenEvents{}
+			if rapid.Bool().Draw(t, "has-token-expiry") {
+				te := genTime(t, "token_expiry")
+				d.TokenExpiry = &te
+			}
+			d.RefreshFP = genString(t, "refresh_fp", weird)
+			d.Rotated = rapid.Bool().Draw(t, "rotated")
+			d.Transient = rapid.Bool().Draw(t, "transient")
+			d.Revocation = Revocation(genString(t, "revocation", weird))
 		}
-		d.RefreshFP = genString(t, "refresh_fp", weird)
-		d.Rotated = rapid.Bool().Draw(t, "rotated")
-		d.Transient = rapid.Bool().Draw(t, "transient")
-		d.Revocation = Revocation(genString(t, "revocation", weird))
 	}
 	return r, weird
 }

@@ -92,10 +92,19 @@ func (f Flow) Bound() bool { return f.BindingFingerprint != "" }
 // f is the zero Flow for a flow's first record. On error f is unchanged and
 // the error, a *RecordError, names the record.
 func (f Flow) Apply(rec Record) (Flow, error) {
-	// By pointer from here: a Record is some 650 bytes, checked and read
-	// on every transition.
-	if err := f.check(&rec); err != nil {
-		return f, &RecordError{Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
+	err := f.Advance(&rec)
+	return f, err
+}
+
+// Advance is Apply in place: it checks rec against the machine and f, and
+// advances f by it. On error f is unchanged and the error, a
+// *RecordError, names the record. The engine's commit calls it on every
+// transition: a Flow is some 480 bytes and a Record 460, and Apply copies
+// both in and the Flow out. Advance keeps nothing of rec but copies of its
+// lists, so the caller may reuse rec.
+func (f *Flow) Advance(rec *Record) error {
+	if err := f.check(rec); err != nil {
+		return &RecordError{Seq: rec.Seq, Flow: rec.Flow, FlowSeq: rec.FlowSeq, Err: err}
 	}
 	d := &rec.Data
 	f.LastSeq = rec.FlowSeq
@@ -107,7 +116,9 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 		f.NonceFingerprint = d.NonceFingerprint
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
-		f.Resource = d.Resource
+		if d.MCPDiscovery != nil {
+			f.Resource = d.Resource
+		}
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline
 	case ExchangeStarted:
@@ -129,6 +140,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 	case CallbackIgnored:
 		f.IgnoredCallbacks++
 	case DeviceAuthorized, PollSlowed:
+		// check made sure d.DevicePolling is set.
 		if d.VerificationURI != "" {
 			f.VerificationURI = d.VerificationURI
 		}
@@ -146,7 +158,7 @@ func (f Flow) Apply(rec Record) (Flow, error) {
 			f.Conn = &c
 		}
 	}
-	return f, nil
+	return nil
 }
 
 func (f *Flow) check(rec *Record) error {
@@ -209,7 +221,7 @@ func (f *Flow) check(rec *Record) error {
 		switch {
 		case !device:
 			return fmt.Errorf("%w: %s in a %s flow (only device flows poll)", ErrIllegalTransition, rec.Event, f.Transport)
-		case d.PollInterval <= 0 || d.NextPoll == nil || d.NextPoll.IsZero():
+		case d.DevicePolling == nil || d.PollInterval <= 0 || d.NextPoll == nil || d.NextPoll.IsZero():
 			return fmt.Errorf("%w: %s needs poll_interval and next_poll", ErrIllegalTransition, rec.Event)
 		case rec.Event == PollSlowed && time.Duration(d.PollInterval)*time.Second <= f.PollInterval:
 			// RFC 8628 section 3.5: slow_down adds to the interval for the rest of the flow.
@@ -247,7 +259,7 @@ func (f *Flow) check(rec *Record) error {
 			return fmt.Errorf("%w: callback_ignored(%s) while the flow is %s", ErrIllegalTransition, d.Ignored, f.State)
 		}
 	case RefreshStarted, TokenRefreshed, RefreshFailed, Revoked, Disconnected:
-		return f.checkTokenEvent(*rec)
+		return f.checkTokenEvent(rec)
 	case BrowserBound:
 		switch {
 		case d.BindingFingerprint == "":
@@ -282,9 +294,8 @@ func (f *Flow) check(rec *Record) error {
 // Fold replays one flow's history through the machine.
 func Fold(history []Record) (Flow, error) {
 	var f Flow
-	for _, rec := range history {
-		var err error
-		if f, err = f.Apply(rec); err != nil {
+	for i := range history {
+		if err := f.Advance(&history[i]); err != nil {
 			return f, err
 		}
 	}

@@ -69,16 +69,16 @@ func dataFor(e Event, variant string) Data {
 	case BrowserBound:
 		return Data{BindingFingerprint: "hmac:5b1c0e9a77d24f3e81a2c4d6"}
 	case RefreshStarted:
-		return Data{RefreshFP: "hmac:0123456789abcdef01234567"}
+		return Data{TokenEvents: &TokenEvents{RefreshFP: "hmac:0123456789abcdef01234567"}}
 	case TokenRefreshed:
 		te := t0.Add(2 * time.Hour)
-		return Data{TokenExpiry: &te}
+		return Data{TokenEvents: &TokenEvents{TokenExpiry: &te}}
 	case RefreshFailed:
 		return Data{ErrorCode: "invalid_grant", HTTPStatus: 400}
 	case Revoked:
 		return Data{}
 	case Disconnected:
-		return Data{Revocation: Revocation(variant)}
+		return Data{TokenEvents: &TokenEvents{Revocation: Revocation(variant)}}
 	}
 	d := Data{Reason: Reason(variant)}
 	switch Reason(variant) {

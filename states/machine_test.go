@@ -146,8 +146,8 @@ func TestTransportValid(t *testing.T) {
 	assert.False(t, Transport("").Valid())
 }
 
-// BenchmarkNext runs a transition and a self-loop through the pooled
-// machine: the engine does so twice per record it appends.
+// BenchmarkNext runs a transition and a self-loop through the table
+// the fsm computed: the engine does so twice per record it appends.
 func BenchmarkNext(b *testing.B) {
 	for _, c := range []struct {
 		from State

@@ -104,29 +104,13 @@ type Data struct {
 	// the authorization request, never the nonce.
 	NonceFingerprint string `json:"nonce_fp,omitempty"`
 
-	// Created, for a connect by MCP server URL: what discovery found, so
-	// inspect shows why the connect went where it went (Issuer is the
-	// authorization server it chose). None is a secret.
-	// Resource is the resource indicator (RFC 8707) sent on the
-	// authorization and token requests.
-	Resource string `json:"resource,omitempty"`
-	// ResourceMetadataURL is where the Protected Resource Metadata (RFC 9728) was found.
-	ResourceMetadataURL string `json:"resource_metadata,omitempty"`
-	// ServerMetadataURL is where the authorization server metadata was found.
-	ServerMetadataURL string `json:"server_metadata,omitempty"`
-	// Registration is how the client is registered there: pre_registered,
-	// client_id_metadata_document, dynamic, or dynamic_reused.
-	Registration string `json:"registration,omitempty"`
-	// ClientID is the client id used (public, never the secret).
-	ClientID string `json:"client_id,omitempty"`
-	// TokenAuth is the token endpoint auth method: none,
-	// client_secret_basic or client_secret_post.
-	TokenAuth string `json:"token_auth,omitempty"`
-	// ScopeSource says where Scopes came from: www_authenticate,
-	// scopes_supported, omitted, or step_up (granted plus required).
-	ScopeSource string `json:"scope_source,omitempty"`
-	// Discovery lists the requests discovery made, with their outcome.
-	Discovery []string `json:"discovery,omitempty"`
+	// Created, for a connect by MCP server URL: what discovery found.
+	// Behind a pointer, as are the device and token-event fields below:
+	// most records carry none of them, and a Record is copied on every
+	// transition. encoding/json writes the fields flat, as if declared
+	// here. Nil when the record has none: read them as d.ClientID only
+	// after checking d.MCPDiscovery != nil (or through d.MCP()).
+	*MCPDiscovery
 
 	// Terminal events
 	Reason Reason `json:"reason,omitempty"`
@@ -151,7 +135,49 @@ type Data struct {
 	CodeFingerprint string  `json:"code_fp,omitempty"`
 	Ignored         Ignored `json:"ignored,omitempty"`
 
-	// Device flows (device_authorized, poll_slowed)
+	// Device flows (device_authorized, poll_slowed). Nil on every other
+	// record: check before reading d.PollInterval (or use d.Polling()).
+	*DevicePolling
+	// BindingFingerprint (browser_bound) is a keyed hash of the secret the
+	// launch page set as the flow's binding cookie, never the secret: a
+	// loopback callback must carry the cookie whose hash this is.
+	BindingFingerprint string `json:"binding_fp,omitempty"`
+	// Connections (exchange_succeeded and the token events). Nil when
+	// the record has none: check before reading d.RefreshFP (or use
+	// d.Tokens()).
+	*TokenEvents
+}
+
+// MCPDiscovery is what a created record of a connect by MCP server URL
+// says discovery found, so inspect shows why the connect went where it
+// went (Data.Issuer is the authorization server it chose). None is a
+// secret. Data embeds it.
+type MCPDiscovery struct {
+	// Resource is the resource indicator (RFC 8707) sent on the
+	// authorization and token requests.
+	Resource string `json:"resource,omitempty"`
+	// ResourceMetadataURL is where the Protected Resource Metadata (RFC 9728) was found.
+	ResourceMetadataURL string `json:"resource_metadata,omitempty"`
+	// ServerMetadataURL is where the authorization server metadata was found.
+	ServerMetadataURL string `json:"server_metadata,omitempty"`
+	// Registration is how the client is registered there: pre_registered,
+	// client_id_metadata_document, dynamic, or dynamic_reused.
+	Registration string `json:"registration,omitempty"`
+	// ClientID is the client id used (public, never the secret).
+	ClientID string `json:"client_id,omitempty"`
+	// TokenAuth is the token endpoint auth method: none,
+	// client_secret_basic or client_secret_post.
+	TokenAuth string `json:"token_auth,omitempty"`
+	// ScopeSource says where Scopes came from: www_authenticate,
+	// scopes_supported, omitted, or step_up (granted plus required).
+	ScopeSource string `json:"scope_source,omitempty"`
+	// Discovery lists the requests discovery made, with their outcome.
+	Discovery []string `json:"discovery,omitempty"`
+}
+
+// DevicePolling is what a device flow's device_authorized and
+// poll_slowed records carry. Data embeds it.
+type DevicePolling struct {
 	// VerificationURI is where the user enters the user code (the code itself is sealed).
 	VerificationURI string `json:"verification_uri,omitempty"`
 	// PollInterval is the seconds between two polls of the token endpoint.
@@ -159,11 +185,12 @@ type Data struct {
 	// NextPoll is when the engine polls next; later polls follow every
 	// PollInterval seconds, so a restart resumes on the same schedule.
 	NextPoll *time.Time `json:"next_poll,omitempty"`
-	// BindingFingerprint (browser_bound) is a keyed hash of the secret the
-	// launch page set as the flow's binding cookie, never the secret: a
-	// loopback callback must carry the cookie whose hash this is.
-	BindingFingerprint string `json:"binding_fp,omitempty"`
-	// Connections (exchange_succeeded and the token events)
+}
+
+// TokenEvents is what exchange_succeeded and the token events
+// (refresh_started, token_refreshed, refresh_failed, disconnected) say
+// about the connection's tokens. Data embeds it.
+type TokenEvents struct {
 	// TokenExpiry is when the stored access token expires; absent when the
 	// provider gave no expiry.
 	TokenExpiry *time.Time `json:"token_expiry,omitempty"`
@@ -178,6 +205,52 @@ type Data struct {
 	Transient bool `json:"transient,omitempty"`
 	// Revocation says what the provider was told on disconnect.
 	Revocation Revocation `json:"revocation,omitempty"`
+}
+
+// MCP returns the record's MCP discovery fields, all empty when it has
+// none: a read that cannot panic on a record without them.
+func (d *Data) MCP() MCPDiscovery {
+	if d.MCPDiscovery == nil {
+		return MCPDiscovery{}
+	}
+	return *d.MCPDiscovery
+}
+
+// Polling returns the record's device polling fields, all empty when it
+// has none.
+func (d *Data) Polling() DevicePolling {
+	if d.DevicePolling == nil {
+		return DevicePolling{}
+	}
+	return *d.DevicePolling
+}
+
+// Tokens returns the record's token fields, all empty when it has none.
+func (d *Data) Tokens() TokenEvents {
+	if d.TokenEvents == nil {
+		return TokenEvents{}
+	}
+	return *d.TokenEvents
+}
+
+// compact drops the field groups that are present but empty, as a
+// decoded record gets when its JSON names one of their fields with an
+// empty value: the record then equals what its own encoding decodes to.
+func (d *Data) compact() {
+	if d.MCPDiscovery != nil && d.MCPDiscovery.isZero() {
+		d.MCPDiscovery = nil
+	}
+	if d.DevicePolling != nil && *d.DevicePolling == (DevicePolling{}) {
+		d.DevicePolling = nil
+	}
+	if d.TokenEvents != nil && *d.TokenEvents == (TokenEvents{}) {
+		d.TokenEvents = nil
+	}
+}
+
+func (m *MCPDiscovery) isZero() bool {
+	return m.Resource == "" && m.ResourceMetadataURL == "" && m.ServerMetadataURL == "" && m.Registration == "" &&
+		m.ClientID == "" && m.TokenAuth == "" && m.ScopeSource == "" && len(m.Discovery) == 0
 }
 
 // Revocation is the outcome of asking the provider to revoke a
@@ -291,6 +364,7 @@ func decode(b []byte, current int, ups map[int]func([]byte) ([]byte, error)) (Re
 	if dec.More() {
 		return Record{}, fmt.Errorf("%w: trailing data after the record", ErrUndecodable)
 	}
+	r.Data.compact()
 	return r, nil
 }
 

@@ -120,14 +120,15 @@ func FormatData(d Data) string {
 		add("issuer_required", "true")
 	}
 	add("nonce_fp", d.NonceFingerprint)
-	add("resource", d.Resource)
-	add("resource_metadata", d.ResourceMetadataURL)
-	add("server_metadata", d.ServerMetadataURL)
-	add("registration", d.Registration)
-	add("client_id", d.ClientID)
-	add("token_auth", d.TokenAuth)
-	add("scope_source", d.ScopeSource)
-	add("discovery", strings.Join(d.Discovery, "; "))
+	m := d.MCP()
+	add("resource", m.Resource)
+	add("resource_metadata", m.ResourceMetadataURL)
+	add("server_metadata", m.ServerMetadataURL)
+	add("registration", m.Registration)
+	add("client_id", m.ClientID)
+	add("token_auth", m.TokenAuth)
+	add("scope_source", m.ScopeSource)
+	add("discovery", strings.Join(m.Discovery, "; "))
 	add("message", d.Message)
 	add("error_code", d.ErrorCode)
 	if d.HTTPStatus != 0 {
@@ -142,25 +143,27 @@ func FormatData(d Data) string {
 	add("superseded_by", d.SupersededBy)
 	add("code_fp", d.CodeFingerprint)
 	add("ignored", string(d.Ignored))
-	add("verification_uri", d.VerificationURI)
-	if d.PollInterval != 0 {
-		add("poll_interval", (time.Duration(d.PollInterval) * time.Second).String())
+	p := d.Polling()
+	add("verification_uri", p.VerificationURI)
+	if p.PollInterval != 0 {
+		add("poll_interval", (time.Duration(p.PollInterval) * time.Second).String())
 	}
-	if d.NextPoll != nil {
-		add("next_poll", d.NextPoll.UTC().Format(time.RFC3339))
+	if p.NextPoll != nil {
+		add("next_poll", p.NextPoll.UTC().Format(time.RFC3339))
 	}
 	add("binding_fp", d.BindingFingerprint)
-	if d.TokenExpiry != nil {
-		add("token_expiry", d.TokenExpiry.UTC().Format(time.RFC3339))
+	t := d.Tokens()
+	if t.TokenExpiry != nil {
+		add("token_expiry", t.TokenExpiry.UTC().Format(time.RFC3339))
 	}
-	add("refresh_fp", d.RefreshFP)
-	if d.Rotated {
+	add("refresh_fp", t.RefreshFP)
+	if t.Rotated {
 		add("rotated", "true")
 	}
-	if d.Transient {
+	if t.Transient {
 		add("transient", "true")
 	}
-	add("revocation", string(d.Revocation))
+	add("revocation", string(t.Revocation))
 	return strings.Join(parts, " ")
 }
 
