@@ -135,6 +135,9 @@ func createdClientData(d *states.Data, c *sealedClient) {
 	if c == nil {
 		return
 	}
+	if d.MCPDiscovery == nil {
+		d.MCPDiscovery = &states.MCPDiscovery{}
+	}
 	d.Registration, d.ClientID, d.TokenAuth = RegisteredPerStart, c.ID, string(c.AuthMethod)
 }
 

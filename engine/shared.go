@@ -223,7 +223,7 @@ func noteRecords(lf *liveFlow, recs []states.Record) {
 	for _, rec := range recs {
 		if rec.Event == states.Created {
 			lf.born = rec.Seq
-			lf.perStart = rec.Data.Registration == RegisteredPerStart
+			lf.perStart = rec.Data.MCP().Registration == RegisteredPerStart
 		}
 		if rec.Event == states.ExchangeStarted {
 			lf.exchangeSince = rec.Time
