@@ -81,6 +81,11 @@ func TestPerStartClientConnects(t *testing.T) {
 	assert.Equal(t, "refresh_token", h.prov.LastRequest().GrantType)
 	assertAsBYO(t, h, "the refresh goes out as the per-start client")
 	assert.True(t, h.prov.Active(tok.AccessToken))
+	conns, err := h.e.Connections(h.ctx)
+	require.NoError(t, err)
+	require.Len(t, conns, 1)
+	assert.Equal(t, byoID, conns[0].ClientID, "an operator sees which app the connection refreshes with")
+	assert.Equal(t, engine.RegisteredPerStart, conns[0].Registration)
 
 	res, err := h.e.Disconnect(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err)
@@ -188,6 +193,11 @@ func TestDefaultReconnectReplacesPerStartClient(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, stored.ClientID)
 	assert.Equal(t, clientID, h.prov.LastRequest().Form.Get("client_id"))
+	conns, err := h.e.Connections(h.ctx)
+	require.NoError(t, err)
+	require.Len(t, conns, 1)
+	assert.Empty(t, conns[0].ClientID, "the configured client again")
+	assert.Empty(t, conns[0].Registration)
 	assert.Equal(t, clientSecret, h.prov.LastRequest().Form.Get("client_secret"))
 }
 

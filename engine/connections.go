@@ -26,6 +26,11 @@ type Connection struct {
 	Account string
 	// Flow is the flow that connected; its history holds the token events.
 	Flow string
+	// ClientID is the client the token is refreshed and revoked with when
+	// it is not the provider's configured one, and Registration how it
+	// came: RegisteredPerStart (StartRequest.Client) or an MCP server's
+	// registration (RegisteredPre, ...). Both "" for the configured client.
+	ClientID, Registration string
 	// Connected is when that flow stored the token.
 	Connected time.Time
 	// Scopes are the scopes granted.
@@ -61,6 +66,7 @@ type Connection struct {
 func connectionOf(c states.Connection, now time.Time) Connection {
 	return Connection{
 		Provider: c.Provider, Account: c.Account, Flow: c.Flow, Connected: c.Connected,
+		ClientID: c.ClientID, Registration: c.Registration,
 		Scopes: slices.Clone(c.Scopes), Expiry: c.TokenExpiry, HasRefreshToken: c.HasRefreshToken(),
 		Health: c.HealthAt(now), LastRefresh: c.LastRefresh, Refreshes: c.Refreshes, Rotations: c.Rotations,
 		LastFailure: c.LastFailure, FailingSince: c.FailingSince, Refreshing: c.Refreshing,

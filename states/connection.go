@@ -35,6 +35,10 @@ type Connection struct {
 	// Account is the account the token is stored under: the one that
 	// signed in, as the exchange_succeeded record names it.
 	Account string
+	// ClientID and Registration are the flow's (Flow.ClientID): the client
+	// the token is refreshed and revoked with, when not the provider's
+	// configured one.
+	ClientID, Registration string
 	// Connected is when the exchange stored the token.
 	Connected time.Time
 	// Scopes are the scopes granted, updated by a refresh that names them.
@@ -63,6 +67,10 @@ type Connection struct {
 	// connected. Revocation says what the provider was told.
 	Disconnected time.Time
 	Revocation   Revocation
+
+	// seq is the log position of the record that stored the token: of two
+	// connects stored in the same instant, the later one holds the token.
+	seq uint64
 }
 
 // RefreshFailure is a refresh_failed record's detail.
@@ -100,6 +108,7 @@ func newConnection(f *Flow, rec *Record) *Connection {
 	t := rec.Data.Tokens()
 	c := &Connection{
 		Flow: f.ID, Provider: f.Provider, Account: f.Account, Connected: rec.Time,
+		ClientID: f.ClientID, Registration: f.Registration, seq: rec.Seq,
 		Scopes: slices.Clone(rec.Data.GrantedScopes), RefreshFP: t.RefreshFP,
 	}
 	if t.TokenExpiry != nil {
@@ -187,7 +196,7 @@ func Connections(flows map[string]Flow) []Connection {
 		}
 		k := key{f.Conn.Provider, f.Conn.Account}
 		if cur := latest[k]; cur == nil || f.Conn.Connected.After(cur.Connected) ||
-			f.Conn.Connected.Equal(cur.Connected) && f.Conn.Flow > cur.Flow {
+			f.Conn.Connected.Equal(cur.Connected) && (f.Conn.seq > cur.seq || f.Conn.seq == cur.seq && f.Conn.Flow > cur.Flow) {
 			latest[k] = f.Conn
 		}
 	}

@@ -99,3 +99,16 @@ func TestConnectionsLatestWins(t *testing.T) {
 	assert.Equal(t, Healthy, cs[0].HealthAt(exp.Add(-time.Second)))
 	assert.Equal(t, NeedsReconnect, cs[0].HealthAt(exp))
 }
+
+// Two connects of one account stored in the same instant (a coarse clock,
+// a fake one): the one later in the log holds the token.
+func TestConnectionsSameInstantLaterInLogWins(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mk := func(id string, seq uint64, client string) Flow {
+		return Flow{ID: id, Conn: &Connection{Flow: id, Provider: "gh", Connected: at, ClientID: client, seq: seq}}
+	}
+	// The flow id sorts the other way round, so only the log order decides.
+	got := Connections(map[string]Flow{"zzz": mk("zzz", 4, "byo"), "aaa": mk("aaa", 9, "")})
+	require.Len(t, got, 1)
+	assert.Equal(t, "aaa", got[0].Flow)
+}

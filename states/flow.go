@@ -36,6 +36,10 @@ type Flow struct {
 	Ended time.Time
 	// Resource is the resource indicator of a connect by MCP server URL.
 	Resource string
+	// ClientID and Registration name the client the flow used when it was
+	// not the provider's configured one (an MCP server's registration, or
+	// a per-start client) and how it came; "" otherwise.
+	ClientID, Registration string
 
 	GrantedScopes []string
 	TokenStored   bool
@@ -117,7 +121,7 @@ func (f *Flow) Advance(rec *Record) error {
 		f.Scopes = slices.Clone(d.Scopes)
 		f.Issuer, f.IssuerRequired = d.Issuer, d.IssuerRequired
 		if d.MCPDiscovery != nil {
-			f.Resource = d.Resource
+			f.Resource, f.ClientID, f.Registration = d.Resource, d.ClientID, d.Registration
 		}
 		f.Created = rec.Time
 		f.Deadline = *d.Deadline

@@ -289,7 +289,7 @@ func TestFoldHappyPath(t *testing.T) {
 		RedirectURI: "http://127.0.0.1:8085/oauth/callback",
 		Created:     h[0].Time, Deadline: t0.Add(5 * time.Minute), Ended: h[3].Time,
 		GrantedScopes: []string{"repo"}, TokenStored: true, IgnoredCallbacks: 1,
-		Conn: &Connection{Flow: testFlow, Provider: "github", Connected: h[3].Time, Scopes: []string{"repo"}},
+		Conn: &Connection{Flow: testFlow, Provider: "github", Connected: h[3].Time, Scopes: []string{"repo"}, seq: h[3].Seq},
 	}, f)
 }
 

@@ -204,6 +204,9 @@ func (a *app) printConnections(w io.Writer, cs []wire.Connection, provider strin
 			}
 		}
 		row("health", health)
+		if c.ClientID != "" {
+			row("client", c.ClientID+" ("+strings.ReplaceAll(c.Registration, "_", " ")+")")
+		}
 		row("scopes", dash(strings.Join(c.Scopes, " ")))
 		if c.ExpiresAt == nil {
 			row("token expires", "no expiry")

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -41,6 +42,14 @@ func TestStartWithOwnClient(t *testing.T) {
 	assert.NotContains(t, string(export.body), ownSecret)
 	assert.Contains(t, string(export.body), `"registration":"per_start"`)
 	assert.Contains(t, string(export.body), `"client_id":"own-app"`)
+
+	conns := h.local("GET", "/v1/connections", nil)
+	require.Equal(t, http.StatusOK, conns.status, string(conns.body))
+	var cr wire.ConnectionsResponse
+	require.NoError(t, json.Unmarshal(conns.body, &cr))
+	require.Len(t, cr.Connections, 1)
+	assert.Equal(t, "own-app", cr.Connections[0].ClientID, "GET /v1/connections names the app the token is refreshed with")
+	assert.Equal(t, "per_start", cr.Connections[0].Registration)
 }
 
 // A start request whose own client cannot work is refused with

@@ -590,6 +590,7 @@ func connectionFrom(c engine.Connection) wire.Connection {
 	}
 	w := wire.Connection{
 		Provider: c.Provider, Account: c.Account, Flow: c.Flow, ConnectedAt: c.Connected.UTC(), Scopes: c.Scopes,
+		ClientID: c.ClientID, Registration: c.Registration,
 		ExpiresAt: at(c.Expiry), HasRefreshToken: c.HasRefreshToken, Health: string(c.Health),
 		LastRefreshAt: at(c.LastRefresh), Refreshes: c.Refreshes, Rotations: c.Rotations, FailingSince: at(c.FailingSince),
 	}

@@ -580,9 +580,15 @@ type Connection struct {
 	// Account is the account the token is stored under; empty for the token stored under no account name.
 	Account string `json:"account,omitempty"`
 	// Flow is the state of the flow that connected (flowctl inspect it).
-	Flow        string    `json:"flow"`
-	ConnectedAt time.Time `json:"connected_at"`
-	Scopes      []string  `json:"scopes,omitempty"`
+	Flow string `json:"flow"`
+	// ClientID and Registration name the client the token is refreshed
+	// with when it is not the provider's configured one: registration is
+	// per_start (the caller's own app) or how an MCP server's client was
+	// registered. Absent for the configured client.
+	ClientID     string    `json:"client_id,omitempty"`
+	Registration string    `json:"registration,omitempty"`
+	ConnectedAt  time.Time `json:"connected_at"`
+	Scopes       []string  `json:"scopes,omitempty"`
 	// ExpiresAt is when the access token expires; absent when it does not.
 	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
 	HasRefreshToken bool       `json:"has_refresh_token"`
