@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/flowdhq/flowd/states"
 )
 
 // ErrAccountRequired: the provider has several connected accounts and the
@@ -31,9 +30,9 @@ func (e *AccountRequiredError) Error() string {
 func (e *AccountRequiredError) Is(target error) bool { return target == ErrAccountRequired }
 
 // Accounts lists the accounts of provider that hold a stored token,
-// sorted; "" is the token stored under no account name. It reads the
-// whole log, as Connections does: the accounts are those of its
-// connections.
+// sorted; "" is the token stored under no account name. The accounts
+// are those of its connections, from the engine's index of them: the
+// first call after Open folds the log once to build it.
 func (e *Engine) Accounts(ctx context.Context, provider string) ([]string, error) {
 	if err := e.enter(); err != nil {
 		return nil, err
@@ -46,29 +45,19 @@ func (e *Engine) Accounts(ctx context.Context, provider string) ([]string, error
 }
 
 func (e *Engine) accounts(ctx context.Context, provider string) ([]string, error) {
-	flows := map[string]states.Flow{}
-	err := e.log.Scan(ctx, 0, func(rec states.Record) error {
-		f, ok := flows[rec.Flow]
-		if !ok && rec.FlowSeq != 1 {
-			return nil // a history whose start was pruned
-		}
-		if g, err := f.Apply(rec); err == nil {
-			flows[rec.Flow] = g
-		}
-		return nil
-	})
+	index, err := e.conns.snapshot(ctx, provider, e.scanConnections)
 	if err != nil {
-		return nil, fmt.Errorf("accounts of %s: scan the log: %w", provider, err)
+		return nil, fmt.Errorf("accounts of %s: %w", provider, err)
 	}
 	var out []string
-	for _, c := range states.Connections(flows) {
+	for key := range index {
 		// A token store other than the log's may have lost a token
 		// behind the log's back: only those it still holds count.
-		if c.Provider != provider {
+		if key.Provider != provider {
 			continue
 		}
-		if _, err := e.tokens.LoadToken(ctx, TokenKey{Provider: provider, Account: c.Account}); err == nil {
-			out = append(out, c.Account)
+		if _, err := e.tokens.LoadToken(ctx, key); err == nil {
+			out = append(out, key.Account)
 		}
 	}
 	slices.Sort(out)

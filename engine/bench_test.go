@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"golang.org/x/oauth2"
 
 	"github.com/flowdhq/flowd/engine"
 	"github.com/flowdhq/flowd/engine/fakeclock"
@@ -234,5 +235,66 @@ func BenchmarkOpen(b *testing.B) {
 				_ = db.Close()
 			}
 		})
+	}
+}
+
+// BenchmarkTokenWithoutAccount is an assistant's tool asking for its token
+// by provider alone while tokens are stored under the account the
+// provider identified, as flowd stores them: the engine must find the one
+// account without reading the log's history. history earlier connects
+// (reconnects of another provider's account, each replacing the last)
+// sit in the log; compare "unnamed" with "named" (the account given) at
+// each size: the ratio should not grow with history.
+func BenchmarkTokenWithoutAccount(b *testing.B) {
+	for _, history := range []int{1000, 10000} {
+		ctx := context.Background()
+		var next atomic.Value
+		e, err := engine.Open(ctx, engine.Config{
+			Log: memlog.New(), Clock: fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), Retention: -1,
+			HTTPClient: &http.Client{Transport: handlerTransport{benchTokenEndpoint}},
+			Providers: []engine.Provider{
+				{Name: "gh", AuthURL: "https://gh.example/auth", TokenURL: "https://gh.example/token", ClientID: "c", AuthMethod: engine.AuthMethodNone},
+				{Name: "other", AuthURL: "https://o.example/auth", TokenURL: "https://o.example/token", ClientID: "c", AuthMethod: engine.AuthMethodNone},
+			},
+			Identify: func(context.Context, engine.Provider, *oauth2.Token, string) (engine.Identity, error) {
+				return engine.Identity{Account: next.Load().(string)}, nil
+			},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		connect := func(provider, account string) {
+			next.Store(account)
+			st, err := e.Start(ctx, engine.StartRequest{Provider: provider})
+			if err == nil {
+				_, err = e.Callback(ctx, engine.CallbackParams{State: st.ID, Code: "code"})
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		for i := range history {
+			connect("other", fmt.Sprintf("user-%d", i%10))
+		}
+		connect("gh", "octocat")
+		// The first call after Open builds the index from one scan.
+		if _, _, err := e.Token(ctx, engine.TokenKey{Provider: "gh"}); err != nil {
+			b.Fatal(err)
+		}
+		for _, named := range []bool{true, false} {
+			key := engine.TokenKey{Provider: "gh"}
+			name := "unnamed"
+			if named {
+				key.Account, name = "octocat", "named"
+			}
+			b.Run(fmt.Sprintf("history=%d/%s", history, name), func(b *testing.B) {
+				for b.Loop() {
+					if _, _, err := e.Token(ctx, key); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		_ = e.Close()
 	}
 }

@@ -69,6 +69,7 @@ func (e *Engine) commit(ctx context.Context, lf *liveFlow, recs []states.Record,
 	}
 	lf.flow = next
 	noteRecords(lf, recs)
+	e.conns.committed(next, recs)
 	if next.State.Terminal() && lf.done != nil {
 		e.retire(lf)
 	}

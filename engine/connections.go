@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -76,8 +77,10 @@ func connectionOf(c states.Connection, now time.Time) Connection {
 
 // Connections lists every connection the log holds, sorted by provider and
 // account: for each, the latest connect that was not disconnected. It
-// reads the whole log (as an export does), so its cost grows with the log,
-// which retention bounds. Retention keeps the flow of a connection that
+// reads the history of each connection's flow, found in the engine's
+// index of connections (connindex.go), which the first call after Open
+// (or the first prune) builds by folding the whole log once; its cost
+// grows with the connections, not the log. Retention keeps the flow of a connection that
 // still holds its token (on a Log that is an engine.KeepingPruner, as
 // every Log of this module is).
 func (e *Engine) Connections(ctx context.Context) ([]Connection, error) {
@@ -85,22 +88,34 @@ func (e *Engine) Connections(ctx context.Context) ([]Connection, error) {
 		return nil, err
 	}
 	defer e.inflight.Done()
-	active, err := e.activeConnections(ctx)
+	index, err := e.conns.snapshot(ctx, "", e.scanConnections)
 	if err != nil {
 		return nil, err
 	}
 	now := e.clock.Now()
 	var out []Connection
-	for _, c := range active {
-		out = append(out, connectionOf(c, now))
+	for _, flow := range index {
+		h, err := e.log.History(ctx, flow)
+		if err != nil {
+			return nil, fmt.Errorf("connections: history of %s: %w", states.ShortID(flow), err)
+		}
+		f, err := states.Fold(h)
+		if err != nil || f.Conn == nil || !f.Conn.Active() {
+			continue // pruned, or unreadable: as the scan would skip it
+		}
+		out = append(out, connectionOf(*f.Conn, now))
 	}
+	slices.SortFunc(out, func(a, b Connection) int {
+		return cmp.Or(cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Account, b.Account))
+	})
 	return out, nil
 }
 
 // connectionFlows is the set of flows whose connection still holds its
 // token: the flows retention must keep.
 func (e *Engine) connectionFlows(ctx context.Context) (map[string]bool, error) {
-	active, err := e.activeConnections(ctx)
+	// Retention folds the whole log anyway: the index is rebuilt from it.
+	active, err := e.conns.rebuild(ctx, e.scanConnections)
 	if err != nil {
 		return nil, err
 	}
@@ -111,8 +126,8 @@ func (e *Engine) connectionFlows(ctx context.Context) (map[string]bool, error) {
 	return keep, nil
 }
 
-// activeConnections folds the whole log into its connections.
-func (e *Engine) activeConnections(ctx context.Context) ([]states.Connection, error) {
+// scanConnections folds the whole log into its connections.
+func (e *Engine) scanConnections(ctx context.Context) ([]states.Connection, error) {
 	flows := map[string]states.Flow{}
 	err := e.log.Scan(ctx, 0, func(rec states.Record) error {
 		f, ok := flows[rec.Flow]

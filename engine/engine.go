@@ -107,6 +107,8 @@ type Engine struct {
 	// mcpStarting holds one *sync.Mutex per MCP resource URL, held while
 	// a Start discovers and registers for it.
 	mcpStarting sync.Map
+	// conns indexes the connections that hold a token (connindex.go).
+	conns connIndex
 	// refreshing holds one *sync.Mutex per TokenKey: refreshes of one
 	// token are serialized, other tokens are not held up behind them.
 	refreshing sync.Map

@@ -44,6 +44,7 @@ func (e *Engine) follow(head uint64) {
 				return
 			}
 			e.logger.Warn("lost the watch of the shared log; reading the live flows again", "err", err)
+			e.conns.drop() // it may have missed connects and disconnects
 			for {
 				select {
 				case <-ctx.Done():
@@ -112,9 +113,12 @@ func (e *Engine) observe(recs []states.Record) {
 	if lf != nil {
 		lf.mu.Lock()
 		e.advance(ctx, lf, recs)
+		held := lf.flow
 		lf.mu.Unlock()
+		e.conns.observed(recs, &held)
 		return
 	}
+	e.conns.observed(recs, nil)
 	if recs[len(recs)-1].To.Terminal() {
 		// The end of a flow this engine does not hold: nothing to wake.
 		return
