@@ -10,6 +10,16 @@
 // order. Everything tried is kept as a list of [Step]s, so a caller can
 // record why a connect went where it went.
 //
+// A server of the 2025-03-26 spec has no Protected Resource Metadata: it
+// is its own authorization server. When every well-known URL of the
+// resource metadata answers 404 (and the challenge named none), Discover
+// takes the server's origin as the authorization server, as that spec
+// says, and when its metadata is missing too (404 at both well-known
+// URLs), the spec's default endpoints /authorize, /token and /register at
+// that origin, assuming PKCE with S256, which that spec required of every
+// client and server. Discovery.Legacy says so, and the Steps record it;
+// no resource indicator is sent then (that spec had none).
+//
 // Discover refuses what is unsafe: a resource whose metadata names another
 // resource, an authorization server whose metadata names another issuer,
 // and one that does not support PKCE with S256. It uses only the standard
@@ -159,7 +169,10 @@ type Step struct {
 	What   string `json:"what"`
 	URL    string `json:"url"`
 	Status int    `json:"status,omitempty"`
-	// Outcome is "used", "not_found", "skipped" or a short error.
+	// Outcome is "used", "not_found", "skipped", a short error, or for a
+	// server of the 2025-03-26 spec "server_origin_2025_03_26" (its origin
+	// taken as the authorization server) and "defaults_2025_03_26" (its
+	// default endpoints used).
 	Outcome string `json:"outcome"`
 }
 
@@ -201,6 +214,11 @@ type Discovery struct {
 	ScopeSource string
 	// Steps are the requests made, in order.
 	Steps []Step
+	// Legacy: the server has no Protected Resource Metadata, and was
+	// taken as its own authorization server (2025-03-26 spec); with
+	// LegacyDefaults, its metadata was missing too and the spec's default
+	// endpoints are used.
+	Legacy, LegacyDefaults bool
 }
 
 // Options tunes Discover.
@@ -235,10 +253,17 @@ func Discover(ctx context.Context, client *http.Client, resource string, opts Op
 		d.Challenge = c
 	}
 	if err := d.findResourceMetadata(ctx, client); err != nil {
-		return d, err
+		if !d.allNotFound("resource_metadata") || d.Challenge.ResourceMetadata != "" {
+			return d, err
+		}
+		d.Legacy, d.AuthServer, d.ResourceIndicator = true, origin(d.Resource), ""
+		d.Steps = append(d.Steps, Step{What: "auth_server", URL: d.AuthServer, Outcome: "server_origin_2025_03_26"})
 	}
 	if err := d.findServerMetadata(ctx, client); err != nil {
-		return d, err
+		if !d.Legacy || !d.allNotFound("server_metadata") {
+			return d, err
+		}
+		d.useLegacyDefaults()
 	}
 	switch {
 	case len(d.Challenge.Scopes()) > 0:
@@ -469,6 +494,38 @@ func (d *Discovery) checkServer() error {
 		}
 	}
 	return nil
+}
+
+// origin is the scheme and host of a URL Discover already checked.
+func origin(raw string) string {
+	u, _ := url.Parse(raw)
+	return u.Scheme + "://" + u.Host
+}
+
+// allNotFound reports whether every step named what answered 404: only
+// then is a missing document the server's way of saying it has none,
+// rather than a failure to retry.
+func (d *Discovery) allNotFound(what string) bool {
+	seen := false
+	for _, s := range d.Steps {
+		if s.What == what {
+			if s.Outcome != "not_found" {
+				return false
+			}
+			seen = true
+		}
+	}
+	return seen
+}
+
+// useLegacyDefaults is the 2025-03-26 spec's fallback for a server with no
+// metadata: its default endpoints at the authorization server's origin.
+func (d *Discovery) useLegacyDefaults() {
+	o := d.AuthServer
+	d.LegacyDefaults = true
+	d.Server = ServerMetadata{Issuer: o, AuthorizationEndpoint: o + "/authorize", TokenEndpoint: o + "/token",
+		RegistrationEndpoint: o + "/register", CodeChallengeMethodsSupported: []string{"S256"}}
+	d.Steps = append(d.Steps, Step{What: "server_metadata", URL: o, Outcome: "defaults_2025_03_26"})
 }
 
 func outcome(status int, err error) string {

@@ -167,3 +167,63 @@ func TestDiscoverRefusesASiblingPathAsResource(t *testing.T) {
 	_, err := Discover(context.Background(), s.Client(), s.URL+"/mcp-admin", Options{})
 	require.ErrorIs(t, err, ErrResourceMismatch)
 }
+
+// A server of the 2025-03-26 spec has no Protected Resource Metadata: it
+// is its own authorization server, with its metadata at the root of its
+// origin, and no resource indicator is sent.
+func TestDiscover20250326ServerIsItsOwnAuthorizationServer(t *testing.T) {
+	s := newServer(t, func(base string) map[string]any {
+		m := asMetadata(base, base)
+		m["registration_endpoint"] = base + "/oauth/register"
+		return map[string]any{"/.well-known/oauth-authorization-server": m}
+	}, `Bearer realm="mcp"`)
+	d, err := Discover(context.Background(), s.Client(), s.URL+"/mcp", Options{})
+	require.NoError(t, err)
+	assert.True(t, d.Legacy)
+	assert.False(t, d.LegacyDefaults, "its metadata was found")
+	assert.Equal(t, s.URL, d.AuthServer)
+	assert.Empty(t, d.ResourceIndicator, "that spec has no resource indicator")
+	assert.Equal(t, s.URL+"/oauth/register", d.Server.RegistrationEndpoint)
+	assert.Contains(t, d.Steps, Step{What: "auth_server", URL: s.URL, Outcome: "server_origin_2025_03_26"})
+}
+
+// Without any metadata, the 2025-03-26 spec's default endpoints at the
+// server's origin.
+func TestDiscover20250326DefaultEndpoints(t *testing.T) {
+	s := newServer(t, func(string) map[string]any { return nil }, "")
+	d, err := Discover(context.Background(), s.Client(), s.URL+"/mcp", Options{})
+	require.NoError(t, err)
+	assert.True(t, d.LegacyDefaults)
+	assert.Equal(t, s.URL+"/authorize", d.Server.AuthorizationEndpoint)
+	assert.Equal(t, s.URL+"/token", d.Server.TokenEndpoint)
+	assert.Equal(t, s.URL+"/register", d.Server.RegistrationEndpoint)
+	assert.Equal(t, Step{What: "server_metadata", URL: s.URL, Outcome: "defaults_2025_03_26"}, d.Steps[len(d.Steps)-1])
+}
+
+// The fallbacks are for documents the server says it does not have (404
+// everywhere), not for failures: a metadata URL the challenge names, or
+// one that errs, stops discovery as before.
+func TestDiscoverFallsBackOnlyOnNotFound(t *testing.T) {
+	named := newServer(t, func(string) map[string]any { return nil }, `Bearer resource_metadata="BASE/prm.json"`)
+	_, err := Discover(context.Background(), named.Client(), named.URL+"/mcp", Options{})
+	require.ErrorIs(t, err, ErrNoResourceMetadata, "the challenge named metadata that is missing")
+
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(failing.Close)
+	_, err = Discover(context.Background(), failing.Client(), failing.URL+"/mcp", Options{})
+	require.ErrorIs(t, err, ErrNoResourceMetadata, "a 503 is not a server without metadata")
+
+	// Metadata found for the resource, but its authorization server has
+	// none: no defaults for a server of the current spec.
+	current := newServer(t, func(base string) map[string]any {
+		return map[string]any{"/.well-known/oauth-protected-resource/mcp": map[string]any{"resource": base + "/mcp", "authorization_servers": []string{base}}}
+	}, "")
+	_, err = Discover(context.Background(), current.Client(), current.URL+"/mcp", Options{})
+	require.ErrorIs(t, err, ErrNoServerMetadata)
+}
