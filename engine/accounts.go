@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
 )
 
 // ErrAccountRequired: the provider has several connected accounts and the

@@ -1,9 +1,9 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
-	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
