@@ -90,7 +90,7 @@ transport, ...} at once: flowd polls, and flowctl wait <state> re-attaches.
 	f.StringVar(&o.challenge, "challenge", "", "for an MCP server URL: the WWW-Authenticate header it answered with (a 403 insufficient_scope steps up)")
 	f.StringVar(&o.clientID, "client-id", "", "connect with your own OAuth app registered at the provider instead of flowd's configured client; its refreshes and disconnect use it too")
 	f.StringVar(&o.clientSecretEnv, "client-secret-env", "", "the environment variable holding --client-id's secret (never pass a secret on the command line); omit for a public client")
-	f.StringVar(&o.tokenAuth, "token-auth", "", "how --client-id authenticates at the token endpoint: none, client_secret_basic or client_secret_post (default: none without a secret, client_secret_basic with one)")
+	f.StringVar(&o.tokenAuth, "token-auth", "", "how --client-id authenticates at the token endpoint: none, client_secret_basic or client_secret_post (default: none without a secret; with one, the provider's configured method when it sends a secret, else client_secret_basic)")
 	return cmd
 }
 
