@@ -308,11 +308,15 @@ func (e *Engine) storeToken(ctx context.Context, p *provider, f states.Flow, tok
 	// append: a per-start one sealed under the token's key, and any
 	// earlier connection's per-start client deleted when the configured
 	// client replaces it (nil), so no client secret outlives its token.
-	var client []byte
-	if p.client != nil {
-		client = encodeClient(p.client)
+	secrets := map[string][]byte{}
+	switch {
+	case p.client != nil:
+		secrets[connClientKey(key)] = encodeClient(p.client)
+	case e.shared != nil || e.conns.mayHoldClient(key):
+		// On a shared log another engine's per-start connect may not have
+		// reached this one's index yet: delete whatever is there.
+		secrets[connClientKey(key)] = nil
 	}
-	secrets := map[string][]byte{connClientKey(key): client}
 	if lt, ok := e.tokens.(*logTokens); ok {
 		// Tokens kept in the log's secrets go in the append that records
 		// the outcome: one commit instead of two, and the token lands

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -173,32 +174,43 @@ func TestPerStartConnectionWithoutItsClient(t *testing.T) {
 // connection whole: its client is deleted, and refreshes go out as the
 // configured client again.
 func TestDefaultReconnectReplacesPerStartClient(t *testing.T) {
-	h := newBYOHarness(t)
-	st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Client: byoClient()})
-	require.NoError(t, err)
-	_, code := h.prov.Authorize(t, st.AuthURL)
-	_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
-	require.NoError(t, err)
-	_, ok, err := h.log.Secret(h.ctx, "client/conn/gh/")
-	require.NoError(t, err)
-	require.True(t, ok)
+	// Whether or not the engine's index of connections is built yet (it
+	// spares a default reconnect the delete when it knows there is no
+	// client to delete), the per-start client goes.
+	for _, indexed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("indexed=%v", indexed), func(t *testing.T) {
+			h := newBYOHarness(t)
+			if indexed {
+				_, err := h.e.Connections(h.ctx)
+				require.NoError(t, err)
+			}
+			st, err := h.e.Start(h.ctx, engine.StartRequest{Provider: "gh", Client: byoClient()})
+			require.NoError(t, err)
+			_, code := h.prov.Authorize(t, st.AuthURL)
+			_, err = h.e.Callback(h.ctx, engine.CallbackParams{State: st.ID, Code: code})
+			require.NoError(t, err)
+			_, ok, err := h.log.Secret(h.ctx, "client/conn/gh/")
+			require.NoError(t, err)
+			require.True(t, ok)
 
-	h.connect("")
-	assert.Equal(t, clientID, h.prov.LastRequest().Form.Get("client_id"))
-	_, ok, err = h.log.Secret(h.ctx, "client/conn/gh/")
-	require.NoError(t, err)
-	assert.False(t, ok, "no client secret outlives its connection")
-	h.clk.Advance(2 * time.Hour)
-	_, stored, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
-	require.NoError(t, err)
-	assert.Empty(t, stored.ClientID)
-	assert.Equal(t, clientID, h.prov.LastRequest().Form.Get("client_id"))
-	conns, err := h.e.Connections(h.ctx)
-	require.NoError(t, err)
-	require.Len(t, conns, 1)
-	assert.Empty(t, conns[0].ClientID, "the configured client again")
-	assert.Empty(t, conns[0].Registration)
-	assert.Equal(t, clientSecret, h.prov.LastRequest().Form.Get("client_secret"))
+			h.connect("")
+			assert.Equal(t, clientID, h.prov.LastRequest().Form.Get("client_id"))
+			_, ok, err = h.log.Secret(h.ctx, "client/conn/gh/")
+			require.NoError(t, err)
+			assert.False(t, ok, "no client secret outlives its connection")
+			h.clk.Advance(2 * time.Hour)
+			_, stored, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
+			require.NoError(t, err)
+			assert.Empty(t, stored.ClientID)
+			assert.Equal(t, clientID, h.prov.LastRequest().Form.Get("client_id"))
+			conns, err := h.e.Connections(h.ctx)
+			require.NoError(t, err)
+			require.Len(t, conns, 1)
+			assert.Empty(t, conns[0].ClientID, "the configured client again")
+			assert.Empty(t, conns[0].Registration)
+			assert.Equal(t, clientSecret, h.prov.LastRequest().Form.Get("client_secret"))
+		})
+	}
 }
 
 // A per-start client that cannot work is refused before anything is

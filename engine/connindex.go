@@ -26,6 +26,9 @@ type connIndex struct {
 	built bool
 	keys  map[TokenKey]string // connection -> the flow that stored its token
 	flows map[string]TokenKey // and back
+	// perStart holds the connections made with a per-start client: only
+	// those have a sealed client to delete when a connect replaces them.
+	perStart map[TokenKey]bool
 	// scanning is closed when the scan under way ends; nil when none runs.
 	scanning chan struct{}
 	pending  []connChange
@@ -36,9 +39,10 @@ type connIndex struct {
 // connChange is a connect (flow stored key's token) or a disconnect of
 // flow's connection.
 type connChange struct {
-	key     TokenKey
-	flow    string
-	connect bool
+	key      TokenKey
+	flow     string
+	connect  bool
+	perStart bool
 }
 
 func (x *connIndex) apply(c connChange) {
@@ -47,12 +51,18 @@ func (x *connIndex) apply(c connChange) {
 			delete(x.flows, old)
 		}
 		x.keys[c.key], x.flows[c.flow] = c.flow, c.key
+		if c.perStart {
+			x.perStart[c.key] = true
+		} else {
+			delete(x.perStart, c.key)
+		}
 		return
 	}
 	if key, ok := x.flows[c.flow]; ok {
 		delete(x.flows, c.flow)
 		if x.keys[key] == c.flow {
 			delete(x.keys, key)
+			delete(x.perStart, key)
 		}
 	}
 }
@@ -64,7 +74,8 @@ func changes(f states.Flow, recs []states.Record) []connChange {
 		switch recs[i].Event {
 		case states.ExchangeSucceeded:
 			if recs[i].Data.TokenStored {
-				out = append(out, connChange{key: TokenKey{Provider: f.Provider, Account: f.Account}, flow: f.ID, connect: true})
+				out = append(out, connChange{key: TokenKey{Provider: f.Provider, Account: f.Account}, flow: f.ID, connect: true,
+					perStart: f.Registration == RegisteredPerStart})
 			}
 		case states.Disconnected:
 			out = append(out, connChange{flow: recs[i].Flow})
@@ -112,7 +123,8 @@ func (x *connIndex) observed(recs []states.Record, held *states.Flow) {
 				x.dropLocked()
 				return
 			}
-			c := connChange{key: TokenKey{Provider: held.Provider, Account: held.Account}, flow: held.ID, connect: true}
+			c := connChange{key: TokenKey{Provider: held.Provider, Account: held.Account}, flow: held.ID, connect: true,
+				perStart: held.Registration == RegisteredPerStart}
 			x.note(c)
 		case states.Disconnected:
 			x.note(connChange{flow: recs[i].Flow})
@@ -128,6 +140,17 @@ func (x *connIndex) note(c connChange) {
 	}
 }
 
+// mayHoldClient reports whether key's connection may have a sealed
+// per-start client: false only when the index is built and says its
+// connection (if any) was made with the configured client. A connect that
+// replaces it skips deleting a client that is not there, a B-tree search
+// inside the group commit.
+func (x *connIndex) mayHoldClient(key TokenKey) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !x.built || x.perStart[key]
+}
+
 // drop forgets the index: the next call scans the log.
 func (x *connIndex) drop() {
 	x.mu.Lock()
@@ -136,7 +159,7 @@ func (x *connIndex) drop() {
 }
 
 func (x *connIndex) dropLocked() {
-	x.built, x.keys, x.flows, x.pending = false, nil, nil, nil
+	x.built, x.keys, x.flows, x.perStart, x.pending = false, nil, nil, nil, nil
 	x.gen++
 }
 
@@ -206,9 +229,10 @@ func (x *connIndex) rebuild(ctx context.Context, scan func(context.Context) ([]s
 		x.pending = nil
 		return conns, err
 	}
-	x.keys, x.flows = make(map[TokenKey]string, len(conns)), make(map[string]TokenKey, len(conns))
+	x.keys, x.flows, x.perStart = make(map[TokenKey]string, len(conns)), make(map[string]TokenKey, len(conns)), map[TokenKey]bool{}
 	for _, c := range conns {
-		x.apply(connChange{key: TokenKey{Provider: c.Provider, Account: c.Account}, flow: c.Flow, connect: true})
+		x.apply(connChange{key: TokenKey{Provider: c.Provider, Account: c.Account}, flow: c.Flow, connect: true,
+			perStart: c.Registration == RegisteredPerStart})
 	}
 	for _, c := range x.pending {
 		x.apply(c)
