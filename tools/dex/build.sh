@@ -39,7 +39,10 @@ mkdir -p "$(dirname -- "$bin")"
 tmp="$bin.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 echo "building dex into $bin (about 3 minutes cold)..." >&2
-(cd "$here" && go build -o "$tmp" github.com/dexidp/dex/cmd/dex)
+# GOWORK=off: this module is not in the repository's go.work (Dex's
+# dependencies stay out of it), and inside the workspace Go would not find
+# it.
+(cd "$here" && GOWORK=off go build -o "$tmp" github.com/dexidp/dex/cmd/dex)
 mv -f "$tmp" "$bin"
 trap - EXIT
 echo "$bin"
