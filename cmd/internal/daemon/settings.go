@@ -71,44 +71,60 @@ type Store struct {
 // setting is one start-up setting in its three spellings.
 type setting struct {
 	flag, env string
-	// file is the config file's value ("" when the file leaves it out, or
-	// there is no file); nil for settings a file cannot hold.
+	// key is its config key ("" for settings a file cannot hold), and
+	// file its value in the file ("" when the file leaves it out).
+	key  string
 	file func(*config.Config) string
+	// given is the flag's value in Flags.
+	given func(Flags) string
 	// def is the default, given what is settled before it.
 	def func(s *Settings) string
 	set func(s *Settings, v string)
+	get func(s Settings) string
 }
 
 // settings are in the order they settle: the socket's default follows
 // the state directory actually used.
 var settings = []setting{
-	{"state-dir", wire.StateDirEnv, func(c *config.Config) string { return c.StateDir },
-		func(*Settings) string { return wire.DefaultStateDir() }, func(s *Settings, v string) { s.StateDir = v }},
-	{"socket", wire.SocketEnv, func(c *config.Config) string { return c.Socket },
-		func(s *Settings) string { return wire.SocketPathIn(s.StateDir) }, func(s *Settings, v string) { s.Socket = v }},
-	{"listen", "FLOWD_LISTEN", func(c *config.Config) string {
+	{flag: "state-dir", env: wire.StateDirEnv, key: "state_dir", file: func(c *config.Config) string { return c.StateDir },
+		given: func(f Flags) string { return f.StateDir }, def: func(*Settings) string { return wire.DefaultStateDir() },
+		set: func(s *Settings, v string) { s.StateDir = v }, get: func(s Settings) string { return s.StateDir }},
+	{flag: "socket", env: wire.SocketEnv, key: "socket", file: func(c *config.Config) string { return c.Socket },
+		given: func(f Flags) string { return f.Socket }, def: func(s *Settings) string { return wire.SocketPathIn(s.StateDir) },
+		set: func(s *Settings, v string) { s.Socket = v }, get: func(s Settings) string { return s.Socket }},
+	{flag: "listen", env: "FLOWD_LISTEN", key: "listen", file: func(c *config.Config) string {
 		// Parse fills the default in: only a listen other than it is the file's.
 		if c.Listen == config.DefaultListen {
 			return ""
 		}
 		return c.Listen
-	}, func(*Settings) string { return config.DefaultListen }, func(s *Settings, v string) { s.Listen = v }},
-	{"log-level", "FLOWD_LOG_LEVEL", nil, constant("info"), func(s *Settings, v string) { s.LogLevel = v }},
-	{"log-format", "FLOWD_LOG_FORMAT", nil, constant("text"), func(s *Settings, v string) { s.LogFormat = v }},
-	{"store", "FLOWD_STORE", func(c *config.Config) string { return c.Store },
-		constant(config.StoreBbolt), func(s *Settings, v string) { s.Store.Kind = v }},
-	{"etcd-endpoints", "FLOWD_ETCD_ENDPOINTS", func(c *config.Config) string { return strings.Join(c.Etcd.Endpoints, ",") },
-		constant(""), func(s *Settings, v string) { s.Store.EtcdEndpoints = splitList(v) }},
-	{"etcd-prefix", "FLOWD_ETCD_PREFIX", func(c *config.Config) string { return c.Etcd.Prefix },
-		constant(etcdlog.DefaultPrefix), func(s *Settings, v string) { s.Store.EtcdPrefix = v }},
-	{"etcd-cert", "FLOWD_ETCD_CERT", func(c *config.Config) string { return c.Etcd.Cert },
-		constant(""), func(s *Settings, v string) { s.Store.EtcdCert = v }},
-	{"etcd-key", "FLOWD_ETCD_KEY", func(c *config.Config) string { return c.Etcd.Key },
-		constant(""), func(s *Settings, v string) { s.Store.EtcdKey = v }},
-	{"etcd-ca", "FLOWD_ETCD_CA", func(c *config.Config) string { return c.Etcd.CA },
-		constant(""), func(s *Settings, v string) { s.Store.EtcdCA = v }},
-	{"seal-key-file", "FLOWD_SEAL_KEY_FILE", func(c *config.Config) string { return c.Etcd.SealKeyFile },
-		constant(""), func(s *Settings, v string) { s.Store.SealKeyFile = v }},
+	}, given: func(f Flags) string { return f.Listen }, def: constant(config.DefaultListen),
+		set: func(s *Settings, v string) { s.Listen = v }, get: func(s Settings) string { return s.Listen }},
+	{flag: "store", env: "FLOWD_STORE", key: "store", file: func(c *config.Config) string { return c.Store },
+		given: func(f Flags) string { return f.Store }, def: constant(config.StoreBbolt),
+		set: func(s *Settings, v string) { s.Store.Kind = v }, get: func(s Settings) string { return s.Store.Kind }},
+	{flag: "etcd-endpoints", env: "FLOWD_ETCD_ENDPOINTS", key: "etcd.endpoints", file: func(c *config.Config) string { return strings.Join(c.Etcd.Endpoints, ",") },
+		given: func(f Flags) string { return f.EtcdEndpoints }, def: constant(""),
+		set: func(s *Settings, v string) { s.Store.EtcdEndpoints = splitList(v) }, get: func(s Settings) string { return strings.Join(s.Store.EtcdEndpoints, ",") }},
+	{flag: "etcd-prefix", env: "FLOWD_ETCD_PREFIX", key: "etcd.prefix", file: func(c *config.Config) string { return c.Etcd.Prefix },
+		given: func(f Flags) string { return f.EtcdPrefix }, def: constant(etcdlog.DefaultPrefix),
+		set: func(s *Settings, v string) { s.Store.EtcdPrefix = v }, get: func(s Settings) string { return s.Store.EtcdPrefix }},
+	{flag: "etcd-cert", env: "FLOWD_ETCD_CERT", key: "etcd.cert", file: func(c *config.Config) string { return c.Etcd.Cert },
+		given: func(f Flags) string { return f.EtcdCert }, def: constant(""),
+		set: func(s *Settings, v string) { s.Store.EtcdCert = v }, get: func(s Settings) string { return s.Store.EtcdCert }},
+	{flag: "etcd-key", env: "FLOWD_ETCD_KEY", key: "etcd.key", file: func(c *config.Config) string { return c.Etcd.Key },
+		given: func(f Flags) string { return f.EtcdKey }, def: constant(""),
+		set: func(s *Settings, v string) { s.Store.EtcdKey = v }, get: func(s Settings) string { return s.Store.EtcdKey }},
+	{flag: "etcd-ca", env: "FLOWD_ETCD_CA", key: "etcd.ca", file: func(c *config.Config) string { return c.Etcd.CA },
+		given: func(f Flags) string { return f.EtcdCA }, def: constant(""),
+		set: func(s *Settings, v string) { s.Store.EtcdCA = v }, get: func(s Settings) string { return s.Store.EtcdCA }},
+	{flag: "seal-key-file", env: "FLOWD_SEAL_KEY_FILE", key: "etcd.seal_key_file", file: func(c *config.Config) string { return c.Etcd.SealKeyFile },
+		given: func(f Flags) string { return f.SealKeyFile }, def: constant(""),
+		set: func(s *Settings, v string) { s.Store.SealKeyFile = v }, get: func(s Settings) string { return s.Store.SealKeyFile }},
+	{flag: "log-level", env: "FLOWD_LOG_LEVEL", given: func(f Flags) string { return f.LogLevel }, def: constant("info"),
+		set: func(s *Settings, v string) { s.LogLevel = v }, get: func(s Settings) string { return s.LogLevel }},
+	{flag: "log-format", env: "FLOWD_LOG_FORMAT", given: func(f Flags) string { return f.LogFormat }, def: constant("text"),
+		set: func(s *Settings, v string) { s.LogFormat = v }, get: func(s Settings) string { return s.LogFormat }},
 }
 
 func constant(v string) func(*Settings) string { return func(*Settings) string { return v } }
@@ -136,9 +152,8 @@ func Settle(flags Flags, getenv func(string) string, file *config.Config) (Setti
 	}
 	s := Settings{From: map[string]Source{}}
 	s.ConfigPath, _, s.From["config"] = ConfigPath(flags, getenv)
-	given := flagValues(flags)
 	for _, st := range settings {
-		v, from := given[st.flag], FromFlag
+		v, from := st.given(flags), FromFlag
 		if v == "" {
 			v, from = getenv(st.env), FromEnv
 		}
@@ -190,31 +205,10 @@ func (s Settings) spelling(flag string) string {
 		case FromEnv:
 			return st.env
 		case FromFile:
-			return fileKey(flag) + " in the config file"
+			return st.key + " in the config file"
 		}
 	}
 	return "the default"
-}
-
-// fileKey is the config key of the setting whose flag is flag.
-func fileKey(flag string) string {
-	switch flag {
-	case "seal-key-file":
-		return "etcd.seal_key_file"
-	case "etcd-endpoints", "etcd-prefix", "etcd-cert", "etcd-key", "etcd-ca":
-		return "etcd." + strings.TrimPrefix(flag, "etcd-")
-	}
-	return strings.ReplaceAll(flag, "-", "_")
-}
-
-// flagValues maps each setting's flag name to its value in flags.
-func flagValues(f Flags) map[string]string {
-	return map[string]string{
-		"state-dir": f.StateDir, "socket": f.Socket, "listen": f.Listen,
-		"log-level": f.LogLevel, "log-format": f.LogFormat, "store": f.Store,
-		"etcd-endpoints": f.EtcdEndpoints, "etcd-prefix": f.EtcdPrefix, "etcd-cert": f.EtcdCert,
-		"etcd-key": f.EtcdKey, "etcd-ca": f.EtcdCA, "seal-key-file": f.SealKeyFile,
-	}
 }
 
 // splitList splits a comma-separated list, dropping empty items.
@@ -229,20 +223,16 @@ func splitList(v string) []string {
 }
 
 // Describe lists each setting with its value and where it came from, one
-// line each, for flowd -check-config.
+// line each, for flowd -check-config: the etcd settings only for the etcd
+// store, and those without a value not at all.
 func (s Settings) Describe() []string {
-	line := func(name, v string) string {
-		return fmt.Sprintf("%-15s %s (%s)", name, v, s.From[name])
-	}
-	out := []string{line("config", s.ConfigPath), line("state-dir", s.StateDir), line("socket", s.Socket),
-		line("listen", s.Listen), line("store", s.Store.Kind)}
-	if s.Store.Kind == config.StoreEtcd {
-		out = append(out, line("etcd-endpoints", strings.Join(s.Store.EtcdEndpoints, ",")), line("etcd-prefix", s.Store.EtcdPrefix))
-		for _, kv := range [][2]string{{"etcd-cert", s.Store.EtcdCert}, {"etcd-key", s.Store.EtcdKey}, {"etcd-ca", s.Store.EtcdCA}, {"seal-key-file", s.Store.SealKeyFile}} {
-			if kv[1] != "" {
-				out = append(out, line(kv[0], kv[1]))
-			}
+	out := []string{fmt.Sprintf("%-15s %s (%s)", "config", s.ConfigPath, s.From["config"])}
+	for _, st := range settings {
+		v := st.get(s)
+		if strings.HasPrefix(st.key, "etcd.") && (s.Store.Kind != config.StoreEtcd || v == "") {
+			continue
 		}
+		out = append(out, fmt.Sprintf("%-15s %s (%s)", st.flag, v, s.From[st.flag]))
 	}
-	return append(out, line("log-level", s.LogLevel), line("log-format", s.LogFormat))
+	return out
 }
