@@ -92,13 +92,11 @@ func (x *connIndex) committed(f states.Flow, recs []states.Record) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	switch {
-	case x.built:
-		for _, c := range cs {
-			x.apply(c)
-		}
-	case x.scanning != nil:
-		x.pending = append(x.pending, cs...)
+	if !x.built && x.scanning == nil {
+		return // the next scan reads them from the log
+	}
+	for _, c := range cs {
+		x.note(c)
 	}
 }
 
@@ -132,6 +130,7 @@ func (x *connIndex) observed(recs []states.Record, held *states.Flow) {
 	}
 }
 
+// note applies c to the index, or queues it behind the scan under way.
 func (x *connIndex) note(c connChange) {
 	if x.built {
 		x.apply(c)
