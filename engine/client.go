@@ -106,8 +106,24 @@ func checkClient(provider string, c *Client, resource string) (*sealedClient, er
 	case m != AuthMethodNone && c.Secret == "":
 		return nil, bad("auth method %s needs a client secret, and none is given: pass one, or use %s for a public client", m, AuthMethodNone)
 	}
-	// An unset method is settled against the provider (withClient).
+	// An unset method is settled against the provider (forProvider).
 	return &sealedClient{ID: c.ID, Secret: c.Secret, AuthMethod: c.AuthMethod}, nil
+}
+
+// forProvider is c with its auth method settled against the provider it
+// is started at, when the caller gave none: none without a secret, the
+// provider's own method when that sends a secret (the token endpoint is
+// the provider's), else client_secret_basic. It is what gets sealed.
+func (c *sealedClient) forProvider(p *provider) *sealedClient {
+	if c == nil || c.AuthMethod != "" {
+		return c
+	}
+	settled := *c
+	settled.AuthMethod = authMethodOf(Provider{ClientSecret: c.Secret})
+	if c.Secret != "" && (p.AuthMethod == AuthMethodClientSecretBasic || p.AuthMethod == AuthMethodClientSecretPost) {
+		settled.AuthMethod = p.AuthMethod
+	}
+	return &settled
 }
 
 // withClient is p with c in place of its configured client; p itself
@@ -115,12 +131,6 @@ func checkClient(provider string, c *Client, resource string) (*sealedClient, er
 func (p *provider) withClient(c *sealedClient) *provider {
 	if c == nil {
 		return p
-	}
-	if c.AuthMethod == "" {
-		c.AuthMethod = authMethodOf(Provider{ClientSecret: c.Secret})
-		if c.Secret != "" && (p.AuthMethod == AuthMethodClientSecretBasic || p.AuthMethod == AuthMethodClientSecretPost) {
-			c.AuthMethod = p.AuthMethod
-		}
 	}
 	q := *p
 	q.ClientID, q.ClientSecret, q.AuthMethod = c.ID, c.Secret, c.AuthMethod

@@ -51,7 +51,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 		if len(scopes) == 0 {
 			scopes = p.Scopes
 		}
-		return e.startDevice(ctx, p.withClient(client), req, scopes)
+		return e.startDevice(ctx, p.withClient(client.forProvider(p)), req, scopes)
 	}
 	var redirect string
 	switch req.Transport {
@@ -79,6 +79,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (Started, error) {
 	} else if p, err = e.provider(req.Provider); err != nil {
 		return Started{}, err
 	}
+	client = client.forProvider(p)
 	p = p.withClient(client)
 	switch {
 	case req.Resource != "":
