@@ -84,6 +84,17 @@ func changes(f states.Flow, recs []states.Record) []connChange {
 	return out
 }
 
+// touchesConnection reports whether recs connect or disconnect: only
+// those change the index, so the watch path copies a flow for no other.
+func touchesConnection(recs []states.Record) bool {
+	for i := range recs {
+		if recs[i].Event == states.ExchangeSucceeded || recs[i].Event == states.Disconnected {
+			return true
+		}
+	}
+	return false
+}
+
 // committed notes the changes of records this engine appended.
 func (x *connIndex) committed(f states.Flow, recs []states.Record) {
 	cs := changes(f, recs)

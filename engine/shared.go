@@ -113,12 +113,20 @@ func (e *Engine) observe(recs []states.Record) {
 	if lf != nil {
 		lf.mu.Lock()
 		e.advance(ctx, lf, recs)
-		held := lf.flow
+		var held *states.Flow
+		if touchesConnection(recs) {
+			f := lf.flow
+			held = &f
+		}
 		lf.mu.Unlock()
-		e.conns.observed(recs, &held)
+		if held != nil {
+			e.conns.observed(recs, held)
+		}
 		return
 	}
-	e.conns.observed(recs, nil)
+	if touchesConnection(recs) {
+		e.conns.observed(recs, nil)
+	}
 	if recs[len(recs)-1].To.Terminal() {
 		// The end of a flow this engine does not hold: nothing to wake.
 		return
