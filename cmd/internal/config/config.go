@@ -663,14 +663,15 @@ func fitsCredentials(m engine.AuthMethod, hasSecret bool) error {
 
 // checkURL accepts https URLs, and http only for loopback hosts (local test
 // servers such as Dex): an http provider elsewhere would send codes and
-// secrets in the clear.
+// secrets in the clear. A value that is not a URL is not quoted back: it
+// may be a secret pasted into the wrong field.
 func checkURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("%q is not an absolute http(s) URL", s)
+		return nil, fmt.Errorf("not an absolute http(s) URL (write it like \"https://example.com/oauth/token\"; the value is not shown, in case it is a misplaced secret)")
 	}
 	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		return nil, fmt.Errorf("%q uses http on a non-loopback host; use https", s)
+		return nil, fmt.Errorf("http://%s is not a loopback host: use https", u.Host)
 	}
 	return u, nil
 }
