@@ -141,11 +141,14 @@ func (x *connIndex) observed(recs []states.Record, held *states.Flow) {
 	}
 }
 
-// note applies c to the index, or queues it behind the scan under way.
+// note applies c to the index when it is built, and queues it behind the
+// scan under way when one runs: retention rebuilds a built index, and the
+// scan's result replaces the maps c was applied to.
 func (x *connIndex) note(c connChange) {
 	if x.built {
 		x.apply(c)
-	} else {
+	}
+	if x.scanning != nil {
 		x.pending = append(x.pending, c)
 	}
 }

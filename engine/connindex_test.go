@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -170,4 +172,54 @@ func TestConnectionIndexKeepsChangesDuringItsScan(t *testing.T) {
 	_, st, err := h.e.Token(h.ctx, engine.TokenKey{Provider: "gh"})
 	require.NoError(t, err, "hubot is the one account")
 	assert.Equal(t, hubot.ID, st.Flow)
+}
+
+// prunedLog is pausingLog that says when retention has pruned: retention
+// rebuilds the index before it prunes.
+type prunedLog struct {
+	*pausingLog
+	pruned chan struct{}
+}
+
+func (l *prunedLog) PruneKeeping(ctx context.Context, endedBefore time.Time, keep func(string) bool) (int, error) {
+	defer func() { l.pruned <- struct{}{} }()
+	return l.Log.PruneKeeping(ctx, endedBefore, keep)
+}
+
+// Retention rebuilds an index that is already built, from its own fold of
+// the log. A connect that commits while that scan runs is applied to the
+// index in use and must also be applied over the scan's result, or the
+// installed index loses it.
+func TestConnectionIndexRebuiltByRetentionKeepsChangesDuringItsScan(t *testing.T) {
+	id := &identifier{}
+	pl := &prunedLog{
+		pausingLog: &pausingLog{Log: memlog.New(), paused: make(chan struct{}), resume: make(chan struct{})},
+		pruned:     make(chan struct{}, 1),
+	}
+	h := newHarness(t, withIdentify(id), func(c *engine.Config) { c.Log = pl })
+	<-pl.pruned // Open's retention pass
+	id.as(engine.Identity{Account: "octocat"})
+	h.connect("")
+	require.Equal(t, folded(t, h), listed(t, h), "the index is built")
+
+	pl.armed.Store(true)
+	go h.clk.Advance(time.Hour) // the hourly retention pass
+	<-pl.paused
+	id.as(engine.Identity{Account: "hubot"})
+	h.connect("")
+	close(pl.resume)
+	<-pl.pruned
+
+	assert.Equal(t, []string{"hubot", "octocat"}, accountsOf(listed(t, h)), "hubot, connected during retention's scan, is listed")
+	assert.Equal(t, folded(t, h), listed(t, h))
+}
+
+// accountsOf lists the accounts of listed's provider/account@flow lines,
+// in the order of the lines.
+func accountsOf(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		out = append(out, l[strings.Index(l, "/")+1:strings.Index(l, "@")])
+	}
+	return out
 }
