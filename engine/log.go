@@ -104,6 +104,27 @@ type Watcher interface {
 	Watch(ctx context.Context, after uint64, fn func(recs []states.Record)) error
 }
 
+// Claimer is implemented by a shared Log (a Watcher) that grants
+// exclusive claims which lapse when their holder stops: leases. The engine
+// claims a device flow before each poll of the token endpoint, so that one
+// engine polls it (two would poll faster than the interval RFC 8628 §3.5
+// allows, and the second would spend the device code's one success), and
+// another engine, or the same one restarted, takes the polling over once
+// the claim lapses. On a shared Log without Claimer a device flow is
+// polled only by the engine that started it, and by none after it stops.
+type Claimer interface {
+	// Claim takes the claim named key for this writer (this Log value)
+	// unless another writer holds it, and reports whether this writer
+	// holds it now: true when it was free or is already this writer's.
+	// A claim lapses when its holder's Log is closed, or within the Log's
+	// lease period after its process died or lost the store.
+	Claim(ctx context.Context, key string) (bool, error)
+	// Release gives up this writer's claim on key, so that another writer
+	// can take it at once. Releasing a claim this writer does not hold
+	// does nothing.
+	Release(ctx context.Context, key string) error
+}
+
 // KeepingPruner is implemented by a Log whose Prune can spare flows: the
 // engine keeps the flow of every connection that still holds its token,
 // so its token events go on being recorded and Connections goes on
