@@ -109,6 +109,7 @@ func (e *Engine) adoptLocked(lf *liveFlow) uint64 {
 // caller holds lf.mu.
 func (e *Engine) retire(lf *liveFlow) {
 	lf.verifier, lf.nonce = "", ""
+	e.releasePoll(lf)
 	e.mu.Lock()
 	if e.live[lf.flow.ID] == lf {
 		delete(e.live, lf.flow.ID)

@@ -58,7 +58,8 @@ type DeviceCode struct {
 	VerificationURIComplete string
 	// NextPoll is when the engine polls the token endpoint next. It is
 	// zero from DeviceCode on an engine that does not poll the flow (it
-	// was started by another engine on a shared log).
+	// was started by another engine on a shared log that is not a
+	// Claimer).
 	NextPoll time.Time
 }
 
@@ -80,8 +81,65 @@ type deviceState struct {
 	secret *deviceSecret
 	// pollAt is the next poll; zero until computed from the flow.
 	pollAt time.Time
-	// polling is true while this engine waits for a poll's answer.
+	// polling is true while this engine claims the flow or waits for a
+	// poll's answer.
 	polling bool
+	// claimed: this engine took the flow's claim (Claimer), to release
+	// when the flow ends here.
+	claimed bool
+}
+
+// pass moves d's next poll past the schedule point at (a poll made or
+// left to another engine) to the next point after now.
+func (d *deviceState) pass(f states.Flow, at, now time.Time) {
+	d.pollAt = f.NextPollAfter(at.Add(time.Nanosecond))
+	if !d.pollAt.After(now) {
+		d.pollAt = f.NextPollAfter(now.Add(time.Nanosecond))
+	}
+}
+
+// pollsDevice reports whether this engine may poll f: a device flow on a
+// log this engine alone uses, or on a shared log that grants claims. On a
+// shared log that does not, only the engine that started f polls it.
+func (e *Engine) pollsDevice(f states.Flow) bool {
+	return f.Transport == states.Device && (e.shared == nil || e.claims != nil)
+}
+
+// claimPoll reports whether this engine may make the poll due now: on a
+// shared log, whether it holds the flow's claim. An engine that cannot
+// tell (the log is unavailable) does not poll: it could not record the
+// answer either. The caller holds no lock.
+func (e *Engine) claimPoll(ctx context.Context, flow string) bool {
+	if e.claims == nil {
+		return true
+	}
+	held, err := e.claims.Claim(ctx, deviceKeyPrefix+flow)
+	if err != nil {
+		e.logger.Warn("could not claim a device flow's poll; trying again at its next poll", "flow", states.ShortID(flow), "err", err)
+		return false
+	}
+	return held
+}
+
+// releasePoll gives up lf's claim once the flow ended on this engine, so
+// the claims of finished flows do not pile up in the shared log until the
+// process stops. The caller holds lf.mu.
+func (e *Engine) releasePoll(lf *liveFlow) {
+	if e.claims == nil || lf.dev == nil || !lf.dev.claimed {
+		return
+	}
+	lf.dev.claimed = false
+	if e.enter() != nil {
+		return // closing: the claim lapses with the log's lease
+	}
+	go func(key string) {
+		defer e.inflight.Done()
+		ctx, cancel := context.WithTimeout(e.background, e.cfg.ExchangeTimeout)
+		defer cancel()
+		if err := e.claims.Release(ctx, key); err != nil {
+			e.logger.Warn("could not release a finished device flow's claim; it lapses with this replica's lease", "flow", states.ShortID(key[len(deviceKeyPrefix):]), "err", err)
+		}
+	}(deviceKeyPrefix + lf.flow.ID)
 }
 
 // ErrNoDeviceEndpoint: the provider has no device authorization endpoint.
@@ -403,11 +461,26 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 	d.polling = true
 	lf.mu.Unlock()
 
+	if !e.claimPoll(ctx, f.ID) {
+		// Another engine polls it, or none can say: look again at the
+		// next point of the schedule, in case its poller stopped.
+		lf.mu.Lock()
+		defer lf.mu.Unlock()
+		d.polling = false
+		if lf.flow.State.Live() {
+			d.pass(lf.flow, at, now)
+			retry(lf, e.wakeFor(lf))
+		}
+		return true
+	}
 	ans := e.pollToken(ctx, p, code)
 
 	lf.mu.Lock()
 	defer lf.mu.Unlock()
 	d.polling = false
+	if e.claims != nil {
+		d.claimed = true
+	}
 	if lf.flow.LastSeq != seq || !lf.flow.State.Live() {
 		// Canceled, superseded or expired while the poll was out: what it
 		// heard is moot (a token so obtained is dropped, as the user asked).
@@ -422,10 +495,7 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 	switch ans.errorCode {
 	case "authorization_pending":
 		// Nothing changed: the schedule in the log still holds.
-		d.pollAt = f.NextPollAfter(at.Add(time.Nanosecond))
-		if !d.pollAt.After(now) {
-			d.pollAt = f.NextPollAfter(now.Add(time.Nanosecond))
-		}
+		d.pass(f, at, now)
 		retry(lf, e.wakeFor(lf))
 		return true
 	case "slow_down", "timeout", "network_error":

@@ -89,7 +89,11 @@ type Engine struct {
 
 	// shared is the Log as a Watcher when several engines share it; nil
 	// otherwise. stopWatch and watchDone end and await its watch.
-	shared    Watcher
+	shared Watcher
+	// claims is the shared Log as a Claimer, nil when it is not one (or
+	// the Log is not shared): then only the engine that started a device
+	// flow polls it.
+	claims    Claimer
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
@@ -163,11 +167,11 @@ type liveFlow struct {
 	// copy, always written with the flow's first records. Memory is not
 	// the log: the process holds the key that opens every sealed secret.
 	verifier string
-	// dev is the poll state of a device flow this engine polls (its
+	// dev is the poll state of a device flow this engine may poll (its
 	// fields guarded by mu; the pointer itself is set before the flow is
 	// published and never changes); nil for the other transports, and for
-	// device flows another engine on a shared log started (the one that
-	// started it polls).
+	// device flows read from a shared log that is not a Claimer (only the
+	// engine that started such a flow polls it; see pollsDevice).
 	dev *deviceState
 	// nonce is the OpenID Connect nonce of a flow this engine started,
 	// kept like verifier (its sealed copy is read otherwise).
@@ -208,6 +212,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.background, e.stopBackground = context.WithCancel(context.Background())
 	e.shared, _ = cfg.Log.(Watcher)
+	if e.shared != nil {
+		e.claims, _ = cfg.Log.(Claimer)
+	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}

@@ -26,7 +26,7 @@ func (e *Engine) recover(ctx context.Context) error {
 			return fmt.Errorf("replay live flow: %w", err)
 		}
 		lf := &liveFlow{flow: f, done: make(chan struct{}), index: -1}
-		if f.Transport == states.Device && e.shared == nil {
+		if e.pollsDevice(f) {
 			// Polling resumes on the recorded schedule (wakeFor).
 			lf.dev = &deviceState{}
 		}

@@ -153,6 +153,10 @@ func (e *Engine) adoptHistory(history []states.Record) *liveFlow {
 		return nil
 	}
 	lf := &liveFlow{flow: f, done: make(chan struct{}), index: -1}
+	if e.pollsDevice(f) {
+		// Any engine may poll it, one at a time (devicePoll claims it).
+		lf.dev = &deviceState{}
+	}
 	noteRecords(lf, history)
 	e.mu.Lock()
 	if cur := e.live[f.ID]; cur != nil || e.starting[f.ID] || e.closed {
