@@ -18,6 +18,7 @@
 //	x/<flow>              present once the flow became terminal; holds its n/ key
 //	n/<time>/<flow>       ended index: when the flow became terminal
 //	s/<name>              a secret sealed with AES-256-GCM (package seal)
+//	c/<key>               a claim: the holder's writer id, under its lease
 //
 // # Transitions
 //
@@ -47,6 +48,14 @@
 // it is written at), so it reads the record keys in key order and sorts
 // the records after the given Seq in memory: it serves exports and
 // listings. Following the log as it grows is Watch's job.
+//
+// # Claims
+//
+// *Log implements engine.Claimer: a claim is c/<key> holding the writer
+// id of one Log value, put under that Log's etcd lease (granted on its
+// first Claim, TTL Options.ClaimTTL, kept alive by the etcd client). Close
+// revokes the lease, which releases every claim of the Log at once; a
+// replica that dies or loses etcd loses its claims when the lease expires.
 package etcdlog
 
 import (
@@ -57,6 +66,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +74,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/tlsutil"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -146,6 +157,12 @@ type Options struct {
 	Client *clientv3.Client
 	// Logger receives the etcd client's logs. Default: discarded.
 	Logger *zap.Logger
+	// ClaimTTL is how long a claim (Claim) outlives a replica that died
+	// or lost etcd without closing its log: the TTL of the lease its
+	// claims are under, in whole seconds, rounded up. Default
+	// DefaultClaimTTL; etcd's minimum TTL applies (a server raises a
+	// shorter one to 1.5 election timeouts).
+	ClaimTTL time.Duration
 }
 
 // Log is the etcd event log. It is safe for concurrent use, by any number
@@ -158,6 +175,16 @@ type Log struct {
 	timeout   time.Duration
 	endpoints string
 	closed    atomic.Bool
+
+	// Claims (claim.go): the writer id, the lease TTL in seconds, and the
+	// session holding the lease, granted on the first Claim and kept
+	// alive under life until Close.
+	id       string
+	claimTTL int
+	life     context.Context
+	stop     context.CancelFunc
+	claimMu  sync.Mutex
+	sess     *concurrency.Session
 }
 
 // Format of meta/format; a layout older code cannot read gets a new number.
@@ -197,7 +224,12 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	l := &Log{prefix: opts.Prefix, sealer: sealer, timeout: opts.RequestTimeout}
+	if opts.ClaimTTL <= 0 {
+		opts.ClaimTTL = DefaultClaimTTL
+	}
+	l := &Log{prefix: opts.Prefix, sealer: sealer, timeout: opts.RequestTimeout,
+		id: newWriterID(), claimTTL: ttlSeconds(opts.ClaimTTL)}
+	l.life, l.stop = context.WithCancel(context.Background())
 	if opts.Client != nil {
 		l.cli = opts.Client
 	} else {
@@ -273,9 +305,13 @@ func (l *Log) init(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the connection to etcd, unless Options.Client was given.
+// Close revokes the lease of this log's claims, so that other replicas
+// can take them at once (within a short timeout: when etcd does not
+// answer, the claims lapse after Options.ClaimTTL), and closes the
+// connection to etcd, unless Options.Client was given.
 func (l *Log) Close() error {
 	l.closed.Store(true)
+	l.closeSession()
 	if !l.own || l.cli == nil {
 		return nil
 	}
@@ -296,10 +332,7 @@ func (l *Log) Prefix() string { return l.prefix }
 // the failures of an unreachable or leaderless cluster into ErrUnavailable.
 func (l *Log) call(ctx context.Context, op string, fn func(ctx context.Context) error) error {
 	if l.closed.Load() {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		return fmt.Errorf("%s: %w: the log was closed", op, engine.ErrLogUnavailable)
+		return closedErr(ctx, op)
 	}
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), l.timeout)
 	defer cancel()
@@ -317,6 +350,14 @@ func (l *Log) call(ctx context.Context, op string, fn func(ctx context.Context) 
 		return fmt.Errorf("%s: %w at %s: %v; flowd needs a quorum of the etcd members: check them (etcdctl endpoint health), and retry once they serve", op, engine.ErrLogUnavailable, l.endpoints, err)
 	}
 	return fmt.Errorf("%s on etcd %s: %w", op, l.endpoints, err)
+}
+
+// closedErr is the error of a request on a closed log.
+func closedErr(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: the log was closed", op, engine.ErrLogUnavailable)
 }
 
 // unavailable reports whether err means no quorum answered.
