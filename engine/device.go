@@ -90,11 +90,17 @@ type deviceState struct {
 }
 
 // pass moves d's next poll past the schedule point at (a poll made or
-// left to another engine) to the next point after now.
-func (d *deviceState) pass(f states.Flow, at, now time.Time) {
+// left to another engine) to the next point after now and, when this
+// engine sent a poll at sent, to a point a whole interval after it: a
+// poll sent late (its claim, a busy timer) must not make the next one come
+// sooner than the interval, which a strict server answers slow_down.
+func (d *deviceState) pass(f states.Flow, at, now, sent time.Time) {
 	d.pollAt = f.NextPollAfter(at.Add(time.Nanosecond))
 	if !d.pollAt.After(now) {
 		d.pollAt = f.NextPollAfter(now.Add(time.Nanosecond))
+	}
+	if floor := sent.Add(f.PollInterval); !sent.IsZero() && d.pollAt.Before(floor) {
+		d.pollAt = f.NextPollAfter(floor)
 	}
 }
 
@@ -468,11 +474,12 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 		defer lf.mu.Unlock()
 		d.polling = false
 		if lf.flow.State.Live() {
-			d.pass(lf.flow, at, now)
+			d.pass(lf.flow, at, now, time.Time{})
 			retry(lf, e.wakeFor(lf))
 		}
 		return true
 	}
+	sent := e.clock.Now()
 	ans := e.pollToken(ctx, p, code)
 
 	lf.mu.Lock()
@@ -495,12 +502,12 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 	switch ans.errorCode {
 	case "authorization_pending":
 		// Nothing changed: the schedule in the log still holds.
-		d.pass(f, at, now)
+		d.pass(f, at, now, sent)
 		retry(lf, e.wakeFor(lf))
 		return true
 	case "slow_down", "timeout", "network_error":
 		interval := f.PollInterval + slowDownStep
-		next := now.Add(interval).UTC()
+		next := sent.Add(interval).UTC()
 		recs = e.record(lf, states.PollSlowed, states.Data{
 			ErrorCode: ans.errorCode, Message: ans.description,
 			DevicePolling: &states.DevicePolling{PollInterval: int(interval / time.Second), NextPoll: &next},
