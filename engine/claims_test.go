@@ -164,3 +164,23 @@ func TestSharedDevicePollWaitsForTheClaim(t *testing.T) {
 	h.clk.Advance(5 * time.Second)
 	assert.Equal(t, 1, h.polls(st).Polls)
 }
+
+// A flow canceled while its poll was out ends on the engine that polled
+// it, which releases the claim it took for that poll: the claims of
+// finished flows do not stay in the shared log until the process stops.
+func TestSharedDeviceClaimReleasedWhenTheFlowEndsMidPoll(t *testing.T) {
+	h, b, table := claimingReplicas(t)
+	require.NoError(t, b.Close()) // one replica: it is the poller
+	st := h.startDevice()
+	release := h.prov.Hold()
+	advanced := make(chan struct{})
+	go func() { h.clk.Advance(5 * time.Second); close(advanced) }()
+	h.prov.WaitEntered(t)
+	require.Equal(t, "a", table.holder("device/"+st.ID), "claimed for the poll")
+	_, err := h.e.Cancel(h.ctx, st.ID)
+	require.NoError(t, err)
+	release()
+	<-advanced
+	require.Eventually(t, func() bool { return table.holder("device/"+st.ID) == "" }, 5*time.Second, time.Millisecond,
+		"the claim is released once the poll is back")
+}

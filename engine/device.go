@@ -493,6 +493,8 @@ func (e *Engine) devicePoll(lf *liveFlow, now time.Time, retry func(*liveFlow, t
 		// heard is moot (a token so obtained is dropped, as the user asked).
 		if lf.flow.State.Live() {
 			retry(lf, e.wakeFor(lf))
+		} else {
+			e.releasePoll(lf) // it ended before this poll took the claim
 		}
 		return true
 	}
